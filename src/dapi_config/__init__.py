@@ -1,0 +1,66 @@
+"""dapi-config: crash-safe configuration for dapi nodes.
+
+Static settings come from a YAML file that is never rewritten in normal operation; dynamic
+state lives in an embedded SQLite file, one ACID transaction per change::
+
+    from dapi_config import ConfigManager
+    with ConfigManager.open("config.yaml") as cm:
+        cm.set_height(1200)
+"""
+
+from dapi_config.errors import (
+    ConfigError,
+    DapiConfigError,
+    DuplicateNodeError,
+    NodeNotFoundError,
+    PreconditionFailedError,
+    SchemaTooNewError,
+    StateCorruptError,
+    StateUnavailableError,
+    ValidationError,
+)
+from dapi_config.manager import ConfigManager
+from dapi_config.models import (
+    ApiConfig,
+    BandwidthParamsCache,
+    ChainNodeConfig,
+    Hardware,
+    InferenceNodeConfig,
+    MLNodeKeyConfig,
+    ModelConfig,
+    NatsServerConfig,
+    NodeVersion,
+    SeedInfo,
+    StaticConfig,
+    UpgradePlan,
+    ValidationParamsCache,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiConfig",
+    "BandwidthParamsCache",
+    "ChainNodeConfig",
+    "ConfigError",
+    "ConfigManager",
+    "DapiConfigError",
+    "DuplicateNodeError",
+    "Hardware",
+    "InferenceNodeConfig",
+    "MLNodeKeyConfig",
+    "ModelConfig",
+    "NatsServerConfig",
+    "NodeNotFoundError",
+    "NodeVersion",
+    "PreconditionFailedError",
+    "SchemaTooNewError",
+    "SeedInfo",
+    "StateCorruptError",
+    "StateUnavailableError",
+    "StaticConfig",
+    "UpgradePlan",
+    "ValidationError",
+    "ValidationParamsCache",
+    "__version__",
+]

@@ -1,0 +1,207 @@
+"""The ``dapi-config`` command: thin commands over :class:`ConfigManager`.
+
+stdout carries only each command's result (scripts parse ``status --json``); logs, warnings
+and errors go to stderr. Exit codes: 0 ok, 1 failure, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dapi_config import __version__
+from dapi_config.errors import DapiConfigError
+from dapi_config.manager import ConfigManager
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+HELP = """Crash-safe configuration for dapi nodes: static YAML + an embedded SQLite state file.
+
+Exit codes: 0 ok, 1 failure, 2 usage error. Results go to stdout; logs and errors to stderr.
+"""
+
+app = typer.Typer(
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+nodes_app = typer.Typer(help="Inspect and edit the inference-node registry.", no_args_is_help=True)
+app.add_typer(nodes_app, name="nodes")
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+class _Options:
+    config: Path | None = None
+    state: Path | None = None
+
+
+OPTIONS = _Options()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Static YAML file [env: API_CONFIG_PATH; default ./config.yaml].",
+        show_default=False,
+    ),
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="SQLite state file [env: API_STATE_DB_PATH; default state.db beside config].",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="More log output on stderr (-vv for debug)."
+        ),
+    ] = 0,
+    _show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    OPTIONS.config, OPTIONS.state = config, state
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    setup_logging(level)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log to stderr, one line per record."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_dapi_config", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._dapi_config = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the Exit to raise."""
+    stderr.print(f"error: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def open_manager(config: Path | None = None, state: Path | None = None) -> Iterator[ConfigManager]:
+    """Open the manager for a command, mapping every product error to one stderr line + exit 1."""
+    try:
+        with ConfigManager.open(
+            config or OPTIONS.config, state or OPTIONS.state, actor="cli"
+        ) as cm:
+            yield cm
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as JSON to stdout (and nothing else)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Show height, node version, schedule, seeds, parameters and node count.
+
+    Example: dapi-config --config config.yaml status --json
+    """
+    with open_manager() as cm:
+        summary = cm.state_summary()
+        summary["state_path"] = str(cm.state_path)
+        summary["config_path"] = str(cm.config_path)
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title="dapi-config state", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("config", summary["config_path"])
+    table.add_row("state", summary["state_path"])
+    table.add_row("height", str(summary["height"]))
+    table.add_row("node version", summary["current_node_version"] or "-")
+    schedule = ", ".join(f"{v['version']}@{v['height']}" for v in summary["node_versions"])
+    table.add_row("schedule", schedule or "-")
+    for kind, seed in summary["seeds"].items():
+        table.add_row(
+            f"{kind} seed",
+            f"epoch {seed['epoch_index']} seed {seed['seed']}"
+            + (" (claimed)" if seed["claimed"] else ""),
+        )
+    table.add_row("validation params", json.dumps(summary["validation_params"]))
+    table.add_row("bandwidth params", json.dumps(summary["bandwidth_params"]))
+    plan = summary["upgrade_plan"]
+    table.add_row("upgrade plan", f"{plan['name']} at {plan['height']}" if plan["name"] else "-")
+    table.add_row("nodes", str(summary["node_count"]))
+    table.add_row("revision", str(summary["revision"]))
+    stdout.print(table)
+
+
+@nodes_app.command("list")
+def nodes_list(as_json: JsonOpt = False) -> None:
+    """List the registered inference nodes.
+
+    Example: dapi-config nodes list --json
+    """
+    with open_manager() as cm:
+        nodes = cm.get_nodes()
+    if as_json:
+        print_json([n.model_dump(mode="json") for n in nodes])
+        return
+    table = Table(title=f"{len(nodes)} inference node(s)")
+    for column in ("id", "host", "inference", "poc", "models", "max", "version", "enabled"):
+        table.add_column(column)
+    for n in nodes:
+        table.add_row(
+            n.id,
+            n.host,
+            f"{n.inference_segment or '/'}:{n.inference_port}",
+            f"{n.poc_segment or '/'}:{n.poc_port}",
+            ", ".join(n.models) or "-",
+            str(n.max_concurrent),
+            n.version or "-",
+            "yes" if n.is_enabled else "no",
+        )
+    stdout.print(table)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

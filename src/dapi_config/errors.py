@@ -1,0 +1,121 @@
+"""The one exception tree of dapi-config.
+
+Every error a caller can see derives from :class:`DapiConfigError` and carries a message an
+operator can act on. Surfaces (HTTP, CLI) map these classes to status codes and exit codes in one
+place each.
+
+::
+
+    DapiConfigError
+    ├── ConfigError (ValueError)            bad static config file, env var or legacy file
+    ├── ValidationError (ValueError)        a bad value passed to a write; names the field
+    ├── DuplicateNodeError                  node id already in the registry / twice in a batch
+    ├── NodeNotFoundError (KeyError)        no node with that id
+    ├── PreconditionFailedError             optimistic concurrency: stale ETag / revision
+    └── StateUnavailableError               the state file cannot be used right now
+        ├── SchemaTooNewError               the file was written by a newer dapi-config
+        └── StateCorruptError               integrity check failed and no recovery was possible
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DapiConfigError(Exception):
+    """Base class of every error raised by dapi-config."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(DapiConfigError, ValueError):
+    """The static configuration (a YAML file, an env var, a legacy file) is not usable.
+
+    The message names the source (file or env var), the key and what was expected.
+    """
+
+    code = "config_error"
+
+
+class ValidationError(DapiConfigError, ValueError):
+    """A value passed to a write is invalid; nothing was written.
+
+    ``errors`` lists ``{"field": "a.b", "message": "..."}`` items, one per problem.
+    """
+
+    code = "validation_error"
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[dict[str, Any]] = errors or []
+
+    @property
+    def field(self) -> str | None:
+        """The first offending field, dotted (``models.qwen.args``), if known."""
+        return self.errors[0]["field"] if self.errors else None
+
+
+class DuplicateNodeError(DapiConfigError):
+    """A node id is already registered (or appears twice in one batch)."""
+
+    code = "duplicate_node"
+
+    def __init__(self, node_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"node {node_id!r} already exists")
+        self.node_id = node_id
+
+
+class NodeNotFoundError(DapiConfigError, KeyError):
+    """No node with the given id is registered."""
+
+    code = "node_not_found"
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"node {node_id!r} not found")
+        self.node_id = node_id
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+class PreconditionFailedError(DapiConfigError):
+    """The caller's view (ETag) is stale: someone else changed the object first."""
+
+    code = "precondition_failed"
+
+
+class StateUnavailableError(DapiConfigError):
+    """The state database cannot be read or written (locked, full disk, I/O error, ...).
+
+    A failed write changed nothing; reads of the last committed state may still work.
+    """
+
+    code = "state_unavailable"
+
+
+class SchemaTooNewError(StateUnavailableError):
+    """The state file's schema is newer than this version of dapi-config understands."""
+
+    code = "schema_too_new"
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"{path}: state schema version {found} is newer than this dapi-config supports "
+            f"({supported}); upgrade dapi-config or restore a backup made by this version. "
+            "The file was not changed."
+        )
+        self.found = found
+        self.supported = supported
+
+
+class StateCorruptError(StateUnavailableError):
+    """The state file failed its integrity check and could not be recovered automatically."""
+
+    code = "state_corrupt"

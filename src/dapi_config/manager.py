@@ -1,0 +1,429 @@
+"""ConfigManager: the one facade for library, CLI and HTTP callers.
+
+Static reads come from the YAML file loaded at open; dynamic reads and writes go to the state
+store. Every public write validates its input first, then runs in one transaction (or joins the
+caller's :meth:`ConfigManager.transaction`), so a failed write changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from dapi_config._validation import validate
+from dapi_config.errors import DuplicateNodeError, ValidationError
+from dapi_config.models import (
+    ApiConfig,
+    BandwidthParamsCache,
+    ChainNodeConfig,
+    InferenceNodeConfig,
+    MLNodeKeyConfig,
+    NatsServerConfig,
+    NodeVersion,
+    SeedInfo,
+    StaticConfig,
+    UpgradePlan,
+    ValidationParamsCache,
+)
+from dapi_config.security import REDACTED, fingerprint, generate_worker_key
+from dapi_config.static import LoadedConfig, load_static_config, resolve_state_path
+from dapi_config.store import Durability, StateStore
+from dapi_config.store.sqlite import SeedKind
+
+log = logging.getLogger(__name__)
+
+WORKER_KEY_SECRET = "worker_key"  # noqa: S105 - a row name, not a secret
+INT64_MAX = 2**63 - 1
+
+
+class ConfigManager:
+    """Static configuration plus crash-safe dynamic state.
+
+    Open with :meth:`open` and close with :meth:`close` (or use it as a context manager).
+    Thread-safe; several processes may open the same state file.
+    """
+
+    def __init__(self, loaded: LoadedConfig, store: StateStore) -> None:
+        self._loaded = loaded
+        self._store = store
+
+    @classmethod
+    def open(
+        cls,
+        config_path: str | os.PathLike[str] | None = None,
+        state_path: str | os.PathLike[str] | None = None,
+        *,
+        durability: Durability = "full",
+        actor: str = "library",
+        env: Mapping[str, str] | None = None,
+    ) -> ConfigManager:
+        """Load the static config and open (creating and migrating) the state file.
+
+        ``config_path`` defaults to ``API_CONFIG_PATH`` then ``./config.yaml``; ``state_path``
+        to ``API_STATE_DB_PATH`` then ``state.db`` beside the config file.
+        Raises :class:`ConfigError` (bad static config), :class:`SchemaTooNewError`,
+        :class:`StateUnavailableError`.
+        """
+        env = os.environ if env is None else env
+        loaded = load_static_config(config_path, env)
+        path = resolve_state_path(state_path, loaded.path, env)
+        store = StateStore.open(path, durability=durability, default_actor=actor)
+        return cls(loaded, store)
+
+    def close(self) -> None:
+        """Close the state file. Idempotent."""
+        self._store.close()
+
+    def __enter__(self) -> ConfigManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        """The static YAML file."""
+        return self._loaded.path
+
+    @property
+    def state_path(self) -> Path:
+        """The SQLite state file."""
+        return Path(self._store.path)
+
+    @property
+    def store(self) -> StateStore:
+        """The state store (for modules of this package: backup, export, legacy)."""
+        return self._store
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Make the writes inside the block one atomic transaction (nesting allowed).
+
+        ``with cm.transaction(): cm.set_height(5); cm.rotate_seeds()`` commits both or neither.
+        """
+        return self._store.transaction()
+
+    def acting_as(self, actor: str) -> contextlib.AbstractContextManager[None]:
+        """Record ``actor`` (``api``, ``cli``, ``library``, ``migration``) for writes inside."""
+        return self._store.acting_as(actor)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        with self._store.transaction():
+            yield
+
+    # --- static reads --------------------------------------------------------------------
+
+    @property
+    def static_config(self) -> StaticConfig:
+        """A copy of the whole static config."""
+        return self._loaded.config.model_copy(deep=True)
+
+    def get_api_config(self) -> ApiConfig:
+        """The ``api`` section (a copy)."""
+        return self._loaded.config.api.model_copy(deep=True)
+
+    def get_chain_node_config(self) -> ChainNodeConfig:
+        """The ``chain_node`` section (a copy); ``keyring_password`` from the environment."""
+        return self._loaded.config.chain_node.model_copy(deep=True)
+
+    def get_nats_config(self) -> NatsServerConfig:
+        """The ``nats`` section (a copy)."""
+        return self._loaded.config.nats.model_copy(deep=True)
+
+    def get_ml_node_key_config(self) -> MLNodeKeyConfig:
+        """The worker key pair: the YAML values where non-empty, else the stored pair."""
+        config = self._loaded.config.ml_node_key_config.model_copy(deep=True)
+        if config.worker_public and config.worker_private:
+            return config
+        stored = self._stored_worker_key()
+        if stored is not None:
+            config.worker_public = config.worker_public or stored["public"]
+            config.worker_private = config.worker_private or stored["private"]
+        return config
+
+    # --- dynamic reads -------------------------------------------------------------------
+
+    def get_height(self) -> int:
+        """The chain height (0 when never set). Served from memory."""
+        return self._store.hot_values()[0]
+
+    def get_current_node_version(self) -> str:
+        """The current node version ("" when never set). Served from memory."""
+        return self._store.hot_values()[1]
+
+    def get_node_versions(self) -> list[NodeVersion]:
+        """The node-version schedule, by height."""
+        return self._store.node_versions()
+
+    def get_current_seed(self) -> SeedInfo:
+        """The current epoch seed (all zeros when unset)."""
+        return self._store.seed("current")
+
+    def get_previous_seed(self) -> SeedInfo:
+        """The previous epoch seed (all zeros when unset)."""
+        return self._store.seed("previous")
+
+    def get_upcoming_seed(self) -> SeedInfo:
+        """The upcoming epoch seed (all zeros when unset)."""
+        return self._store.seed("upcoming")
+
+    def get_validation_params(self) -> ValidationParamsCache:
+        """The cached validation parameters."""
+        return self._store.params("validation", ValidationParamsCache)
+
+    def get_bandwidth_params(self) -> BandwidthParamsCache:
+        """The cached bandwidth parameters."""
+        return self._store.params("bandwidth", BandwidthParamsCache)
+
+    def get_upgrade_plan(self) -> UpgradePlan:
+        """The pending upgrade plan (the empty plan when none)."""
+        return self._store.upgrade_plan()
+
+    def get_nodes(self) -> list[InferenceNodeConfig]:
+        """Every registered inference node, in registration order."""
+        return self._store.nodes()
+
+    def get_node(self, node_id: str) -> InferenceNodeConfig:
+        """One node. Raises :class:`NodeNotFoundError`."""
+        return self._store.node(node_id)
+
+    # --- dynamic writes ------------------------------------------------------------------
+
+    def set_height(self, height: int) -> None:
+        """Store the chain height and apply the node-version schedule in the same transaction.
+
+        Every scheduled version with height <= ``height`` leaves the schedule; the one with the
+        greatest such height becomes the current node version. Raises :class:`ValidationError`.
+        """
+        h = _check_height(height, "height")
+        with self._write():
+            self._store.set_height(h)
+
+    def set_current_seed(self, seed: SeedInfo) -> None:
+        """Replace the current seed. Raises :class:`ValidationError`."""
+        self._set_seed("current", seed)
+
+    def set_previous_seed(self, seed: SeedInfo) -> None:
+        """Replace the previous seed. Raises :class:`ValidationError`."""
+        self._set_seed("previous", seed)
+
+    def set_upcoming_seed(self, seed: SeedInfo) -> None:
+        """Replace the upcoming seed. Raises :class:`ValidationError`."""
+        self._set_seed("upcoming", seed)
+
+    def _set_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
+        value = validate(SeedInfo, seed, f"{kind} seed")
+        with self._write():
+            self._store.set_seed(kind, value)
+
+    def rotate_seeds(self) -> None:
+        """Epoch change: previous <- current <- upcoming, upcoming cleared; one transaction."""
+        with self._write():
+            self._store.rotate_seeds()
+
+    def set_validation_params(self, params: ValidationParamsCache) -> None:
+        """Replace the cached validation parameters. Raises :class:`ValidationError`."""
+        value = validate(ValidationParamsCache, params, "validation params")
+        with self._write():
+            self._store.set_params("validation", value)
+
+    def set_bandwidth_params(self, params: BandwidthParamsCache) -> None:
+        """Replace the cached bandwidth parameters. Raises :class:`ValidationError`."""
+        value = validate(BandwidthParamsCache, params, "bandwidth params")
+        with self._write():
+            self._store.set_params("bandwidth", value)
+
+    def set_upgrade_plan(self, plan: UpgradePlan) -> None:
+        """Replace the upgrade plan. Raises :class:`ValidationError`."""
+        value = validate(UpgradePlan, plan, "upgrade plan")
+        with self._write():
+            self._store.set_upgrade_plan(value)
+
+    def add_node_version(self, height: int, version: str) -> bool:
+        """Schedule ``version`` at ``height``; False when that pair is already scheduled."""
+        value = validate(NodeVersion, {"height": height, "version": version}, "node version")
+        _check_height(height, "height")
+        with self._write():
+            return self._store.add_node_version(value)
+
+    def set_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> None:
+        """Replace the whole registry atomically.
+
+        Raises :class:`ValidationError` or :class:`DuplicateNodeError` (nothing changed).
+        """
+        values = validate_nodes(nodes)
+        with self._write():
+            self._store.replace_nodes(values)
+
+    def add_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
+        """Register a node; returns the stored node.
+
+        Raises :class:`ValidationError`, :class:`DuplicateNodeError`.
+        """
+        value = validate(InferenceNodeConfig, node, "node")
+        with self._write():
+            self._store.add_node(value)
+        return value.model_copy(deep=True)
+
+    def add_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
+        """Register several nodes, all or nothing; returns the stored nodes."""
+        values = validate_nodes(nodes)
+        with self._write():
+            for value in values:
+                self._store.add_node(value)
+        return [v.model_copy(deep=True) for v in values]
+
+    def update_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
+        """Replace the node with the same id; returns the stored node.
+
+        Raises :class:`ValidationError`, :class:`NodeNotFoundError`.
+        """
+        value = validate(InferenceNodeConfig, node, "node")
+        with self._write():
+            self._store.update_node(value)
+        return value.model_copy(deep=True)
+
+    def remove_node(self, node_id: str) -> InferenceNodeConfig:
+        """Remove a node; returns it. Raises :class:`NodeNotFoundError`."""
+        with self._write():
+            return self._store.remove_node(node_id)
+
+    def set_node_enabled(self, node_id: str, enabled: bool) -> InferenceNodeConfig:
+        """Enable or disable a node; returns it. Raises :class:`NodeNotFoundError`."""
+        if not isinstance(enabled, bool):
+            raise ValidationError(
+                "enabled: expected true or false",
+                [{"field": "enabled", "message": "expected a boolean"}],
+            )
+        with self._write():
+            return self._store.set_node_enabled(node_id, enabled)
+
+    def create_worker_key(self) -> str:
+        """Generate a new Ed25519 worker pair, store it in the state file; return the public key.
+
+        The pair never goes to the YAML file. :meth:`get_ml_node_key_config` returns it unless
+        the YAML file sets its own keys.
+        """
+        pair = generate_worker_key()
+        value = json.dumps({"public": pair.public, "private": pair.private})
+        with self._write():
+            self._store.set_secret(WORKER_KEY_SECRET, value, fingerprint=fingerprint(pair.private))
+        return pair.public
+
+    def _stored_worker_key(self) -> dict[str, str] | None:
+        raw = self._store.secret(WORKER_KEY_SECRET)
+        return None if raw is None else dict(json.loads(raw))
+
+    # --- summaries and export ------------------------------------------------------------
+
+    def state_summary(self) -> dict[str, Any]:
+        """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``)."""
+        height, version = self._store.hot_values()
+        return {
+            "height": height,
+            "current_node_version": version,
+            "node_versions": [v.model_dump() for v in self.get_node_versions()],
+            "seeds": {
+                "current": self.get_current_seed().model_dump(),
+                "previous": self.get_previous_seed().model_dump(),
+                "upcoming": self.get_upcoming_seed().model_dump(),
+            },
+            "validation_params": self.get_validation_params().model_dump(),
+            "bandwidth_params": self.get_bandwidth_params().model_dump(),
+            "upgrade_plan": self.get_upgrade_plan().model_dump(),
+            "node_count": self._store.node_count(),
+            "revision": self._store.latest_revision(),
+        }
+
+    def export_full_config(self, *, include_secrets: bool = False) -> dict[str, Any]:
+        """The merged static + dynamic configuration in the predecessor's single-file layout.
+
+        Secrets (worker private key, admin token) are replaced by ``<redacted>`` unless
+        ``include_secrets``. The keyring password is never exported.
+        """
+        static = self._loaded.config
+        with self._store.snapshot():
+            # One read transaction: a consistent view even while other writers commit.
+            chain = self._store.chain_state()
+            nodes = self.get_nodes()
+            seeds = {k: self._store.seed(k) for k in ("upcoming", "current", "previous")}
+            plan = self.get_upgrade_plan()
+            versions = self.get_node_versions()
+            validation = self.get_validation_params()
+            bandwidth = self.get_bandwidth_params()
+            keys = self.get_ml_node_key_config()
+        api = static.api.model_dump(mode="json", exclude_none=True)
+        if static.api.admin_token is not None:
+            api["admin_token"] = (
+                static.api.admin_token.get_secret_value() if include_secrets else REDACTED
+            )
+        key_config = keys.model_dump(mode="json")
+        if key_config.get("worker_private") and not include_secrets:
+            key_config["worker_private"] = REDACTED
+        out: dict[str, Any] = {
+            "api": api,
+            "nodes": [n.model_dump(mode="json") for n in nodes],
+            "merged_node_config": self._store.find_import("node_config") is not None,
+            "chain_node": static.chain_node.model_dump(mode="json", exclude={"keyring_password"}),
+            "upcoming_seed": seeds["upcoming"].model_dump(mode="json"),
+            "current_seed": seeds["current"].model_dump(mode="json"),
+            "previous_seed": seeds["previous"].model_dump(mode="json"),
+            "current_height": int(chain.get("current_height", 0)),
+            "upgrade_plan": plan.model_dump(mode="json"),
+            "ml_node_key_config": key_config,
+            "nats": static.nats.model_dump(mode="json"),
+            "current_node_version": chain.get("current_node_version", ""),
+            "node_versions": {"versions": [v.model_dump(mode="json") for v in versions]},
+            "validation_params": validation.model_dump(mode="json"),
+            "bandwidth_params": bandwidth.model_dump(mode="json"),
+        }
+        if "last_processed_height" in chain:
+            out["last_processed_height"] = int(chain["last_processed_height"])
+        if "last_used_version" in chain:
+            out["last_used_version"] = chain["last_used_version"]
+        for key, value in (static.model_extra or {}).items():
+            out.setdefault(key, value)
+        return out
+
+
+def validate_nodes(nodes: Iterable[Any]) -> list[InferenceNodeConfig]:
+    """Validate a batch of nodes and reject duplicate ids within it."""
+    if isinstance(nodes, (str, bytes, Mapping)):
+        raise ValidationError(
+            "nodes: expected a list of nodes", [{"field": "nodes", "message": "expected a list"}]
+        )
+    values: list[InferenceNodeConfig] = []
+    seen: set[str] = set()
+    for index, node in enumerate(nodes):
+        try:
+            value = validate(InferenceNodeConfig, node, f"node #{index}")
+        except ValidationError as exc:
+            for item in exc.errors:
+                item["field"] = f"nodes.{index}.{item['field']}"
+            raise
+        if value.id in seen:
+            raise DuplicateNodeError(value.id, f"node {value.id!r} appears twice in the batch")
+        seen.add(value.id)
+        values.append(value)
+    return values
+
+
+def _check_height(height: Any, field: str) -> int:
+    if isinstance(height, bool) or not isinstance(height, int):
+        raise ValidationError(
+            f"{field}: expected a whole number >= 0, got {height!r}",
+            [{"field": field, "message": "expected an integer", "input": repr(height)}],
+        )
+    if not 0 <= height <= INT64_MAX:
+        raise ValidationError(
+            f"{field}: expected 0 to {INT64_MAX}, got {height}",
+            [{"field": field, "message": "out of range", "input": height}],
+        )
+    return int(height)

@@ -1,0 +1,243 @@
+"""Pydantic models of the static configuration and the dynamic state.
+
+Field names are the YAML keys of the predecessor's single-file config, so a model dumps to the
+legacy layout unchanged. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
+
+Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535")]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+_NODE_ID_RE = re.compile(NODE_ID_PATTERN)
+
+
+def _check_url(value: str) -> str:
+    if value == "":
+        return value
+    parsed = urlparse(value)
+    if not parsed.scheme or not parsed.netloc:
+        raise ValueError(f"expected a URL such as http://host:port, got {value!r}")
+    try:
+        parsed.port  # noqa: B018 - raises on a non-numeric or out-of-range port
+    except ValueError:
+        raise ValueError(f"expected a URL with a valid port, got {value!r}") from None
+    return value
+
+
+class _Section(BaseModel):
+    """A static YAML section: unknown keys are kept (and warned about by the loader)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+
+# --- static configuration (YAML) -------------------------------------------------------------
+
+
+class ApiConfig(_Section):
+    """The ``api`` section: the node's own listeners and callback addresses."""
+
+    port: Port = 8080
+    poc_callback_url: str = ""
+    ml_grpc_callback_address: str = ""
+    public_url: str = ""
+    public_server_port: Port = 9000
+    ml_server_port: Port = 9100
+    admin_server_port: Port = 9200
+    ml_grpc_server_port: Port = 9300
+    test_mode: bool = False
+    admin_token: SecretStr | None = Field(
+        default=None, description="When set, every /admin/v1 route needs this bearer token."
+    )
+
+    _urls = field_validator("poc_callback_url", "public_url")(_check_url)
+
+
+class ChainNodeConfig(_Section):
+    """The ``chain_node`` section. ``keyring_password`` comes only from the environment."""
+
+    url: str = ""
+    is_genesis: bool = False
+    seed_api_url: str = ""
+    account_public_key: str = ""
+    signer_key_name: str = ""
+    keyring_backend: str = ""
+    keyring_dir: str = ""
+    keyring_password: SecretStr | None = Field(default=None, exclude=True)
+
+    _urls = field_validator("url", "seed_api_url")(_check_url)
+
+
+class MLNodeKeyConfig(_Section):
+    """The ``ml_node_key_config`` section: the worker's Ed25519 key pair, base64."""
+
+    worker_public: str = ""
+    worker_private: str = ""
+
+
+class NatsServerConfig(_Section):
+    """The ``nats`` section."""
+
+    host: str = ""
+    port: Port = 4222
+
+
+class StaticConfig(BaseModel):
+    """The whole static file. Unknown top-level keys are kept in ``model_extra``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    chain_node: ChainNodeConfig = Field(default_factory=ChainNodeConfig)
+    ml_node_key_config: MLNodeKeyConfig = Field(default_factory=MLNodeKeyConfig)
+    nats: NatsServerConfig = Field(default_factory=NatsServerConfig)
+
+
+STATIC_SECTIONS: tuple[str, ...] = ("api", "chain_node", "ml_node_key_config", "nats")
+
+
+# --- dynamic state (SQLite) ------------------------------------------------------------------
+
+
+class _State(BaseModel):
+    """Dynamic values: strict about unknown fields so a typo never silently drops data."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SeedInfo(_State):
+    """One epoch seed. The all-zero value means "unset"."""
+
+    seed: Int64 = 0
+    epoch_index: NonNegativeInt = 0
+    signature: str = ""
+    claimed: StrictBool = False
+
+
+class ValidationParamsCache(_State):
+    """Cached chain validation parameters."""
+
+    timestamp_expiration: Int64 = 0
+    timestamp_advance: Int64 = 0
+    expiration_blocks: Int64 = 0
+
+
+class BandwidthParamsCache(_State):
+    """Cached chain bandwidth parameters."""
+
+    estimated_limits_per_block_kb: NonNegativeInt = 0
+    kb_per_input_token: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    kb_per_output_token: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+class NodeVersion(_State):
+    """One entry of the node-version schedule: ``version`` becomes current at ``height``."""
+
+    height: NonNegativeInt
+    version: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class UpgradePlan(_State):
+    """A pending chain upgrade. The empty plan (no name) means "none"."""
+
+    name: str = ""
+    height: NonNegativeInt = 0
+    binaries: dict[str, str] = Field(default_factory=dict)
+    node_version: str = ""
+
+
+class ModelConfig(_State):
+    """Arguments for one model on an inference node. Accepts the Go writer's ``Args`` key."""
+
+    args: list[str] = Field(default_factory=list, validation_alias=AliasChoices("args", "Args"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_empty(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+
+class Hardware(_State):
+    """A hardware item of an inference node, e.g. ``{type: H100, count: 8}``."""
+
+    type: Annotated[str, Field(min_length=1, max_length=128)]
+    count: Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+class InferenceNodeConfig(_State):
+    """One inference node of the registry."""
+
+    id: Annotated[str, Field(pattern=NODE_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")]
+    host: Annotated[str, Field(min_length=1, max_length=253)]
+    inference_segment: str = ""
+    inference_port: Port
+    poc_segment: str = ""
+    poc_port: Port
+    models: dict[Annotated[str, Field(min_length=1)], ModelConfig] = Field(default_factory=dict)
+    max_concurrent: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    hardware: list[Hardware] = Field(default_factory=list)
+    version: str = ""
+    is_enabled: StrictBool = True
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_list_of_maps(cls, value: Any) -> Any:
+        """Accept ``[{name: {...}}, ...]`` (hand-edited files) as well as ``{name: {...}}``."""
+        if value is None:
+            return {}
+        if isinstance(value, list):
+            merged: dict[Any, Any] = {}
+            for item in value:
+                if not isinstance(item, dict):
+                    raise ValueError("each item of a models list must be a one-key map")
+                for name, cfg in item.items():
+                    if name in merged:
+                        raise ValueError(f"model {name!r} is listed twice")
+                    merged[name] = cfg
+            return merged
+        return value
+
+    @field_validator("hardware", mode="before")
+    @classmethod
+    def _hardware_none(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+def is_valid_node_id(node_id: str) -> bool:
+    """True when ``node_id`` is acceptable as a registry key (and as a URL path segment)."""
+    return bool(_NODE_ID_RE.match(node_id))
+
+
+__all__ = [
+    "STATIC_SECTIONS",
+    "ApiConfig",
+    "BandwidthParamsCache",
+    "ChainNodeConfig",
+    "Hardware",
+    "InferenceNodeConfig",
+    "MLNodeKeyConfig",
+    "ModelConfig",
+    "NatsServerConfig",
+    "NodeVersion",
+    "SeedInfo",
+    "StaticConfig",
+    "UpgradePlan",
+    "ValidationParamsCache",
+    "is_valid_node_id",
+]

@@ -1,0 +1,225 @@
+"""Reading the static YAML file, with environment overrides and validation.
+
+Sources, lowest precedence first (declared here and nowhere else):
+
+1. the YAML file (``--config``, else ``API_CONFIG_PATH``, else ``./config.yaml``);
+2. the predecessor's variables: ``KEY_NAME``, ``ACCOUNT_PUBKEY``, ``KEYRING_BACKEND``,
+   ``KEYRING_PASSWORD``;
+3. ``DAPI_<SECTION>__<FIELD>`` (``DAPI_API__PORT=9000`` sets ``api.port``).
+
+The file is never written here. Unknown keys are kept (and warned about once); keys of the
+legacy single-file layout are left for :mod:`dapi_config.legacy`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from dapi_config._validation import describe, error_items
+from dapi_config._yaml import read_yaml_file, to_plain
+from dapi_config.errors import ConfigError
+from dapi_config.models import STATIC_SECTIONS, StaticConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_NAME = "config.yaml"
+DEFAULT_STATE_NAME = "state.db"
+ENV_PREFIX = "DAPI_"
+
+#: Top-level keys of the predecessor's single-file layout that hold dynamic state.
+LEGACY_DYNAMIC_KEYS: tuple[str, ...] = (
+    "nodes",
+    "merged_node_config",
+    "current_height",
+    "current_node_version",
+    "upcoming_seed",
+    "current_seed",
+    "previous_seed",
+    "upgrade_plan",
+    "node_versions",
+    "validation_params",
+    "bandwidth_params",
+    "last_processed_height",
+    "last_used_version",
+)
+
+#: The predecessor's environment variables and the key each sets.
+LEGACY_ENV: dict[str, tuple[str, str]] = {
+    "KEY_NAME": ("chain_node", "signer_key_name"),
+    "ACCOUNT_PUBKEY": ("chain_node", "account_public_key"),
+    "KEYRING_BACKEND": ("chain_node", "keyring_backend"),
+    "KEYRING_PASSWORD": ("chain_node", "keyring_password"),
+}
+
+#: The old writer persisted the keyring password under this key of ``chain_node``.
+LEGACY_PASSWORD_KEY = "KeyringPassword"  # noqa: S105 - a key name
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(source: str, message: str) -> None:
+    if (source, message) not in _warned:
+        _warned.add((source, message))
+        log.warning("%s: %s", source, message)
+
+
+@dataclass
+class LoadedConfig:
+    """A validated static config and where it came from."""
+
+    path: Path
+    config: StaticConfig
+    #: The file's top-level mapping as plain data (legacy keys included), for the importer.
+    document: dict[str, Any] = field(default_factory=dict)
+    #: Top-level keys that are neither static sections nor legacy dynamic keys.
+    unknown_keys: list[str] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+def resolve_config_path(
+    config_path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> Path:
+    """``config_path``, else ``API_CONFIG_PATH``, else ``./config.yaml``."""
+    env = os.environ if env is None else env
+    if config_path is not None:
+        return Path(config_path)
+    if env.get("API_CONFIG_PATH"):
+        return Path(env["API_CONFIG_PATH"])
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def resolve_state_path(
+    state_path: str | os.PathLike[str] | None,
+    config_path: Path,
+    env: Mapping[str, str] | None = None,
+) -> Path:
+    """``state_path``, else ``API_STATE_DB_PATH``, else ``state.db`` beside the config file."""
+    env = os.environ if env is None else env
+    if state_path is not None:
+        return Path(state_path)
+    if env.get("API_STATE_DB_PATH"):
+        return Path(env["API_STATE_DB_PATH"])
+    return config_path.parent / DEFAULT_STATE_NAME
+
+
+def load_static_config(
+    config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Read, override from ``env`` and validate the static config.
+
+    Raises :class:`ConfigError` with one message naming the file or variable, the key and
+    what was expected.
+    """
+    env = os.environ if env is None else env
+    path = resolve_config_path(config_path, env)
+    source = str(path)
+    doc, _raw = read_yaml_file(path)
+    data = to_plain(doc) if doc is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}"
+        )
+    _warn_if_readable_by_others(path)
+
+    merged: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in data.items():
+        if key in STATIC_SECTIONS:
+            section = {} if value is None else value
+            if not isinstance(section, dict):
+                raise ConfigError(
+                    f"{source}: {key}: expected a mapping, got {type(section).__name__} {section!r}"
+                )
+            merged[key] = dict(section)
+        elif key not in LEGACY_DYNAMIC_KEYS:
+            unknown.append(str(key))
+            merged[key] = value
+    for key in unknown:
+        _warn_once(source, f"unknown top-level key {key!r} kept as is")
+
+    chain = merged.setdefault("chain_node", {})
+    legacy_password = chain.pop(LEGACY_PASSWORD_KEY, None)
+
+    overrides = _env_overrides(env)
+    for (section, key), (value, var) in overrides.items():
+        merged.setdefault(section, {})[key] = value
+        log.debug("%s overrides %s.%s", var, section, key)
+
+    if legacy_password and "keyring_password" not in merged["chain_node"]:
+        _warn_once(
+            source,
+            f"chain_node.{LEGACY_PASSWORD_KEY} holds the keyring password in the "
+            "file; it is used because KEYRING_PASSWORD is unset. Move it to the "
+            "KEYRING_PASSWORD environment variable and delete it from the file.",
+        )
+        merged["chain_node"]["keyring_password"] = str(legacy_password)
+
+    try:
+        config = StaticConfig.model_validate(merged)
+    except pydantic.ValidationError as exc:
+        items = error_items(exc)
+        where = _name_sources(items, overrides, source)
+        raise ConfigError(f"{where}: {describe(items)}") from None
+
+    for section in STATIC_SECTIONS:
+        extra = getattr(config, section).model_extra or {}
+        for key in extra:
+            _warn_once(source, f"unknown key {section}.{key} kept as is")
+    return LoadedConfig(path=path, config=config, document=data, unknown_keys=unknown)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(section, key) -> (value, variable name), DAPI_ variables winning over legacy ones."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for var, target in LEGACY_ENV.items():
+        if env.get(var):
+            found[target] = (env[var], var)
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        parts = var[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) != 2 or parts[0] not in STATIC_SECTIONS or not parts[1]:
+            _warn_once(
+                "environment",
+                f"{var} is not DAPI_<SECTION>__<FIELD> for a known "
+                f"section ({', '.join(STATIC_SECTIONS)}); ignored",
+            )
+            continue
+        found[(parts[0], parts[1])] = (env[var], var)
+    return found
+
+
+def _name_sources(
+    items: list[dict[str, Any]], overrides: dict[tuple[str, str], tuple[str, str]], source: str
+) -> str:
+    """Blame the env variable when the bad value came from one, else the file."""
+    for item in items:
+        parts = tuple(str(item["field"]).split(".")[:2])
+        if len(parts) == 2 and parts in overrides:
+            var = overrides[(parts[0], parts[1])][1]
+            item["field"] = f"{item['field']} (from environment {var})"
+    return source
+
+
+def _warn_if_readable_by_others(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        _warn_once(
+            str(path),
+            f"config file is readable by group/others (mode {mode & 0o777:o}); "
+            "it may hold keys: chmod 600 it",
+        )

@@ -1,0 +1,357 @@
+"""Opening the state file, pragmas, connections and transactions.
+
+Rules this module enforces (each one learned the hard way by SQLite users):
+
+- ``isolation_level=None``: the driver never opens a transaction behind our back; every write
+  runs in an explicit ``BEGIN IMMEDIATE`` so the write lock is taken up front and the busy
+  timeout applies (a deferred transaction that upgrades to a write fails at once with
+  "database is locked" instead of waiting).
+- One connection per thread and per process, opened lazily and never shared. A connection
+  carried across ``fork()`` must not be used in the child (SQLite's documented corruption path),
+  so a connection used from another pid raises, and a thread whose cached connection belongs to a
+  parent process silently gets a fresh one.
+- Pragmas are set in exactly one place, :meth:`Database._configure`, outside any transaction.
+- The file and its ``-wal``/``-shm`` companions are created 0600 before SQLite touches them
+  (SQLite gives the companions the main file's mode).
+- In-process writers queue on a Python lock before ``BEGIN IMMEDIATE``: no busy-polling between
+  threads, and post-commit work (cache updates, hooks) runs in commit order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dapi_config.errors import DapiConfigError, StateUnavailableError
+
+log = logging.getLogger(__name__)
+
+Durability = Literal["full", "normal"]
+
+#: "DAPI" in ASCII: ``PRAGMA application_id`` marks the file as a dapi-config state file.
+APPLICATION_ID = 0x44415049
+#: How long a writer waits for another process's write lock before giving up.
+BUSY_TIMEOUT_S = 30.0
+#: Cap on the WAL size kept after a checkpoint (bytes).
+JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+
+# Connections inherited from a parent process. Closing them in the child could release the
+# parent's POSIX locks on the file, so they are parked here and never touched again.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 if missing; tighten an existing file to 0600."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def sqlite_error_message(exc: BaseException) -> str:
+    """A human message for an SQLite/OS error, naming the likely cause."""
+    text = str(exc)
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    if code == "SQLITE_FULL" or "database or disk is full" in text:
+        return "the disk holding the state file is full; free space and retry"
+    if code.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        return f"I/O error on the state file ({code or text}); check the disk and free space"
+    if code.startswith("SQLITE_READONLY") or "readonly" in text:
+        return "the state file or its directory is read-only; fix permissions and retry"
+    if code.startswith("SQLITE_BUSY") or "locked" in text:
+        return "the state file is locked by another writer for too long; retry later"
+    if code.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return "cannot open the state file; check the path and permissions"
+    if (
+        code in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+        or "malformed" in text
+        or "not a database" in text
+    ):
+        return f"the state file is damaged ({text}); run `dapi-config check`"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "the disk holding the state file is full; free space and retry"
+    return text
+
+
+@dataclass
+class _ThreadState:
+    pid: int
+    conn: sqlite3.Connection
+    depth: int = 0
+    #: Work to run after the outermost COMMIT (cache updates, hooks), in order.
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Database:
+    """An SQLite state file with per-thread connections and explicit transactions."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "full",
+        connect: Callable[..., sqlite3.Connection] | None = None,
+        on_connect: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        self.path = Path(path)
+        self.durability: Durability = durability
+        self._connect = connect or sqlite3.connect
+        self._on_connect = on_connect
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._all: list[tuple[int, sqlite3.Connection]] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        #: Called after every outermost commit (in commit order, under the write lock).
+        self.commit_hooks: list[Callable[[], None]] = []
+
+    # --- connections ---------------------------------------------------------------------
+
+    def prepare_files(self) -> None:
+        """Create the state file and its WAL companions 0600 (before SQLite creates them)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            companion = Path(f"{self.path}{suffix}")
+            if companion.exists():
+                os.chmod(companion, 0o600)
+
+    def _open_connection(self) -> sqlite3.Connection:
+        try:
+            conn = self._connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+        try:
+            if self._on_connect is not None:
+                self._on_connect(conn)
+            self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        with self._all_lock:
+            self._all.append((os.getpid(), conn))
+        return conn
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        """The one place that sets pragmas. Runs outside any transaction."""
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateUnavailableError(
+                    f"{self.path}: cannot switch the state file to WAL mode (got {mode!r})"
+                )
+            # FULL: the WAL is fsynced at every commit, so an acknowledged write survives power
+            # loss. NORMAL: fsync only at checkpoints; survives process crashes, not power loss.
+            conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        except sqlite3.Error as exc:
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+
+    def _thread_state(self) -> _ThreadState:
+        if self._closed:
+            raise StateUnavailableError(f"{self.path}: the state store is closed")
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        pid = os.getpid()
+        if state is not None and state.pid != pid:
+            if state.depth:
+                raise StateUnavailableError(
+                    f"{self.path}: a transaction opened in process {state.pid} was continued "
+                    f"in process {pid} after fork(); open the store again in the child"
+                )
+            _INHERITED.append(state.conn)
+            state = None
+        if state is None:
+            state = _ThreadState(pid=pid, conn=self._open_connection())
+            self._local.state = state
+        return state
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use, per process)."""
+        return self._thread_state().conn
+
+    @property
+    def in_transaction(self) -> bool:
+        """True when the calling thread is inside :meth:`transaction`."""
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        return bool(state and state.depth and state.pid == os.getpid())
+
+    # --- statements ----------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """Run one statement on this thread's connection, mapping SQLite errors."""
+        conn = self.connection()
+        try:
+            return conn.execute(sql, params)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+
+    def query_all(self, sql: str, params: Any = ()) -> list[Any]:
+        """Run a query and fetch every row at once (never keep a cursor open: it pins the WAL)."""
+        conn = self.connection()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+
+    def query_one(self, sql: str, params: Any = ()) -> Any:
+        """Run a query and return its first row (or None), closing the cursor."""
+        conn = self.connection()
+        try:
+            cur = conn.execute(sql, params)
+            try:
+                return cur.fetchone()
+            finally:
+                cur.close()
+        except sqlite3.Error as exc:
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+
+    # --- transactions --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write transaction; nested use becomes a SAVEPOINT.
+
+        The outermost level takes the in-process writer lock, then ``BEGIN IMMEDIATE``; on
+        success it commits and runs the queued on-commit work and :attr:`commit_hooks`. Any
+        exception rolls back (to the savepoint, when nested) and propagates unchanged.
+        """
+        state = self._thread_state()
+        if state.depth:
+            yield from self._savepoint(state)
+            return
+        self._write_lock.acquire()
+        try:
+            self._begin(state.conn)
+            state.depth = 1
+            try:
+                yield
+            except BaseException:
+                state.on_commit.clear()
+                self._rollback(state.conn)
+                raise
+            finally:
+                state.depth = 0
+            try:
+                state.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                state.on_commit.clear()
+                self._rollback(state.conn)
+                raise StateUnavailableError(
+                    f"{self.path}: commit failed, nothing was written: {sqlite_error_message(exc)}"
+                ) from None
+            pending, state.on_commit = state.on_commit, []
+            for work in pending:
+                work()
+            for hook in self.commit_hooks:
+                try:
+                    hook()
+                except Exception:
+                    # A hook (mirror file, metrics) must never turn a committed write into an
+                    # error: the change is durable and the caller must hear so.
+                    log.exception("post-commit hook failed")
+        finally:
+            self._write_lock.release()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read-only transaction: every read inside sees one committed state.
+
+        Takes no write lock (WAL readers never block writers). Inside a write transaction it
+        simply joins it.
+        """
+        state = self._thread_state()
+        if state.depth or state.conn.in_transaction:
+            yield
+            return
+        try:
+            state.conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+        try:
+            yield
+        finally:
+            self._rollback(state.conn)
+
+    def _savepoint(self, state: _ThreadState) -> Iterator[None]:
+        name = f"sp{state.depth}"
+        state.conn.execute(f"SAVEPOINT {name}")
+        mark = len(state.on_commit)
+        state.depth += 1
+        try:
+            yield
+        except BaseException:
+            del state.on_commit[mark:]
+            with contextlib.suppress(sqlite3.Error):
+                state.conn.execute(f"ROLLBACK TO {name}")
+                state.conn.execute(f"RELEASE {name}")
+            raise
+        finally:
+            state.depth -= 1
+        state.conn.execute(f"RELEASE {name}")
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        # busy_timeout covers BEGIN IMMEDIATE; the loop is a backstop for the rare SQLITE_BUSY
+        # that SQLite returns without waiting (e.g. while another process recovers the WAL).
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if busy and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                raise StateUnavailableError(
+                    f"{self.path}: cannot start a write: {sqlite_error_message(exc)}"
+                ) from None
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def after_commit(self, work: Callable[[], None]) -> None:
+        """Run ``work`` after the current outermost transaction commits (dropped on rollback)."""
+        state = self._thread_state()
+        if not state.depth:
+            raise DapiConfigError("after_commit() called outside a transaction")
+        state.on_commit.append(work)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection this process opened. Idempotent."""
+        self._closed = True
+        pid = os.getpid()
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for owner, conn in conns:
+            if owner == pid:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            else:
+                _INHERITED.append(conn)
+        self._local = threading.local()

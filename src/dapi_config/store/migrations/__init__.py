@@ -1,0 +1,118 @@
+"""Numbered schema steps for the state file.
+
+Each step runs in its own ``BEGIN IMMEDIATE`` transaction together with its record in
+``schema_migrations`` and the ``PRAGMA user_version`` bump, so a crash leaves the file either
+before or after a whole step. A file whose ``user_version`` is greater than the newest step here
+was written by a newer dapi-config: opening it raises :class:`SchemaTooNewError` and changes
+nothing.
+
+To add a step: append ``Migration(N, "what it does", SQL)`` to :data:`MIGRATIONS` (never edit a
+released step).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dapi_config.errors import SchemaTooNewError, StateCorruptError
+from dapi_config.store.connection import APPLICATION_ID, Database
+from dapi_config.store.migrations import m0001_initial
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: ``version`` is its number, ``script`` its SQL."""
+
+    version: int
+    name: str
+    script: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1, "initial schema (the proposal's tables, audit, keys, bookkeeping)", m0001_initial.SQL
+    ),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def schema_version(db: Database) -> int:
+    """The file's ``PRAGMA user_version`` (0 for a new file)."""
+    return int(db.query_one("PRAGMA user_version")[0])
+
+
+def application_id(db: Database) -> int:
+    """The file's ``PRAGMA application_id`` (0 for a new or foreign file)."""
+    return int(db.query_one("PRAGMA application_id")[0])
+
+
+def pending(db: Database) -> list[Migration]:
+    """Steps not yet applied to ``db``; raises if the file is newer than this code."""
+    current = schema_version(db)
+    if current > LATEST_VERSION:
+        raise SchemaTooNewError(str(db.path), current, LATEST_VERSION)
+    return [m for m in MIGRATIONS if m.version > current]
+
+
+def migrate(db: Database, before_step: Callable[[int, int], None] | None = None) -> list[int]:
+    """Apply every pending step in order; returns the versions applied.
+
+    ``before_step(current, target)`` runs before the first step on a file that already holds
+    data (the backup hook: a schema change is a risky operation).
+    """
+    steps = pending(db)
+    if not steps:
+        _check_application_id(db)
+        return []
+    current = schema_version(db)
+    if current > 0:
+        _check_application_id(db)
+        if before_step is not None:
+            before_step(current, steps[-1].version)
+    applied: list[int] = []
+    conn = db.connection()
+    for step in steps:
+        with db.transaction():
+            # A concurrent opener may have applied this step while we waited for the lock.
+            if schema_version(db) >= step.version:
+                continue
+            log.info("applying state schema step %d: %s", step.version, step.name)
+            for statement in _split(step.script):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                (step.version, step.name, datetime.now(UTC).isoformat()),
+            )
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={step.version}")
+        applied.append(step.version)
+    return applied
+
+
+def _check_application_id(db: Database) -> None:
+    found = application_id(db)
+    if found != APPLICATION_ID:
+        raise StateCorruptError(
+            f"{db.path}: not a dapi-config state file (application_id {found:#x}); "
+            "point --state / API_STATE_DB_PATH at the right file"
+        )
+
+
+def _split(script: str) -> list[str]:
+    """Split a migration script into statements (complete_statement knows about quotes)."""
+    statements: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements

@@ -1,0 +1,589 @@
+"""Every statement on state and audit rows.
+
+:class:`StateStore` is the only class that knows table and column names. Write methods must run
+inside :meth:`StateStore.transaction` (the manager opens one per public write); each of them
+appends its audit row in that same transaction, so a change and its record commit together.
+
+Hot values (height, current node version) are cached in memory. The cache is refreshed when
+``PRAGMA data_version`` says another connection (another thread or process) committed, and is
+updated by this process's writers after their commit while they still hold the writer lock, so
+cache updates happen in commit order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from dapi_config.errors import DuplicateNodeError, NodeNotFoundError, StateUnavailableError
+from dapi_config.models import (
+    Hardware,
+    InferenceNodeConfig,
+    ModelConfig,
+    NodeVersion,
+    SeedInfo,
+    UpgradePlan,
+)
+from dapi_config.store import migrations
+from dapi_config.store.connection import Database, Durability, sqlite_error_message
+
+log = logging.getLogger("dapi_config.state")
+
+SeedKind = Literal["current", "previous", "upcoming"]
+SEED_KINDS: tuple[SeedKind, ...] = ("current", "previous", "upcoming")
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+
+HEIGHT = "current_height"
+NODE_VERSION = "current_node_version"
+
+_NODE_COLUMNS = (
+    "id, host, inference_segment, inference_port, poc_segment, poc_port, models, "
+    "max_concurrent, hardware, version, is_enabled"
+)
+
+#: Who is changing state, recorded in every audit row.
+current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dapi_config_actor", default=None
+)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One recorded state change."""
+
+    revision: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    old_value: Any
+    new_value: Any
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _dump(model: BaseModel | None) -> Any:
+    return None if model is None else model.model_dump(mode="json")
+
+
+class _HotCache:
+    """Height and node version, valid as of ``data_version`` per connection."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.height = 0
+        self.node_version = ""
+        self.local = threading.local()
+
+
+class StateStore:
+    """The dynamic state in one SQLite file."""
+
+    def __init__(self, db: Database, *, default_actor: str = "library") -> None:
+        self.db = db
+        self.default_actor = default_actor
+        self._hot = _HotCache()
+        self._load_hot()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "full",
+        default_actor: str = "library",
+        before_schema_change: Callable[[int, int], None] | None = None,
+        on_connect: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> StateStore:
+        """Open (creating if needed, 0600) and migrate the state file at ``path``.
+
+        Raises :class:`SchemaTooNewError` for a file from a newer dapi-config,
+        :class:`StateUnavailableError` when the file cannot be opened or is not a state file.
+        """
+        db = Database(path, durability=durability, on_connect=on_connect)
+        try:
+            db.prepare_files()
+        except OSError as exc:
+            raise StateUnavailableError(f"{db.path}: {sqlite_error_message(exc)}") from None
+        try:
+            migrations.migrate(db, before_schema_change)
+            return cls(db, default_actor=default_actor)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        """Close every connection of this process."""
+        self.db.close()
+
+    @property
+    def path(self) -> str:
+        return str(self.db.path)
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One atomic write transaction (nests as a savepoint)."""
+        return self.db.transaction()
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """A consistent read of several values, without blocking writers."""
+        return self.db.snapshot()
+
+    @contextlib.contextmanager
+    def acting_as(self, actor: str) -> Iterator[None]:
+        """Record ``actor`` in the audit rows of writes made inside this block."""
+        token = current_actor.set(actor)
+        try:
+            yield
+        finally:
+            current_actor.reset(token)
+
+    # --- audit -------------------------------------------------------------------------
+
+    def _audit(self, action: str, target: str, old: Any, new: Any) -> None:
+        actor = current_actor.get() or self.default_actor
+        cur = self.db.execute(
+            "INSERT INTO audit_log(at, actor, action, target, old_value, new_value) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                _now(),
+                actor,
+                action,
+                target,
+                None if old is None else _json(old),
+                None if new is None else _json(new),
+            ),
+        )
+        revision = cur.lastrowid
+        self.db.after_commit(
+            lambda: log.info("state change r%s by %s: %s %s", revision, actor, action, target)
+        )
+
+    def audit_entries(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """Audit rows with ``revision > since``, oldest first, at most ``limit``."""
+        rows = self.db.query_all(
+            "SELECT revision, at, actor, action, target, old_value, new_value FROM audit_log "
+            "WHERE revision > ? ORDER BY revision LIMIT ?",
+            (since, limit),
+        )
+        return [
+            AuditEntry(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                None if r[5] is None else json.loads(r[5]),
+                None if r[6] is None else json.loads(r[6]),
+            )
+            for r in rows
+        ]
+
+    def latest_revision(self) -> int:
+        """The newest audit revision (0 when nothing was ever written)."""
+        row = self.db.query_one("SELECT COALESCE(MAX(revision), 0) FROM audit_log")
+        return int(row[0])
+
+    # --- chain state and the hot cache -------------------------------------------------
+
+    def _chain_value(self, key: str) -> str | None:
+        row = self.db.query_one("SELECT value FROM chain_state WHERE key = ?", (key,))
+        return None if row is None else str(row[0])
+
+    def _put_chain_value(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO chain_state(key, value, updated_at) VALUES (?, ?, CURRENT_TIMESTAMP) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at",
+            (key, value),
+        )
+
+    def _read_hot(self) -> tuple[int, str]:
+        rows = dict(
+            self.db.query_all(
+                "SELECT key, value FROM chain_state WHERE key IN (?, ?)", (HEIGHT, NODE_VERSION)
+            )
+        )
+        return int(rows.get(HEIGHT, 0)), str(rows.get(NODE_VERSION, ""))
+
+    def _data_version(self) -> int:
+        return int(self.db.query_one("PRAGMA data_version")[0])
+
+    def _load_hot(self) -> None:
+        hot = self._hot
+        with hot.lock:
+            conn = self.db.connection()
+            dv = self._data_version()
+            hot.height, hot.node_version = self._read_hot()
+            hot.local.seen = (id(conn), dv)
+
+    def hot_values(self) -> tuple[int, str]:
+        """(height, current node version), from memory unless another connection committed."""
+        if self.db.in_transaction:
+            # Inside a transaction the caller must see its own uncommitted writes.
+            return self._read_hot()
+        hot = self._hot
+        conn = self.db.connection()
+        seen = getattr(hot.local, "seen", None)
+        try:
+            dv = conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            # The file became unusable: serve the last committed values we know.
+            if seen is not None:
+                return hot.height, hot.node_version
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+        if seen == (id(conn), dv):
+            return hot.height, hot.node_version
+        with hot.lock:
+            dv = self._data_version()
+            values = self._read_hot()
+            hot.height, hot.node_version = values
+            hot.local.seen = (id(conn), dv)
+            return values
+
+    def _set_hot_after_commit(self, height: int | None, node_version: str | None) -> None:
+        hot = self._hot
+
+        def apply() -> None:
+            with hot.lock:
+                if height is not None:
+                    hot.height = height
+                if node_version is not None:
+                    hot.node_version = node_version
+
+        self.db.after_commit(apply)
+
+    def chain_state(self) -> dict[str, str]:
+        """Every chain_state key and value (height, node version, legacy keys)."""
+        return {str(k): str(v) for k, v in self.db.query_all("SELECT key, value FROM chain_state")}
+
+    def set_height(self, height: int) -> tuple[int, str | None]:
+        """Store ``height`` and pop the due node versions (PopIf), in the caller's transaction.
+
+        Returns (previous height, new current version or None when the schedule did not fire).
+        """
+        old_raw = self._chain_value(HEIGHT)
+        old = int(old_raw) if old_raw is not None else 0
+        self._put_chain_value(HEIGHT, str(height))
+        self._audit("set_height", HEIGHT, old, height)
+        due = self.db.query_all(
+            "SELECT id, version FROM node_versions WHERE height <= ? ORDER BY height, id",
+            (height,),
+        )
+        new_version: str | None = None
+        if due:
+            new_version = str(due[-1][1])
+            old_version = self._chain_value(NODE_VERSION) or ""
+            self.db.execute("DELETE FROM node_versions WHERE height <= ?", (height,))
+            self._put_chain_value(NODE_VERSION, new_version)
+            self._audit("apply_node_version", NODE_VERSION, old_version, new_version)
+        self._set_hot_after_commit(height, new_version)
+        return old, new_version
+
+    def set_chain_value(self, key: str, value: str) -> None:
+        """Set any chain_state key (used for the legacy keys); audited."""
+        old = self._chain_value(key)
+        self._put_chain_value(key, value)
+        self._audit("set_chain_state", key, old, value)
+        if key == HEIGHT:
+            self._set_hot_after_commit(int(value), None)
+        elif key == NODE_VERSION:
+            self._set_hot_after_commit(None, value)
+
+    # --- node-version schedule ---------------------------------------------------------
+
+    def node_versions(self) -> list[NodeVersion]:
+        """The schedule, by height then insertion order."""
+        rows = self.db.query_all("SELECT height, version FROM node_versions ORDER BY height, id")
+        return [NodeVersion(height=h, version=v) for h, v in rows]
+
+    def add_node_version(self, version: NodeVersion) -> bool:
+        """Schedule ``version``; False (and no change) when the pair is already scheduled."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO node_versions(height, version) VALUES (?, ?)",
+            (version.height, version.version),
+        )
+        if cur.rowcount != 1:
+            return False
+        self._audit("add_node_version", f"{version.height}", None, _dump(version))
+        return True
+
+    # --- seeds ---------------------------------------------------------------------------
+
+    def seed(self, kind: SeedKind) -> SeedInfo:
+        """The active seed of ``kind`` (the all-zero seed when unset)."""
+        row = self.db.query_one(
+            "SELECT seed, epoch_index, signature, claimed FROM seed_info "
+            "WHERE type = ? AND is_active",
+            (kind,),
+        )
+        if row is None:
+            return SeedInfo()
+        return SeedInfo(seed=row[0], epoch_index=row[1], signature=row[2], claimed=bool(row[3]))
+
+    def set_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
+        """Make ``seed`` the active ``kind`` seed; the old row stays as history."""
+        old = self.seed(kind)
+        self.db.execute(
+            "UPDATE seed_info SET is_active = FALSE WHERE type = ? AND is_active", (kind,)
+        )
+        self._insert_seed(kind, seed)
+        self._audit(f"set_{kind}_seed", f"{kind}_seed", _dump(old), _dump(seed))
+
+    def _insert_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
+        self.db.execute(
+            "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (kind, seed.seed, seed.epoch_index, seed.signature, seed.claimed),
+        )
+
+    def rotate_seeds(self) -> None:
+        """previous <- current <- upcoming; upcoming cleared. Old rows stay as history."""
+        before = {k: self.seed(k) for k in SEED_KINDS}
+        self.db.execute("UPDATE seed_info SET is_active = FALSE WHERE is_active")
+        self._insert_seed("previous", before["current"])
+        self._insert_seed("current", before["upcoming"])
+        self._audit(
+            "rotate_seeds",
+            "seeds",
+            {k: _dump(v) for k, v in before.items()},
+            {
+                "previous": _dump(before["current"]),
+                "current": _dump(before["upcoming"]),
+                "upcoming": _dump(SeedInfo()),
+            },
+        )
+
+    # --- parameter caches ----------------------------------------------------------------
+
+    def params(self, kind: str, model: type[ParamsT]) -> ParamsT:
+        """The cached parameters of ``kind`` (defaults when never set)."""
+        row = self.db.query_one(
+            "SELECT param_data FROM network_params WHERE param_type = ?", (kind,)
+        )
+        return model() if row is None else model.model_validate_json(row[0])
+
+    def set_params(self, kind: str, params: BaseModel) -> None:
+        """Replace the cached parameters of ``kind``."""
+        old = self.db.query_one(
+            "SELECT param_data FROM network_params WHERE param_type = ?", (kind,)
+        )
+        new = _dump(params)
+        self.db.execute(
+            "INSERT INTO network_params(param_type, param_data, updated_at) "
+            "VALUES (?, ?, CURRENT_TIMESTAMP) ON CONFLICT(param_type) DO UPDATE SET "
+            "param_data = excluded.param_data, updated_at = excluded.updated_at",
+            (kind, _json(new)),
+        )
+        self._audit(f"set_{kind}_params", kind, None if old is None else json.loads(old[0]), new)
+
+    # --- upgrade plan --------------------------------------------------------------------
+
+    def upgrade_plan(self) -> UpgradePlan:
+        """The active upgrade plan (the empty plan when none)."""
+        row = self.db.query_one(
+            "SELECT name, height, binaries, node_version FROM upgrade_plans WHERE is_active"
+        )
+        if row is None:
+            return UpgradePlan()
+        return UpgradePlan(
+            name=row[0], height=row[1], binaries=json.loads(row[2]), node_version=row[3]
+        )
+
+    def set_upgrade_plan(self, plan: UpgradePlan) -> None:
+        """Make ``plan`` the active plan; the old one stays as history."""
+        old = self.upgrade_plan()
+        self.db.execute("UPDATE upgrade_plans SET is_active = FALSE WHERE is_active")
+        self.db.execute(
+            "INSERT INTO upgrade_plans(name, height, binaries, node_version) VALUES (?, ?, ?, ?)",
+            (plan.name, plan.height, _json(plan.binaries), plan.node_version),
+        )
+        self._audit("set_upgrade_plan", "upgrade_plan", _dump(old), _dump(plan))
+
+    # --- inference-node registry ---------------------------------------------------------
+
+    @staticmethod
+    def _node_from_row(row: Sequence[Any]) -> InferenceNodeConfig:
+        # Rows were validated on the way in; model_construct skips a second validation so
+        # reading a 10,000-node registry stays cheap. Every read builds fresh objects.
+        models = {
+            name: ModelConfig.model_construct(args=list(cfg.get("args", [])))
+            for name, cfg in json.loads(row[6]).items()
+        }
+        hardware = [Hardware.model_construct(**h) for h in json.loads(row[8])]
+        return InferenceNodeConfig.model_construct(
+            id=row[0],
+            host=row[1],
+            inference_segment=row[2],
+            inference_port=row[3],
+            poc_segment=row[4],
+            poc_port=row[5],
+            models=models,
+            max_concurrent=row[7],
+            hardware=hardware,
+            version=row[9],
+            is_enabled=bool(row[10]),
+        )
+
+    @staticmethod
+    def _node_params(node: InferenceNodeConfig) -> tuple[Any, ...]:
+        data = node.model_dump(mode="json")
+        return (
+            node.id,
+            node.host,
+            node.inference_segment,
+            node.inference_port,
+            node.poc_segment,
+            node.poc_port,
+            _json(data["models"]),
+            node.max_concurrent,
+            _json(data["hardware"]),
+            node.version,
+            node.is_enabled,
+        )
+
+    def nodes(self) -> list[InferenceNodeConfig]:
+        """Every node, in registration order."""
+        rows = self.db.query_all(f"SELECT {_NODE_COLUMNS} FROM inference_nodes ORDER BY position")
+        return [self._node_from_row(r) for r in rows]
+
+    def node_count(self) -> int:
+        return int(self.db.query_one("SELECT COUNT(*) FROM inference_nodes")[0])
+
+    def node(self, node_id: str) -> InferenceNodeConfig:
+        """One node; raises :class:`NodeNotFoundError`."""
+        row = self.db.query_one(
+            f"SELECT {_NODE_COLUMNS} FROM inference_nodes WHERE id = ?", (node_id,)
+        )
+        if row is None:
+            raise NodeNotFoundError(node_id)
+        return self._node_from_row(row)
+
+    def _insert_node(self, node: InferenceNodeConfig) -> None:
+        try:
+            self.db.execute(
+                f"INSERT INTO inference_nodes({_NODE_COLUMNS}, position) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "(SELECT COALESCE(MAX(position), 0) + 1 FROM inference_nodes))",
+                self._node_params(node),
+            )
+        except sqlite3.IntegrityError:
+            raise DuplicateNodeError(node.id) from None
+
+    def add_node(self, node: InferenceNodeConfig) -> None:
+        """Register ``node``; raises :class:`DuplicateNodeError`."""
+        self._insert_node(node)
+        self._audit("add_node", node.id, None, _dump(node))
+
+    def update_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
+        """Replace the node with ``node.id``; returns the old value. Raises NodeNotFoundError."""
+        old = self.node(node.id)
+        params = self._node_params(node)
+        self.db.execute(
+            "UPDATE inference_nodes SET host = ?, inference_segment = ?, inference_port = ?, "
+            "poc_segment = ?, poc_port = ?, models = ?, max_concurrent = ?, hardware = ?, "
+            "version = ?, is_enabled = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?",
+            (*params[1:], node.id),
+        )
+        self._audit("update_node", node.id, _dump(old), _dump(node))
+        return old
+
+    def remove_node(self, node_id: str) -> InferenceNodeConfig:
+        """Remove a node (and its security key); returns it. Raises NodeNotFoundError."""
+        old = self.node(node_id)
+        self.db.execute("DELETE FROM inference_nodes WHERE id = ?", (node_id,))
+        self._audit("remove_node", node_id, _dump(old), None)
+        return old
+
+    def set_node_enabled(self, node_id: str, enabled: bool) -> InferenceNodeConfig:
+        """Enable or disable a node; returns the updated node. Raises NodeNotFoundError."""
+        old = self.node(node_id)
+        self.db.execute(
+            "UPDATE inference_nodes SET is_enabled = ?, updated_at = CURRENT_TIMESTAMP "
+            "WHERE id = ?",
+            (enabled, node_id),
+        )
+        self._audit("enable_node" if enabled else "disable_node", node_id, old.is_enabled, enabled)
+        return old.model_copy(update={"is_enabled": enabled})
+
+    def replace_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
+        """Replace the whole registry with ``nodes`` (callers check for duplicate ids)."""
+        old = [_dump(n) for n in self.nodes()]
+        self.db.execute("DELETE FROM inference_nodes")
+        for node in nodes:
+            self._insert_node(node)
+        self._audit("set_nodes", "nodes", old, [_dump(n) for n in nodes])
+
+    # --- secrets -------------------------------------------------------------------------
+
+    def secret(self, name: str) -> str | None:
+        """A named secret (e.g. the worker key), or None."""
+        row = self.db.query_one("SELECT value FROM secrets WHERE name = ?", (name,))
+        return None if row is None else str(row[0])
+
+    def set_secret(self, name: str, value: str, *, fingerprint: str) -> None:
+        """Store a named secret; the audit row carries only ``fingerprint``."""
+        old = self.db.query_one("SELECT 1 FROM secrets WHERE name = ?", (name,))
+        self.db.execute(
+            "INSERT INTO secrets(name, value, updated_at) VALUES (?, ?, CURRENT_TIMESTAMP) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at",
+            (name, value),
+        )
+        self._audit("set_secret", name, "<replaced>" if old else None, fingerprint)
+
+    # --- one-time imports ----------------------------------------------------------------
+
+    def find_import(self, kind: str) -> dict[str, Any] | None:
+        """The newest recorded import of ``kind`` (legacy YAML, node file), or None."""
+        row = self.db.query_one(
+            "SELECT source_path, checksum, imported_at, details FROM legacy_imports "
+            "WHERE kind = ? ORDER BY id DESC LIMIT 1",
+            (kind,),
+        )
+        if row is None:
+            return None
+        return {
+            "source_path": row[0],
+            "checksum": row[1],
+            "imported_at": row[2],
+            "details": json.loads(row[3]),
+        }
+
+    def record_import(
+        self, kind: str, source_path: str, checksum: str, details: dict[str, Any]
+    ) -> None:
+        """Record a one-time import in the caller's transaction."""
+        self.db.execute(
+            "INSERT INTO legacy_imports(kind, source_path, checksum, imported_at, details) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (kind, source_path, checksum, _now(), _json(details)),
+        )
+        self._audit("import", kind, None, {"source_path": source_path, "checksum": checksum})
+
+    # --- health --------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The applied schema version."""
+        return migrations.schema_version(self.db)
+
+    def quick_check(self) -> list[str]:
+        """``PRAGMA quick_check`` problems (empty when the file is sound)."""
+        rows = self.db.query_all("PRAGMA quick_check")
+        return [] if [r[0] for r in rows] == ["ok"] else [str(r[0]) for r in rows]

@@ -1,0 +1,86 @@
+"""Shared fixtures: real files in tmp_path, a clean environment, managers that always close."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dapi_config import ConfigManager
+
+EXAMPLE_CONFIG = """\
+# operator's note: keep this comment
+api:
+  port: 8080
+  public_url: http://127.0.0.1:9000
+  admin_server_port: 9200
+chain_node:
+  url: http://127.0.0.1:26657
+  signer_key_name: operator
+  keyring_backend: test
+ml_node_key_config:
+  worker_public: ""
+  worker_private: ""
+nats:
+  host: 127.0.0.1
+  port: 4222
+"""
+
+_OUR_VARS = (
+    "API_",
+    "DAPI_",
+    "CONFIG_EXPORT_",
+    "NODE_CONFIG_PATH",
+    "KEY_NAME",
+    "ACCOUNT_PUBKEY",
+    "KEYRING_BACKEND",
+    "KEYRING_PASSWORD",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's or CI's own dapi-config variables."""
+    for var in list(os.environ):
+        if var.startswith(_OUR_VARS):
+            monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A valid static config file in a fresh directory."""
+    path = tmp_path / "config.yaml"
+    path.write_text(EXAMPLE_CONFIG)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def manager(config_file: Path) -> Iterator[ConfigManager]:
+    """An open ConfigManager on a fresh state file (closed after the test)."""
+    cm = ConfigManager.open(config_file)
+    try:
+        yield cm
+    finally:
+        cm.close()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m dapi_config ARGS`` as a real subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARS)}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "dapi_config", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
