@@ -1,7 +1,7 @@
-"""The ``dapi-config`` command: thin commands over :class:`ConfigManager`.
+"""What every command shares: the Typer apps, global options, opening the manager, output.
 
-stdout carries only each command's result (scripts parse ``status --json``); logs, warnings
-and errors go to stderr. Exit codes: 0 ok, 1 failure, 2 usage error.
+Errors are mapped here once: any :class:`DapiConfigError` becomes one ``error: ...`` line on
+stderr and exit code 1; usage errors exit 2 (Click's convention).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from dapi_config import __version__
 from dapi_config.errors import DapiConfigError
@@ -132,76 +131,3 @@ def open_manager(config: Path | None = None, state: Path | None = None) -> Itera
 def print_json(data: Any) -> None:
     """Write ``data`` as JSON to stdout (and nothing else)."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-@app.command()
-def status(as_json: JsonOpt = False) -> None:
-    """Show height, node version, schedule, seeds, parameters and node count.
-
-    Example: dapi-config --config config.yaml status --json
-    """
-    with open_manager() as cm:
-        summary = cm.state_summary()
-        summary["state_path"] = str(cm.state_path)
-        summary["config_path"] = str(cm.config_path)
-    if as_json:
-        print_json(summary)
-        return
-    table = Table(title="dapi-config state", show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value")
-    table.add_row("config", summary["config_path"])
-    table.add_row("state", summary["state_path"])
-    table.add_row("height", str(summary["height"]))
-    table.add_row("node version", summary["current_node_version"] or "-")
-    schedule = ", ".join(f"{v['version']}@{v['height']}" for v in summary["node_versions"])
-    table.add_row("schedule", schedule or "-")
-    for kind, seed in summary["seeds"].items():
-        table.add_row(
-            f"{kind} seed",
-            f"epoch {seed['epoch_index']} seed {seed['seed']}"
-            + (" (claimed)" if seed["claimed"] else ""),
-        )
-    table.add_row("validation params", json.dumps(summary["validation_params"]))
-    table.add_row("bandwidth params", json.dumps(summary["bandwidth_params"]))
-    plan = summary["upgrade_plan"]
-    table.add_row("upgrade plan", f"{plan['name']} at {plan['height']}" if plan["name"] else "-")
-    table.add_row("nodes", str(summary["node_count"]))
-    table.add_row("revision", str(summary["revision"]))
-    stdout.print(table)
-
-
-@nodes_app.command("list")
-def nodes_list(as_json: JsonOpt = False) -> None:
-    """List the registered inference nodes.
-
-    Example: dapi-config nodes list --json
-    """
-    with open_manager() as cm:
-        nodes = cm.get_nodes()
-    if as_json:
-        print_json([n.model_dump(mode="json") for n in nodes])
-        return
-    table = Table(title=f"{len(nodes)} inference node(s)")
-    for column in ("id", "host", "inference", "poc", "models", "max", "version", "enabled"):
-        table.add_column(column)
-    for n in nodes:
-        table.add_row(
-            n.id,
-            n.host,
-            f"{n.inference_segment or '/'}:{n.inference_port}",
-            f"{n.poc_segment or '/'}:{n.poc_port}",
-            ", ".join(n.models) or "-",
-            str(n.max_concurrent),
-            n.version or "-",
-            "yes" if n.is_enabled else "no",
-        )
-    stdout.print(table)
-
-
-def main() -> None:
-    """Console entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
