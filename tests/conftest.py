@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,14 +70,32 @@ def manager(config_file: Path) -> Iterator[ConfigManager]:
         cm.close()
 
 
+def permissions_enforced_prefix() -> list[str]:
+    """argv prefix under which file permissions apply even when the tests run as root.
+
+    CI runs as root, which ignores file modes. ``setpriv`` drops the two capabilities that let
+    root bypass them (the process stays root, so it can still run the interpreter).
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file modes cannot be enforced")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    prefix: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m dapi_config ARGS`` as a real subprocess."""
+    """Run ``python -m dapi_config ARGS`` as a real subprocess (optionally under ``prefix``)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARS)}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "dapi_config", *args],
+        [*(prefix or []), sys.executable, "-m", "dapi_config", *args],
         capture_output=True,
         text=True,
         env=full_env,

@@ -56,6 +56,8 @@ ConfigOpt = Annotated[
         "-c",
         help="Static YAML file [env: API_CONFIG_PATH; default ./config.yaml].",
         show_default=False,
+        # The loader checks the file and explains any problem itself (exit 1, not 2).
+        readable=False,
     ),
 ]
 StateOpt = Annotated[
@@ -64,6 +66,7 @@ StateOpt = Annotated[
         "--state",
         help="SQLite state file [env: API_STATE_DB_PATH; default state.db beside config].",
         show_default=False,
+        readable=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

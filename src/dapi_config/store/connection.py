@@ -150,6 +150,26 @@ class Database:
             self._all.append((os.getpid(), conn))
         return conn
 
+    def open_readonly(self) -> sqlite3.Connection:
+        """A read-only connection without the usual pragmas, for inspecting a file before
+        changing anything in it (journal mode included). The caller closes it."""
+        try:
+            conn = self._connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+            )
+        except sqlite3.Error as exc:
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+        try:
+            if self._on_connect is not None:
+                self._on_connect(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _configure(self, conn: sqlite3.Connection) -> None:
         """The one place that sets pragmas. Runs outside any transaction."""
         try:

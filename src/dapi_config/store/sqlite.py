@@ -118,6 +118,7 @@ class StateStore:
         :class:`StateUnavailableError` when the file cannot be opened or is not a state file.
         """
         db = Database(path, durability=durability, on_connect=on_connect)
+        migrations.preflight(db)
         try:
             db.prepare_files()
         except OSError as exc:

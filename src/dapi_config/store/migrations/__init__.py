@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dapi_config.errors import SchemaTooNewError, StateCorruptError
+from dapi_config.errors import SchemaTooNewError, StateCorruptError, StateUnavailableError
 from dapi_config.store.connection import APPLICATION_ID, Database
 from dapi_config.store.migrations import m0001_initial
 
@@ -58,6 +58,38 @@ def pending(db: Database) -> list[Migration]:
     if current > LATEST_VERSION:
         raise SchemaTooNewError(str(db.path), current, LATEST_VERSION)
     return [m for m in MIGRATIONS if m.version > current]
+
+
+def preflight(db: Database) -> None:
+    """Refuse a foreign or too-new file before anything (even the journal mode) is changed.
+
+    Only a positive identification refuses: when the file cannot be inspected read-only, the
+    normal open reports the problem instead.
+    """
+    try:
+        if db.path.stat().st_size == 0:
+            return
+    except FileNotFoundError:
+        return
+    try:
+        conn = db.open_readonly()
+    except StateUnavailableError:
+        return
+    try:
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        objects = int(conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0])
+    except sqlite3.Error:
+        return
+    finally:
+        conn.close()
+    if app_id != APPLICATION_ID and (version or objects):
+        raise StateCorruptError(
+            f"{db.path}: not a dapi-config state file (application_id {app_id:#x}); "
+            "point --state / API_STATE_DB_PATH at the right file. It was not changed."
+        )
+    if version > LATEST_VERSION:
+        raise SchemaTooNewError(str(db.path), version, LATEST_VERSION)
 
 
 def migrate(db: Database, before_step: Callable[[int, int], None] | None = None) -> list[int]:
