@@ -325,22 +325,24 @@ class ConfigManager:
 
     def state_summary(self) -> dict[str, Any]:
         """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``)."""
-        height, version = self._store.hot_values()
-        return {
-            "height": height,
-            "current_node_version": version,
-            "node_versions": [v.model_dump() for v in self.get_node_versions()],
-            "seeds": {
-                "current": self.get_current_seed().model_dump(),
-                "previous": self.get_previous_seed().model_dump(),
-                "upcoming": self.get_upcoming_seed().model_dump(),
-            },
-            "validation_params": self.get_validation_params().model_dump(),
-            "bandwidth_params": self.get_bandwidth_params().model_dump(),
-            "upgrade_plan": self.get_upgrade_plan().model_dump(),
-            "node_count": self._store.node_count(),
-            "revision": self._store.latest_revision(),
-        }
+        with self._store.snapshot():
+            # One read transaction: every value below is from the same committed state.
+            chain = self._store.chain_state()
+            return {
+                "height": int(chain.get("current_height", 0)),
+                "current_node_version": chain.get("current_node_version", ""),
+                "node_versions": [v.model_dump() for v in self.get_node_versions()],
+                "seeds": {
+                    "current": self.get_current_seed().model_dump(),
+                    "previous": self.get_previous_seed().model_dump(),
+                    "upcoming": self.get_upcoming_seed().model_dump(),
+                },
+                "validation_params": self.get_validation_params().model_dump(),
+                "bandwidth_params": self.get_bandwidth_params().model_dump(),
+                "upgrade_plan": self.get_upgrade_plan().model_dump(),
+                "node_count": self._store.node_count(),
+                "revision": self._store.latest_revision(),
+            }
 
     def export_full_config(self, *, include_secrets: bool = False) -> dict[str, Any]:
         """The merged static + dynamic configuration in the predecessor's single-file layout.
