@@ -18,8 +18,9 @@ def error_items(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[st
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-        item: dict[str, Any] = {"field": field, "message": err["msg"]}
-        if err["type"] != "missing":
+        message = str(err["msg"]).removeprefix("Value error, ")
+        item: dict[str, Any] = {"field": field, "message": message}
+        if err["type"] not in ("missing", "value_error"):
             item["input"] = _short(err.get("input"))
         items.append(item)
     return items

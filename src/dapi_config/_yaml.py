@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,10 @@ from dapi_config.errors import ConfigError
 
 def round_trip_yaml() -> YAML:
     """A round-trip (comment-keeping) YAML 1.2 parser/emitter that rejects duplicate keys."""
-    yaml = YAML(typ="rt")
-    yaml.version = (1, 2)
+    yaml = YAML(typ="rt")  # ruamel.yaml reads YAML 1.2 unless a document says otherwise
     yaml.allow_duplicate_keys = False
     yaml.preserve_quotes = True
     yaml.width = 4096
-    # Don't write the "%YAML 1.2" directive back: the predecessor's parser doesn't expect it.
-    yaml.version = None
     return yaml
 
 
@@ -76,12 +74,9 @@ def _marked(exc: MarkedYAMLError, default: str) -> str:
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
     problem = exc.problem or default
     if isinstance(exc, DuplicateKeyError):
-        problem = f"duplicate key: {exc.problem}" if exc.problem else "duplicate key"
-        problem = problem.replace('found duplicate key "', 'key "').replace(
-            '" with value', '" (value'
-        )
-        if "(value" in problem and not problem.endswith(")"):
-            problem += ")"
+        key = re.search(r'duplicate key "(.*?)"', problem)
+        name = f' "{key.group(1)}"' if key else ""
+        return f"duplicate key{name}{where}: each key may appear only once in a mapping"
     return f"{problem}{where}"
 
 
