@@ -13,7 +13,7 @@ $(BIN)/dapi-config: pyproject.toml scripts/venv.sh
 venv: $(BIN)/dapi-config
 
 serve: venv
-	$(BIN)/dapi-config --config $(CONFIG) status
+	$(BIN)/dapi-config --config $(CONFIG) serve $(SERVE_ARGS)
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -8,15 +8,18 @@ caller's :meth:`ConfigManager.transaction`), so a failed write changes nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dapi_config._validation import validate
-from dapi_config.errors import DuplicateNodeError, ValidationError
+from dapi_config.errors import DuplicateNodeError, PreconditionFailedError, ValidationError
 from dapi_config.models import (
     ApiConfig,
     BandwidthParamsCache,
@@ -35,6 +38,9 @@ from dapi_config.static import LoadedConfig, load_static_config, resolve_state_p
 from dapi_config.store import Durability, StateStore
 from dapi_config.store.sqlite import SeedKind
 
+if TYPE_CHECKING:
+    from dapi_config.export import PeriodicExporter
+
 log = logging.getLogger(__name__)
 
 WORKER_KEY_SECRET = "worker_key"  # noqa: S105 - a row name, not a secret
@@ -51,6 +57,8 @@ class ConfigManager:
     def __init__(self, loaded: LoadedConfig, store: StateStore) -> None:
         self._loaded = loaded
         self._store = store
+        self._exporter: PeriodicExporter | None = None
+        self._exporter_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -76,7 +84,8 @@ class ConfigManager:
         return cls(loaded, store)
 
     def close(self) -> None:
-        """Close the state file. Idempotent."""
+        """Stop the periodic export (if running) and close the state file. Idempotent."""
+        self.stop_periodic_export()
         self._store.close()
 
     def __enter__(self) -> ConfigManager:
@@ -280,19 +289,34 @@ class ConfigManager:
                 self._store.add_node(value)
         return [v.model_copy(deep=True) for v in values]
 
-    def update_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
+    def update_node(
+        self, node: InferenceNodeConfig, *, if_match: Collection[str] | None = None
+    ) -> InferenceNodeConfig:
         """Replace the node with the same id; returns the stored node.
 
-        Raises :class:`ValidationError`, :class:`NodeNotFoundError`.
+        ``if_match``: the ETags (see :func:`node_etag`) the caller accepts as the current
+        value, ``"*"`` for any; checked in the same transaction as the write.
+        Raises :class:`ValidationError`, :class:`NodeNotFoundError`,
+        :class:`PreconditionFailedError` (stale ETag; nothing written).
         """
         value = validate(InferenceNodeConfig, node, "node")
         with self._write():
+            if if_match is not None:
+                _check_etag(self._store.node(value.id), if_match)
             self._store.update_node(value)
         return value.model_copy(deep=True)
 
-    def remove_node(self, node_id: str) -> InferenceNodeConfig:
-        """Remove a node; returns it. Raises :class:`NodeNotFoundError`."""
+    def remove_node(
+        self, node_id: str, *, if_match: Collection[str] | None = None
+    ) -> InferenceNodeConfig:
+        """Remove a node; returns it.
+
+        Raises :class:`NodeNotFoundError`, :class:`PreconditionFailedError` (stale ``if_match``,
+        as in :meth:`update_node`).
+        """
         with self._write():
+            if if_match is not None:
+                _check_etag(self._store.node(node_id), if_match)
             return self._store.remove_node(node_id)
 
     def set_node_enabled(self, node_id: str, enabled: bool) -> InferenceNodeConfig:
@@ -393,6 +417,71 @@ class ConfigManager:
         for key, value in (static.model_extra or {}).items():
             out.setdefault(key, value)
         return out
+
+    def start_periodic_export(
+        self,
+        interval: float | str | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        keep: int | None = None,
+        include_secrets: bool | None = None,
+        on_export: Callable[[float], None] | None = None,
+    ) -> PeriodicExporter:
+        """Export the full config to ``api-config-full.yaml`` (config dir) every ``interval``.
+
+        ``interval``: seconds or a string such as ``"10m"``; unset arguments come from
+        ``CONFIG_EXPORT_INTERVAL`` / ``CONFIG_EXPORT_KEEP`` / ``CONFIG_EXPORT_SECRETS``. The first
+        export runs at once; failures are logged and retried. A running exporter is replaced.
+        Raises :class:`ConfigError` for a bad interval or environment value.
+        """
+        from dapi_config.export import ExportSettings, PeriodicExporter, parse_interval  # noqa: PLC0415
+
+        settings = ExportSettings.from_env()
+        if interval is not None:
+            seconds = (
+                parse_interval(interval, "interval") if isinstance(interval, str) else interval
+            )
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                raise ValidationError(
+                    f"interval: expected seconds or a duration such as '10m', got {interval!r}",
+                    [{"field": "interval", "message": "expected a number or duration"}],
+                )
+            settings = dataclasses.replace(settings, interval=float(seconds))
+        if keep is not None:
+            settings = dataclasses.replace(settings, keep=keep)
+        if include_secrets is not None:
+            settings = dataclasses.replace(settings, include_secrets=include_secrets)
+        exporter = PeriodicExporter(self, settings, path=path, on_export=on_export)
+        with self._exporter_lock:
+            old, self._exporter = self._exporter, exporter
+        if old is not None:
+            old.stop()
+        exporter.start()
+        return exporter
+
+    def stop_periodic_export(self) -> None:
+        """Stop the periodic exporter (waits for an export in progress). Idempotent."""
+        with self._exporter_lock:
+            exporter, self._exporter = self._exporter, None
+        if exporter is not None:
+            exporter.stop()
+
+
+def node_etag(node: InferenceNodeConfig) -> str:
+    """A strong HTTP entity tag of a node's stored value (quoted, as sent in ``ETag``)."""
+    canonical = json.dumps(node.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
+
+
+def _check_etag(current: InferenceNodeConfig, if_match: Collection[str]) -> None:
+    if "*" in if_match:
+        return
+    etag = node_etag(current)
+    if etag not in if_match:
+        raise PreconditionFailedError(
+            f"node {current.id!r} changed since it was read (its ETag is now {etag}); "
+            "read it again and retry. Nothing was written."
+        )
 
 
 def validate_nodes(nodes: Iterable[Any]) -> list[InferenceNodeConfig]:

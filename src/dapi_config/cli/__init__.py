@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from dapi_config.cli import nodes, status  # noqa: F401 - importing registers the commands
+from dapi_config.cli import export, nodes, serve, status  # noqa: F401 - importing registers the commands
 from dapi_config.cli._common import app
 
 

@@ -120,11 +120,16 @@ def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
 
 
 @contextmanager
-def open_manager(config: Path | None = None, state: Path | None = None) -> Iterator[ConfigManager]:
-    """Open the manager for a command, mapping every product error to one stderr line + exit 1."""
+def open_manager(
+    config: Path | None = None, state: Path | None = None, *, actor: str = "cli"
+) -> Iterator[ConfigManager]:
+    """Open the manager for a command, mapping every product error to one stderr line + exit 1.
+
+    ``actor`` is recorded in the audit rows of its writes (``serve`` passes ``api``).
+    """
     try:
         with ConfigManager.open(
-            config or OPTIONS.config, state or OPTIONS.state, actor="cli"
+            config or OPTIONS.config, state or OPTIONS.state, actor=actor
         ) as cm:
             yield cm
     except DapiConfigError as exc:

@@ -116,6 +116,9 @@ class Database:
         self._closed = False
         #: Called after every outermost commit (in commit order, under the write lock).
         self.commit_hooks: list[Callable[[], None]] = []
+        #: Called after every outermost write transaction with (seconds including the wait for
+        #: the writer lock, committed?). For metrics; must be cheap and must not raise.
+        self.transaction_observers: list[Callable[[float, bool], None]] = []
 
     # --- connections ---------------------------------------------------------------------
 
@@ -261,6 +264,8 @@ class Database:
         if state.depth:
             yield from self._savepoint(state)
             return
+        started = time.perf_counter()
+        committed = False
         self._write_lock.acquire()
         try:
             self._begin(state.conn)
@@ -281,6 +286,7 @@ class Database:
                 raise StateUnavailableError(
                     f"{self.path}: commit failed, nothing was written: {sqlite_error_message(exc)}"
                 ) from None
+            committed = True
             pending, state.on_commit = state.on_commit, []
             for work in pending:
                 work()
@@ -293,6 +299,10 @@ class Database:
                     log.exception("post-commit hook failed")
         finally:
             self._write_lock.release()
+            elapsed = time.perf_counter() - started
+            for observer in self.transaction_observers:
+                with contextlib.suppress(Exception):
+                    observer(elapsed, committed)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

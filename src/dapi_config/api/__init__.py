@@ -1,0 +1,11 @@
+"""The admin HTTP API (§9): ``create_app(manager)`` builds the FastAPI app.
+
+One module per area (``nodes``, ``state``, ``health``, ``metrics``), each with its own
+``router``; :mod:`.errors` holds the one error-to-status table.
+"""
+
+from dapi_config.api._app import ADMIN_PREFIX, create_app
+from dapi_config.api.errors import ERROR_STATUS
+from dapi_config.api.metrics import ServiceMetrics
+
+__all__ = ["ADMIN_PREFIX", "ERROR_STATUS", "ServiceMetrics", "create_app"]

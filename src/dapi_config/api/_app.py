@@ -1,0 +1,74 @@
+"""``create_app(manager)``: the admin HTTP API (§9) around one :class:`ConfigManager`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from dapi_config import __version__
+from dapi_config.api import health, metrics, nodes, state
+from dapi_config.api.errors import install_error_handlers
+from dapi_config.api.metrics import RequestMiddleware, ServiceMetrics
+from dapi_config.health import Readiness
+from dapi_config.manager import ConfigManager
+
+ADMIN_PREFIX = "/admin/v1"
+#: Largest request body accepted (413 beyond): a full 1,000-node batch fits with room to spare.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+#: Routers mounted under ``/admin/v1``, each one area. Add a router here to add an area.
+ADMIN_ROUTERS: tuple[APIRouter, ...] = (nodes.router, state.router)
+#: Routers at the root (probes, metrics): never behind the admin token.
+ROOT_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router)
+
+
+def create_app(
+    manager: ConfigManager,
+    *,
+    service_metrics: ServiceMetrics | None = None,
+    readiness: Readiness | None = None,
+    admin_dependencies: Sequence[Any] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The FastAPI app serving ``manager``.
+
+    ``admin_dependencies`` (``fastapi.Depends(...)`` items) run before every ``/admin/v1``
+    route: the place for the admin-token check. The caller keeps ownership of ``manager``
+    (the app never closes it). Endpoints are plain ``def``: SQLite work runs in the threadpool,
+    never on the event loop.
+    """
+    service_metrics = service_metrics or ServiceMetrics()
+    readiness = readiness or Readiness(manager)
+    app = FastAPI(
+        title="dapi-config admin API",
+        version=__version__,
+        description=(
+            "Manage the inference-node registry and inspect the dynamic state of a dapi node. "
+            'Errors: `{"error": message, "code": machine_code}` (+ `errors` for bad input).'
+        ),
+    )
+    app.state.manager = manager
+    app.state.metrics = service_metrics
+    app.state.readiness = readiness
+    manager.store.db.transaction_observers.append(service_metrics.observe_write)
+    install_error_handlers(app)
+
+    admin = APIRouter(prefix=ADMIN_PREFIX, dependencies=list(admin_dependencies))
+    for router in ADMIN_ROUTERS:
+        admin.include_router(router)
+    app.include_router(admin)
+    for router in ROOT_ROUTERS:
+        app.include_router(router)
+
+    def route_templates() -> list[str]:
+        return [*app.openapi()["paths"], "/docs", "/docs/oauth2-redirect", "/openapi.json"]
+
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=service_metrics,
+        max_body=max_body_bytes,
+        route_templates=route_templates,
+    )
+    return app

@@ -1,0 +1,239 @@
+"""The one table from errors to HTTP statuses, and the handlers that apply it.
+
+Every error response has the body ``{"error": "<human message>", "code": "<machine_code>"}``,
+plus ``errors`` (``[{field, message, input?}]``) for bad input and ``node_id`` where one is
+known. Handlers are registered by :func:`install_error_handlers`; routes just raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dapi_config._validation import describe
+from dapi_config.errors import (
+    ConfigError,
+    DapiConfigError,
+    DuplicateNodeError,
+    NodeNotFoundError,
+    PreconditionFailedError,
+    StateUnavailableError,
+    ValidationError,
+)
+
+log = logging.getLogger("dapi_config.api")
+
+#: Product error class -> HTTP status. The most specific class in an error's MRO wins.
+ERROR_STATUS: dict[type[DapiConfigError], int] = {
+    ValidationError: 422,
+    ConfigError: 400,
+    NodeNotFoundError: 404,
+    DuplicateNodeError: 409,
+    PreconditionFailedError: 412,
+    StateUnavailableError: 503,
+    DapiConfigError: 500,
+}
+
+#: Seconds a client should wait before retrying after a 503.
+RETRY_AFTER_S = 5
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    428: "precondition_required",
+    503: "service_unavailable",
+}
+
+
+class ErrorItem(BaseModel):
+    """One problem with the input."""
+
+    field: str
+    message: str
+    input: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: str = Field(description="A message for people.")
+    code: str = Field(description="A stable machine-readable code.")
+    errors: list[ErrorItem] | None = Field(
+        default=None, description="Bad input: one item per offending field."
+    )
+    node_id: str | None = None
+
+
+class ApiError(Exception):
+    """An HTTP-level error with no product counterpart (413, malformed JSON, ...)."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _HTTP_CODES.get(status, "error")
+        self.extra = extra
+
+
+def status_for(exc: DapiConfigError) -> int:
+    """The HTTP status of a product error (most specific class in the table)."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+def error_response(
+    status: int,
+    message: str,
+    code: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A JSON error response with the product's body shape."""
+    body: dict[str, Any] = {"error": message, "code": code}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(
+        jsonable_encoder(body, custom_encoder={bytes: repr}), status_code=status, headers=headers
+    )
+
+
+def product_error_response(exc: DapiConfigError) -> JSONResponse:
+    """The response for a product error, per :data:`ERROR_STATUS`."""
+    status = status_for(exc)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ValidationError):
+        extra["errors"] = [_plain_item(i) for i in exc.errors]
+    node_id = getattr(exc, "node_id", None)
+    if isinstance(node_id, str):
+        extra["node_id"] = node_id
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    if status >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    return error_response(status, exc.message, exc.code, headers=headers, **extra)
+
+
+def _plain_item(item: dict[str, Any]) -> dict[str, Any]:
+    out = {"field": str(item.get("field", "")), "message": str(item.get("message", ""))}
+    if "input" in item:
+        value = item["input"]
+        plain = isinstance(value, (str, int, bool)) or (
+            isinstance(value, float) and math.isfinite(value)
+        )
+        # Anything else (bytes, inf/nan, objects) as text: the body must stay valid JSON.
+        out["input"] = value if plain else repr(value)
+    return out
+
+
+def request_validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's validation errors as ``[{field, message, input?}]`` (field without ``body``)."""
+    items: list[dict[str, Any]] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("function-after", "function-before")]
+        where = loc[0] if loc else ""
+        parts = loc[1:] if where == "body" else loc
+        field = ".".join(parts) if parts else where
+        item: dict[str, Any] = {"field": field, "message": str(err.get("msg", "invalid"))}
+        if err.get("type") != "missing" and "input" in err:
+            item["input"] = err["input"]
+        items.append(_plain_item(_shorten(item)))
+    return items
+
+
+def _shorten(item: dict[str, Any]) -> dict[str, Any]:
+    value = item.get("input")
+    if isinstance(value, (dict, list)):
+        text = repr(value)
+        item["input"] = text if len(text) <= 80 else text[:77] + "..."
+    elif isinstance(value, str) and len(value) > 80:
+        item["input"] = value[:77] + "..."
+    return item
+
+
+def _is_raw_body(err: Any) -> bool:
+    loc = tuple(err.get("loc", ()))
+    return loc[:1] == ("body",) and len(loc) == 1 and isinstance(err.get("input"), bytes)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every error into the product's JSON body."""
+
+    @app.exception_handler(DapiConfigError)
+    async def _product(_: Request, exc: DapiConfigError) -> JSONResponse:
+        return product_error_response(exc)
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.code, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            detail = next(e for e in errors if e.get("type") == "json_invalid")
+            reason = (detail.get("ctx") or {}).get("error", "invalid JSON")
+            return error_response(400, f"request body is not valid JSON: {reason}", "invalid_json")
+        if any(_is_raw_body(e) for e in errors):
+            # FastAPI parses JSON only for JSON (or absent) content types; curl -d sends a form.
+            return error_response(
+                415,
+                "send the body as JSON with the header Content-Type: application/json",
+                "unsupported_media_type",
+            )
+        items = request_validation_items(exc)
+        return error_response(
+            422, f"invalid request: {describe(items)}", "validation_error", errors=items
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        if exc.status_code == 400 and "parsing the body" in message:
+            # FastAPI's own wording for a body it cannot decode (e.g. not UTF-8).
+            message, code = "request body is not valid JSON (cannot decode it)", "invalid_json"
+        return error_response(
+            exc.status_code,
+            message,
+            code,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, never bad input: log the trace, tell the client nothing internal.
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal error; see the service log", "internal_error")
+
+
+#: OpenAPI ``responses=`` entries for the error statuses a route can return.
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI response declarations (model :class:`ErrorBody`) for ``statuses``."""
+    descriptions = {
+        400: "Malformed request (e.g. the body is not JSON)",
+        401: "Missing or wrong admin token",
+        404: "No such node",
+        409: "Duplicate node id",
+        415: "The body is not sent as JSON",
+        412: "Stale If-Match: the node changed since it was read",
+        413: "Request body or batch too large",
+        422: "Invalid input; `errors` names each field",
+        503: "The state file cannot be used right now",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions.get(s, "Error")} for s in statuses}

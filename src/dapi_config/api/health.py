@@ -1,0 +1,67 @@
+"""Probes: ``/livez`` (and its alias ``/healthz``) and ``/readyz``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from dapi_config.api.deps import ReadinessDep
+from dapi_config.api.errors import ErrorBody
+
+router = APIRouter(tags=["health"])
+
+
+class Live(BaseModel):
+    """The process is up."""
+
+    status: str = "ok"
+
+
+class Ready(BaseModel):
+    """The state file is usable."""
+
+    status: str = "ready"
+    problems: list[str] = []
+
+
+class NotReady(ErrorBody):
+    """The state file is not usable; ``problems`` says why."""
+
+    problems: list[str]
+
+
+@router.get("/livez", response_model=Live, summary="Liveness")
+def livez() -> Live:
+    """200 while the process serves requests (touches no file)."""
+    return Live()
+
+
+@router.get("/healthz", response_model=Live, summary="Liveness (alias of /livez)")
+def healthz() -> Live:
+    """Alias of ``/livez``."""
+    return Live()
+
+
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses={503: {"model": NotReady, "description": "The state file is not usable"}},
+    summary="Readiness",
+)
+def readyz(readiness: ReadinessDep) -> Any:
+    """200 when the state file can be used; 503 with the problems otherwise."""
+    report = readiness.report()
+    if report.ready:
+        return Ready()
+    return JSONResponse(
+        {
+            "error": "not ready: " + "; ".join(report.problems),
+            "code": "not_ready",
+            "problems": report.problems,
+        },
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )

@@ -1,0 +1,181 @@
+"""``/admin/v1/nodes``: the inference-node registry (predecessor-compatible routes + new ones).
+
+Status codes of the predecessor's routes are kept: ``POST /nodes`` 200, ``POST /nodes/batch``
+201, ``DELETE /nodes/{id}`` 200 with the removed node, enable/disable 200 with
+``{"message", "node_id"}``. Node reads and writes carry an ``ETag``; ``PUT`` and ``DELETE`` honour
+``If-Match`` (412 when stale, nothing written).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from dapi_config.api.deps import Manager
+from dapi_config.api.errors import ApiError, error_responses
+from dapi_config.errors import ValidationError
+from dapi_config.manager import node_etag
+from dapi_config.models import NODE_ID_PATTERN, InferenceNodeConfig
+
+#: Most nodes one ``POST /nodes/batch`` accepts (413 beyond).
+MAX_BATCH = 1000
+
+router = APIRouter(prefix="/nodes", tags=["nodes"])
+
+NodeId = Annotated[
+    str,
+    Path(
+        pattern=NODE_ID_PATTERN,
+        max_length=128,
+        description="Node id: 1-128 of A-Z a-z 0-9 . _ : @ - (starting with a letter or digit)",
+    ),
+]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description='ETag(s) from a previous read, or "*"; a stale value gives 412.',
+    ),
+]
+
+
+class NodeMessage(BaseModel):
+    """The predecessor's enable/disable reply."""
+
+    message: str
+    node_id: str
+
+
+def _node_response(node: InferenceNodeConfig, status: int = 200) -> JSONResponse:
+    return JSONResponse(
+        node.model_dump(mode="json"), status_code=status, headers={"ETag": node_etag(node)}
+    )
+
+
+def parse_if_match(value: str | None) -> list[str] | None:
+    """The entity tags of an ``If-Match`` header (weak tags never match: strong comparison)."""
+    if value is None:
+        return None
+    tags = [t.strip() for t in value.split(",") if t.strip()]
+    if not tags:
+        raise ApiError(400, "If-Match header is empty", "bad_request")
+    return tags
+
+
+@router.get(
+    "",
+    response_model=list[InferenceNodeConfig],
+    responses=error_responses(503),
+    summary="List nodes",
+)
+def list_nodes(cm: Manager) -> Any:
+    """Every registered node, in registration order (with ``is_enabled``)."""
+    return JSONResponse([n.model_dump(mode="json") for n in cm.get_nodes()])
+
+
+@router.post(
+    "",
+    response_model=InferenceNodeConfig,
+    responses=error_responses(400, 409, 413, 415, 422, 503),
+    summary="Add one node",
+)
+def create_node(node: InferenceNodeConfig, cm: Manager) -> Any:
+    """Register one node; 200 with the stored node (the predecessor's status), 409 if the id
+    exists."""
+    with cm.acting_as("api"):
+        stored = cm.add_node(node)
+    return _node_response(stored)
+
+
+@router.post(
+    "/batch",
+    status_code=201,
+    response_model=list[InferenceNodeConfig],
+    responses=error_responses(400, 409, 413, 415, 422, 503),
+    summary="Add several nodes, all or nothing",
+)
+def create_nodes(nodes: list[InferenceNodeConfig], cm: Manager) -> Any:
+    """Register up to 1,000 nodes in one transaction: all are stored or none (201)."""
+    if len(nodes) > MAX_BATCH:
+        raise ApiError(
+            413,
+            f"a batch takes at most {MAX_BATCH} nodes, got {len(nodes)}; split it",
+            "batch_too_large",
+        )
+    with cm.acting_as("api"):
+        stored = cm.add_nodes(nodes)
+    return JSONResponse([n.model_dump(mode="json") for n in stored], status_code=201)
+
+
+@router.get(
+    "/{node_id}",
+    response_model=InferenceNodeConfig,
+    responses=error_responses(404, 422, 503),
+    summary="Get one node",
+)
+def get_node(node_id: NodeId, cm: Manager) -> Any:
+    """One node, with its ``ETag``."""
+    return _node_response(cm.get_node(node_id))
+
+
+@router.put(
+    "/{node_id}",
+    response_model=InferenceNodeConfig,
+    responses=error_responses(400, 404, 412, 413, 415, 422, 503),
+    summary="Replace one node",
+)
+def replace_node(
+    node_id: NodeId, node: InferenceNodeConfig, cm: Manager, if_match: IfMatch = None
+) -> Any:
+    """Replace a node (the body's ``id`` must equal the path's). With ``If-Match``, a node that
+    changed since that read gives 412 and nothing is written."""
+    if node.id != node_id:
+        raise ValidationError(
+            f"id: the body's id {node.id!r} differs from the path's {node_id!r}",
+            [{"field": "id", "message": "must equal the id in the path", "input": node.id}],
+        )
+    with cm.acting_as("api"):
+        stored = cm.update_node(node, if_match=parse_if_match(if_match))
+    return _node_response(stored)
+
+
+@router.delete(
+    "/{node_id}",
+    response_model=InferenceNodeConfig,
+    responses=error_responses(400, 404, 412, 422, 503),
+    summary="Remove one node",
+)
+def delete_node(node_id: NodeId, cm: Manager, if_match: IfMatch = None) -> Any:
+    """Remove a node; 200 with the removed node."""
+    with cm.acting_as("api"):
+        removed = cm.remove_node(node_id, if_match=parse_if_match(if_match))
+    return JSONResponse(removed.model_dump(mode="json"))
+
+
+@router.post(
+    "/{node_id}/enable",
+    response_model=NodeMessage,
+    responses=error_responses(404, 422, 503),
+    summary="Enable a node",
+)
+def enable_node(node_id: NodeId, cm: Manager) -> NodeMessage:
+    """Mark a node enabled."""
+    with cm.acting_as("api"):
+        cm.set_node_enabled(node_id, True)
+    return NodeMessage(message="node enabled successfully", node_id=node_id)
+
+
+@router.post(
+    "/{node_id}/disable",
+    response_model=NodeMessage,
+    responses=error_responses(404, 422, 503),
+    summary="Disable a node",
+)
+def disable_node(node_id: NodeId, cm: Manager) -> NodeMessage:
+    """Mark a node disabled."""
+    with cm.acting_as("api"):
+        cm.set_node_enabled(node_id, False)
+    return NodeMessage(message="node disabled successfully", node_id=node_id)

@@ -1,0 +1,87 @@
+"""``/admin/v1/state`` and ``/admin/v1/config/export``: read-only views of the whole state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+
+from dapi_config.api.deps import Manager
+from dapi_config.api.errors import error_responses
+from dapi_config.export import render_legacy_yaml
+from dapi_config.models import (
+    BandwidthParamsCache,
+    NodeVersion,
+    SeedInfo,
+    UpgradePlan,
+    ValidationParamsCache,
+)
+
+router = APIRouter(tags=["state"])
+
+
+class Seeds(BaseModel):
+    """The three epoch seeds."""
+
+    current: SeedInfo
+    previous: SeedInfo
+    upcoming: SeedInfo
+
+
+class StateSummary(BaseModel):
+    """The dynamic state (``ConfigManager.state_summary()``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    height: int
+    current_node_version: str
+    node_versions: list[NodeVersion]
+    seeds: Seeds
+    validation_params: ValidationParamsCache
+    bandwidth_params: BandwidthParamsCache
+    upgrade_plan: UpgradePlan
+    node_count: int
+    revision: int
+
+
+@router.get(
+    "/state",
+    response_model=StateSummary,
+    responses=error_responses(503),
+    summary="Dynamic state",
+)
+def get_state(cm: Manager) -> Any:
+    """Height, node version, version schedule, seeds, parameter caches, upgrade plan, node count
+    and the latest audit revision."""
+    return JSONResponse(cm.state_summary())
+
+
+@router.get(
+    "/config/export",
+    responses={
+        200: {
+            "description": "The merged configuration (legacy single-file layout), redacted",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/yaml": {"schema": {"type": "string"}},
+            },
+        },
+        **error_responses(422, 503),
+    },
+    summary="Full config export (redacted)",
+)
+def export_config(
+    cm: Manager,
+    fmt: Annotated[
+        Literal["json", "yaml"],
+        Query(alias="format", description="json (default) or yaml (the exported file's text)"),
+    ] = "json",
+) -> Response:
+    """The merged static + dynamic configuration in the predecessor's layout, as written to
+    ``api-config-full.yaml``; secrets are always redacted here."""
+    data = cm.export_full_config(include_secrets=False)
+    if fmt == "yaml":
+        return Response(render_legacy_yaml(data), media_type="application/yaml")
+    return JSONResponse(data)

@@ -1,0 +1,45 @@
+"""``dapi-config export``: write the full config once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dapi_config.cli._common import app, fail, open_manager
+from dapi_config.export import export_once
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="File to write [default: api-config-full.yaml beside the config]; - for stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    include_secrets: Annotated[
+        bool,
+        typer.Option("--include-secrets", help="Write secrets instead of <redacted>."),
+    ] = False,
+) -> None:
+    """Write the merged static + dynamic config in the legacy single-file layout (0600, atomic).
+
+    Prints the path written. Example: dapi-config --config config.yaml export --out full.yaml
+    """
+    from dapi_config.export import render_legacy_yaml  # noqa: PLC0415
+
+    with open_manager() as cm:
+        if out is not None and str(out) == "-":
+            text = render_legacy_yaml(cm.export_full_config(include_secrets=include_secrets))
+            typer.echo(text, nl=False)
+            return
+        try:
+            written = export_once(cm, out, include_secrets=include_secrets)
+        except OSError as exc:
+            raise fail(f"{exc.filename or out}: cannot write the export: {exc.strerror}") from None
+    typer.echo(str(written))

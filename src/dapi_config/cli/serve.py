@@ -1,0 +1,101 @@
+"""``dapi-config serve``: the admin HTTP API with the periodic export."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from dapi_config.cli._common import (
+    ConfigOpt,
+    StateOpt,
+    app,
+    fail,
+    open_manager,
+    setup_logging,
+)
+from dapi_config.errors import DapiConfigError
+from dapi_config.export import ExportSettings
+
+log = logging.getLogger("dapi_config.serve")
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (use 0.0.0.0 for all).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=1,
+            max=65535,
+            help="Port [default: api.admin_server_port of the config, 9200].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the admin HTTP API (docs at /docs) until SIGTERM or SIGINT.
+
+    Also writes api-config-full.yaml beside the config every CONFIG_EXPORT_INTERVAL (default
+    10m; 0 disables). One log line per request and per state change on stderr.
+
+    Example: dapi-config --config config.yaml serve --port 9200
+    """
+    import uvicorn  # noqa: PLC0415 - only this command needs the server
+
+    from dapi_config.api import ServiceMetrics, create_app  # noqa: PLC0415
+
+    root = logging.getLogger()
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        setup_logging(logging.INFO)  # a service logs its requests and state changes
+    try:
+        settings = ExportSettings.from_env()
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    with open_manager(config, state, actor="api") as cm:
+        listen_port = port or cm.get_api_config().admin_server_port
+        service_metrics = ServiceMetrics()
+        application = create_app(cm, service_metrics=service_metrics)
+        if settings.interval > 0:
+            cm.start_periodic_export(
+                settings.interval,
+                keep=settings.keep,
+                include_secrets=settings.include_secrets,
+                on_export=service_metrics.last_export_timestamp.set,
+            )
+        server_config = uvicorn.Config(
+            application,
+            host=host,
+            port=listen_port,
+            log_config=None,  # keep our stderr handler; requests are logged by the app
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=30,
+        )
+        server = uvicorn.Server(server_config)
+        log.info(
+            "serving the admin API on http://%s:%d (state %s)", host, listen_port, cm.state_path
+        )
+        stop_signals: list[int] = []
+        previous = {
+            sig: signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            # uvicorn handles SIGTERM/SIGINT: stop accepting, finish in-flight requests, return.
+            # It then re-raises the signal to the handlers it found, which are ours above: so
+            # the state file is closed properly and a requested stop exits 0.
+            server.run()
+        finally:
+            cm.stop_periodic_export()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if not server.started:
+            raise fail(f"cannot listen on {host}:{listen_port} (see the log above)")
+    log.info("stopped%s", f" by signal {stop_signals[0]}" if stop_signals else "")

@@ -1,0 +1,218 @@
+"""The full-config export (§7): one-shot and periodic.
+
+``api-config-full.yaml`` in the config directory holds the merged static + dynamic configuration
+in the predecessor's single-file layout. It is written atomically (temp file, fsync, rename), mode
+0600, so a reader never sees a partial file. Secrets are redacted unless asked for.
+
+Environment (read by :meth:`ExportSettings.from_env`):
+
+- ``CONFIG_EXPORT_INTERVAL``: seconds (``600``) or ``10m`` / ``30s`` / ``1h`` (default 10m);
+  ``0`` disables the periodic export.
+- ``CONFIG_EXPORT_KEEP``: timestamped copies to keep beside the file (default 0).
+- ``CONFIG_EXPORT_SECRETS``: ``true`` includes secrets (default false).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dapi_config._files import atomic_write
+from dapi_config._yaml import dump_yaml
+from dapi_config.errors import ConfigError, DapiConfigError
+
+if TYPE_CHECKING:
+    from dapi_config.manager import ConfigManager
+
+log = logging.getLogger(__name__)
+
+EXPORT_FILENAME = "api-config-full.yaml"
+DEFAULT_INTERVAL_S = 600.0
+_INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+#: ``api-config-full.20261127T181500.123456Z.yaml``: sorts by time as text.
+_COPY_RE = re.compile(r"^api-config-full\.\d{8}T\d{6}\.\d{6}Z\.yaml$")
+
+
+def parse_interval(text: str, source: str = "CONFIG_EXPORT_INTERVAL") -> float:
+    """Seconds from ``"600"``, ``"30s"``, ``"10m"``, ``"1h"`` (or ``"500ms"``).
+
+    ``0`` means "disabled". Raises :class:`ConfigError` naming ``source`` for anything else.
+    """
+    match = _INTERVAL_RE.match(text)
+    if not match:
+        raise ConfigError(
+            f"{source}: expected seconds (600) or a duration such as 30s, 10m or 1h, got {text!r}"
+        )
+    value = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
+    if value > 366 * 24 * 3600:
+        raise ConfigError(f"{source}: {text!r} is longer than a year")
+    return value
+
+
+def _parse_bool(text: str, source: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{source}: expected true or false, got {text!r}")
+
+
+def _parse_keep(text: str, source: str = "CONFIG_EXPORT_KEEP") -> int:
+    try:
+        keep = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{source}: expected a whole number >= 0, got {text!r}") from None
+    if keep < 0:
+        raise ConfigError(f"{source}: expected a whole number >= 0, got {text!r}")
+    return keep
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How the periodic exporter runs."""
+
+    interval: float = DEFAULT_INTERVAL_S
+    keep: int = 0
+    include_secrets: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ExportSettings:
+        """Read ``CONFIG_EXPORT_INTERVAL``, ``CONFIG_EXPORT_KEEP``, ``CONFIG_EXPORT_SECRETS``.
+
+        Raises :class:`ConfigError` naming the variable for a bad value.
+        """
+        env = os.environ if env is None else env
+        interval = DEFAULT_INTERVAL_S
+        if "CONFIG_EXPORT_INTERVAL" in env:
+            interval = parse_interval(env["CONFIG_EXPORT_INTERVAL"])
+        keep = _parse_keep(env["CONFIG_EXPORT_KEEP"]) if "CONFIG_EXPORT_KEEP" in env else 0
+        secrets = _parse_bool(env.get("CONFIG_EXPORT_SECRETS", ""), "CONFIG_EXPORT_SECRETS")
+        return cls(interval=interval, keep=keep, include_secrets=secrets)
+
+
+def render_legacy_yaml(data: Mapping[str, Any]) -> str:
+    """The YAML text of an export (``ConfigManager.export_full_config()``) in the legacy layout.
+
+    The one place that decides how an export looks on disk (the rollback writer may make it
+    byte-compatible with the predecessor's Go writer).
+    """
+    header = "# Full dapi-config export (static + dynamic state). Generated; do not edit.\n"
+    return header + dump_yaml(dict(data))
+
+
+def default_export_path(manager: ConfigManager) -> Path:
+    """``api-config-full.yaml`` beside the static config file."""
+    return manager.config_path.parent / EXPORT_FILENAME
+
+
+def export_once(
+    manager: ConfigManager,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    include_secrets: bool = False,
+    keep: int = 0,
+) -> Path:
+    """Write the full export to ``path`` (default :func:`default_export_path`) atomically, 0600.
+
+    With ``keep > 0`` also writes a timestamped copy beside it and deletes the oldest copies
+    beyond ``keep``. Returns the path written. Raises :class:`StateUnavailableError` (state not
+    readable) or :class:`OSError` (the file cannot be written; the old file is untouched).
+    """
+    target = Path(path) if path is not None else default_export_path(manager)
+    text = render_legacy_yaml(manager.export_full_config(include_secrets=include_secrets))
+    atomic_write(target, text, mode=0o600)
+    if keep > 0:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        atomic_write(target.parent / f"api-config-full.{stamp}.yaml", text, mode=0o600)
+        _prune_copies(target.parent, keep)
+    return target
+
+
+def _prune_copies(directory: Path, keep: int) -> None:
+    copies = sorted(p for p in directory.iterdir() if _COPY_RE.match(p.name))
+    for old in copies[: max(0, len(copies) - keep)]:
+        try:
+            old.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot delete old export copy %s: %s", old, exc)
+
+
+class PeriodicExporter:
+    """A daemon thread that exports every ``settings.interval`` seconds until stopped.
+
+    Failures are logged and retried at the next tick; they never stop the thread.
+    ``on_export(unix_time)`` is called after every successful export (metrics).
+    """
+
+    def __init__(
+        self,
+        manager: ConfigManager,
+        settings: ExportSettings,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        on_export: Callable[[float], None] | None = None,
+    ) -> None:
+        if settings.interval <= 0:
+            raise ConfigError("CONFIG_EXPORT_INTERVAL: the periodic export needs an interval > 0")
+        self.manager = manager
+        self.settings = settings
+        self.path = Path(path) if path is not None else default_export_path(manager)
+        self.on_export = on_export
+        self.last_export: float | None = None
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dapi-config-export", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread; the first export happens at once."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to stop and wait for it (an export in progress completes)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
+    def export_now(self) -> Path | None:
+        """One export with these settings; logs and returns None on failure."""
+        try:
+            written = export_once(
+                self.manager,
+                self.path,
+                include_secrets=self.settings.include_secrets,
+                keep=self.settings.keep,
+            )
+        except (DapiConfigError, OSError) as exc:
+            self.last_error = str(exc)
+            log.error("full-config export to %s failed: %s", self.path, exc)
+            return None
+        self.last_export = time.time()
+        self.last_error = None
+        log.info("full-config export written to %s", written)
+        if self.on_export is not None:
+            self.on_export(self.last_export)
+        return written
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.export_now()
+            self._stop.wait(self.settings.interval)

@@ -1,0 +1,83 @@
+"""Readiness: is the state file usable right now? (``GET /readyz``, ``dapi-config serve``.)
+
+:class:`Readiness` runs a list of cheap checks; each returns a problem string or None. Checks
+must stay cheap (a probe may run every second): no full integrity scan here. Other modules add
+their own check with :meth:`Readiness.add_check`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dapi_config.errors import DapiConfigError
+
+if TYPE_CHECKING:
+    from dapi_config.manager import ConfigManager
+
+Check = Callable[["ConfigManager"], "str | None"]
+
+
+@dataclass(frozen=True)
+class ReadinessReport:
+    """The outcome of the readiness checks."""
+
+    ready: bool
+    problems: list[str] = field(default_factory=list)
+
+
+class Readiness:
+    """Cheap checks that the service's state file can be read and written."""
+
+    def __init__(self, manager: ConfigManager) -> None:
+        self.manager = manager
+        # The file the service opened. If it is later deleted or replaced, the open connections
+        # keep writing to the old inode, which nobody will ever read again: not ready.
+        st = os.stat(manager.state_path)
+        self._identity = (st.st_dev, st.st_ino)
+        self.checks: list[Check] = [self._file_in_place, _directory_writable, _state_readable]
+
+    def add_check(self, check: Check) -> None:
+        """Add a check: ``check(manager)`` returns a problem string, or None when fine."""
+        self.checks.append(check)
+
+    def report(self) -> ReadinessReport:
+        """Run every check; never raises."""
+        problems: list[str] = []
+        for check in self.checks:
+            try:
+                problem = check(self.manager)
+            except DapiConfigError as exc:
+                problem = str(exc)
+            except OSError as exc:
+                problem = f"{exc.filename or self.manager.state_path}: {exc.strerror or exc}"
+            if problem:
+                problems.append(problem)
+                if check is self._file_in_place:
+                    break  # the other checks would only repeat the same cause
+        return ReadinessReport(ready=not problems, problems=problems)
+
+    def _file_in_place(self, manager: ConfigManager) -> str | None:
+        path = manager.state_path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return f"{path}: the state file was removed while the service runs; restart it"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return f"{path}: the state file was replaced while the service runs; restart it"
+        return None
+
+
+def _directory_writable(manager: ConfigManager) -> str | None:
+    directory = manager.state_path.parent
+    # SQLite needs to create the -wal/-shm files and backups there.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{directory}: the state directory is not writable"
+    return None
+
+
+def _state_readable(manager: ConfigManager) -> str | None:
+    manager.store.latest_revision()  # raises StateUnavailableError when the file is unusable
+    return None
