@@ -12,6 +12,7 @@ place each.
     ├── DuplicateNodeError                  node id already in the registry / twice in a batch
     ├── NodeNotFoundError (KeyError)        no node with that id
     ├── PreconditionFailedError             optimistic concurrency: stale ETag / revision
+    ├── BackupError                         a backup cannot be made, read or restored
     └── StateUnavailableError               the state file cannot be used right now
         ├── SchemaTooNewError               the file was written by a newer dapi-config
         └── StateCorruptError               integrity check failed and no recovery was possible
@@ -89,6 +90,16 @@ class PreconditionFailedError(DapiConfigError):
     """The caller's view (ETag) is stale: someone else changed the object first."""
 
     code = "precondition_failed"
+
+
+class BackupError(DapiConfigError):
+    """A backup could not be written, or a backup file is missing or damaged.
+
+    Nothing was changed: a failed backup leaves no file behind, a refused restore leaves the
+    state file as it was.
+    """
+
+    code = "backup_error"
 
 
 class StateUnavailableError(DapiConfigError):

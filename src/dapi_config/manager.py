@@ -36,6 +36,8 @@ from dapi_config.models import (
 from dapi_config.security import REDACTED, fingerprint, generate_worker_key
 from dapi_config.static import LoadedConfig, load_static_config, resolve_state_path
 from dapi_config.store import Durability, StateStore
+from dapi_config.store import backup as _backup
+from dapi_config.store import recovery as _recovery
 from dapi_config.store.sqlite import SeedKind
 
 if TYPE_CHECKING:
@@ -268,6 +270,8 @@ class ConfigManager:
         Raises :class:`ValidationError` or :class:`DuplicateNodeError` (nothing changed).
         """
         values = validate_nodes(nodes)
+        # A bulk replace can wipe the registry with one call: back up first (SPEC §10).
+        self.backup_before("set-nodes")
         with self._write():
             self._store.replace_nodes(values)
 
@@ -344,6 +348,46 @@ class ConfigManager:
     def _stored_worker_key(self) -> dict[str, str] | None:
         raw = self._store.secret(WORKER_KEY_SECRET)
         return None if raw is None else dict(json.loads(raw))
+
+    # --- backups and recovery (SPEC §10) ------------------------------------------------
+
+    @property
+    def backup_dir(self) -> Path:
+        """Where automatic and scheduled backups go: ``<state dir>/backups``."""
+        return _backup.backup_dir_for(self.state_path)
+
+    def backup(
+        self, out: str | os.PathLike[str] | None = None, *, reason: str = _backup.MANUAL
+    ) -> _backup.BackupInfo:
+        """Take a verified online backup (to ``out``, a file or directory, else the backup
+        directory). Safe while others write. Raises :class:`BackupError`."""
+        return _backup.create_backup(
+            self.state_path, out=out, backup_dir=self.backup_dir, reason=reason
+        )
+
+    def backup_before(self, reason: str) -> _backup.BackupInfo | None:
+        """The automatic ``pre-<reason>`` backup before a risky operation (None when the state
+        is still empty). Raises :class:`BackupError`: then do not go ahead."""
+        return _backup.backup_before(self.state_path, reason, backup_dir=self.backup_dir)
+
+    def list_backups(self) -> list[_backup.BackupInfo]:
+        """Backups of this state file, newest first, each checked."""
+        return _backup.list_backups(self.backup_dir, self.state_path)
+
+    def restore_backup(self, backup: str | os.PathLike[str]) -> _recovery.RestoreResult:
+        """Replace the state with ``backup`` after backing up the current state.
+
+        Open readers see the restored state at their next read. Raises :class:`BackupError`
+        (missing or damaged backup, nothing changed), :class:`SchemaTooNewError`,
+        :class:`StateUnavailableError`.
+        """
+        return _recovery.restore_backup(self.state_path, backup, backup_dir=self.backup_dir)
+
+    def check(self, *, max_backup_age: float | None = None) -> _recovery.CheckResult:
+        """Integrity, schema version, permissions and backup freshness of the state file."""
+        return _recovery.check_state(
+            self.state_path, self.backup_dir, max_backup_age=max_backup_age
+        )
 
     # --- summaries and export ------------------------------------------------------------
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import sys
 
-from dapi_config.cli import export, nodes, serve, status  # noqa: F401 - importing registers the commands
+from dapi_config.cli import (  # noqa: F401 - importing registers the commands
+    backup,
+    export,
+    nodes,
+    serve,
+    status,
+)
 from dapi_config.cli._common import app
 
 

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
@@ -36,7 +37,9 @@ from dapi_config.models import (
     UpgradePlan,
 )
 from dapi_config.store import migrations
+from dapi_config.store.backup import backup_dir_for, create_backup
 from dapi_config.store.connection import Database, Durability, sqlite_error_message
+from dapi_config.store.recovery import recover_if_damaged
 
 log = logging.getLogger("dapi_config.state")
 
@@ -111,12 +114,28 @@ class StateStore:
         default_actor: str = "library",
         before_schema_change: Callable[[int, int], None] | None = None,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
+        recover: bool = True,
+        backup_dir: str | os.PathLike[str] | None = None,
     ) -> StateStore:
-        """Open (creating if needed, 0600) and migrate the state file at ``path``.
+        """Check, open (creating if needed, 0600) and migrate the state file at ``path``.
 
+        With ``recover`` (the default) a damaged file is moved aside and the newest good backup
+        in ``backup_dir`` (default ``<state dir>/backups``) restored first (see
+        :mod:`.recovery`). Before a schema change on a file holding data, a backup is taken
+        (``before_schema_change`` replaces that hook).
         Raises :class:`SchemaTooNewError` for a file from a newer dapi-config,
-        :class:`StateUnavailableError` when the file cannot be opened or is not a state file.
+        :class:`StateCorruptError` for a damaged file with no good backup,
+        :class:`StateUnavailableError` when the file cannot be opened or is not a state file,
+        :class:`BackupError` when the backup before a schema change fails.
         """
+        backups = Path(backup_dir) if backup_dir is not None else backup_dir_for(path)
+        if recover:
+            recover_if_damaged(path, backups)
+        if before_schema_change is None:
+
+            def before_schema_change(current: int, target: int) -> None:
+                create_backup(path, backup_dir=backups, reason=f"pre-schema-v{target}")
+
         db = Database(path, durability=durability, on_connect=on_connect)
         migrations.preflight(db)
         try:

@@ -1,0 +1,204 @@
+"""``dapi-config backup``, ``backups``, ``restore``, ``check`` and ``recover`` (SPEC §10).
+
+``check``, ``restore`` and ``recover`` work on the state file's path without opening the
+store: ``check`` must report a damaged file rather than repair it on the way in, and
+``restore`` must work when the live file is beyond use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dapi_config.cli._common import (
+    EXIT_FAILURE,
+    OPTIONS,
+    JsonOpt,
+    app,
+    fail,
+    open_manager,
+    print_json,
+    stdout,
+)
+from dapi_config.errors import DapiConfigError
+from dapi_config.static import resolve_config_path, resolve_state_path
+from dapi_config.store import backup as backups_mod
+from dapi_config.store import recovery
+
+
+def _state_path() -> Path:
+    """The state file from --state / API_STATE_DB_PATH / the config file's directory."""
+    config = resolve_config_path(OPTIONS.config, os.environ)
+    return resolve_state_path(OPTIONS.state, config, os.environ)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+@app.command()
+def backup(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Backup file or directory [default: <state dir>/backups]."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a verified online backup of the state file (safe while the service runs).
+
+    Prints the backup's path. Example: dapi-config backup --out /srv/backups/
+    """
+    with open_manager() as cm:
+        try:
+            info = cm.backup(out)
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        print_json(info.to_dict())
+    else:
+        print(info.path)
+
+
+@app.command("backups")
+def backups_list(as_json: JsonOpt = False) -> None:
+    """List the backups in <state dir>/backups, newest first, with age, size and schema version.
+
+    Example: dapi-config backups --json
+    """
+    state = _state_path()
+    try:
+        infos = backups_mod.list_backups(backups_mod.backup_dir_for(state), state)
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json([i.to_dict() for i in infos])
+        return
+    table = Table(title=f"{len(infos)} backup(s) of {state}")
+    for column in ("path", "age", "size", "schema", "revision", "reason", "ok"):
+        table.add_column(column)
+    for i in infos:
+        table.add_row(
+            str(i.path),
+            _age(i.age_seconds()),
+            f"{i.size:,}",
+            str(i.schema_version),
+            str(i.revision),
+            i.reason,
+            "yes" if i.ok else f"NO: {i.problem}",
+        )
+    stdout.print(table)
+
+
+@app.command()
+def restore(
+    backup_file: Annotated[Path, typer.Argument(metavar="BACKUP", help="The backup to restore.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the state with BACKUP; the current state is backed up first.
+
+    A damaged backup is refused and nothing changes. Running services see the restored state
+    at their next read. Example: dapi-config restore backups/state-20261127T120000000000Z-manual.db
+    """
+    state = _state_path()
+    try:
+        result = recovery.restore_backup(state, backup_file)
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(result.to_dict())
+        return
+    print(f"restored {result.restored.path} (revision {result.restored.revision})")
+    if result.pre_restore is not None:
+        print(f"previous state backed up to {result.pre_restore.path}")
+    if result.quarantine is not None:
+        print(f"damaged state file moved to {result.quarantine}")
+
+
+def _default_max_age() -> float:
+    raw = os.environ.get("API_BACKUP_INTERVAL")
+    interval = backups_mod.parse_interval(raw) if raw else backups_mod.DEFAULT_INTERVAL_S
+    return 2 * interval
+
+
+@app.command()
+def check(
+    max_backup_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-backup-age",
+            help="Oldest acceptable newest backup (3600, 30m, 2h) "
+            "[default: twice API_BACKUP_INTERVAL, i.e. 2h].",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the state file: integrity, schema version, permissions, backup freshness.
+
+    Changes nothing. Exit 1 when there is a problem. Example: dapi-config check --json
+    """
+    state = _state_path()
+    try:
+        limit = (
+            backups_mod.parse_interval(max_backup_age, "--max-backup-age")
+            if max_backup_age
+            else _default_max_age()
+        )
+        result = recovery.check_state(state, max_backup_age=limit)
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print(f"state file: {state}")
+        for key, value in result.items.items():
+            shown = value
+            if key == "newest_backup" and isinstance(value, dict):
+                shown = f"{value['path']} ({_age(value['age_seconds'])} old)"
+            print(f"{key}: {shown}")
+        for problem in result.problems:
+            print(f"PROBLEM: {problem}")
+        print("ok" if result.ok else f"{len(result.problems)} problem(s)")
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def recover(as_json: JsonOpt = False) -> None:
+    """Check the state file and, if it is damaged, restore the newest good backup.
+
+    The damaged file is moved to <state dir>/quarantine/ (never deleted). Start-up does the
+    same automatically; this runs it on demand. Example: dapi-config recover
+    """
+    state = _state_path()
+    try:
+        report = recovery.recover_if_damaged(state)
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(
+            {"recovered": False}
+            if report is None
+            else {
+                "recovered": True,
+                "problem": report.problem,
+                "restored": report.restored.to_dict(),
+                "quarantine": None if report.quarantine is None else str(report.quarantine),
+            }
+        )
+    elif report is None:
+        print(f"{state}: sound; nothing to recover")
+    else:
+        print(report.message())

@@ -1,0 +1,519 @@
+"""Online backups of the state file: create, verify, list, prune, and the backup scheduler.
+
+A backup is made with SQLite's backup API in ONE step (``pages=-1``): a paced, page-by-page
+backup restarts every time another connection commits and may never finish under a steady
+writer, while one step copies a consistent snapshot under a single read transaction (WAL
+writers keep going meanwhile). The copy goes to a temp file (created 0600 first: SQLite would
+create it 0644), is switched to rollback-journal mode so it is one self-contained file, checked
+(``integrity_check``, application id, schema version), fsynced, then renamed into place and the
+directory fsynced. A backup that fails its check is deleted and reported; it never replaces
+anything.
+
+Backups live in ``<state dir>/backups/`` as ``<state stem>-<UTC time>-<reason>.db`` (reason:
+``manual``, ``scheduled``, ``pre-restore``, ``pre-schema-v2``, ``pre-set-nodes``,
+``pre-legacy-migration``...). Retention keeps the newest ``keep`` backups of each automatic
+reason; manual backups are never pruned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dapi_config import _failpoints
+from dapi_config._files import fsync_directory
+from dapi_config.errors import BackupError, ConfigError, DapiConfigError
+from dapi_config.store.connection import (
+    APPLICATION_ID,
+    BUSY_TIMEOUT_S,
+    create_private_file,
+    sqlite_error_message,
+)
+from dapi_config.store.migrations import LATEST_VERSION
+
+log = logging.getLogger("dapi_config.backup")
+
+BACKUP_DIR_NAME = "backups"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+MANUAL = "manual"
+SCHEDULED = "scheduled"
+#: Defaults of ``API_BACKUP_INTERVAL`` and ``API_BACKUP_KEEP``.
+DEFAULT_INTERVAL_S = 3600.0
+DEFAULT_KEEP = 24
+#: A temp file untouched this long belongs to a backup that died; it is removed.
+STALE_TEMP_S = 600.0
+
+_TS_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_NAME_RE = re.compile(r"^(?P<stem>.+)-(?P<ts>\d{8}T\d{12}Z)-(?P<reason>[a-z0-9][a-z0-9.-]*)\.db$")
+_REASON_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """One backup file and what its check found (``problem`` is None for a good backup)."""
+
+    path: Path
+    created_at: datetime
+    size: int
+    schema_version: int
+    #: The newest audit revision in the copy: what the state looked like when it was taken.
+    revision: int
+    reason: str
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the backup passed its integrity check and can be restored."""
+        return self.problem is None
+
+    def age_seconds(self, now: datetime | None = None) -> float:
+        """Seconds since the backup was taken."""
+        return ((now or datetime.now(UTC)) - self.created_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON output (CLI, HTTP)."""
+        return {
+            "path": str(self.path),
+            "created_at": self.created_at.isoformat(),
+            "age_seconds": round(self.age_seconds(), 3),
+            "size": self.size,
+            "schema_version": self.schema_version,
+            "revision": self.revision,
+            "reason": self.reason,
+            "ok": self.ok,
+            "problem": self.problem,
+        }
+
+
+def backup_dir_for(state_path: str | os.PathLike[str]) -> Path:
+    """``<state dir>/backups``: where automatic and scheduled backups go."""
+    return Path(state_path).parent / BACKUP_DIR_NAME
+
+
+def backup_name(state_path: str | os.PathLike[str], reason: str, when: datetime) -> str:
+    """``<state stem>-<UTC time>-<reason>.db``."""
+    return f"{Path(state_path).stem}-{when.strftime(_TS_FORMAT)}-{reason}.db"
+
+
+def _readonly_uri(path: Path) -> str:
+    # immutable=1: read the file as it is, take no locks, create no -wal/-shm beside a backup.
+    return f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+
+
+def read_header(path: Path) -> bytes:
+    """The first 100 bytes of ``path`` (the SQLite header), or fewer for a short file."""
+    with open(path, "rb") as handle:
+        return handle.read(100)
+
+
+def inspect_backup(path: str | os.PathLike[str]) -> BackupInfo:
+    """Check a backup file: header, ``integrity_check``, application id, schema version.
+
+    Never raises for a damaged file: the result's ``problem`` says what is wrong.
+    Raises :class:`BackupError` only when the file does not exist.
+    """
+    file = Path(path)
+    try:
+        stat = file.stat()
+    except OSError as exc:
+        raise BackupError(f"{file}: cannot read the backup ({exc.strerror})") from None
+    match = _NAME_RE.match(file.name)
+    if match:
+        created = datetime.strptime(match["ts"], _TS_FORMAT).replace(tzinfo=UTC)
+        reason = match["reason"]
+    else:
+        created = datetime.fromtimestamp(stat.st_mtime, UTC)
+        reason = MANUAL
+    info = BackupInfo(file, created, stat.st_size, 0, 0, reason)
+    try:
+        header = read_header(file)
+    except OSError as exc:
+        return replace(info, problem=f"cannot read ({exc.strerror})")
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        return replace(info, problem="not an SQLite database (bad or missing header)")
+    try:
+        conn = sqlite3.connect(_readonly_uri(file), uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        return replace(info, problem=f"cannot open ({exc})")
+    try:
+        rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        if rows != ["ok"]:
+            return replace(info, problem="integrity check failed: " + "; ".join(rows[:3]))
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        info = replace(info, schema_version=version)
+        if app_id != APPLICATION_ID or version == 0:
+            return replace(info, problem="not a dapi-config state file (application_id)")
+        if version > LATEST_VERSION:
+            return replace(
+                info,
+                problem=f"schema version {version} is newer than this dapi-config supports "
+                f"({LATEST_VERSION})",
+            )
+        row = conn.execute("SELECT COALESCE(MAX(revision), 0) FROM audit_log").fetchone()
+        return replace(info, revision=int(row[0]))
+    except sqlite3.Error as exc:
+        return replace(info, problem=f"cannot be read ({exc})")
+    finally:
+        conn.close()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_temp(path: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.unlink(f"{path}{suffix}")
+
+
+def _clean_stale_temps(directory: Path) -> None:
+    """Remove temp files of backups that died (killed mid-copy) long enough ago."""
+    cutoff = time.time() - STALE_TEMP_S
+    with contextlib.suppress(OSError):
+        for entry in directory.iterdir():
+            if entry.name.startswith(".") and ".tmp" in entry.name:
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        entry.unlink()
+
+
+def create_backup(
+    state_path: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    backup_dir: str | os.PathLike[str] | None = None,
+    reason: str = MANUAL,
+) -> BackupInfo:
+    """Copy the live state file to a verified backup; returns what was written.
+
+    ``out`` is a file path (replaced atomically) or a directory; by default the backup goes to
+    ``backup_dir`` (``<state dir>/backups``) under a generated name. Safe while other threads
+    and processes write. Raises :class:`BackupError` (nothing left behind) when the state file
+    is missing or damaged or the copy cannot be written (full disk, permissions).
+    """
+    state = Path(state_path)
+    if not _REASON_RE.match(reason):
+        raise BackupError(f"backup reason {reason!r}: use lower-case letters, digits, '-', '.'")
+    if not state.is_file():
+        raise BackupError(f"{state}: no state file to back up")
+    when = datetime.now(UTC)
+    if out is None:
+        target = Path(backup_dir or backup_dir_for(state)) / backup_name(state, reason, when)
+    else:
+        target = Path(out)
+        if target.is_dir():
+            target = target / backup_name(state, reason, when)
+    directory = target.parent
+    tmp = directory / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _clean_stale_temps(directory)
+        _remove_temp(tmp)
+        create_private_file(tmp)
+    except OSError as exc:
+        _remove_temp(tmp)
+        raise BackupError(f"cannot write a backup in {directory}: {exc.strerror}") from None
+    try:
+        _copy_snapshot(state, tmp)
+        _failpoints.hit("backup.mid_copy")
+        info = inspect_backup(tmp)
+        if not info.ok:
+            raise BackupError(
+                f"the backup of {state} failed its check ({info.problem}); nothing was kept. "
+                "Run `dapi-config check`"
+            )
+        os.chmod(tmp, 0o600)
+        _fsync_file(tmp)
+        _failpoints.hit("backup.before_rename")
+        os.replace(tmp, target)
+        fsync_directory(directory)
+    except OSError as exc:
+        _remove_temp(tmp)
+        raise BackupError(
+            f"cannot write a backup in {directory}: {sqlite_error_message(exc)}"
+        ) from None
+    except BaseException:
+        _remove_temp(tmp)
+        raise
+    log.info(
+        "backup of %s written to %s (%s, revision %d, %d bytes)",
+        state,
+        target,
+        reason,
+        info.revision,
+        info.size,
+    )
+    return replace(info, path=target, created_at=when, reason=reason)
+
+
+def backup_before(
+    state_path: str | os.PathLike[str],
+    reason: str,
+    *,
+    backup_dir: str | os.PathLike[str] | None = None,
+) -> BackupInfo | None:
+    """The automatic backup before a risky operation (restore, schema change, bulk replace,
+    legacy migration): ``pre-<reason>`` in ``<state dir>/backups``.
+
+    Skipped (None) when the state file holds nothing yet -- no audit revision -- since there is
+    nothing to lose. Raises :class:`BackupError` when the backup cannot be made: the caller
+    should then not go ahead.
+    """
+    state = Path(state_path)
+    if _revision_of_live(state) == 0:
+        return None
+    tag = reason if reason.startswith("pre-") else f"pre-{reason}"
+    return create_backup(state, backup_dir=backup_dir, reason=tag)
+
+
+def _revision_of_live(state: Path) -> int:
+    """The newest audit revision of the live file (0 when missing, new or unreadable)."""
+    if not state.is_file() or state.stat().st_size == 0:
+        wal = Path(f"{state}-wal")
+        if not (wal.exists() and wal.stat().st_size):
+            return 0
+    try:
+        conn = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error:
+        return 0
+    try:
+        row = conn.execute("SELECT COALESCE(MAX(revision), 0) FROM audit_log").fetchone()
+        return int(row[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
+def _copy_snapshot(state: Path, tmp: Path) -> None:
+    """One-step online copy of ``state`` into the empty file ``tmp`` (rollback-journal mode)."""
+    try:
+        src = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise BackupError(f"{state}: cannot open for backup: {sqlite_error_message(exc)}") from None
+    try:
+        dst = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            # pages=-1: everything in one step under one read transaction (see module doc).
+            src.backup(dst, pages=-1)
+            # The copied header says WAL; a backup must be one self-contained file.
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise BackupError(
+            f"cannot back up {state}: {sqlite_error_message(exc)}; nothing was kept"
+        ) from None
+    finally:
+        src.close()
+
+
+def list_backups(
+    backup_dir: str | os.PathLike[str],
+    state_path: str | os.PathLike[str] | None = None,
+    *,
+    verify: bool = True,
+) -> list[BackupInfo]:
+    """Backups in ``backup_dir`` (of ``state_path``'s file when given), newest first.
+
+    With ``verify`` each one is checked (``problem`` set on damaged ones); otherwise only the
+    file name and size are read.
+    """
+    directory = Path(backup_dir)
+    stem = None if state_path is None else Path(state_path).stem
+    found: list[BackupInfo] = []
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BackupError(f"{directory}: cannot list backups ({exc.strerror})") from None
+    for entry in entries:
+        match = _NAME_RE.match(entry.name)
+        if not match or entry.name.startswith(".") or (stem is not None and match["stem"] != stem):
+            continue
+        try:
+            if verify:
+                found.append(inspect_backup(entry))
+            else:
+                created = datetime.strptime(match["ts"], _TS_FORMAT).replace(tzinfo=UTC)
+                found.append(
+                    BackupInfo(entry, created, entry.stat().st_size, 0, 0, match["reason"])
+                )
+        except (BackupError, OSError):
+            continue  # removed by a concurrent prune while we listed
+    found.sort(key=lambda b: b.created_at, reverse=True)
+    return found
+
+
+def newest_good_backup(
+    backup_dir: str | os.PathLike[str], state_path: str | os.PathLike[str] | None = None
+) -> BackupInfo | None:
+    """The newest backup that passes its check (older ones are tried in turn), or None."""
+    for candidate in list_backups(backup_dir, state_path, verify=False):
+        try:
+            info = inspect_backup(candidate.path)
+        except BackupError:
+            continue
+        if info.ok:
+            return info
+        log.warning("backup %s is unusable: %s", candidate.path, info.problem)
+    return None
+
+
+def prune_backups(
+    backup_dir: str | os.PathLike[str],
+    state_path: str | os.PathLike[str] | None,
+    keep: int,
+    *,
+    reasons: Iterable[str] | None = None,
+) -> list[Path]:
+    """Delete all but the newest ``keep`` backups of each automatic reason; returns the removed.
+
+    ``reasons`` limits pruning to those reasons (default: every reason but ``manual``).
+    ``keep`` < 1 keeps everything.
+    """
+    if keep < 1:
+        return []
+    wanted = None if reasons is None else set(reasons)
+    by_reason: dict[str, list[BackupInfo]] = {}
+    for info in list_backups(backup_dir, state_path, verify=False):
+        if info.reason == MANUAL or (wanted is not None and info.reason not in wanted):
+            continue
+        by_reason.setdefault(info.reason, []).append(info)
+    removed: list[Path] = []
+    for infos in by_reason.values():
+        for info in infos[keep:]:  # newest first
+            with contextlib.suppress(FileNotFoundError):
+                info.path.unlink()
+                removed.append(info.path)
+    if removed:
+        with contextlib.suppress(OSError):
+            fsync_directory(Path(backup_dir))
+        log.info("pruned %d old backup(s) in %s", len(removed), backup_dir)
+    return removed
+
+
+def parse_interval(value: str, name: str = "API_BACKUP_INTERVAL") -> float:
+    """Seconds from ``3600``, ``90s``, ``30m``, ``1h`` or ``1d``. Raises ConfigError."""
+    text = value.strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    factor = 1.0
+    if text and text[-1] in units:
+        factor, text = units[text[-1]], text[:-1]
+    try:
+        seconds = float(text) * factor
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):  # also rejects NaN
+        raise ConfigError(
+            f"{name}: expected a positive duration like 3600, 30m or 1h, got {value!r}"
+        )
+    return seconds
+
+
+def parse_keep(value: str, name: str = "API_BACKUP_KEEP") -> int:
+    """A non-negative whole number of backups to keep (0 keeps all). Raises ConfigError."""
+    try:
+        keep = int(value.strip())
+    except ValueError:
+        keep = -1
+    if keep < 0:
+        raise ConfigError(f"{name}: expected a whole number >= 0, got {value!r}")
+    return keep
+
+
+class BackupScheduler:
+    """Takes a ``scheduled`` backup every ``interval`` seconds and prunes to ``keep``.
+
+    ``on_backup(info)`` runs after each successful backup (metrics). A failed backup is logged
+    and retried at the next tick; it never stops the service.
+    """
+
+    def __init__(
+        self,
+        state_path: str | os.PathLike[str],
+        *,
+        interval: float = DEFAULT_INTERVAL_S,
+        keep: int = DEFAULT_KEEP,
+        backup_dir: str | os.PathLike[str] | None = None,
+        on_backup: Callable[[BackupInfo], None] | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.state_path = Path(state_path)
+        self.backup_dir = Path(backup_dir or backup_dir_for(self.state_path))
+        self.interval = interval
+        self.keep = keep
+        self.on_backup = on_backup
+        self.last: BackupInfo | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        state_path: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> BackupScheduler:
+        """Build from ``API_BACKUP_INTERVAL`` (default 1h) and ``API_BACKUP_KEEP`` (24)."""
+        source = dict(os.environ) if env is None else env
+        interval = DEFAULT_INTERVAL_S
+        keep = DEFAULT_KEEP
+        if source.get("API_BACKUP_INTERVAL"):
+            interval = parse_interval(source["API_BACKUP_INTERVAL"])
+        if source.get("API_BACKUP_KEEP"):
+            keep = parse_keep(source["API_BACKUP_KEEP"])
+        return cls(state_path, interval=interval, keep=keep, **kwargs)
+
+    def run_once(self) -> BackupInfo | None:
+        """Take one scheduled backup and prune; None (logged) when it failed."""
+        try:
+            info = create_backup(self.state_path, backup_dir=self.backup_dir, reason=SCHEDULED)
+            prune_backups(self.backup_dir, self.state_path, self.keep, reasons=[SCHEDULED])
+        except DapiConfigError as exc:
+            log.error("scheduled backup failed: %s", exc)
+            return None
+        self.last = info
+        if self.on_backup is not None:
+            try:
+                self.on_backup(info)
+            except Exception:
+                log.exception("backup callback failed")
+        return info
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.run_once()
+
+    def start(self) -> None:
+        """Start the background thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="dapi-config-backup", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread, waiting for a backup in progress to finish."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

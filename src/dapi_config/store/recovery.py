@@ -1,0 +1,487 @@
+"""Integrity check at open, automatic recovery from a backup, restore, and ``check``.
+
+At open, :func:`recover_if_damaged` looks at the state file before the store uses it: the
+header, then (through SQLite, which also replays a committed ``-wal``) ``PRAGMA quick_check``,
+the application id and the schema version. A damaged file -- garbage, truncated, zeroed pages,
+a failed check, or an empty file while backups exist (an empty file passes SQLite's own check)
+-- is replaced by the newest good backup:
+
+1. the backup is copied to ``<state>.restoring`` (temp file, fsync, check, rename);
+2. the damaged file is moved aside with its companions, ``-shm`` and ``-wal`` first, into
+   ``<state dir>/quarantine/<name>-<time>/`` (never deleted: a ``-wal`` left beside the restored
+   file would be replayed into it and corrupt it);
+3. ``<state>.restoring`` is renamed over the state file and the directory fsynced.
+
+A crash anywhere in between leaves ``<state>.restoring`` in place, and the next open finishes
+steps 2-3 before anything else. With no good backup, open stops with
+:class:`StateCorruptError` saying what to do; the damaged file is left where it is.
+
+:func:`restore_backup` restores a healthy live file through SQLite's backup API into the open
+database (one write transaction: a crash mid-restore leaves the old state, other processes see
+the new state at their next read); a damaged or missing live file gets the swap above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import sqlite3
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dapi_config import _failpoints
+from dapi_config._files import fsync_directory
+from dapi_config.errors import (
+    BackupError,
+    SchemaTooNewError,
+    StateCorruptError,
+    StateUnavailableError,
+)
+from dapi_config.store import migrations
+from dapi_config.store.backup import (
+    BackupInfo,
+    _readonly_uri,
+    backup_dir_for,
+    create_backup,
+    inspect_backup,
+    list_backups,
+    newest_good_backup,
+    read_header,
+)
+from dapi_config.store.connection import (
+    APPLICATION_ID,
+    BUSY_TIMEOUT_S,
+    Database,
+    create_private_file,
+    sqlite_error_message,
+)
+from dapi_config.store.migrations import LATEST_VERSION
+
+log = logging.getLogger("dapi_config.recovery")
+
+QUARANTINE_DIR_NAME = "quarantine"
+#: Pages copied per step when restoring into the live file (the whole copy is still one
+#: write transaction on the destination; steps only bound the memory per call).
+RESTORE_STEP_PAGES = 32
+COMPANIONS = ("-shm", "-wal")
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What automatic recovery did: the problem, the backup restored, where the bad file went."""
+
+    state_path: Path
+    problem: str
+    restored: BackupInfo
+    quarantine: Path | None
+
+    def message(self) -> str:
+        """The loud log line: what was damaged, what was restored, what was lost."""
+        kept = f"kept in {self.quarantine}" if self.quarantine else "nothing to keep"
+        return (
+            f"STATE FILE DAMAGED: {self.state_path} ({self.problem}). Restored backup "
+            f"{self.restored.path} taken {self.restored.created_at.isoformat()} at audit "
+            f"revision {self.restored.revision}: every change after that backup is LOST. "
+            f"Damaged file {kept}."
+        )
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What :func:`restore_backup` did."""
+
+    restored: BackupInfo
+    #: The backup of the live file taken first (None when the live file was damaged/missing).
+    pre_restore: BackupInfo | None
+    #: Where the damaged live file went (None when it was restored in place).
+    quarantine: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "restored": self.restored.to_dict(),
+            "pre_restore": None if self.pre_restore is None else self.pre_restore.to_dict(),
+            "quarantine": None if self.quarantine is None else str(self.quarantine),
+        }
+
+
+def staged_path(state: Path) -> Path:
+    """Where a verified copy waits before it is renamed over the state file."""
+    return state.with_name(state.name + ".restoring")
+
+
+def _companion(state: Path, suffix: str) -> Path:
+    return Path(f"{state}{suffix}")
+
+
+def _has_backups(backup_dir: Path, state: Path) -> bool:
+    return bool(list_backups(backup_dir, state, verify=False))
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    return (
+        code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+        or "malformed" in text
+        or "not a database" in text
+    )
+
+
+def diagnose(state_path: str | os.PathLike[str], backup_dir: str | os.PathLike[str]) -> str | None:
+    """What is wrong with the state file (None: sound, or missing/new and nothing to restore).
+
+    Raises :class:`StateCorruptError` for a sound SQLite file that is not a dapi-config state
+    file (left alone: the path is wrong, not the file), :class:`StateUnavailableError` when
+    the file cannot be read for another reason (permissions, locked, I/O).
+    """
+    state = Path(state_path)
+    backups = Path(backup_dir)
+    wal = _companion(state, "-wal")
+    wal_size = wal.stat().st_size if wal.exists() else 0
+    try:
+        size = state.stat().st_size
+    except FileNotFoundError:
+        if wal_size:
+            return "the state file is missing but its -wal is still there"
+        return None
+    except OSError as exc:
+        raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+    if size == 0 and not wal_size:
+        if _has_backups(backups, state):
+            return "the state file is empty (0 bytes) although backups exist"
+        return None
+    if size:
+        try:
+            header = read_header(state)
+        except OSError as exc:
+            raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+            return "not an SQLite database (bad or truncated header)"
+    try:
+        conn = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+    try:
+        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            return "integrity check failed: " + "; ".join(rows[:3])
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        tables = int(conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0])
+    except sqlite3.Error as exc:
+        if _is_damage(exc):
+            return f"cannot be read ({exc})"
+        raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+    finally:
+        conn.close()
+    if version == 0 and tables == 0:
+        if _has_backups(backups, state):
+            return "the state file holds no data although backups exist"
+        return None
+    if app_id != APPLICATION_ID:
+        raise StateCorruptError(
+            f"{state}: not a dapi-config state file (application_id {app_id:#x}); it was not "
+            "changed. Point --state / API_STATE_DB_PATH at the right file"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _recovery_lock(state: Path) -> Iterator[None]:
+    """Serialise recovery between processes (flock on the state directory)."""
+    fd = os.open(state.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def quarantine(state_path: str | os.PathLike[str]) -> Path | None:
+    """Move the state file and its ``-wal``/``-shm`` aside (never deleted); returns the folder.
+
+    Companions go first: the main file left behind by a crash here is still the damaged file
+    (and the staged copy makes the next open finish the job), while a ``-wal`` left beside a
+    restored file would be replayed into it.
+    """
+    state = Path(state_path)
+    present = [p for p in (*(_companion(state, s) for s in COMPANIONS), state) if p.exists()]
+    if not present:
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = state.parent / QUARANTINE_DIR_NAME / f"{state.name}-{stamp}"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=False)
+    for index, path in enumerate(present):
+        os.replace(path, folder / path.name)
+        if index == 0 and len(present) > 1:
+            _failpoints.hit("recover.mid_quarantine")
+    fsync_directory(folder)
+    fsync_directory(state.parent)
+    return folder
+
+
+def _stage_copy(backup: BackupInfo, state: Path) -> None:
+    """Copy ``backup`` to ``<state>.restoring``: temp file, fsync, check, rename."""
+    staged = staged_path(state)
+    tmp = state.with_name(f".{state.name}.restoring.{os.getpid()}.tmp")
+    try:
+        create_private_file(tmp)
+        with open(backup.path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        check = inspect_backup(tmp)
+        if not check.ok:
+            raise BackupError(f"{backup.path}: the copy failed its check ({check.problem})")
+        os.replace(tmp, staged)
+        fsync_directory(state.parent)
+    except OSError as exc:
+        raise StateUnavailableError(
+            f"{state}: cannot stage the backup copy: {sqlite_error_message(exc)}"
+        ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def finish_interrupted_swap(state_path: str | os.PathLike[str]) -> Path | None:
+    """If a staged copy waits (a swap was interrupted), move the old files aside and rename it
+    into place. Returns the quarantine folder used (None when there was nothing to finish)."""
+    state = Path(state_path)
+    staged = staged_path(state)
+    if not staged.exists():
+        return None
+    folder = quarantine(state)
+    _failpoints.hit("recover.before_swap")
+    os.replace(staged, state)
+    os.chmod(state, 0o600)
+    fsync_directory(state.parent)
+    return folder
+
+
+def _swap_in(backup: BackupInfo, state: Path) -> Path | None:
+    _stage_copy(backup, state)
+    return finish_interrupted_swap(state)
+
+
+def recover_if_damaged(
+    state_path: str | os.PathLike[str],
+    backup_dir: str | os.PathLike[str] | None = None,
+) -> RecoveryReport | None:
+    """The open-time check: finish an interrupted swap, then replace a damaged state file by
+    the newest good backup. Returns what was done (None: the file was sound).
+
+    Raises :class:`StateCorruptError` (the file is damaged and no good backup exists, or it is
+    not a dapi-config file), :class:`StateUnavailableError` (cannot be read at all).
+    """
+    state = Path(state_path)
+    backups = Path(backup_dir or backup_dir_for(state))
+    if not state.parent.is_dir():
+        return None  # a new state file in a new directory: nothing to check
+    if not staged_path(state).exists() and diagnose(state, backups) is None:
+        return None
+    with _recovery_lock(state):
+        # Another process may have recovered while we waited for the lock.
+        if staged_path(state).exists():
+            finish_interrupted_swap(state)
+            log.warning("finished an interrupted restore of %s", state)
+        problem = diagnose(state, backups)
+        if problem is None:
+            return None
+        good = newest_good_backup(backups, state)
+        if good is None:
+            raise StateCorruptError(
+                f"{state} is damaged ({problem}) and {backups} holds no good backup; nothing "
+                "was changed. To start again with an empty state, move the file and its -wal "
+                "and -shm aside (keep them: `sqlite3 FILE .recover` may salvage rows); to "
+                "restore a backup from elsewhere, run `dapi-config restore PATH`"
+            )
+        folder = _swap_in(good, state)
+        report = RecoveryReport(state, problem, good, folder)
+        log.critical(report.message())
+        return report
+
+
+def _copy_into_live(backup: BackupInfo, state: Path) -> None:
+    """Copy ``backup`` into the live state file through SQLite (one write transaction)."""
+    try:
+        src = sqlite3.connect(_readonly_uri(backup.path), uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise BackupError(f"{backup.path}: cannot open ({exc})") from None
+    try:
+        dst = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            dst.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+
+            def progress(_status: int, remaining: int, _total: int) -> None:
+                if remaining:
+                    _failpoints.hit("restore.mid_copy")
+
+            # The destination write lock is held from the first step to the last, so the
+            # whole copy commits at once; a paced copy cannot restart here because nothing
+            # writes to the (immutable) source.
+            src.backup(dst, pages=RESTORE_STEP_PAGES, progress=progress)
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise StateUnavailableError(
+            f"{state}: restore failed, the state file is unchanged: {sqlite_error_message(exc)}"
+        ) from None
+    finally:
+        src.close()
+
+
+def restore_backup(
+    state_path: str | os.PathLike[str],
+    backup_path: str | os.PathLike[str],
+    *,
+    backup_dir: str | os.PathLike[str] | None = None,
+) -> RestoreResult:
+    """Replace the state with ``backup_path``; a backup of the current state is taken first.
+
+    Raises :class:`BackupError` for a missing or damaged backup (nothing changed),
+    :class:`SchemaTooNewError` for a backup from a newer dapi-config,
+    :class:`StateUnavailableError` when the state file cannot be written.
+    """
+    state = Path(state_path)
+    backups = Path(backup_dir or backup_dir_for(state))
+    info = inspect_backup(backup_path)
+    if info.schema_version > LATEST_VERSION:
+        raise SchemaTooNewError(str(info.path), info.schema_version, LATEST_VERSION)
+    if not info.ok:
+        raise BackupError(
+            f"{info.path}: refusing to restore a damaged backup ({info.problem}); "
+            "the state file was not changed"
+        )
+    with _recovery_lock(state) if state.parent.is_dir() else contextlib.nullcontext():
+        if staged_path(state).exists():
+            finish_interrupted_swap(state)
+        problem = diagnose(state, backups)
+        live = problem is None and state.exists() and state.stat().st_size > 0
+        if live:
+            pre = create_backup(state, backup_dir=backups, reason="pre-restore")
+            _copy_into_live(info, state)
+            folder = None
+        else:
+            pre = None
+            state.parent.mkdir(parents=True, exist_ok=True)
+            folder = _swap_in(info, state)
+    # A backup from an older schema is brought up to date like any file at open.
+    db = Database(state)
+    try:
+        db.prepare_files()
+        migrations.migrate(db)
+    finally:
+        db.close()
+    log.warning(
+        "state %s restored from %s (taken %s, revision %d)%s",
+        state,
+        info.path,
+        info.created_at.isoformat(),
+        info.revision,
+        f"; the previous state is in {pre.path}" if pre else "",
+    )
+    return RestoreResult(info, pre, folder)
+
+
+# --- check ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckResult:
+    """The findings of :func:`check_state`: ``problems`` empty means healthy."""
+
+    state_path: Path
+    items: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "state_path": str(self.state_path),
+            **self.items,
+            "problems": list(self.problems),
+        }
+
+
+def check_state(
+    state_path: str | os.PathLike[str],
+    backup_dir: str | os.PathLike[str] | None = None,
+    *,
+    max_backup_age: float | None = None,
+) -> CheckResult:
+    """Report integrity, schema version, file permissions and backup freshness; changes nothing.
+
+    ``max_backup_age`` (seconds): an older newest good backup is a problem; None skips the
+    freshness problem (the age is still reported).
+    """
+    state = Path(state_path)
+    backups = Path(backup_dir or backup_dir_for(state))
+    result = CheckResult(state)
+    if staged_path(state).exists():
+        result.problems.append(
+            f"an interrupted restore is pending ({staged_path(state)}); the next open finishes it"
+        )
+    if not state.exists():
+        result.problems.append(f"{state}: the state file does not exist")
+        return result
+    try:
+        problem = diagnose(state, backups)
+    except StateUnavailableError as exc:
+        problem = str(exc)
+    result.items["integrity"] = "ok" if problem is None else problem
+    if problem is not None:
+        result.problems.append(f"{state}: {problem}")
+    else:
+        try:
+            conn = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S)
+            try:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            version = -1
+            result.problems.append(f"{state}: {sqlite_error_message(exc)}")
+        result.items["schema_version"] = version
+        result.items["supported_schema_version"] = LATEST_VERSION
+        if version > LATEST_VERSION:
+            result.problems.append(
+                f"{state}: schema version {version} is newer than this dapi-config "
+                f"({LATEST_VERSION})"
+            )
+        elif 0 <= version < LATEST_VERSION:
+            result.items["pending_migrations"] = LATEST_VERSION - version
+    modes: dict[str, str] = {}
+    for path in (state, *(_companion(state, s) for s in COMPANIONS)):
+        if path.exists():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            modes[path.name] = f"{mode:04o}"
+            if mode & 0o077:
+                result.problems.append(
+                    f"{path}: mode {mode:04o} lets others read it; run chmod 600 {path}"
+                )
+    result.items["permissions"] = modes
+    good = newest_good_backup(backups, state)
+    if good is None:
+        result.items["newest_backup"] = None
+        result.problems.append(f"no good backup in {backups}; run `dapi-config backup`")
+    else:
+        age = good.age_seconds()
+        result.items["newest_backup"] = good.to_dict()
+        if max_backup_age is not None and age > max_backup_age:
+            result.problems.append(
+                f"the newest good backup ({good.path}) is {age / 3600:.1f} h old "
+                f"(limit {max_backup_age / 3600:.1f} h); run `dapi-config backup`"
+            )
+    return result
