@@ -1,0 +1,200 @@
+"""Integrity check at open and automatic recovery from the newest good backup."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dapi_config import ConfigManager, InferenceNodeConfig
+from dapi_config.errors import StateCorruptError
+from dapi_config.store import recovery
+from dapi_config.store.backup import backup_dir_for
+
+
+def node(node_id: str) -> InferenceNodeConfig:
+    return InferenceNodeConfig(
+        id=node_id, host="10.0.0.1", inference_port=5000, poc_port=8080, max_concurrent=4
+    )
+
+
+def populated(config_file: Path, nodes: int = 200) -> tuple[Path, int]:
+    """A closed state file with data and one good backup; returns (state path, backup rev)."""
+    with ConfigManager.open(config_file) as cm:
+        cm.set_height(1000)
+        with cm.transaction():
+            for i in range(nodes):
+                cm.add_node(node(f"n{i}"))
+        backup = cm.backup()
+        cm.set_height(2000)  # after the backup: lost by a recovery
+        return cm.state_path, backup.revision
+
+
+def quarantined(state: Path) -> list[Path]:
+    folder = state.parent / recovery.QUARANTINE_DIR_NAME
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def assert_recovered(config_file: Path, state: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, logger="dapi_config.recovery")
+    with ConfigManager.open(config_file) as cm:
+        assert cm.get_height() == 1000  # the backup's state; 2000 came later and is lost
+        assert len(cm.get_nodes()) == 200
+        cm.set_height(1001)
+        assert cm.check().items["integrity"] == "ok"
+    loud = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(loud) == 1
+    text = loud[0].getMessage()
+    assert "STATE FILE DAMAGED" in text and "LOST" in text and "revision 201" in text
+    kept = quarantined(state)
+    assert any(p.name == state.name for p in kept)  # the bad file is kept, never deleted
+
+
+def corrupt_garbage(state: Path) -> None:
+    state.write_bytes(os.urandom(state.stat().st_size))
+
+
+def corrupt_header(state: Path) -> None:
+    data = bytearray(state.read_bytes())
+    data[0:16] = b"Not SQLite here!"
+    state.write_bytes(bytes(data))
+
+
+def corrupt_zero_pages(state: Path) -> None:
+    data = bytearray(state.read_bytes())
+    for page in range(2, len(data) // 4096, 3):
+        data[page * 4096 : (page + 1) * 4096] = bytes(4096)
+    state.write_bytes(bytes(data))
+
+
+def corrupt_zero_page_one(state: Path) -> None:
+    data = bytearray(state.read_bytes())
+    data[0:4096] = bytes(4096)
+    state.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage", [corrupt_garbage, corrupt_header, corrupt_zero_pages, corrupt_zero_page_one]
+)
+def test_damaged_file_is_quarantined_and_newest_backup_restored(
+    config_file: Path, caplog: pytest.LogCaptureFixture, damage: object
+) -> None:
+    state, _ = populated(config_file)
+    damage(state)  # type: ignore[operator]
+    assert_recovered(config_file, state, caplog)
+
+
+@pytest.mark.parametrize("keep", ["zero", 50, 4096, "half", "minus-page"])
+def test_truncated_file_is_recovered(
+    config_file: Path, caplog: pytest.LogCaptureFixture, keep: object
+) -> None:
+    state, _ = populated(config_file)
+    size = state.stat().st_size
+    length = {"zero": 0, "half": size // 2, "minus-page": size - 4096}.get(str(keep), keep)
+    assert isinstance(length, int)
+    os.truncate(state, length)
+    assert_recovered(config_file, state, caplog)
+
+
+def test_stale_wal_is_moved_aside_with_the_damaged_file(
+    config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state, _ = populated(config_file)
+    # A -wal and -shm beside a damaged main file must leave with it.
+    Path(f"{state}-wal").write_bytes(os.urandom(5000))
+    Path(f"{state}-shm").write_bytes(bytes(32768))
+    corrupt_garbage(state)
+    assert_recovered(config_file, state, caplog)
+    names = {p.name for p in quarantined(state)}
+    assert {state.name, f"{state.name}-wal", f"{state.name}-shm"} <= names
+
+
+def test_no_good_backup_stops_with_instructions_and_changes_nothing(config_file: Path) -> None:
+    state, _ = populated(config_file)
+    for b in backup_dir_for(state).iterdir():
+        b.write_bytes(b"junk")
+    corrupt_garbage(state)
+    before = state.read_bytes()
+    with pytest.raises(StateCorruptError) as err:
+        ConfigManager.open(config_file)
+    message = str(err.value)
+    assert "no good backup" in message and "move the file" in message and "restore" in message
+    assert state.read_bytes() == before and quarantined(state) == []
+
+
+def test_empty_file_without_backups_is_a_fresh_start(config_file: Path) -> None:
+    state = config_file.parent / "state.db"
+    state.touch()
+    with ConfigManager.open(config_file) as cm:
+        assert cm.get_height() == 0
+        cm.set_height(1)
+    assert quarantined(state) == []
+
+
+def test_foreign_sqlite_file_is_refused_not_replaced(config_file: Path) -> None:
+    state, _ = populated(config_file)
+    state.unlink()
+    conn = sqlite3.connect(state)
+    conn.execute("CREATE TABLE other(x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StateCorruptError, match="not a dapi-config state file"):
+        ConfigManager.open(config_file)
+    assert quarantined(state) == []
+
+
+def test_missing_main_file_with_leftover_wal_is_damage(
+    config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state, _ = populated(config_file)
+    wal = Path(f"{state}-wal")
+    wal.write_bytes(os.urandom(4096))
+    os.replace(state, state.parent / "gone.db")
+    caplog.set_level(logging.CRITICAL)
+    with ConfigManager.open(config_file) as cm:
+        assert cm.get_height() == 1000
+    assert any(p.name == wal.name for p in quarantined(state))
+
+
+def test_interrupted_swap_is_finished_at_next_open(config_file: Path) -> None:
+    state, _ = populated(config_file)
+    good = recovery.newest_good_backup(backup_dir_for(state), state)
+    assert good is not None
+    recovery._stage_copy(good, state)  # as if killed right after staging
+    with ConfigManager.open(config_file) as cm:
+        assert cm.get_height() == 1000
+    assert not recovery.staged_path(state).exists()
+    assert any(p.name == state.name for p in quarantined(state))
+
+
+def test_check_reports_problems_and_passes_when_healthy(config_file: Path) -> None:
+    state, _ = populated(config_file)
+    ok = recovery.check_state(state, max_backup_age=3600)
+    assert ok.ok, ok.problems
+    assert ok.items["integrity"] == "ok" and ok.items["schema_version"] >= 1
+    stale = recovery.check_state(state, max_backup_age=0.000001)
+    assert not stale.ok and "old" in stale.problems[0]
+    os.chmod(state, 0o644)
+    loose = recovery.check_state(state)
+    assert any("chmod 600" in p for p in loose.problems)
+    os.chmod(state, 0o600)
+    corrupt_garbage(state)
+    bad = recovery.check_state(state)
+    assert not bad.ok and "header" in bad.items["integrity"]
+    assert quarantined(state) == []  # check never repairs
+
+
+def test_restore_over_damaged_live_file_swaps_it_out(config_file: Path) -> None:
+    state, _ = populated(config_file)
+    good = recovery.newest_good_backup(backup_dir_for(state), state)
+    assert good is not None
+    corrupt_zero_pages(state)
+    result = recovery.restore_backup(state, good.path)
+    assert result.pre_restore is None and result.quarantine is not None
+    with ConfigManager.open(
+        config_file,
+    ) as cm:
+        assert cm.get_height() == 1000
