@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from conftest import run_cli
 from dapi_config import ConfigManager
+from tests.conftest import run_cli
 
 
 def seed_state(config_file: Path, height: int) -> Path:
