@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from dapi_config import __version__
-from dapi_config.api import health, metrics, nodes, state
+from dapi_config.api import backups, health, metrics, nodes, state
 from dapi_config.api.errors import install_error_handlers
 from dapi_config.api.metrics import RequestMiddleware, ServiceMetrics
 from dapi_config.health import Readiness
@@ -19,7 +19,7 @@ ADMIN_PREFIX = "/admin/v1"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 #: Routers mounted under ``/admin/v1``, each one area. Add a router here to add an area.
-ADMIN_ROUTERS: tuple[APIRouter, ...] = (nodes.router, state.router)
+ADMIN_ROUTERS: tuple[APIRouter, ...] = (nodes.router, state.router, backups.router)
 #: Routers at the root (probes, metrics): never behind the admin token.
 ROOT_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router)
 

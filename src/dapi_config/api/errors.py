@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dapi_config._validation import describe
 from dapi_config.errors import (
+    BackupError,
     ConfigError,
     DapiConfigError,
     DuplicateNodeError,
@@ -39,6 +40,8 @@ ERROR_STATUS: dict[type[DapiConfigError], int] = {
     DuplicateNodeError: 409,
     PreconditionFailedError: 412,
     StateUnavailableError: 503,
+    # A backup fails for the same reasons a write does (full disk, damaged file): retry later.
+    BackupError: 503,
     DapiConfigError: 500,
 }
 

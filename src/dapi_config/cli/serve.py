@@ -18,6 +18,7 @@ from dapi_config.cli._common import (
 )
 from dapi_config.errors import DapiConfigError
 from dapi_config.export import ExportSettings
+from dapi_config.store.backup import BackupScheduler, list_backups
 
 log = logging.getLogger("dapi_config.serve")
 
@@ -43,7 +44,9 @@ def serve(
     """Run the admin HTTP API (docs at /docs) until SIGTERM or SIGINT.
 
     Also writes api-config-full.yaml beside the config every CONFIG_EXPORT_INTERVAL (default
-    10m; 0 disables). One log line per request and per state change on stderr.
+    10m; 0 disables), and a verified backup into <state dir>/backups every API_BACKUP_INTERVAL
+    (default 1h), keeping API_BACKUP_KEEP of them (default 24). One log line per request and
+    per state change on stderr.
 
     Example: dapi-config --config config.yaml serve --port 9200
     """
@@ -62,6 +65,19 @@ def serve(
         listen_port = port or cm.get_api_config().admin_server_port
         service_metrics = ServiceMetrics()
         application = create_app(cm, service_metrics=service_metrics)
+        try:
+            scheduler = BackupScheduler.from_env(
+                cm.state_path,
+                on_backup=lambda info: service_metrics.last_backup_timestamp.set(
+                    info.created_at.timestamp()
+                ),
+            )
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
+        existing = list_backups(scheduler.backup_dir, cm.state_path, verify=False)
+        if existing:
+            service_metrics.last_backup_timestamp.set(existing[0].created_at.timestamp())
+        scheduler.start()
         if settings.interval > 0:
             cm.start_periodic_export(
                 settings.interval,
@@ -93,6 +109,7 @@ def serve(
             # the state file is closed properly and a requested stop exits 0.
             server.run()
         finally:
+            scheduler.stop()
             cm.stop_periodic_export()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
