@@ -4,10 +4,12 @@
 inside :meth:`StateStore.transaction` (the manager opens one per public write); each of them
 appends its audit row in that same transaction, so a change and its record commit together.
 
-Hot values (height, current node version) are cached in memory. The cache is refreshed when
-``PRAGMA data_version`` says another connection (another thread or process) committed, and is
-updated by this process's writers after their commit while they still hold the writer lock, so
-cache updates happen in commit order.
+Hot values (height, current node version) are cached in memory. A read checks that nobody (no
+thread, no process) committed since the cache was filled by comparing the 48-byte WAL-index
+header in the ``-shm`` file with the one recorded before the last refresh (``_wal_index``
+explains why that is exact); where the header cannot be used, by ``PRAGMA data_version`` plus a
+count of this process's own commits. Writers never put values into the cache: a refresh reads
+them from SQL after recording its proof, so the cache cannot go back in time.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import contextlib
 import contextvars
 import json
 import logging
+import mmap
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +41,7 @@ from dapi_config.models import (
     UpgradePlan,
 )
 from dapi_config.store import migrations
+from dapi_config.store._wal_index import HEADER_SIZE, close_wal_index, open_wal_index
 from dapi_config.store.backup import backup_dir_for, create_backup
 from dapi_config.store.connection import Database, Durability, sqlite_error_message
 from dapi_config.store.recovery import recover_if_damaged
@@ -87,13 +92,38 @@ def _dump(model: BaseModel | None) -> Any:
 
 
 class _HotCache:
-    """Height and node version, valid as of ``data_version`` per connection."""
+    """Height and node version, with the proof that they are current.
+
+    ``state`` is (proof, values), replaced as one object so lock-free readers never pair a new
+    proof with old values. A refresh records the proof first and reads the values from SQL
+    second, under ``lock``, so refreshes are serialised and values never go back in time.
+    The proof is header copy 1 of the WAL-index (see :mod:`._wal_index`), or with the fallback,
+    this thread's ``(connection, PRAGMA data_version, local commit count)``.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.height = 0
-        self.node_version = ""
+        self.state: tuple[bytes | None, tuple[int, str]] = (None, (0, ""))
+        #: Read-only map of the WAL-index header; None = use the ``data_version`` fallback.
+        self.shm: mmap.mmap | None = None
+        #: Commits through this process's Database: ``data_version`` ignores a connection's own.
+        self.local_commits = 0
+        #: Fallback proof per thread: (id(connection), data_version, local_commits).
         self.local = threading.local()
+
+
+# A forked child holds none of the parent's file locks, so its map of ``-shm`` could outlive the
+# file (see _wal_index); children fall back to ``data_version`` on fresh connections.
+_HOT_CACHES: weakref.WeakSet[_HotCache] = weakref.WeakSet()
+
+
+def _forget_maps_after_fork() -> None:
+    for hot in list(_HOT_CACHES):
+        hot.shm = None
+        hot.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_maps_after_fork)
 
 
 class StateStore:
@@ -151,7 +181,9 @@ class StateStore:
 
     def close(self) -> None:
         """Close every connection of this process."""
+        shm, self._hot.shm = self._hot.shm, None
         self.db.close()
+        close_wal_index(shm)
 
     @property
     def path(self) -> str:
@@ -247,17 +279,46 @@ class StateStore:
 
     def _load_hot(self) -> None:
         hot = self._hot
+        _HOT_CACHES.add(hot)
+        # The connection has read the file (migrations), so it holds its SHARED lock and the
+        # WAL-index exists; map it, or use the fallback when it cannot be trusted.
+        hot.shm = open_wal_index(self.db.path, self.db.connection())
+        self.db.commit_hooks.append(self._note_local_commit)
+        self._refresh_hot()
+
+    @property
+    def hot_check(self) -> Literal["wal-index", "data_version"]:
+        """How hot reads detect other writers' commits (the WAL-index header, or the fallback)."""
+        return "wal-index" if self._hot.shm is not None else "data_version"
+
+    def _note_local_commit(self) -> None:
+        hot = self._hot
         with hot.lock:
-            conn = self.db.connection()
-            dv = self._data_version()
-            hot.height, hot.node_version = self._read_hot()
-            hot.local.seen = (id(conn), dv)
+            hot.local_commits += 1
 
     def hot_values(self) -> tuple[int, str]:
-        """(height, current node version), from memory unless another connection committed."""
+        """(height, current node version), from memory unless someone committed since.
+
+        Costs one 48-byte compare with the WAL-index header when it is mapped; else one
+        ``PRAGMA data_version``. Raises :class:`StateUnavailableError` when a needed refresh
+        cannot read the file.
+        """
         if self.db.in_transaction:
             # Inside a transaction the caller must see its own uncommitted writes.
             return self._read_hot()
+        hot = self._hot
+        shm = hot.shm
+        if shm is not None:
+            proof, values = hot.state
+            try:
+                if shm[:HEADER_SIZE] == proof:
+                    return values
+            except ValueError:
+                pass  # unmapped by close(); the refresh reports the closed store
+            return self._refresh_hot()
+        return self._hot_values_by_data_version()
+
+    def _hot_values_by_data_version(self) -> tuple[int, str]:
         hot = self._hot
         conn = self.db.connection()
         seen = getattr(hot.local, "seen", None)
@@ -266,28 +327,31 @@ class StateStore:
         except sqlite3.Error as exc:
             # The file became unusable: serve the last committed values we know.
             if seen is not None:
-                return hot.height, hot.node_version
+                return hot.state[1]
             raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
-        if seen == (id(conn), dv):
-            return hot.height, hot.node_version
+        if seen == (id(conn), dv, hot.local_commits):
+            return hot.state[1]
+        return self._refresh_hot()
+
+    def _refresh_hot(self) -> tuple[int, str]:
+        hot = self._hot
         with hot.lock:
+            shm = hot.shm
+            if shm is not None:
+                try:
+                    proof: bytes | None = shm[:HEADER_SIZE]
+                except ValueError:
+                    proof = None  # unmapped by close(): never trusted again
+                values = self._read_hot()
+                hot.state = (proof, values)
+                return values
+            conn = self.db.connection()
+            commits = hot.local_commits
             dv = self._data_version()
             values = self._read_hot()
-            hot.height, hot.node_version = values
-            hot.local.seen = (id(conn), dv)
+            hot.state = (None, values)
+            hot.local.seen = (id(conn), dv, commits)
             return values
-
-    def _set_hot_after_commit(self, height: int | None, node_version: str | None) -> None:
-        hot = self._hot
-
-        def apply() -> None:
-            with hot.lock:
-                if height is not None:
-                    hot.height = height
-                if node_version is not None:
-                    hot.node_version = node_version
-
-        self.db.after_commit(apply)
 
     def chain_state(self) -> dict[str, str]:
         """Every chain_state key and value (height, node version, legacy keys)."""
@@ -313,7 +377,6 @@ class StateStore:
             self.db.execute("DELETE FROM node_versions WHERE height <= ?", (height,))
             self._put_chain_value(NODE_VERSION, new_version)
             self._audit("apply_node_version", NODE_VERSION, old_version, new_version)
-        self._set_hot_after_commit(height, new_version)
         return old, new_version
 
     def set_chain_value(self, key: str, value: str) -> None:
@@ -321,10 +384,6 @@ class StateStore:
         old = self._chain_value(key)
         self._put_chain_value(key, value)
         self._audit("set_chain_state", key, old, value)
-        if key == HEIGHT:
-            self._set_hot_after_commit(int(value), None)
-        elif key == NODE_VERSION:
-            self._set_hot_after_commit(None, value)
 
     # --- node-version schedule ---------------------------------------------------------
 
