@@ -217,3 +217,47 @@ def _mx_frame(state: Path) -> int:
     with open(f"{state}-shm", "rb") as shm:
         header = shm.read(48)
     return int(struct.unpack_from("=I", header, 16)[0])
+
+
+DMS_BYTE = 128  # SQLite's "dead man switch" lock byte in -shm (UNIX_SHM_BASE + 8)
+
+_TRY_DMS = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(sys.argv[2]))
+except OSError:
+    print("held")
+else:
+    print("free")
+"""
+
+
+def test_mapping_the_index_keeps_sqlites_locks(manager: ConfigManager) -> None:
+    """Closing any descriptor of a file drops all the process's POSIX locks on it; the map must
+    not do that, or another process would re-initialise -shm under our readers."""
+    manager.set_height(1)
+    assert manager.get_height() == 1
+    out = subprocess.run(
+        [sys.executable, "-c", _TRY_DMS, f"{manager.state_path}-shm", str(DMS_BYTE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "held"
+
+
+def test_closed_stores_leave_no_descriptors(tmp_path: Path, config_file: Path) -> None:
+    def open_fds() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc")
+    before = open_fds()
+    for i in range(30):
+        with ConfigManager.open(config_file, tmp_path / f"s{i}.db") as cm:
+            assert cm.store.hot_check == "wal-index"
+            cm.set_height(i)
+    # -shm files SQLite deleted are unmapped at the next open or close; at most the last stays.
+    assert open_fds() - before <= 2

@@ -41,7 +41,7 @@ from dapi_config.models import (
     UpgradePlan,
 )
 from dapi_config.store import migrations
-from dapi_config.store._wal_index import HEADER_SIZE, close_wal_index, open_wal_index
+from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
 from dapi_config.store.backup import backup_dir_for, create_backup
 from dapi_config.store.connection import Database, Durability, sqlite_error_message
 from dapi_config.store.recovery import recover_if_damaged
@@ -94,33 +94,37 @@ def _dump(model: BaseModel | None) -> Any:
 class _HotCache:
     """Height and node version, with the proof that they are current.
 
-    ``state`` is (proof, values), replaced as one object so lock-free readers never pair a new
-    proof with old values. A refresh records the proof first and reads the values from SQL
-    second, under ``lock``, so refreshes are serialised and values never go back in time.
-    The proof is header copy 1 of the WAL-index (see :mod:`._wal_index`), or with the fallback,
-    this thread's ``(connection, PRAGMA data_version, local commit count)``.
+    Everything here is read and written under ``lock``. A refresh records the proof first and
+    reads the values from SQL second, so the values are never older than the proof says, and
+    refreshes are serialised, so the values never go back in time. The proof is header copy 1
+    of the WAL-index (see :mod:`._wal_index`), or with the fallback, this thread's
+    ``(connection, PRAGMA data_version, local commit count)``.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.state: tuple[bytes | None, tuple[int, str]] = (None, (0, ""))
+        self.values: tuple[int, str] = (0, "")
+        #: Header copy 1 as recorded before the values were read (None: refresh first).
+        self.proof: bytes | None = None
         #: Read-only map of the WAL-index header; None = use the ``data_version`` fallback.
+        #: Only read while the store is open: our connections' locks keep the file live.
         self.shm: mmap.mmap | None = None
+        self.wal_index: WalIndex | None = None
         #: Commits through this process's Database: ``data_version`` ignores a connection's own.
         self.local_commits = 0
         #: Fallback proof per thread: (id(connection), data_version, local_commits).
         self.local = threading.local()
 
 
-# A forked child holds none of the parent's file locks, so its map of ``-shm`` could outlive the
-# file (see _wal_index); children fall back to ``data_version`` on fresh connections.
 _HOT_CACHES: weakref.WeakSet[_HotCache] = weakref.WeakSet()
 
 
 def _forget_maps_after_fork() -> None:
+    # A forked child holds none of the parent's locks, so its map of -shm could outlive the file
+    # (see _wal_index); the child's stores use data_version on their own fresh connections.
     for hot in list(_HOT_CACHES):
-        hot.shm = None
         hot.lock = threading.Lock()
+        hot.shm = hot.wal_index = None
 
 
 os.register_at_fork(after_in_child=_forget_maps_after_fork)
@@ -181,9 +185,14 @@ class StateStore:
 
     def close(self) -> None:
         """Close every connection of this process."""
-        shm, self._hot.shm = self._hot.shm, None
+        hot = self._hot
+        with hot.lock:
+            # No reader touches the map once the connections (and their locks) are gone.
+            hot.shm = None
+            wal_index, hot.wal_index = hot.wal_index, None
         self.db.close()
-        close_wal_index(shm)
+        if wal_index is not None:
+            wal_index.release()
 
     @property
     def path(self) -> str:
@@ -280,9 +289,10 @@ class StateStore:
     def _load_hot(self) -> None:
         hot = self._hot
         _HOT_CACHES.add(hot)
-        # The connection has read the file (migrations), so it holds its SHARED lock and the
-        # WAL-index exists; map it, or use the fallback when it cannot be trusted.
-        hot.shm = open_wal_index(self.db.path, self.db.connection())
+        # The connection has read the file (migrations), so it holds its locks and the WAL-index
+        # exists; map it, or use the fallback when it cannot be trusted.
+        hot.wal_index = open_wal_index(self.db.path, self.db.connection())
+        hot.shm = None if hot.wal_index is None else hot.wal_index.view
         self.db.commit_hooks.append(self._note_local_commit)
         self._refresh_hot()
 
@@ -301,20 +311,17 @@ class StateStore:
 
         Costs one 48-byte compare with the WAL-index header when it is mapped; else one
         ``PRAGMA data_version``. Raises :class:`StateUnavailableError` when a needed refresh
-        cannot read the file.
+        cannot read the file (or the store is closed).
         """
         if self.db.in_transaction:
             # Inside a transaction the caller must see its own uncommitted writes.
             return self._read_hot()
         hot = self._hot
-        shm = hot.shm
+        with hot.lock:
+            shm = hot.shm
+            if shm is not None and shm[:HEADER_SIZE] == hot.proof:
+                return hot.values
         if shm is not None:
-            proof, values = hot.state
-            try:
-                if shm[:HEADER_SIZE] == proof:
-                    return values
-            except ValueError:
-                pass  # unmapped by close(); the refresh reports the closed store
             return self._refresh_hot()
         return self._hot_values_by_data_version()
 
@@ -327,10 +334,11 @@ class StateStore:
         except sqlite3.Error as exc:
             # The file became unusable: serve the last committed values we know.
             if seen is not None:
-                return hot.state[1]
+                return hot.values
             raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
-        if seen == (id(conn), dv, hot.local_commits):
-            return hot.state[1]
+        with hot.lock:
+            if seen == (id(conn), dv, hot.local_commits):
+                return hot.values
         return self._refresh_hot()
 
     def _refresh_hot(self) -> tuple[int, str]:
@@ -338,20 +346,16 @@ class StateStore:
         with hot.lock:
             shm = hot.shm
             if shm is not None:
-                try:
-                    proof: bytes | None = shm[:HEADER_SIZE]
-                except ValueError:
-                    proof = None  # unmapped by close(): never trusted again
-                values = self._read_hot()
-                hot.state = (proof, values)
-                return values
+                proof = shm[:HEADER_SIZE]
+                hot.values = self._read_hot()
+                hot.proof = proof
+                return hot.values
             conn = self.db.connection()
             commits = hot.local_commits
             dv = self._data_version()
-            values = self._read_hot()
-            hot.state = (None, values)
+            hot.values = self._read_hot()
             hot.local.seen = (id(conn), dv, commits)
-            return values
+            return hot.values
 
     def chain_state(self) -> dict[str, str]:
         """Every chain_state key and value (height, node version, legacy keys)."""
