@@ -261,3 +261,13 @@ def test_closed_stores_leave_no_descriptors(tmp_path: Path, config_file: Path) -
             cm.set_height(i)
     # -shm files SQLite deleted are unmapped at the next open or close; at most the last stays.
     assert open_fds() - before <= 2
+
+
+def test_restore_into_the_open_store_is_seen(hot_manager: ConfigManager) -> None:
+    cm = hot_manager
+    cm.set_height(10)
+    backup = cm.backup()
+    cm.set_height(20)
+    assert cm.get_height() == 20
+    cm.restore_backup(backup.path)
+    assert cm.get_height() == 10
