@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -17,17 +19,27 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o600) -> None:
+def atomic_write(
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    *,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix.
 
     Writes a temp file in the same directory, fsyncs it, renames it over ``path`` and fsyncs the
-    directory. The new file gets ``mode`` (0600 by default; pass the old file's mode to keep it).
-    On any error the temp file is removed and ``path`` is untouched.
+    directory. The new file gets ``mode`` (0600 by default; pass the old file's mode to keep it)
+    and, when ``owner`` (uid, gid) is given and differs from ours, that owner (best effort: only
+    root may give a file away). On any error the temp file is removed and ``path`` is untouched.
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, *owner)
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -48,3 +60,23 @@ def private_mode(path: str | os.PathLike[str], default: int = 0o600) -> int:
         return os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         return default
+
+
+def file_owner(st: os.stat_result) -> tuple[int, int]:
+    """(uid, gid) of a stat result, for :func:`atomic_write`'s ``owner``."""
+    return st.st_uid, st.st_gid
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600) for the block.
+
+    Serialises writers of one file across processes; within a process, callers also need
+    their own thread lock (flock is per open file, so two threads would both get it).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -18,8 +18,14 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dapi_config import legacy
 from dapi_config._validation import validate
-from dapi_config.errors import DuplicateNodeError, PreconditionFailedError, ValidationError
+from dapi_config.errors import (
+    DuplicateNodeError,
+    PreconditionFailedError,
+    StateUnavailableError,
+    ValidationError,
+)
 from dapi_config.models import (
     ApiConfig,
     BandwidthParamsCache,
@@ -42,6 +48,7 @@ from dapi_config.store.sqlite import SeedKind
 
 if TYPE_CHECKING:
     from dapi_config.export import PeriodicExporter
+    from dapi_config.store.backend import StateBackend
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +63,16 @@ class ConfigManager:
     Thread-safe; several processes may open the same state file.
     """
 
-    def __init__(self, loaded: LoadedConfig, store: StateStore) -> None:
+    def __init__(
+        self, loaded: LoadedConfig, store: StateBackend, *, mode: legacy.StateMode = "db"
+    ) -> None:
         self._loaded = loaded
         self._store = store
         self._exporter: PeriodicExporter | None = None
         self._exporter_lock = threading.Lock()
+        self._mode: legacy.StateMode = mode
+        #: What the legacy migration did at open (None when the file was already static).
+        self.legacy_report: legacy.MigrationReport | None = None
 
     @classmethod
     def open(
@@ -71,19 +83,50 @@ class ConfigManager:
         durability: Durability = "full",
         actor: str = "library",
         env: Mapping[str, str] | None = None,
+        migrate_legacy: bool = True,
     ) -> ConfigManager:
         """Load the static config and open (creating and migrating) the state file.
 
         ``config_path`` defaults to ``API_CONFIG_PATH`` then ``./config.yaml``; ``state_path``
-        to ``API_STATE_DB_PATH`` then ``state.db`` beside the config file.
-        Raises :class:`ConfigError` (bad static config), :class:`SchemaTooNewError`,
-        :class:`StateUnavailableError`.
+        to ``API_STATE_DB_PATH`` then ``state.db`` beside the config file. A legacy
+        single-file config is migrated into the state file first (unless ``migrate_legacy``
+        is False), and ``NODE_CONFIG_PATH`` is merged once. ``API_STATE_MODE`` picks the
+        backend: ``db`` (default), ``dual`` (plus a legacy-layout mirror file), ``yaml`` (the
+        legacy single file, no database).
+        Raises :class:`ConfigError` (bad static config or legacy values, bad mode),
+        :class:`SchemaTooNewError`, :class:`StateUnavailableError`.
         """
         env = os.environ if env is None else env
+        mode = legacy.resolve_state_mode(env)
         loaded = load_static_config(config_path, env)
         path = resolve_state_path(state_path, loaded.path, env)
+        if mode == "yaml":
+            from dapi_config.store.yaml_file import YamlStateStore  # noqa: PLC0415
+
+            yaml_store = YamlStateStore.open(
+                loaded.path, state_path=path, durability=durability, default_actor=actor
+            )
+            return cls(loaded, yaml_store, mode=mode)
         store = StateStore.open(path, durability=durability, default_actor=actor)
-        return cls(loaded, store)
+        cm = cls(loaded, store, mode=mode)
+        try:
+            cm._startup_imports(env, migrate_legacy=migrate_legacy)
+            if mode == "dual":
+                legacy.attach_mirror(cm, legacy.mirror_path_for(path, env))
+        except BaseException:
+            cm.close()
+            raise
+        return cm
+
+    def _startup_imports(self, env: Mapping[str, str], *, migrate_legacy: bool) -> None:
+        """The legacy single-file migration and the one-time ``NODE_CONFIG_PATH`` merge."""
+        if migrate_legacy and legacy.dynamic_keys_in(self._loaded.document):
+            self.legacy_report = legacy.migrate_legacy_file(
+                self._store,
+                self._loaded.path,
+                before_risky_operation=self.before_risky_operation,
+            )
+        legacy.import_node_config_env(self._store, env)
 
     def close(self) -> None:
         """Stop the periodic export (if running) and close the state file. Idempotent."""
@@ -110,8 +153,37 @@ class ConfigManager:
 
     @property
     def store(self) -> StateStore:
-        """The state store (for modules of this package: backup, export, legacy)."""
+        """The SQLite state store (for modules of this package: backup, export, legacy).
+
+        Raises :class:`StateUnavailableError` in ``API_STATE_MODE=yaml`` (no database).
+        """
+        if not isinstance(self._store, StateStore):
+            raise StateUnavailableError(
+                "this needs the state database, and API_STATE_MODE=yaml runs without one"
+            )
         return self._store
+
+    @property
+    def backend(self) -> StateBackend:
+        """The state backend in use (SQLite, or the legacy YAML file in ``yaml`` mode)."""
+        return self._store
+
+    @property
+    def state_mode(self) -> legacy.StateMode:
+        """``db``, ``dual`` or ``yaml`` (``API_STATE_MODE``)."""
+        return self._mode
+
+    @property
+    def loaded_document(self) -> dict[str, Any]:
+        """The config file's top-level mapping as read at open (plain data)."""
+        return self._loaded.document
+
+    def before_risky_operation(self, reason: str) -> None:
+        """The one call made before a risky operation (``legacy-migration``,
+        ``node-file-replace``): an automatic ``pre-<reason>`` backup of the state file (none in
+        ``yaml`` mode, which has no database). Raises :class:`BackupError`: then stop."""
+        if isinstance(self._store, StateStore):
+            self.backup_before(reason)
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Make the writes inside the block one atomic transaction (nesting allowed).
@@ -344,6 +416,25 @@ class ConfigManager:
         with self._write():
             self._store.set_secret(WORKER_KEY_SECRET, value, fingerprint=fingerprint(pair.private))
         return pair.public
+
+    def import_nodes_file(
+        self, path: str | os.PathLike[str], *, replace: bool = False
+    ) -> list[InferenceNodeConfig]:
+        """Merge a JSON node file into the registry, all or nothing (``replace``: substitute
+        the whole registry). Raises :class:`ConfigError`, :class:`DuplicateNodeError`."""
+        return legacy.import_node_file(
+            self._store,
+            Path(path),
+            replace=replace,
+            before_risky_operation=self.before_risky_operation,
+        )
+
+    def write_rollback(self, out: str | os.PathLike[str]) -> Path:
+        """Write the legacy single-file YAML (static + dynamic) that the predecessor loads.
+
+        Raises :class:`ConfigError` when the file cannot be written.
+        """
+        return legacy.write_rollback(self, Path(out))
 
     def _stored_worker_key(self) -> dict[str, str] | None:
         raw = self._store.secret(WORKER_KEY_SECRET)

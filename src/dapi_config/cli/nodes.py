@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
 from rich.table import Table
 
-from dapi_config.cli._common import JsonOpt, nodes_app, open_manager, print_json, stdout
+from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, stdout
+from dapi_config.errors import DapiConfigError
 
 
 @nodes_app.command("list")
@@ -33,3 +38,30 @@ def nodes_list(as_json: JsonOpt = False) -> None:
             "yes" if n.is_enabled else "no",
         )
     stdout.print(table)
+
+
+@nodes_app.command("import")
+def nodes_import(
+    file: Annotated[Path, typer.Argument(help="JSON list of nodes (NODE_CONFIG_PATH format).")],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace the whole registry with the file's nodes.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply a node file to the registry, all or nothing.
+
+    Without --replace the file's nodes are added and an id that is already registered stops
+    the import; with --replace the registry becomes exactly the file's nodes.
+
+    Example: dapi-config nodes import node-config.json --replace
+    """
+    with open_manager() as cm:
+        try:
+            nodes = cm.import_nodes_file(file, replace=replace)
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        print_json([n.model_dump(mode="json") for n in nodes])
+        return
+    verb = "registry replaced by" if replace else "imported"
+    stdout.print(f"{verb} {len(nodes)} node(s) from {file}", markup=False)

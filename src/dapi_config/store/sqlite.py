@@ -407,6 +407,17 @@ class StateStore:
         self._audit("add_node_version", f"{version.height}", None, _dump(version))
         return True
 
+    def replace_node_versions(self, versions: Sequence[NodeVersion]) -> None:
+        """Replace the whole schedule (legacy import); duplicate pairs are stored once."""
+        old = [_dump(v) for v in self.node_versions()]
+        self.db.execute("DELETE FROM node_versions")
+        for version in versions:
+            self.db.execute(
+                "INSERT OR IGNORE INTO node_versions(height, version) VALUES (?, ?)",
+                (version.height, version.version),
+            )
+        self._audit("set_node_versions", "node_versions", old, [_dump(v) for v in versions])
+
     # --- seeds ---------------------------------------------------------------------------
 
     def seed(self, kind: SeedKind) -> SeedInfo:

@@ -1,0 +1,199 @@
+"""The predecessor's YAML layout: what Go's ``yaml.v3`` wrote for a koanf map.
+
+The old writer marshalled the whole config through a ``map[string]interface{}``, so every
+mapping comes out with sorted keys, nested four spaces deep (sequences too: ``- `` sits under
+its key, indented), strings that would read back as another type in double quotes, floats in
+Go's shortest ``%g`` form (``1e+06``). :func:`render_go_yaml` reproduces that for plain data
+(dict, list, str, int, float, bool, None), so the old binary reads the values it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+INDENT = 4
+
+# Words Go's yaml.v3 resolves to null/bool, plus the YAML 1.1 booleans it quotes on output.
+_RESERVED = {
+    "",
+    "~",
+    "null",
+    "Null",
+    "NULL",
+    "true",
+    "True",
+    "TRUE",
+    "false",
+    "False",
+    "FALSE",
+    ".inf",
+    ".Inf",
+    ".INF",
+    "+.inf",
+    "+.Inf",
+    "+.INF",
+    "-.inf",
+    "-.Inf",
+    "-.INF",
+    ".nan",
+    ".NaN",
+    ".NAN",
+    "y",
+    "Y",
+    "yes",
+    "Yes",
+    "YES",
+    "n",
+    "N",
+    "no",
+    "No",
+    "NO",
+    "on",
+    "On",
+    "ON",
+    "off",
+    "Off",
+    "OFF",
+    "<<",
+}
+_NUMBER_LIKE = re.compile(
+    r"""^[-+]?(
+        [0-9][0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?   # 12, 1_000, 1.5, 1e5, 010
+      | \.[0-9_]+([eE][-+]?[0-9]+)?                   # .5
+      | 0[xX][0-9a-fA-F_]+ | 0[oO][0-7_]+ | 0[bB][01_]+
+      | [0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?       # base 60 (YAML 1.1)
+    )$""",
+    re.VERBOSE,
+)
+# Characters that cannot start a plain scalar, and sequences that cannot appear in one.
+_BAD_FIRST = set("-?:,[]{}#&*!|>'\"%@`")
+_PRINTABLE = re.compile(r"^[\x20-\x7e\u00a0-\ud7ff\ue000-\ufffd]*$")
+
+
+def _needs_type_quotes(text: str) -> bool:
+    """True when ``text`` written plain would read back as null, a bool or a number."""
+    return text in _RESERVED or bool(_NUMBER_LIKE.match(text))
+
+
+def _plain_ok(text: str) -> bool:
+    if text != text.strip() or text[0] in _BAD_FIRST:
+        return False
+    if ": " in text or " #" in text or text.endswith(":") or "\t" in text:
+        return False
+    return bool(_PRINTABLE.match(text))
+
+
+def format_string(text: str) -> str:
+    """A string scalar the way yaml.v3 writes it: plain when safe, else quoted."""
+    if _needs_type_quotes(text):
+        return json.dumps(text, ensure_ascii=False)
+    if _plain_ok(text):
+        return text
+    if _PRINTABLE.match(text) and "\n" not in text:
+        return "'" + text.replace("'", "''") + "'"
+    # JSON string syntax is a subset of YAML's double-quoted style.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def format_float(value: float) -> str:
+    """Go's ``strconv.FormatFloat(v, 'g', -1, 64)`` with yaml.v3's names for inf and NaN."""
+    if math.isnan(value):
+        return ".nan"
+    if math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(value)).as_tuple()
+    assert isinstance(exponent, int)
+    raw = "".join(str(d) for d in digits)
+    ds = raw.rstrip("0")
+    # Go's decimal point position: how many of the digits stand before the point.
+    point = len(raw) + exponent
+    neg = "-" if sign else ""
+    exp = point - 1
+    # Shortest %g switches to %e when the exponent is < -4 or >= 6 (Go: "if shortest
+    # { eprec = 6 }"); the exponent has at least two digits.
+    if exp < -4 or exp >= 6:
+        mantissa = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+        return f"{neg}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if point <= 0:
+        return f"{neg}0.{'0' * -point}{ds}"
+    if point >= len(ds):
+        return f"{neg}{ds}{'0' * (point - len(ds))}"
+    return f"{neg}{ds[:point]}.{ds[point:]}"
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, str):
+        return format_string(value)
+    raise TypeError(f"cannot write {type(value).__name__} in the legacy layout")
+
+
+def _key(key: Any) -> str:
+    return format_string(str(key)) if not isinstance(key, (int, bool)) else _scalar(key)
+
+
+def _emit(value: Any, indent: int, out: list[str]) -> None:
+    """Append the block lines of a non-empty mapping or sequence at ``indent``."""
+    pad = " " * indent
+    if isinstance(value, Mapping):
+        for key in sorted(value, key=str):
+            item = value[key]
+            head = f"{pad}{_key(key)}:"
+            if _is_block(item):
+                out.append(head)
+                _emit(item, indent + INDENT, out)
+            else:
+                out.append(f"{head} {_inline(item)}")
+        return
+    for item in value:
+        if isinstance(item, Mapping) and item:
+            # "- key: v" then the other keys aligned under the first one.
+            sub: list[str] = []
+            _emit(item, indent + 2, sub)
+            out.append(f"{pad}- {sub[0][indent + 2 :]}")
+            out.extend(sub[1:])
+        elif _is_block(item):
+            sub = []
+            _emit(item, indent + 2, sub)
+            out.append(f"{pad}- {sub[0][indent + 2 :]}")
+            out.extend(sub[1:])
+        else:
+            out.append(f"{pad}- {_inline(item)}")
+
+
+def _is_block(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return bool(value)
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and bool(value)
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{}"
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return "[]"
+    return _scalar(value)
+
+
+def render_go_yaml(data: Mapping[str, Any]) -> str:
+    """``data`` as the predecessor's Go writer laid it out (sorted keys, 4-space indent)."""
+    out: list[str] = []
+    if data:
+        _emit(data, 0, out)
+    else:
+        out.append("{}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,75 @@
+"""``dapi-config migrate`` and ``dapi-config rollback``: to and from the legacy single file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dapi_config import legacy
+from dapi_config.cli._common import OPTIONS, JsonOpt, app, fail, open_manager, print_json, stdout
+from dapi_config.errors import DapiConfigError
+from dapi_config.static import load_static_config, resolve_config_path
+
+
+@app.command()
+def migrate(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would move; change nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move the dynamic keys of a legacy single-file config into the state file.
+
+    Writes a byte-identical backup <config>.pre-migration.<UTC time> first, imports in one
+    transaction, then rewrites the config file to its static keys (comments kept). Safe to
+    interrupt and to run again; a static-only file is left untouched. Every start does the
+    same automatically.
+
+    Example: dapi-config --config config.yaml migrate --dry-run
+    """
+    if dry_run:
+        try:
+            # Validate the static part too: a real run would stop on it.
+            load_static_config(OPTIONS.config)
+            report = legacy.plan_migration(resolve_config_path(OPTIONS.config))
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
+    else:
+        with open_manager() as cm:
+            report = cm.legacy_report or legacy.MigrationReport(str(cm.config_path), "none")
+    if as_json:
+        print_json(report.as_dict())
+        return
+    if report.action == "none":
+        stdout.print(f"{report.config_path}: no dynamic keys; nothing to migrate", markup=False)
+        return
+    verb = {"dry_run": "would move", "migrated": "moved", "resumed": "finished moving"}
+    stdout.print(
+        f"{report.config_path}: {verb[report.action]} {', '.join(report.keys)}", markup=False
+    )
+    if report.backup_path:
+        stdout.print(f"backup: {report.backup_path}", markup=False)
+
+
+@app.command()
+def rollback(
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Where to write the legacy single-file YAML."),
+    ],
+) -> None:
+    """Write a legacy single-file YAML (static + dynamic) that the predecessor can load.
+
+    The file uses the old writer's layout (sorted keys, 4-space indentation) and holds the
+    worker key, so it is written with mode 0600. Point the old binary at it to roll back.
+
+    Example: dapi-config --config config.yaml rollback --out /etc/dapi/config-legacy.yaml
+    """
+    with open_manager() as cm:
+        try:
+            path = cm.write_rollback(out)
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
+    stdout.print(str(path), markup=False)

@@ -1,0 +1,491 @@
+"""``API_STATE_MODE=yaml``: the state lives in the predecessor's single YAML file, no database.
+
+The config file itself becomes the single legacy-layout file the old binary used: its static
+part stays as the operator wrote it (comments included), and the dynamic keys follow in the
+Go writer's layout. Every committed change rewrites the file atomically (temp file, fsync,
+rename, fsync of the directory), so a crash leaves the old or the new file, never a truncated
+one. Writers in several processes queue on an ``flock`` of ``.<config>.lock``; readers never
+lock (a rename is atomic) and re-read the file when its inode, size or mtime changed.
+
+Switching to this mode from ``db``/``dual``: when the file holds no dynamic keys yet and a
+state database exists, the database's values are written into the file at open, so nothing is
+lost. Switching back is the ordinary legacy migration.
+
+Not available here (no database): audit history (``latest_revision`` is always 0), named
+secrets other than the worker key, one-time imports other than the node file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from dapi_config._files import atomic_write, file_lock, file_owner
+from dapi_config._goyaml import render_go_yaml
+from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config.errors import (
+    DuplicateNodeError,
+    NodeNotFoundError,
+    StateUnavailableError,
+)
+from dapi_config.models import InferenceNodeConfig, NodeVersion, SeedInfo, UpgradePlan
+from dapi_config.store.connection import Durability
+from dapi_config.store.sqlite import HEIGHT, NODE_VERSION, SEED_KINDS, SeedKind, current_actor
+
+log = logging.getLogger("dapi_config.state")
+
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+WORKER_KEY = "worker_key"
+KEY_SECTION = "ml_node_key_config"
+
+
+@dataclass
+class _Doc:
+    """The dynamic part of the file, validated."""
+
+    chain: dict[str, str] = field(default_factory=dict)
+    seeds: dict[SeedKind, SeedInfo] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plan: UpgradePlan = field(default_factory=UpgradePlan)
+    versions: list[NodeVersion] = field(default_factory=list)
+    nodes: list[InferenceNodeConfig] = field(default_factory=list)
+    merged: bool = False
+    #: The file's ml_node_key_config (plain) and whether we write it (we own the worker key).
+    keys: dict[str, Any] = field(default_factory=dict)
+    owns_keys: bool = False
+
+
+class YamlStateStore:
+    """The :class:`~dapi_config.store.backend.StateBackend` of ``yaml`` mode."""
+
+    def __init__(self, file: Path, *, default_actor: str = "library") -> None:
+        self.file = file
+        self.default_actor = default_actor
+        self._lock_path = file.with_name(f".{file.name}.lock")
+        self._thread_lock = threading.RLock()
+        self._local = threading.local()
+        self._state = _Doc()
+        self._static = ""
+        self._signature: tuple[int, int, int] | None = None
+        self._closed = False
+        self._refresh()
+
+    @classmethod
+    def open(
+        cls,
+        config_path: Path,
+        *,
+        state_path: Path | None = None,
+        durability: Durability = "full",
+        default_actor: str = "library",
+    ) -> YamlStateStore:
+        """Open the config file as the state; seed it from ``state_path`` (a state database
+        left by ``db``/``dual`` mode) when the file holds no dynamic state yet.
+
+        Raises :class:`ConfigError` for malformed legacy values in the file,
+        :class:`StateUnavailableError` when it cannot be written.
+        """
+        del durability  # every write is fsynced: there is no cheaper safe mode for a file
+        store = cls(Path(config_path), default_actor=default_actor)
+        if state_path is not None and Path(state_path).exists() and not store._has_dynamic:
+            store._seed_from_database(Path(state_path))
+        return store
+
+    # --- file I/O ------------------------------------------------------------------------
+
+    def _stat_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.file)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _refresh(self) -> None:
+        """Re-read the file if another process replaced it since we last looked."""
+        from dapi_config import legacy  # noqa: PLC0415 - legacy imports the store package
+
+        signature = self._stat_signature()
+        if signature == self._signature and signature is not None:
+            return
+        with self._thread_lock:
+            try:
+                raw = self.file.read_bytes()
+            except OSError as exc:
+                raise StateUnavailableError(
+                    f"{self.file}: cannot read the state file: {exc.strerror}"
+                ) from None
+            source = str(self.file)
+            doc = parse_yaml(raw, source)
+            plain: dict[str, Any] = to_plain(doc) if isinstance(doc, dict) else {}
+            dynamic = legacy.dynamic_keys_in(plain)
+            parsed = legacy.parse_legacy_state(plain, source)
+            state = _Doc()
+            for key in (
+                "current_height",
+                "last_processed_height",
+                "current_node_version",
+                "last_used_version",
+            ):
+                value = getattr(parsed, key)
+                if value is not None:
+                    state.chain[key] = str(value)
+            state.seeds = dict(parsed.seeds)
+            if parsed.validation_params is not None:
+                state.params["validation"] = parsed.validation_params.model_dump(mode="json")
+            if parsed.bandwidth_params is not None:
+                state.params["bandwidth"] = parsed.bandwidth_params.model_dump(mode="json")
+            state.plan = parsed.upgrade_plan or UpgradePlan()
+            state.versions = sorted(parsed.node_versions or [], key=lambda v: v.height)
+            state.nodes = list(parsed.nodes or [])
+            state.merged = bool(parsed.merged_node_config)
+            keys = plain.get(KEY_SECTION)
+            state.keys = dict(keys) if isinstance(keys, dict) else {}
+            self._has_dynamic = bool(dynamic)
+            if isinstance(doc, dict):
+                self._static = legacy.static_text(raw.decode("utf-8"), doc, source, set(dynamic))
+            else:
+                self._static = raw.decode("utf-8")
+            self._state = state
+            self._signature = self._stat_signature()
+
+    def _render(self, state: _Doc) -> str:
+        from dapi_config import legacy  # noqa: PLC0415
+
+        dynamic: dict[str, Any] = {
+            "current_height": int(state.chain.get(HEIGHT, "0")),
+            "current_node_version": state.chain.get(NODE_VERSION, ""),
+            "nodes": [n.model_dump(mode="json") for n in state.nodes],
+            "merged_node_config": state.merged,
+            "node_versions": {"versions": [v.model_dump(mode="json") for v in state.versions]},
+            "upgrade_plan": state.plan.model_dump(mode="json"),
+            "validation_params": state.params.get("validation", _defaults("validation")),
+            "bandwidth_params": state.params.get("bandwidth", _defaults("bandwidth")),
+        }
+        for kind in SEED_KINDS:
+            dynamic[f"{kind}_seed"] = state.seeds.get(kind, SeedInfo()).model_dump(mode="json")
+        for key in ("last_processed_height", "last_used_version"):
+            if key in state.chain:
+                value = state.chain[key]
+                dynamic[key] = int(value) if key == "last_processed_height" else value
+        static = self._static
+        if state.owns_keys:
+            dynamic[KEY_SECTION] = state.keys
+            doc = parse_yaml(static, str(self.file)) if static.strip() else None
+            if isinstance(doc, dict) and KEY_SECTION in doc:
+                static = legacy.static_text(static, doc, str(self.file), {KEY_SECTION})
+        if static and not static.endswith("\n"):
+            static += "\n"
+        return static + render_go_yaml(dynamic)
+
+    def _write(self, state: _Doc) -> None:
+        text = self._render(state)
+        try:
+            st = self.file.stat()
+            atomic_write(self.file, text, mode=st.st_mode & 0o7777, owner=file_owner(st))
+        except OSError as exc:
+            raise StateUnavailableError(
+                f"{self.file}: cannot write the state file, nothing was changed: "
+                f"{exc.strerror or exc}"
+            ) from None
+        self._state = state
+        self._has_dynamic = True
+        self._signature = self._stat_signature()
+        if state.owns_keys:
+            # The key section now lives in the dynamic part of the file.
+            self._signature = None
+            self._refresh()
+
+    def _seed_from_database(self, state_path: Path) -> None:
+        from dapi_config.store.sqlite import StateStore  # noqa: PLC0415
+
+        db = StateStore.open(state_path)
+        try:
+            with db.snapshot():
+                state = _Doc(
+                    chain=db.chain_state(),
+                    seeds={k: db.seed(k) for k in SEED_KINDS},
+                    params={
+                        k: json.loads(v)
+                        for k, v in (
+                            ("validation", _params_json(db, "validation")),
+                            ("bandwidth", _params_json(db, "bandwidth")),
+                        )
+                    },
+                    plan=db.upgrade_plan(),
+                    versions=db.node_versions(),
+                    nodes=db.nodes(),
+                    merged=db.find_import("node_config") is not None,
+                    keys=dict(self._state.keys),
+                )
+                secret = db.secret(WORKER_KEY)
+        finally:
+            db.close()
+        if secret is not None and not (
+            self._state.keys.get("worker_public") and self._state.keys.get("worker_private")
+        ):
+            pair = json.loads(secret)
+            state.keys["worker_public"] = state.keys.get("worker_public") or pair["public"]
+            state.keys["worker_private"] = state.keys.get("worker_private") or pair["private"]
+            state.owns_keys = True
+        with self._thread_lock, file_lock(self._lock_path):
+            self._write(state)
+        log.warning(
+            "%s: API_STATE_MODE=yaml: state copied from %s into this file", self.file, state_path
+        )
+
+    # --- transactions --------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return str(self.file)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _view(self) -> _Doc:
+        if self._closed:
+            raise StateUnavailableError(f"{self.file}: the state store is closed")
+        work: _Doc | None = getattr(self._local, "work", None)
+        if work is not None:
+            return work
+        pinned: _Doc | None = getattr(self._local, "pinned", None)
+        if pinned is not None:
+            return pinned
+        self._refresh()
+        return self._state
+
+    def _work(self) -> _Doc:
+        work: _Doc | None = getattr(self._local, "work", None)
+        if work is None:
+            raise StateUnavailableError("a state write must run inside transaction()")
+        self._local.dirty = True
+        return work
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic change of the file; nested blocks roll back on their own."""
+        work: _Doc | None = getattr(self._local, "work", None)
+        if work is not None:
+            saved = copy.deepcopy(work)
+            try:
+                yield
+            except BaseException:
+                self._local.work = saved
+                raise
+            return
+        if self._closed:
+            raise StateUnavailableError(f"{self.file}: the state store is closed")
+        with self._thread_lock, file_lock(self._lock_path):
+            self._refresh()
+            self._local.work = copy.deepcopy(self._state)
+            self._local.dirty = False
+            try:
+                yield
+                if self._local.dirty:
+                    self._write(self._local.work)
+            finally:
+                self._local.work = None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the file."""
+        if getattr(self._local, "work", None) is not None or getattr(self._local, "pinned", None):
+            yield
+            return
+        self._local.pinned = self._view()
+        try:
+            yield
+        finally:
+            self._local.pinned = None
+
+    @contextlib.contextmanager
+    def acting_as(self, actor: str) -> Iterator[None]:
+        token = current_actor.set(actor)
+        try:
+            yield
+        finally:
+            current_actor.reset(token)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def hot_values(self) -> tuple[int, str]:
+        chain = self._view().chain
+        return int(chain.get(HEIGHT, "0")), chain.get(NODE_VERSION, "")
+
+    def chain_state(self) -> dict[str, str]:
+        return dict(self._view().chain)
+
+    def node_versions(self) -> list[NodeVersion]:
+        return [v.model_copy() for v in self._view().versions]
+
+    def seed(self, kind: SeedKind) -> SeedInfo:
+        return self._view().seeds.get(kind, SeedInfo()).model_copy()
+
+    def params(self, kind: str, model: type[ParamsT]) -> ParamsT:
+        data = self._view().params.get(kind)
+        return model() if data is None else model.model_validate(data)
+
+    def upgrade_plan(self) -> UpgradePlan:
+        return self._view().plan.model_copy(deep=True)
+
+    def nodes(self) -> list[InferenceNodeConfig]:
+        return [n.model_copy(deep=True) for n in self._view().nodes]
+
+    def node(self, node_id: str) -> InferenceNodeConfig:
+        for n in self._view().nodes:
+            if n.id == node_id:
+                return n.model_copy(deep=True)
+        raise NodeNotFoundError(node_id)
+
+    def node_count(self) -> int:
+        return len(self._view().nodes)
+
+    def secret(self, name: str) -> str | None:
+        keys = self._view().keys
+        if name == WORKER_KEY and keys.get("worker_public") and keys.get("worker_private"):
+            return json.dumps({"public": keys["worker_public"], "private": keys["worker_private"]})
+        return None
+
+    def latest_revision(self) -> int:
+        return 0
+
+    def find_import(self, kind: str) -> dict[str, Any] | None:
+        if kind == "node_config" and self._view().merged:
+            return {
+                "source_path": str(self.file),
+                "checksum": "",
+                "imported_at": None,
+                "details": {"from": "merged_node_config flag"},
+            }
+        return None
+
+    # --- writes --------------------------------------------------------------------------
+
+    def set_height(self, height: int) -> tuple[int, str | None]:
+        work = self._work()
+        old = int(work.chain.get(HEIGHT, "0"))
+        work.chain[HEIGHT] = str(height)
+        due = [v for v in work.versions if v.height <= height]
+        new_version: str | None = None
+        if due:
+            new_version = due[-1].version
+            work.versions = [v for v in work.versions if v.height > height]
+            work.chain[NODE_VERSION] = new_version
+        return old, new_version
+
+    def set_chain_value(self, key: str, value: str) -> None:
+        self._work().chain[key] = value
+
+    def add_node_version(self, version: NodeVersion) -> bool:
+        work = self._work()
+        if any(v == version for v in work.versions):
+            return False
+        work.versions.append(version.model_copy())
+        work.versions.sort(key=lambda v: v.height)
+        return True
+
+    def replace_node_versions(self, versions: Sequence[NodeVersion]) -> None:
+        unique: list[NodeVersion] = []
+        for v in versions:
+            if v not in unique:
+                unique.append(v.model_copy())
+        self._work().versions = sorted(unique, key=lambda v: v.height)
+
+    def set_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
+        self._work().seeds[kind] = seed.model_copy()
+
+    def rotate_seeds(self) -> None:
+        work = self._work()
+        before = {k: work.seeds.get(k, SeedInfo()) for k in SEED_KINDS}
+        work.seeds = {
+            "previous": before["current"],
+            "current": before["upcoming"],
+            "upcoming": SeedInfo(),
+        }
+
+    def set_params(self, kind: str, params: BaseModel) -> None:
+        self._work().params[kind] = params.model_dump(mode="json")
+
+    def set_upgrade_plan(self, plan: UpgradePlan) -> None:
+        self._work().plan = plan.model_copy(deep=True)
+
+    def add_node(self, node: InferenceNodeConfig) -> None:
+        work = self._work()
+        if any(n.id == node.id for n in work.nodes):
+            raise DuplicateNodeError(node.id)
+        work.nodes.append(node.model_copy(deep=True))
+
+    def _index(self, work: _Doc, node_id: str) -> int:
+        for i, n in enumerate(work.nodes):
+            if n.id == node_id:
+                return i
+        raise NodeNotFoundError(node_id)
+
+    def update_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
+        work = self._work()
+        i = self._index(work, node.id)
+        old = work.nodes[i]
+        work.nodes[i] = node.model_copy(deep=True)
+        return old
+
+    def remove_node(self, node_id: str) -> InferenceNodeConfig:
+        work = self._work()
+        return work.nodes.pop(self._index(work, node_id))
+
+    def set_node_enabled(self, node_id: str, enabled: bool) -> InferenceNodeConfig:
+        work = self._work()
+        i = self._index(work, node_id)
+        work.nodes[i] = work.nodes[i].model_copy(update={"is_enabled": enabled})
+        return work.nodes[i].model_copy(deep=True)
+
+    def replace_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
+        self._work().nodes = [n.model_copy(deep=True) for n in nodes]
+
+    def set_secret(self, name: str, value: str, *, fingerprint: str) -> None:
+        if name != WORKER_KEY:
+            raise StateUnavailableError(
+                f"secret {name!r} needs the state database; API_STATE_MODE=yaml keeps only "
+                "the worker key (in ml_node_key_config)"
+            )
+        pair = json.loads(value)
+        work = self._work()
+        work.keys = {
+            **work.keys,
+            "worker_public": pair["public"],
+            "worker_private": pair["private"],
+        }
+        work.owns_keys = True
+        log.info("worker key %s written to %s", fingerprint, self.file)
+
+    def record_import(
+        self, kind: str, source_path: str, checksum: str, details: dict[str, Any]
+    ) -> None:
+        if kind != "node_config":
+            raise StateUnavailableError(
+                f"import of {kind!r} needs the state database (API_STATE_MODE=yaml)"
+            )
+        self._work().merged = True
+
+
+def _defaults(kind: str) -> dict[str, Any]:
+    from dapi_config.models import BandwidthParamsCache, ValidationParamsCache  # noqa: PLC0415
+
+    model = ValidationParamsCache if kind == "validation" else BandwidthParamsCache
+    return model().model_dump(mode="json")
+
+
+def _params_json(db: Any, kind: str) -> str:
+    from dapi_config.models import BandwidthParamsCache, ValidationParamsCache  # noqa: PLC0415
+
+    model = ValidationParamsCache if kind == "validation" else BandwidthParamsCache
+    return str(db.params(kind, model).model_dump_json())
