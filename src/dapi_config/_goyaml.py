@@ -9,7 +9,6 @@ Go's shortest ``%g`` form (``1e+06``). :func:`render_go_yaml` reproduces that fo
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -72,7 +71,27 @@ _NUMBER_LIKE = re.compile(
 )
 # Characters that cannot start a plain scalar, and sequences that cannot appear in one.
 _BAD_FIRST = set("-?:,[]{}#&*!|>'\"%@`")
-_PRINTABLE = re.compile(r"^[\x20-\x7e\u00a0-\ud7ff\ue000-\ufffd]*$")
+_PRINTABLE = re.compile(
+    r"^[\x20-\x7e\u00a0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*$"
+)
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _double_quoted(text: str) -> str:
+    """YAML double-quoted style; anything not printable is escaped (\\x, \\u, \\U)."""
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif _PRINTABLE.match(ch):
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _needs_type_quotes(text: str) -> bool:
@@ -91,13 +110,12 @@ def _plain_ok(text: str) -> bool:
 def format_string(text: str) -> str:
     """A string scalar the way yaml.v3 writes it: plain when safe, else quoted."""
     if _needs_type_quotes(text):
-        return json.dumps(text, ensure_ascii=False)
+        return _double_quoted(text)
     if _plain_ok(text):
         return text
     if _PRINTABLE.match(text) and "\n" not in text:
         return "'" + text.replace("'", "''") + "'"
-    # JSON string syntax is a subset of YAML's double-quoted style.
-    return json.dumps(text, ensure_ascii=False)
+    return _double_quoted(text)
 
 
 def format_float(value: float) -> str:

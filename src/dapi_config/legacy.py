@@ -166,9 +166,12 @@ class LegacyState:
 class _Parser:
     """Validates one legacy document; every error names the file, the key and the value."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, warn: bool = True) -> None:
         self.source = source
         self.ignored: dict[str, Any] = {}
+        self.logger = log if warn else logging.getLogger(f"{__name__}.quiet")
+        if not warn:
+            self.logger.disabled = True
 
     def fail(self, key: str, message: str, value: Any) -> ConfigError:
         shown = _short(value)
@@ -196,9 +199,11 @@ class _Parser:
                 path = f"{key}.{k}"
                 self.ignored[path] = v
                 if _generic_path(path) in _RETIRED_FIELDS:
-                    log.info("%s: %s is an old field with no use today; ignored", self.source, path)
+                    self.logger.info(
+                        "%s: %s is an old field with no use today; ignored", self.source, path
+                    )
                 else:
-                    log.warning(
+                    self.logger.warning(
                         "%s: unknown key %s ignored (it stays in the pre-migration backup)",
                         self.source,
                         path,
@@ -278,7 +283,7 @@ class _Parser:
         for k, v in cfg.items():
             if k not in ("args", "Args"):
                 self.ignored[f"{key}.{k}"] = v
-                log.warning("%s: unknown key %s.%s ignored", self.source, key, k)
+                self.logger.warning("%s: unknown key %s.%s ignored", self.source, key, k)
         if args is None:
             return {"args": []}
         if not isinstance(args, list):
@@ -286,12 +291,15 @@ class _Parser:
         return {"args": [self.string(f"{key}.args", a) for a in args]}
 
 
-def parse_legacy_state(document: Mapping[str, Any], source: str) -> LegacyState:
-    """Validate the dynamic keys of a legacy document (plain data).
+def parse_legacy_state(
+    document: Mapping[str, Any], source: str, *, warn: bool = True
+) -> LegacyState:
+    """Validate the dynamic keys of a legacy document (plain data); ``warn`` logs the
+    ignored unknown keys.
 
     Raises :class:`ConfigError` naming ``source``, the key and the bad value.
     """
-    p = _Parser(source)
+    p = _Parser(source, warn=warn)
     state = LegacyState()
     if "nodes" in document:
         raw = document["nodes"]
@@ -331,7 +339,7 @@ def parse_legacy_state(document: Mapping[str, Any], source: str) -> LegacyState:
             for k, v in raw.items():
                 if k != "versions":
                     p.ignored[f"node_versions.{k}"] = v
-                    log.warning("%s: unknown key node_versions.%s ignored", source, k)
+                    p.logger.warning("%s: unknown key node_versions.%s ignored", source, k)
             raw = raw.get("versions")
         if raw is None:
             raw = []

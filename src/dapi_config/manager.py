@@ -107,6 +107,9 @@ class ConfigManager:
                 loaded.path, state_path=path, durability=durability, default_actor=actor
             )
             return cls(loaded, yaml_store, mode=mode)
+        if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
+            # Malformed legacy values stop here, before the state file is even created.
+            legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
         store = StateStore.open(path, durability=durability, default_actor=actor)
         cm = cls(loaded, store, mode=mode)
         try:

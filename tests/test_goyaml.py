@@ -1,0 +1,98 @@
+"""The Go writer's layout: sorted keys, 4-space indent, quoted type-ambiguous strings, Go floats;
+whatever it writes reads back as the same values."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dapi_config._goyaml import format_float, format_string, render_go_yaml
+from dapi_config._yaml import parse_yaml, to_plain
+
+
+def test_layout() -> None:
+    text = render_go_yaml(
+        {
+            "nodes": [{"id": "a", "models": {"m": {"args": ["0.9", "x"]}}, "hardware": []}],
+            "api": {"port": 8080, "public_url": ""},
+            "current_seed": {"signature": "0011", "seed": -5, "claimed": True},
+        }
+    )
+    assert text == (
+        "api:\n"
+        "    port: 8080\n"
+        '    public_url: ""\n'
+        "current_seed:\n"
+        "    claimed: true\n"
+        "    seed: -5\n"
+        '    signature: "0011"\n'
+        "nodes:\n"
+        "    - hardware: []\n"
+        "      id: a\n"
+        "      models:\n"
+        "          m:\n"
+        "              args:\n"
+        '                  - "0.9"\n'
+        "                  - x\n"
+    )
+
+
+def test_strings_that_need_quotes() -> None:
+    for text in ("", "123", "1.5", "1e5", "0x1F", "true", "No", "on", "null", "~", "1:20", "010"):
+        assert format_string(text).startswith('"'), text
+    for text in ("v0.2.0", "hello", "http://h:1/x", "Qwen/Qwen2.5-7B-Instruct", "0.2.0"):
+        assert format_string(text) == text
+    assert format_string("a: b") == "'a: b'"
+    assert format_string("#x") == "'#x'"
+    assert format_string("line\nbreak") == '"line\\nbreak"'
+
+
+def test_go_float_format() -> None:
+    cases = {
+        0.5: "0.5",
+        1.0: "1",
+        1e6: "1e+06",
+        123456.0: "123456",
+        1234567.0: "1.234567e+06",
+        0.0001: "0.0001",
+        0.00001: "1e-05",
+        -2.5: "-2.5",
+        0.0: "0",
+        math.inf: ".inf",
+        -math.inf: "-.inf",
+    }
+    for value, expected in cases.items():
+        assert format_float(value) == expected
+    assert format_float(math.nan) == ".nan"
+
+
+def test_empty_document() -> None:
+    assert render_go_yaml({}) == "{}\n"
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
+_values = st.recursive(
+    _scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(min_size=1, max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=12), _values, max_size=6))
+def test_reads_back_the_same(data: dict[str, Any]) -> None:
+    text = render_go_yaml(data)
+    loaded = parse_yaml(text, "rendered")
+    assert to_plain(loaded if data else {}) == data

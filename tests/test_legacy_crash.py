@@ -1,0 +1,217 @@
+"""A legacy migration interrupted at every step (real processes killed with SIGKILL, injected
+I/O failures) finishes on the next open, without loss and without a second import."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.test_legacy import GO_WRITER, backups, dynamic_view, plain_load, write
+
+from dapi_config import ConfigError, ConfigManager, legacy
+
+# Runs the three steps by hand and kills itself with SIGKILL at the named point.
+STEPS_SCRIPT = r"""
+import os, signal, sys
+from pathlib import Path
+from dapi_config import legacy
+from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config.store import StateStore
+
+config, point = Path(sys.argv[1]), sys.argv[2]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+raw = config.read_bytes()
+doc = parse_yaml(raw, str(config))
+keys = legacy.dynamic_keys_in(doc)
+state = legacy.parse_legacy_state(to_plain(doc), str(config))
+store = StateStore.open(config.parent / "state.db")
+backup = legacy.write_backup(config, raw)
+if point == "after_backup":
+    die()
+if point == "inside_import":
+    real = store.set_upgrade_plan
+    def set_and_die(plan):
+        real(plan)
+        die()
+    store.set_upgrade_plan = set_and_die
+legacy.import_state(
+    store, state, source=str(config.resolve()), checksum=legacy.checksum_of(raw),
+    backup=backup, keys=keys,
+)
+if point == "after_import":
+    die()
+text = legacy.static_text(raw.decode(), doc, str(config), set(keys))
+if point == "inside_rewrite":
+    os.replace = lambda *a, **k: die()
+legacy.rewrite_static(config, raw, text)
+if point == "after_rewrite":
+    die()
+"""
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The state an uninterrupted migration of GO_WRITER produces."""
+    config = write(tmp_path_factory.mktemp("reference"), GO_WRITER)
+    with ConfigManager.open(config) as cm:
+        return dynamic_view(cm)
+
+
+def legacy_import_count(state: Path) -> int:
+    with sqlite3.connect(state) as conn:
+        return int(
+            conn.execute(
+                "SELECT COUNT(*) FROM legacy_imports WHERE kind = 'legacy_yaml'"
+            ).fetchone()[0]
+        )
+
+
+def run_script(config: Path, point: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", STEPS_SCRIPT, str(config), point],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "point", ["after_backup", "inside_import", "after_import", "inside_rewrite", "after_rewrite"]
+)
+def test_killed_at_each_step_then_next_open_finishes(
+    tmp_path: Path, point: str, expected: dict[str, Any]
+) -> None:
+    config = write(tmp_path, GO_WRITER)
+    raw = config.read_bytes()
+    proc = run_script(config, point)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    state = tmp_path / "state.db"
+    imported_before = legacy_import_count(state)
+    assert imported_before == (
+        1 if point in ("after_import", "inside_rewrite", "after_rewrite") else 0
+    )
+
+    with ConfigManager.open(config) as cm:
+        assert dynamic_view(cm) == expected
+        report = cm.legacy_report
+    if point == "after_rewrite":
+        assert report is None  # nothing left to do
+    else:
+        assert report is not None
+        assert report.action == ("resumed" if imported_before else "migrated")
+    assert legacy_import_count(state) == 1
+    assert set(plain_load(config)) == {"api", "chain_node", "ml_node_key_config", "nats"}
+    (backup,) = backups(config)  # the interrupted run's backup was reused
+    assert backup.read_bytes() == raw
+    # And a further open changes nothing.
+    mtime = config.stat().st_mtime_ns
+    with ConfigManager.open(config) as cm:
+        assert dynamic_view(cm) == expected
+    assert config.stat().st_mtime_ns == mtime
+    assert legacy_import_count(state) == 1
+
+
+def test_killed_at_random_moments(tmp_path: Path, expected: dict[str, Any]) -> None:
+    """Kill a real `dapi-config status` run mid-migration at spread-out moments."""
+    for attempt, delay in enumerate((0.05, 0.2, 0.35, 0.5)):
+        workdir = tmp_path / f"run{attempt}"
+        workdir.mkdir()
+        config = write(workdir, GO_WRITER)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dapi_config", "--config", str(config), "status", "--json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        with ConfigManager.open(config) as cm:
+            assert dynamic_view(cm) == expected
+        assert legacy_import_count(workdir / "state.db") == 1
+        assert set(plain_load(config)) == {"api", "chain_node", "ml_node_key_config", "nats"}
+
+
+def test_injected_rewrite_failure_then_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expected: dict[str, Any]
+) -> None:
+    config = write(tmp_path, GO_WRITER)
+    real_write = legacy.atomic_write
+
+    def full_disk_for_config(path: Any, data: Any, **kwargs: Any) -> None:
+        if Path(path) == config:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(legacy, "atomic_write", full_disk_for_config)
+    with pytest.raises(ConfigError, match="next start finishes the job"):
+        ConfigManager.open(config)
+    assert config.read_text() == GO_WRITER
+    monkeypatch.undo()
+    with ConfigManager.open(config) as cm:
+        assert cm.legacy_report is not None and cm.legacy_report.action == "resumed"
+        assert dynamic_view(cm) == expected
+    assert legacy_import_count(tmp_path / "state.db") == 1
+
+
+def test_injected_backup_failure_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path, GO_WRITER)
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(legacy, "atomic_write", full_disk)
+    with pytest.raises(ConfigError, match="pre-migration backup"):
+        ConfigManager.open(config)
+    monkeypatch.undo()
+    assert config.read_text() == GO_WRITER
+    assert backups(config) == []
+    assert legacy_import_count(tmp_path / "state.db") == 0
+
+
+def test_operator_edit_between_runs_is_imported_again(tmp_path: Path) -> None:
+    """A changed legacy file (new checksum) is a new import, never skipped."""
+    config = write(tmp_path, GO_WRITER)
+    with ConfigManager.open(config):
+        pass
+    config.write_text(config.read_text() + "current_height: 200000\n")
+    with ConfigManager.open(config) as cm:
+        assert cm.get_height() == 200000
+        assert cm.get_nodes()  # keys absent from the second file were left alone
+    assert legacy_import_count(tmp_path / "state.db") == 2
+    assert len(backups(config)) == 2
+
+
+def test_two_processes_migrating_at_once(tmp_path: Path, expected: dict[str, Any]) -> None:
+    config = write(tmp_path, GO_WRITER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_"))}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dapi_config", "--config", str(config), "status", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    assert legacy_import_count(tmp_path / "state.db") == 1
+    with ConfigManager.open(config) as cm:
+        assert dynamic_view(cm) == expected
+    raw = GO_WRITER.encode()
+    assert all(b.read_bytes() == raw for b in backups(config))
