@@ -420,7 +420,7 @@ def test_risky_operation_hook_runs_before_import(tmp_path: Path) -> None:
 
     with Recorder.open(config):
         pass
-    assert seen == [("legacy migration", 0)]
+    assert seen == [("legacy-migration", 0)]
 
 
 # --- rollback ------------------------------------------------------------------------------

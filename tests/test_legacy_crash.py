@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.test_legacy import GO_WRITER, backups, dynamic_view, plain_load, write
 
 from dapi_config import ConfigError, ConfigManager, legacy
+from tests.test_legacy import GO_WRITER, backups, dynamic_view, plain_load, write
 
 # Runs the three steps by hand and kills itself with SIGKILL at the named point.
 STEPS_SCRIPT = r"""
@@ -215,3 +215,18 @@ def test_two_processes_migrating_at_once(tmp_path: Path, expected: dict[str, Any
         assert dynamic_view(cm) == expected
     raw = GO_WRITER.encode()
     assert all(b.read_bytes() == raw for b in backups(config))
+
+
+def test_state_backup_before_a_migration_over_existing_state(tmp_path: Path) -> None:
+    """A legacy file showing up again (e.g. after a rollback) is imported over live state:
+    the state file is backed up first (SPEC §10 automatic backup)."""
+    config = write(tmp_path, GO_WRITER)
+    with ConfigManager.open(config) as cm:
+        cm.set_height(183500)
+        out = cm.write_rollback(tmp_path / "rollback.yaml")
+    config.write_bytes(out.read_bytes().replace(b"current_height: 183500", b"current_height: 9"))
+    with ConfigManager.open(config) as cm:
+        assert cm.get_height() == 9
+        (info,) = cm.list_backups()
+    assert "pre-legacy-migration" in str(info.path)
+    assert len(backups(config)) == 2

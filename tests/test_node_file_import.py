@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import run_cli
-from tests.test_legacy import GO_WRITER, write
 
 from dapi_config import ConfigError, ConfigManager, DuplicateNodeError
+from tests.conftest import run_cli
+from tests.test_legacy import GO_WRITER, write
 
 NODES: list[dict[str, Any]] = [
     {

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.test_legacy import GO_WRITER, HAND_EDITED, dynamic_view, plain_load, write
 
 from dapi_config import (
     BandwidthParamsCache,
@@ -27,6 +26,7 @@ from dapi_config import (
     ValidationParamsCache,
 )
 from dapi_config.legacy import parse_legacy_state
+from tests.test_legacy import GO_WRITER, HAND_EDITED, dynamic_view, plain_load, write
 
 
 def node(node_id: str) -> InferenceNodeConfig:

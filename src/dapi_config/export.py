@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dapi_config._files import atomic_write
-from dapi_config._yaml import dump_yaml
+from dapi_config._goyaml import render_go_yaml
 from dapi_config.errors import ConfigError, DapiConfigError
 
 if TYPE_CHECKING:
@@ -105,11 +105,12 @@ class ExportSettings:
 def render_legacy_yaml(data: Mapping[str, Any]) -> str:
     """The YAML text of an export (``ConfigManager.export_full_config()``) in the legacy layout.
 
-    The one place that decides how an export looks on disk (the rollback writer may make it
-    byte-compatible with the predecessor's Go writer).
+    The one place that decides how an export looks on disk: the predecessor's Go writer layout
+    (sorted keys, 4-space indentation, quoted numeric-looking strings), the same renderer the
+    rollback file and the ``dual``-mode mirror use.
     """
     header = "# Full dapi-config export (static + dynamic state). Generated; do not edit.\n"
-    return header + dump_yaml(dict(data))
+    return header + render_go_yaml(data)
 
 
 def default_export_path(manager: ConfigManager) -> Path:
