@@ -55,7 +55,7 @@ class Readiness:
                 problem = f"{exc.filename or self.manager.state_path}: {exc.strerror or exc}"
             if problem:
                 problems.append(problem)
-                if check is self._file_in_place:
+                if check == self._file_in_place:
                     break  # the other checks would only repeat the same cause
         return ReadinessReport(ready=not problems, problems=problems)
 

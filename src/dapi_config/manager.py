@@ -624,7 +624,7 @@ def _check_etag(current: InferenceNodeConfig, if_match: Collection[str]) -> None
 
 def validate_nodes(nodes: Iterable[Any]) -> list[InferenceNodeConfig]:
     """Validate a batch of nodes and reject duplicate ids within it."""
-    if isinstance(nodes, (str, bytes, Mapping)):
+    if isinstance(nodes, (str, bytes, Mapping)) or not isinstance(nodes, Iterable):
         raise ValidationError(
             "nodes: expected a list of nodes", [{"field": "nodes", "message": "expected a list"}]
         )

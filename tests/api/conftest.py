@@ -124,6 +124,14 @@ class ServeProcess:
         """Everything the process wrote to stderr so far."""
         return self.log_path.read_text(errors="replace")
 
+    def stop(self) -> None:
+        """Kill the process if it still runs and release its pipes (teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         """Send ``sig`` and wait for the exit code."""
         if self.proc.poll() is None:
@@ -132,10 +140,19 @@ class ServeProcess:
 
 
 def start_serve_process(
-    config: Path, *args: str, env: dict[str, str] | None = None
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    pass_port: bool = True,
 ) -> ServeProcess:
-    """Start ``python -m dapi_config --config CONFIG serve --port P ARGS``; wait for /livez."""
-    port = free_port()
+    """Start ``python -m dapi_config --config CONFIG serve --port P ARGS``; wait for /livez.
+
+    ``pass_port=False`` leaves ``--port`` out (the config's ``api.admin_server_port``, which
+    the caller sets to ``port``).
+    """
+    port = port or free_port()
+    port_args = ["--port", str(port)] if pass_port else []
     full_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_", "CONFIG_"))
     }
@@ -152,8 +169,7 @@ def start_serve_process(
                 "serve",
                 "--host",
                 "127.0.0.1",
-                "--port",
-                str(port),
+                *port_args,
                 *args,
             ],
             stdout=subprocess.PIPE,
@@ -183,15 +199,11 @@ def serve_process() -> Iterator[Callable[..., ServeProcess]]:
     """``serve_process(config_path, *extra_args, env=...)``; killed at teardown if still up."""
     started: list[ServeProcess] = []
 
-    def start(config: Path, *args: str, env: dict[str, str] | None = None) -> ServeProcess:
-        process = start_serve_process(config, *args, env=env)
+    def start(config: Path, *args: str, **kwargs: Any) -> ServeProcess:
+        process = start_serve_process(config, *args, **kwargs)
         started.append(process)
         return process
 
     yield start
     for process in started:
-        if process.proc.poll() is None:
-            process.proc.kill()
-            process.proc.wait(30)
-        if process.proc.stdout is not None:
-            process.proc.stdout.close()
+        process.stop()

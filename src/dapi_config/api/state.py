@@ -65,7 +65,7 @@ def get_state(cm: Manager) -> Any:
             "description": "The merged configuration (legacy single-file layout), redacted",
             "content": {
                 "application/json": {"schema": {"type": "object"}},
-                "application/yaml": {"schema": {"type": "string"}},
+                "application/yaml": {"schema": {"type": "object"}},
             },
         },
         **error_responses(422, 503),

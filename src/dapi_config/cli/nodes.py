@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, stdout
 from dapi_config.errors import DapiConfigError
 
@@ -65,3 +68,74 @@ def nodes_import(
         return
     verb = "registry replaced by" if replace else "imported"
     stdout.print(f"{verb} {len(nodes)} node(s) from {file}", markup=False)
+
+
+NodeIdArg = Annotated[str, typer.Argument(help="The node's id.", show_default=False)]
+
+
+def _read_nodes(source: str) -> Any:
+    """The parsed content of FILE (or stdin for ``-``): JSON or YAML, one node or a list."""
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise fail(f"{source}: cannot read: {exc.strerror}") from None
+    name = "stdin" if source == "-" else source
+    try:
+        return to_plain(parse_yaml(raw, name))  # YAML 1.2 reads JSON too
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+@nodes_app.command("add")
+def nodes_add(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|-",
+            help="JSON or YAML file with one node or a list of nodes; - reads stdin.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Register one node, or a list of nodes all or nothing; prints the stored nodes as JSON.
+
+    Safe while the service runs (one transaction on the state file).
+    Example: echo '{"id": "n1", "host": "10.0.0.5", "inference_port": 5000, "poc_port": 8080}'
+    | dapi-config nodes add -
+    """
+    data = _read_nodes(source)
+    if data is None:
+        raise fail(f"{'stdin' if source == '-' else source}: no node given (empty input)")
+    with open_manager() as cm:
+        if isinstance(data, Mapping):
+            print_json(cm.add_node(data).model_dump(mode="json"))  # type: ignore[arg-type]
+        else:
+            print_json([n.model_dump(mode="json") for n in cm.add_nodes(data)])
+
+
+@nodes_app.command("remove")
+def nodes_remove(node_id: NodeIdArg) -> None:
+    """Remove a node; prints it as JSON. Example: dapi-config nodes remove n1"""
+    with open_manager() as cm:
+        print_json(cm.remove_node(node_id).model_dump(mode="json"))
+
+
+def _set_enabled(node_id: str, enabled: bool, as_json: bool) -> None:
+    with open_manager() as cm:
+        node = cm.set_node_enabled(node_id, enabled)
+    if as_json:
+        print_json(node.model_dump(mode="json"))
+    else:
+        stdout.print(f"node {node_id} {'enabled' if enabled else 'disabled'}", markup=False)
+
+
+@nodes_app.command("enable")
+def nodes_enable(node_id: NodeIdArg, as_json: JsonOpt = False) -> None:
+    """Mark a node enabled. Example: dapi-config nodes enable n1"""
+    _set_enabled(node_id, True, as_json)
+
+
+@nodes_app.command("disable")
+def nodes_disable(node_id: NodeIdArg, as_json: JsonOpt = False) -> None:
+    """Mark a node disabled. Example: dapi-config nodes disable n1"""
+    _set_enabled(node_id, False, as_json)

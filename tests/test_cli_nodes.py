@@ -1,0 +1,116 @@
+"""``dapi-config nodes add/remove/enable/disable`` as real subprocesses, also beside a server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from dapi_config import ConfigManager
+from tests.api.conftest import start_serve_process
+from tests.conftest import _OUR_VARS, run_cli
+
+NODE = {"id": "n1", "host": "10.0.0.5", "inference_port": 5000, "poc_port": 8080}
+
+
+def cli_stdin(config: Path, *args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARS)}
+    return subprocess.run(
+        [sys.executable, "-m", "dapi_config", "--config", str(config), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def ids(config: Path) -> list[str]:
+    with ConfigManager.open(config) as cm:
+        return [n.id for n in cm.get_nodes()]
+
+
+def test_add_one_from_file(config_file: Path, tmp_path: Path) -> None:
+    source = tmp_path / "node.json"
+    source.write_text(json.dumps(NODE))
+    result = run_cli("--config", str(config_file), "nodes", "add", str(source))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == "n1"
+    assert json.loads(result.stdout)["is_enabled"] is True
+    assert ids(config_file) == ["n1"]
+    with ConfigManager.open(config_file) as cm:
+        assert cm.store.audit_entries()[0].actor == "cli"
+
+
+def test_add_list_from_stdin_yaml_and_all_or_nothing(config_file: Path) -> None:
+    yaml_list = (
+        "- {id: a, host: h, inference_port: 1, poc_port: 2}\n"
+        "- {id: b, host: h, inference_port: 1, poc_port: 2}\n"
+    )
+    result = cli_stdin(config_file, "nodes", "add", "-", stdin=yaml_list)
+    assert result.returncode == 0, result.stderr
+    assert [n["id"] for n in json.loads(result.stdout)] == ["a", "b"]
+
+    bad = [dict(NODE, id="c"), dict(NODE, id="d", poc_port=0)]
+    result = cli_stdin(config_file, "nodes", "add", "-", stdin=json.dumps(bad))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: invalid node #1: poc_port")
+    assert ids(config_file) == ["a", "b"]
+
+
+def test_add_errors_are_one_line(config_file: Path, tmp_path: Path) -> None:
+    cases = {
+        "dup": json.dumps([NODE, NODE]),
+        "notyaml": "{id: [",
+        "empty": "",
+        "scalar": "42",
+    }
+    for name, text in cases.items():
+        result = cli_stdin(config_file, "nodes", "add", "-", stdin=text)
+        assert result.returncode == 1, name
+        assert result.stdout == "", name
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, result.stderr)
+    missing = run_cli("--config", str(config_file), "nodes", "add", str(tmp_path / "nope.json"))
+    assert missing.returncode == 1
+    assert "cannot read" in missing.stderr
+    assert ids(config_file) == []
+
+
+def test_remove_enable_disable(config_file: Path) -> None:
+    with ConfigManager.open(config_file) as cm:
+        cm.add_node(NODE)  # type: ignore[arg-type]
+    result = run_cli("--config", str(config_file), "nodes", "disable", "n1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "node n1 disabled\n"
+    result = run_cli("--config", str(config_file), "nodes", "enable", "n1", "--json")
+    assert json.loads(result.stdout)["is_enabled"] is True
+    result = run_cli("--config", str(config_file), "nodes", "remove", "n1")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["id"] == "n1"
+    assert ids(config_file) == []
+    for command in ("remove", "enable", "disable"):
+        result = run_cli("--config", str(config_file), "nodes", command, "ghost")
+        assert result.returncode == 1
+        assert result.stderr == "error: node 'ghost' not found\n"
+
+
+def test_cli_writes_beside_a_running_service(config_file: Path) -> None:
+    proc = start_serve_process(config_file)
+    try:
+        httpx.post(f"{proc.url}/admin/v1/nodes", json=NODE).raise_for_status()
+        node2 = json.dumps(dict(NODE, id="n2"))
+        result = cli_stdin(config_file, "nodes", "add", "-", stdin=node2)
+        assert result.returncode == 0, result.stderr
+        assert run_cli("--config", str(config_file), "nodes", "disable", "n1").returncode == 0
+        listed = httpx.get(f"{proc.url}/admin/v1/nodes").json()
+        assert [(n["id"], n["is_enabled"]) for n in listed] == [("n1", False), ("n2", True)]
+        assert proc.terminate() == 0
+    finally:
+        proc.stop()
