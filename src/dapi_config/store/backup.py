@@ -279,7 +279,15 @@ def backup_before(
     if _revision_of_live(state) == 0:
         return None
     tag = reason if reason.startswith("pre-") else f"pre-{reason}"
-    return create_backup(state, backup_dir=backup_dir, reason=tag)
+    info = create_backup(state, backup_dir=backup_dir, reason=tag)
+    # Automatic backups follow the same retention as scheduled ones, per reason, so a busy
+    # bulk-replace caller cannot fill the disk with them.
+    keep = DEFAULT_KEEP
+    with contextlib.suppress(ConfigError):
+        if os.environ.get("API_BACKUP_KEEP"):
+            keep = parse_keep(os.environ["API_BACKUP_KEEP"])
+    prune_backups(backup_dir or backup_dir_for(state), state, keep, reasons=[tag])
+    return info
 
 
 def _revision_of_live(state: Path) -> int:

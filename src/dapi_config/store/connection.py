@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dapi_config import _failpoints
 from dapi_config.errors import DapiConfigError, StateUnavailableError
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ class Database:
                     f"{self.path}: commit failed, nothing was written: {sqlite_error_message(exc)}"
                 ) from None
             committed = True
+            _failpoints.hit("commit.before_ack")
             pending, state.on_commit = state.on_commit, []
             for work in pending:
                 work()
