@@ -26,6 +26,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,41 @@ JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 # Connections inherited from a parent process. Closing them in the child could release the
 # parent's POSIX locks on the file, so they are parked here and never touched again.
 _INHERITED: list[sqlite3.Connection] = []
+
+# Every open Database of this process, for the fork handlers below.
+_LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+#: How long fork() waits for this process's writers to finish their transaction.
+FORK_WAIT_S = BUSY_TIMEOUT_S
+
+
+# fork() while a thread is inside a write transaction copies two kinds of state into the child
+# as "locked by someone": our writer lock (held by a thread that does not exist in the child)
+# and SQLite's own in-process lock bookkeeping for the file (it believes a sibling connection
+# holds the write lock). Either makes the child's first write wait forever (found by
+# tests/store/test_fork_safety.py). So fork() first waits for in-flight transactions of other
+# threads to finish; if it cannot (the forking thread is itself inside a transaction, or a
+# writer outlasts FORK_WAIT_S), the child refuses to write with a clear error instead of
+# hanging.
+def _before_fork() -> None:
+    for db in list(_LIVE):
+        db._quiesce_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for db in list(_LIVE):
+        db._resume_after_fork()
+
+
+def _after_fork_in_child() -> None:
+    for db in list(_LIVE):
+        db._renew_after_fork()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def create_private_file(path: Path) -> None:
@@ -120,6 +156,39 @@ class Database:
         #: Called after every outermost write transaction with (seconds including the wait for
         #: the writer lock, committed?). For metrics; must be cheap and must not raise.
         self.transaction_observers: list[Callable[[float, bool], None]] = []
+        #: Called in a forked child to renew locks that users of this Database own.
+        self.fork_hooks: list[Callable[[], None]] = []
+        self._writer: int | None = None  # thread holding the writer lock
+        self._held_for_fork = False
+        self._forked_mid_write = False
+        #: Set in a child forked while a write transaction was open: writes would hang.
+        self._fork_poisoned = False
+        _LIVE.add(self)
+
+    # --- fork handling (see _before_fork) ------------------------------------------------
+
+    def _quiesce_for_fork(self) -> None:
+        if self._closed or self._writer == threading.get_ident():
+            self._held_for_fork = False
+            self._forked_mid_write = not self._closed
+            return
+        self._held_for_fork = self._write_lock.acquire(timeout=FORK_WAIT_S)
+        self._forked_mid_write = not self._held_for_fork
+
+    def _resume_after_fork(self) -> None:
+        if self._held_for_fork:
+            self._write_lock.release()
+        self._held_for_fork = False
+
+    def _renew_after_fork(self) -> None:
+        # No thread of the child holds these yet.
+        self._write_lock = threading.Lock()
+        self._all_lock = threading.Lock()
+        self._writer = None
+        self._held_for_fork = False
+        self._fork_poisoned = self._forked_mid_write
+        for hook in self.fork_hooks:
+            hook()
 
     # --- connections ---------------------------------------------------------------------
 
@@ -267,7 +336,15 @@ class Database:
             return
         started = time.perf_counter()
         committed = False
+        if self._fork_poisoned:
+            raise StateUnavailableError(
+                f"{self.path}: this process was created by fork() while a write transaction "
+                "of the parent was open, so SQLite's locks on the file were copied as held; "
+                "open the store in the child only after the parent's writes finished "
+                "(or start the child with spawn)"
+            )
         self._write_lock.acquire()
+        self._writer = threading.get_ident()
         try:
             self._begin(state.conn)
             state.depth = 1
@@ -300,6 +377,7 @@ class Database:
                     # error: the change is durable and the caller must hear so.
                     log.exception("post-commit hook failed")
         finally:
+            self._writer = None
             self._write_lock.release()
             elapsed = time.perf_counter() - started
             for observer in self.transaction_observers:

@@ -115,6 +115,10 @@ class _HotCache:
         #: Fallback proof per thread: (id(connection), data_version, local_commits).
         self.local = threading.local()
 
+    def renew_lock(self) -> None:
+        """In a forked child: a lock held by a parent thread would never be released."""
+        self.lock = threading.Lock()
+
 
 _HOT_CACHES: weakref.WeakSet[_HotCache] = weakref.WeakSet()
 
@@ -137,6 +141,7 @@ class StateStore:
         self.db = db
         self.default_actor = default_actor
         self._hot = _HotCache()
+        db.fork_hooks.append(self._hot.renew_lock)
         self._load_hot()
 
     @classmethod
