@@ -95,6 +95,9 @@ def create_private_file(path: Path) -> None:
         os.close(fd)
 
 
+READ_ONLY_MESSAGE = "the state file or its directory is read-only; fix permissions and retry"
+
+
 def sqlite_error_message(exc: BaseException) -> str:
     """A human message for an SQLite/OS error, naming the likely cause."""
     text = str(exc)
@@ -104,7 +107,7 @@ def sqlite_error_message(exc: BaseException) -> str:
     if code.startswith("SQLITE_IOERR") or "disk I/O error" in text:
         return f"I/O error on the state file ({code or text}); check the disk and free space"
     if code.startswith("SQLITE_READONLY") or "readonly" in text:
-        return "the state file or its directory is read-only; fix permissions and retry"
+        return READ_ONLY_MESSAGE
     if code.startswith("SQLITE_BUSY") or "locked" in text:
         return "the state file is locked by another writer for too long; retry later"
     if code.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
@@ -117,6 +120,8 @@ def sqlite_error_message(exc: BaseException) -> str:
         return f"the state file is damaged ({text}); run `dapi-config check`"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "the disk holding the state file is full; free space and retry"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{READ_ONLY_MESSAGE} ({exc.strerror})"
     return text
 
 
@@ -159,6 +164,7 @@ class Database:
         #: Called in a forked child to renew locks that users of this Database own.
         self.fork_hooks: list[Callable[[], None]] = []
         self._writer: int | None = None  # thread holding the writer lock
+        self._retired: list[sqlite3.Connection] = []
         self._held_for_fork = False
         self._forked_mid_write = False
         #: Set in a child forked while a write transaction was open: writes would hang.
@@ -376,6 +382,10 @@ class Database:
                     # A hook (mirror file, metrics) must never turn a committed write into an
                     # error: the change is durable and the caller must hear so.
                     log.exception("post-commit hook failed")
+        except StateUnavailableError as exc:
+            if READ_ONLY_MESSAGE in exc.message:
+                self._retire_read_only_connection(state)
+            raise
         finally:
             self._writer = None
             self._write_lock.release()
@@ -383,6 +393,20 @@ class Database:
             for observer in self.transaction_observers:
                 with contextlib.suppress(Exception):
                     observer(elapsed, committed)
+
+    def _retire_read_only_connection(self, state: _ThreadState) -> None:
+        # SQLite silently opens a connection read-only when the file is not writable at that
+        # moment, and it stays read-only for good: without this, a long-lived thread (a server
+        # worker) would fail every write until a restart, even after the permissions are fixed.
+        # The next use of this thread opens a fresh connection.
+        with self._all_lock:
+            self._all = [(p, c) for p, c in self._all if c is not state.conn]
+        with contextlib.suppress(sqlite3.Error):
+            state.conn.close()
+        # Keep the object alive: its id() must not be reused by the next connection (the hot
+        # cache keys its freshness on it).
+        self._retired.append(state.conn)
+        self._local.state = None
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
