@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import pydantic
 from pydantic import BaseModel
 
+from dapi_config import _failpoints
 from dapi_config._files import atomic_write, file_lock, file_owner
 from dapi_config._goyaml import render_go_yaml
 from dapi_config._validation import describe, error_items
@@ -597,6 +598,8 @@ def migrate_legacy_file(
         imported = import_state(
             store, state, source=source_path, checksum=checksum, backup=backup, keys=keys
         )
+        # Test-only crash point: imported, config file not yet rewritten (see _failpoints).
+        _failpoints.hit("legacy.mid_migration")
         resumed = not imported
     else:
         found = store.find_import(LEGACY_KIND) or {}

@@ -127,3 +127,24 @@ def test_killed_mid_recovery_is_finished_by_the_next_start(
     # Every damaged file is kept aside, wherever the crash split them.
     assert {state.name, f"{state.name}-wal", f"{state.name}-shm"} <= set(kept)
     integrity_ok(state)
+
+
+def test_killed_mid_legacy_migration_is_finished_without_double_import(tmp_path: Path) -> None:
+    from dapi_config.legacy import LEGACY_KIND
+    from tests.test_legacy import GO_WRITER, dynamic_view, write
+
+    config = write(tmp_path, GO_WRITER)
+    res = run_child("open", str(config), failpoint="legacy.mid_migration")
+    assert killed(res), res.stderr
+    assert "current_height" in config.read_text()  # the rewrite had not happened yet
+    with ConfigManager.open(config) as cm:
+        view = dynamic_view(cm)
+        imports = [
+            e
+            for e in cm.store.audit_entries(limit=10_000)
+            if e.action == "import" and e.target == LEGACY_KIND
+        ]
+    assert "current_height" not in config.read_text()  # finished by the next start
+    assert len(imports) == 1  # imported once, not twice
+    assert view["height"] > 0
+    integrity_ok(config.parent / "state.db")
