@@ -221,3 +221,25 @@ def test_status_json_in_every_mode(tmp_path: Path) -> None:
         summary: dict[str, Any] = json.loads(proc.stdout)
         assert summary["height"] == 183467
         assert summary["node_count"] == 3
+
+
+def test_yaml_mode_refuses_database_only_operations(tmp_path: Path) -> None:
+    config = write(tmp_path, GO_WRITER)
+    with open_mode(config, "yaml") as cm:
+        with pytest.raises(StateUnavailableError, match="API_STATE_MODE=yaml"):
+            cm.backup()
+        with pytest.raises(StateUnavailableError, match="API_STATE_MODE=yaml"):
+            cm.restore_backup(tmp_path / "x.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_"))}
+    env["API_STATE_MODE"] = "yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dapi_config", "--config", str(config), "migrate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "API_STATE_MODE=yaml" in proc.stderr
+    assert config.read_text() == GO_WRITER

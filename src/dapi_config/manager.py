@@ -160,11 +160,16 @@ class ConfigManager:
 
         Raises :class:`StateUnavailableError` in ``API_STATE_MODE=yaml`` (no database).
         """
+        self._require_database("this operation")
+        assert isinstance(self._store, StateStore)
+        return self._store
+
+    def _require_database(self, what: str) -> None:
         if not isinstance(self._store, StateStore):
             raise StateUnavailableError(
-                "this needs the state database, and API_STATE_MODE=yaml runs without one"
+                f"{what} need the state database, and API_STATE_MODE=yaml runs without one "
+                f"(the state is in {self._store.path})"
             )
-        return self._store
 
     @property
     def backend(self) -> StateBackend:
@@ -454,7 +459,9 @@ class ConfigManager:
         self, out: str | os.PathLike[str] | None = None, *, reason: str = _backup.MANUAL
     ) -> _backup.BackupInfo:
         """Take a verified online backup (to ``out``, a file or directory, else the backup
-        directory). Safe while others write. Raises :class:`BackupError`."""
+        directory). Safe while others write. Raises :class:`BackupError`,
+        :class:`StateUnavailableError` in ``API_STATE_MODE=yaml`` (no database to back up)."""
+        self._require_database("backups")
         return _backup.create_backup(
             self.state_path, out=out, backup_dir=self.backup_dir, reason=reason
         )
@@ -473,8 +480,9 @@ class ConfigManager:
 
         Open readers see the restored state at their next read. Raises :class:`BackupError`
         (missing or damaged backup, nothing changed), :class:`SchemaTooNewError`,
-        :class:`StateUnavailableError`.
+        :class:`StateUnavailableError` (also in ``API_STATE_MODE=yaml``: no database).
         """
+        self._require_database("restores")
         return _recovery.restore_backup(self.state_path, backup, backup_dir=self.backup_dir)
 
     def check(self, *, max_backup_age: float | None = None) -> _recovery.CheckResult:

@@ -38,6 +38,11 @@ def migrate(
             raise fail(str(exc)) from None
     else:
         with open_manager() as cm:
+            if cm.state_mode == "yaml":
+                raise fail(
+                    "API_STATE_MODE=yaml keeps the state in the config file itself; "
+                    "unset it (or set db) to migrate into the state database"
+                )
             report = cm.legacy_report or legacy.MigrationReport(str(cm.config_path), "none")
     if as_json:
         print_json(report.as_dict())

@@ -65,19 +65,23 @@ def serve(
         listen_port = port or cm.get_api_config().admin_server_port
         service_metrics = ServiceMetrics()
         application = create_app(cm, service_metrics=service_metrics)
-        try:
-            scheduler = BackupScheduler.from_env(
-                cm.state_path,
-                on_backup=lambda info: service_metrics.last_backup_timestamp.set(
-                    info.created_at.timestamp()
-                ),
-            )
-        except DapiConfigError as exc:
-            raise fail(str(exc)) from None
-        existing = list_backups(scheduler.backup_dir, cm.state_path, verify=False)
-        if existing:
-            service_metrics.last_backup_timestamp.set(existing[0].created_at.timestamp())
-        scheduler.start()
+        scheduler: BackupScheduler | None = None
+        if cm.state_mode == "yaml":
+            log.warning("API_STATE_MODE=yaml: no state database, so no scheduled backups")
+        else:
+            try:
+                scheduler = BackupScheduler.from_env(
+                    cm.state_path,
+                    on_backup=lambda info: service_metrics.last_backup_timestamp.set(
+                        info.created_at.timestamp()
+                    ),
+                )
+            except DapiConfigError as exc:
+                raise fail(str(exc)) from None
+            existing = list_backups(scheduler.backup_dir, cm.state_path, verify=False)
+            if existing:
+                service_metrics.last_backup_timestamp.set(existing[0].created_at.timestamp())
+            scheduler.start()
         if settings.interval > 0:
             cm.start_periodic_export(
                 settings.interval,
@@ -109,7 +113,8 @@ def serve(
             # the state file is closed properly and a requested stop exits 0.
             server.run()
         finally:
-            scheduler.stop()
+            if scheduler is not None:
+                scheduler.stop()
             cm.stop_periodic_export()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
