@@ -45,6 +45,7 @@ def test_strings_that_need_quotes() -> None:
         assert format_string(text).startswith('"'), text
     for text in ("v0.2.0", "hello", "http://h:1/x", "Qwen/Qwen2.5-7B-Instruct", "0.2.0"):
         assert format_string(text) == text
+    assert format_string("=") == '"="'
     assert format_string("a: b") == "'a: b'"
     assert format_string("#x") == "'#x'"
     assert format_string("line\nbreak") == '"line\\nbreak"'

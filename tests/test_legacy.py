@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from dapi_config import ConfigError, ConfigManager, InferenceNodeConfig, SeedInfo
@@ -512,3 +514,99 @@ def _yaml_block(key: str, value: Any) -> str:
     from dapi_config._goyaml import render_go_yaml
 
     return render_go_yaml({key: value})
+
+
+# --- property: any legacy state survives legacy -> migrate -> rollback ----------------------
+
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_ints = st.integers(min_value=0, max_value=2**63 - 1)
+_node = st.fixed_dictionaries(
+    {
+        "host": st.from_regex(r"[a-z][a-z0-9.-]{0,20}", fullmatch=True),
+        "inference_port": st.integers(1, 65535),
+        "poc_port": st.integers(1, 65535),
+        "inference_segment": _text,
+        "version": _text,
+        "max_concurrent": st.integers(0, 1000),
+        "is_enabled": st.booleans(),
+        "models": st.dictionaries(
+            st.text(min_size=1, max_size=10), st.fixed_dictionaries({"Args": st.lists(_text)})
+        ),
+        "hardware": st.lists(
+            st.fixed_dictionaries(
+                {"type": st.text(min_size=1, max_size=8), "count": st.integers(0, 64)}
+            ),
+            max_size=2,
+        ),
+    }
+)
+_seed = st.fixed_dictionaries(
+    {
+        "seed": st.integers(-(2**63), 2**63 - 1),
+        "epoch_index": _ints,
+        "signature": _text,
+        "claimed": st.booleans(),
+    }
+)
+_legacy = st.fixed_dictionaries(
+    {
+        "current_height": _ints,
+        "current_node_version": _text,
+        "current_seed": _seed,
+        "previous_seed": _seed,
+        "upcoming_seed": _seed,
+        "nodes": st.lists(_node, max_size=4),
+        "node_versions": st.lists(
+            st.fixed_dictionaries({"height": _ints, "version": st.text(min_size=1, max_size=10)}),
+            max_size=3,
+            unique_by=lambda v: (v["height"], v["version"]),
+        ),
+        "upgrade_plan": st.fixed_dictionaries(
+            {
+                "name": _text,
+                "height": _ints,
+                "binaries": st.dictionaries(st.text(min_size=1, max_size=8), _text, max_size=2),
+                "node_version": _text,
+            }
+        ),
+        "validation_params": st.fixed_dictionaries(
+            {"timestamp_expiration": _ints, "timestamp_advance": _ints, "expiration_blocks": _ints}
+        ),
+        "bandwidth_params": st.fixed_dictionaries(
+            {
+                "estimated_limits_per_block_kb": _ints,
+                "kb_per_input_token": st.floats(0, 1e9),
+                "kb_per_output_token": st.floats(0, 1e9),
+            }
+        ),
+    }
+)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=_legacy)
+def test_any_legacy_state_round_trips(tmp_path_factory: pytest.TempPathFactory, data: Any) -> None:
+    from dapi_config._goyaml import render_go_yaml
+
+    data = dict(data)
+    data["nodes"] = [{**n, "id": f"node-{i}"} for i, n in enumerate(data["nodes"])]
+    data["node_versions"] = {"versions": data["node_versions"]}
+    data["api"] = {"port": 8080}
+    workdir = tmp_path_factory.mktemp("prop")
+    config = write(workdir, render_go_yaml(data))
+    expected = parse_legacy_state(plain_load(config), "original", warn=False)
+    with ConfigManager.open(config) as cm:
+        out = cm.write_rollback(workdir / "rollback.yaml")
+    got = parse_legacy_state(plain_load(out), "rollback", warn=False)
+    assert got.nodes == expected.nodes
+    assert got.seeds == expected.seeds
+    assert got.upgrade_plan == expected.upgrade_plan
+    assert got.validation_params == expected.validation_params
+    assert got.bandwidth_params == expected.bandwidth_params
+    assert got.current_height == expected.current_height
+    assert got.current_node_version == expected.current_node_version
+    assert sorted(got.node_versions or [], key=repr) == sorted(
+        expected.node_versions or [], key=repr
+    )

@@ -150,3 +150,14 @@ def test_cli_nodes_import(config_file: Path, tmp_path: Path) -> None:
     assert [n["id"] for n in json.loads(listed.stdout)] == ["mlnode2"]
     missing = run_cli("--config", str(config_file), "nodes", "import", str(tmp_path / "x.json"))
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_node_config_path_in_yaml_mode(config_file: Path, tmp_path: Path) -> None:
+    path = node_file(tmp_path, NODES)
+    env = {"NODE_CONFIG_PATH": str(path), "API_STATE_MODE": "yaml"}
+    with ConfigManager.open(config_file, env=env) as cm:
+        assert [n.id for n in cm.get_nodes()] == ["mlnode1", "mlnode2"]
+        cm.remove_node("mlnode1")
+    with ConfigManager.open(config_file, env=env) as cm:
+        assert [n.id for n in cm.get_nodes()] == ["mlnode2"]
+    assert "merged_node_config: true" in config_file.read_text()

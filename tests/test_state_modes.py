@@ -243,3 +243,28 @@ def test_yaml_mode_refuses_database_only_operations(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "API_STATE_MODE=yaml" in proc.stderr
     assert config.read_text() == GO_WRITER
+
+
+def test_dual_mirror_with_writers_in_several_processes(tmp_path: Path) -> None:
+    config = write(tmp_path, GO_WRITER)
+    mirror = tmp_path / "state.db.legacy.yaml"
+    with open_mode(config, "dual"):
+        pass
+    script = (
+        "import sys; from dapi_config import ConfigManager, InferenceNodeConfig\n"
+        "cm = ConfigManager.open(sys.argv[1], env={'API_STATE_MODE': 'dual'})\n"
+        "for i in range(15):\n"
+        "    cm.add_node(InferenceNodeConfig(id=f'{sys.argv[2]}{i}', host='h',"
+        " inference_port=1, poc_port=2))\n"
+        "cm.close()\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(config), prefix])
+        for prefix in ("a", "b")
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    with open_mode(config, "db") as cm:
+        assert cm.backend.node_count() == 33
+        # The last writer rendered a state that includes every commit before it.
+        assert_legacy_file_valid(mirror, cm)

@@ -59,6 +59,7 @@ _RESERVED = {
     "Off",
     "OFF",
     "<<",
+    "=",
 }
 _NUMBER_LIKE = re.compile(
     r"""^[-+]?(

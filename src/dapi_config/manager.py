@@ -106,7 +106,13 @@ class ConfigManager:
             yaml_store = YamlStateStore.open(
                 loaded.path, state_path=path, durability=durability, default_actor=actor
             )
-            return cls(loaded, yaml_store, mode=mode)
+            yaml_cm = cls(loaded, yaml_store, mode=mode)
+            try:
+                yaml_cm._startup_imports(env, migrate_legacy=False)
+            except BaseException:
+                yaml_cm.close()
+                raise
+            return yaml_cm
         if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
             # Malformed legacy values stop here, before the state file is even created.
             legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
