@@ -1,0 +1,56 @@
+"""The benchmark pipeline runs and writes its tables (numbers are never asserted: no timed
+tests). Runs ``python -m benchmarks --smoke``: two tiny registries, three rounds, and a short
+bounded load on a real ``dapi-config serve`` over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("yaml")
+
+
+def test_smoke_mode_writes_its_tables(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_", "CONFIG_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out), "--tmp", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "smoke.json").read_text())
+    stats = result["analysis"]["stats"]
+    for label in (
+        "store.full.set_height@1",
+        "store.normal.add_node@10",
+        "legacy.durable.remove_node@10",
+        "legacy.truncate.set_height@1",
+        "floor.full",
+        "fsync4k",
+        "read.get_height",
+    ):
+        assert stats[label]["n"] == result["rounds"], label
+        assert stats[label]["median"] > 0, label
+    assert result["machine"]["cpu_count"] >= 1
+    http = result["http"]
+    assert http["errors"] == 0
+    assert http["nodes_stored"] == http["nodes_acknowledged"] > 0
+    table = (out / "smoke.md").read_text()
+    assert "## Targets" in table
+    assert "| 10 |" in table
+    assert "legacy durable / store" in table
+    # Every target line says met, missed or not measured; none is left blank.
+    assert {t["met"] for t in result["targets"]} <= {True, False, None}
+    assert (out / "smoke_cost_vs_registry.png").stat().st_size > 1000
