@@ -38,6 +38,9 @@ class Readiness:
         st = os.stat(manager.state_path)
         self._identity = (st.st_dev, st.st_ino)
         self.checks: list[Check] = [self._file_in_place, _directory_writable, _state_readable]
+        if manager.state_mode == "yaml":
+            # The state is the legacy YAML file, replaced (new inode) by every atomic write.
+            self.checks = [_directory_writable, _state_readable]
 
     def add_check(self, check: Check) -> None:
         """Add a check: ``check(manager)`` returns a problem string, or None when fine."""
@@ -79,5 +82,8 @@ def _directory_writable(manager: ConfigManager) -> str | None:
 
 
 def _state_readable(manager: ConfigManager) -> str | None:
-    manager.store.latest_revision()  # raises StateUnavailableError when the file is unusable
+    if manager.state_mode == "yaml":
+        manager.backend.hot_values()  # re-reads the file if it changed; raises when unusable
+    else:
+        manager.store.latest_revision()  # raises StateUnavailableError when the file is unusable
     return None

@@ -52,7 +52,8 @@ def create_app(
     app.state.manager = manager
     app.state.metrics = service_metrics
     app.state.readiness = readiness
-    manager.store.db.transaction_observers.append(service_metrics.observe_write)
+    if manager.state_mode != "yaml":  # yaml mode has no database to observe
+        manager.store.db.transaction_observers.append(service_metrics.observe_write)
     install_error_handlers(app)
 
     admin = APIRouter(prefix=ADMIN_PREFIX, dependencies=list(admin_dependencies))
