@@ -22,6 +22,7 @@ from dapi_config import legacy
 from dapi_config._validation import validate
 from dapi_config.errors import (
     DuplicateNodeError,
+    NodeNotFoundError,
     PreconditionFailedError,
     StateUnavailableError,
     ValidationError,
@@ -38,6 +39,7 @@ from dapi_config.models import (
     StaticConfig,
     UpgradePlan,
     ValidationParamsCache,
+    is_valid_node_id,
 )
 from dapi_config.security import REDACTED, fingerprint, generate_worker_key
 from dapi_config.static import LoadedConfig, load_static_config, resolve_state_path
@@ -289,7 +291,7 @@ class ConfigManager:
 
     def get_node(self, node_id: str) -> InferenceNodeConfig:
         """One node. Raises :class:`NodeNotFoundError`."""
-        return self._store.node(node_id)
+        return self._store.node(_known_id(node_id))
 
     # --- dynamic writes ------------------------------------------------------------------
 
@@ -404,6 +406,7 @@ class ConfigManager:
         Raises :class:`NodeNotFoundError`, :class:`PreconditionFailedError` (stale ``if_match``,
         as in :meth:`update_node`).
         """
+        node_id = _known_id(node_id)
         with self._write():
             if if_match is not None:
                 _check_etag(self._store.node(node_id), if_match)
@@ -416,6 +419,7 @@ class ConfigManager:
                 "enabled: expected true or false",
                 [{"field": "enabled", "message": "expected a boolean"}],
             )
+        node_id = _known_id(node_id)
         with self._write():
             return self._store.set_node_enabled(node_id, enabled)
 
@@ -623,6 +627,19 @@ def node_etag(node: InferenceNodeConfig) -> str:
     """A strong HTTP entity tag of a node's stored value (quoted, as sent in ``ETag``)."""
     canonical = json.dumps(node.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
+
+
+def _known_id(node_id: Any) -> str:
+    """``node_id`` if it could be registered; :class:`NodeNotFoundError` when it never could be
+    (so odd input, e.g. an undecodable command-line byte, never reaches SQLite)."""
+    if not isinstance(node_id, str):
+        raise ValidationError(
+            f"node id: expected a string, got {node_id!r}",
+            [{"field": "id", "message": "expected a string", "input": repr(node_id)}],
+        )
+    if not is_valid_node_id(node_id):
+        raise NodeNotFoundError(node_id)
+    return node_id
 
 
 def _check_etag(current: InferenceNodeConfig, if_match: Collection[str]) -> None:

@@ -139,6 +139,20 @@ def test_malformed_bodies_are_4xx_never_500(running_server: RunningServer) -> No
         (b'"text"', 422, "validation_error"),
         (b"\xff\xfe\x00", 400, "invalid_json"),
         (b'{"id": "n1", "host": "h", "inference_port": 1e999, "poc_port": 1}', 422, ""),
+        # A lone surrogate is echoed back in the error: the error body must still encode.
+        (b'{"id": "n1", "host": "\\ud800", "inference_port": 1, "poc_port": 1}', 422, ""),
+        (
+            b'{"id": "n1", "host": "h", "inference_port": 1, "poc_port": 1, "models": '
+            b'{"\\udfff": {}}}',
+            422,
+            "",
+        ),
+        (b"[" * 50_000 + b"]" * 50_000, 400, "invalid_json"),  # nesting beyond the parser
+        (
+            b'{"id": "n1", "host": "h", "inference_port": ' + b"9" * 5000 + b', "poc_port": 1}',
+            400,
+            "invalid_json",
+        ),  # an integer too long to parse
     ]
     for body, status, code in cases:
         r = c.post(NODES, content=body, headers=headers)

@@ -99,6 +99,25 @@ def test_remove_enable_disable(config_file: Path) -> None:
         result = run_cli("--config", str(config_file), "nodes", command, "ghost")
         assert result.returncode == 1
         assert result.stderr == "error: node 'ghost' not found\n"
+    # An argument that is not valid UTF-8 (surrogate-escaped by Python) is simply unknown.
+    weird = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dapi_config",
+            "--config",
+            str(config_file),
+            "nodes",
+            "remove",
+            os.fsdecode(b"n\xff"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert weird.returncode == 1
+    assert weird.stderr == "error: node 'n\\udcff' not found\n"
 
 
 def test_cli_writes_beside_a_running_service(config_file: Path) -> None:

@@ -112,9 +112,20 @@ def error_response(
     """A JSON error response with the product's body shape."""
     body: dict[str, Any] = {"error": message, "code": code}
     body.update({k: v for k, v in extra.items() if v is not None})
-    return JSONResponse(
-        jsonable_encoder(body, custom_encoder={bytes: repr}), status_code=status, headers=headers
-    )
+    plain = _encodable(jsonable_encoder(body, custom_encoder={bytes: repr}))
+    return JSONResponse(plain, status_code=status, headers=headers)
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` with every string made UTF-8 encodable: bad input echoed back (a lone
+    surrogate from a ``\\ud800`` escape) must not break the error response itself."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    return value
 
 
 def product_error_response(exc: DapiConfigError) -> JSONResponse:
