@@ -222,9 +222,21 @@ def test_rewrite_keeps_every_comment_and_unknown_key(tmp_path: Path) -> None:
     text = config.read_text()
     # Every line outside the moved entries is kept byte for byte, in order.
     static_lines = [line for line in HAND_EDITED.splitlines() if not _in_dynamic_entry(line)]
-    assert [line for line in text.splitlines() if line.strip()] == [
-        line for line in static_lines if line.strip()
+    assert [line for line in text.splitlines() if line.strip() and line[0] != "#"] == [
+        line for line in static_lines if line.strip() and line[0] != "#"
     ]
+    # Every comment survives; those of moved entries say which key they were about.
+    for line in HAND_EDITED.splitlines():
+        if "#" in line:
+            comment = line[line.index("#") :].lstrip("#").strip()
+            assert comment in text, comment
+    for kept in (
+        "# nodes: the big box",
+        "# nodes.owner: unknown key inside a node",
+        "# current_height: someone quoted it",
+        "# current_seed.height: pre-epoch field",
+    ):
+        assert kept in text.splitlines()
     for comment in (
         '# dapi config for node "hal" -- edited by hand, ask Dana before changing ports!',
         "  port: 8080   # public API",
@@ -279,7 +291,8 @@ def test_comments_between_moved_keys_survive(tmp_path: Path) -> None:
         assert cm.get_height() == 5
         assert cm.get_current_seed().seed == 1
     assert config.read_text() == (
-        "# top\n# about the api\napi:\n  port: 8081\n# about nats\nnats:\n  port: 4223\n# the end\n"
+        "# top\n# current_height: height\n# about the api\napi:\n  port: 8081\n"
+        "# about nats\nnats:\n  port: 4223\n# the end\n"
     )
 
 

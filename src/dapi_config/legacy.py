@@ -398,7 +398,9 @@ def strip_keys_text(text: str, doc: Any, remove: set[str]) -> str | None:
     """``text`` without the top-level entries ``remove``, every other byte kept.
 
     Works on lines: an entry runs from its key's line to its last content line; comment and
-    blank lines after that (they usually introduce the next key) stay. Returns None when the
+    blank lines after that (they usually introduce the next key) stay. The operator's comments
+    inside a removed entry stay too, as comment lines at column 0 saying which key they were
+    about (``# nodes.owner: the comment``). Returns None when the
     document is not a plain block mapping at column 0 (then the caller falls back to a ruamel
     dump).
     """
@@ -411,7 +413,7 @@ def strip_keys_text(text: str, doc: Any, remove: set[str]) -> str | None:
         positions
     ):
         return None
-    drop: set[int] = set()
+    replace: dict[int, str] = {}
     for i, (line, _col, key) in enumerate(positions):
         if key not in remove:
             continue
@@ -421,8 +423,50 @@ def strip_keys_text(text: str, doc: Any, remove: set[str]) -> str | None:
             stripped = lines[j].strip()
             if stripped and not stripped.startswith("#") and stripped not in ("...", "---"):
                 last = j
-        drop.update(range(line, last + 1))
-    return "".join(line for i, line in enumerate(lines) if i not in drop)
+        for j in range(line, last + 1):
+            replace[j] = _comment_only(lines[j], str(key))
+    return "".join(replace.get(i, line) for i, line in enumerate(lines))
+
+
+def _comment_only(line: str, entry: str) -> str:
+    """What stays of a line of the removed entry ``entry``: its comment, if any, as a comment
+    line naming the key it was about; else nothing."""
+    stripped = line.strip()
+    if stripped.startswith("#"):
+        comment: str | None = stripped
+        key = ""
+    else:
+        comment = _trailing_comment(line)
+        key = stripped.lstrip("- ").split(":", 1)[0].strip() if ":" in stripped else ""
+    if comment is None:
+        return ""
+    where = entry if key in ("", entry) else f"{entry}.{key}"
+    ending = "\r\n" if line.endswith("\r\n") else "\n"
+    return f"# {where}: {comment.lstrip('#').strip()}{ending}"
+
+
+def _trailing_comment(line: str) -> str | None:
+    """The ``# ...`` at the end of a YAML line, outside quotes (None when there is none)."""
+    quote: str | None = None
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote == "'":
+            if ch == "'" and line[i + 1 : i + 2] == "'":
+                i += 1
+            elif ch == "'":
+                quote = None
+        elif quote == '"':
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quote = None
+        elif ch in "'\"" and (i == 0 or line[i - 1] in " \t[{,:-"):
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[i:].rstrip("\r\n")
+        i += 1
+    return None
 
 
 def static_text(text: str, doc: Any, source: str, remove: set[str] | None = None) -> str:
