@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +127,18 @@ def test_killed_at_each_step_then_next_open_finishes(
 
 def test_killed_at_random_moments(tmp_path: Path, expected: dict[str, Any]) -> None:
     """Kill a real `dapi-config status` run mid-migration at spread-out moments."""
-    for attempt, delay in enumerate((0.05, 0.2, 0.35, 0.5)):
+    _kill_rounds(tmp_path, expected, (0.05, 0.2, 0.35, 0.5))
+
+
+@pytest.mark.stress
+def test_killed_at_random_moments_campaign(tmp_path: Path, expected: dict[str, Any]) -> None:
+    """The long version: 60 kills spread over the whole start-up and migration."""
+    rng = random.Random(20261127)
+    _kill_rounds(tmp_path, expected, [rng.uniform(0.0, 1.2) for _ in range(60)])
+
+
+def _kill_rounds(tmp_path: Path, expected: dict[str, Any], delays: Sequence[float]) -> None:
+    for attempt, delay in enumerate(delays):
         workdir = tmp_path / f"run{attempt}"
         workdir.mkdir()
         config = write(workdir, GO_WRITER)

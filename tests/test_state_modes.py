@@ -268,3 +268,11 @@ def test_dual_mirror_with_writers_in_several_processes(tmp_path: Path) -> None:
         assert cm.backend.node_count() == 33
         # The last writer rendered a state that includes every commit before it.
         assert_legacy_file_valid(mirror, cm)
+
+
+def test_dual_mirror_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, config_file: Path
+) -> None:
+    env = {"API_STATE_MODE": "dual", "API_STATE_MIRROR_PATH": str(tmp_path / "no" / "m.yaml")}
+    with pytest.raises(ConfigError, match="cannot write the API_STATE_MODE=dual mirror"):
+        ConfigManager.open(config_file, env=env)
