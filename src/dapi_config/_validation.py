@@ -8,6 +8,7 @@ import pydantic
 from pydantic import BaseModel
 
 from dapi_config.errors import ValidationError
+from dapi_config.security import REDACTED, SECRET_FIELDS
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -21,7 +22,9 @@ def error_items(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[st
         message = str(err["msg"]).removeprefix("Value error, ")
         item: dict[str, Any] = {"field": field, "message": message}
         if err["type"] not in ("missing", "value_error"):
-            item["input"] = _short(err.get("input"))
+            # A secret's bad value must not be echoed into messages, logs or HTTP bodies.
+            secret = any(str(p) in SECRET_FIELDS for p in err["loc"])
+            item["input"] = REDACTED if secret else _short(err.get("input"))
         items.append(item)
     return items
 

@@ -8,9 +8,12 @@ place each.
 
     DapiConfigError
     ├── ConfigError (ValueError)            bad static config file, env var or legacy file
+    │   └── MasterKeyError                  API_STATE_KEY / key file missing, short or wrong
     ├── ValidationError (ValueError)        a bad value passed to a write; names the field
     ├── DuplicateNodeError                  node id already in the registry / twice in a batch
     ├── NodeNotFoundError (KeyError)        no node with that id
+    ├── SecurityKeyExistsError              the node already has a security key (rotate it)
+    ├── SecurityKeyNotFoundError (KeyError) the node has no security key (create one)
     ├── PreconditionFailedError             optimistic concurrency: stale ETag / revision
     ├── BackupError                         a backup cannot be made, read or restored
     └── StateUnavailableError               the state file cannot be used right now
@@ -43,6 +46,16 @@ class ConfigError(DapiConfigError, ValueError):
     """
 
     code = "config_error"
+
+
+class MasterKeyError(ConfigError):
+    """The master key that encrypts secrets at rest is unusable: ``API_STATE_KEY`` too short,
+    the key file missing or damaged, or a key that does not open this state file's secrets.
+
+    Nothing was changed. The message never contains key material.
+    """
+
+    code = "master_key_error"
 
 
 class ValidationError(DapiConfigError, ValueError):
@@ -80,6 +93,29 @@ class NodeNotFoundError(DapiConfigError, KeyError):
 
     def __init__(self, node_id: str) -> None:
         super().__init__(f"node {node_id!r} not found")
+        self.node_id = node_id
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+class SecurityKeyExistsError(DapiConfigError):
+    """The node already has a security key: rotate it instead of creating one."""
+
+    code = "security_key_exists"
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"node {node_id!r} already has a security key; rotate it instead")
+        self.node_id = node_id
+
+
+class SecurityKeyNotFoundError(DapiConfigError, KeyError):
+    """The node has no security key yet: create one first."""
+
+    code = "security_key_not_found"
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"node {node_id!r} has no security key; create one first")
         self.node_id = node_id
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -20,10 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from dapi_config import legacy
 from dapi_config._validation import validate
+from dapi_config.audit import audit_retention_from_env
 from dapi_config.errors import (
     DuplicateNodeError,
+    MasterKeyError,
     NodeNotFoundError,
     PreconditionFailedError,
+    SecurityKeyExistsError,
+    SecurityKeyNotFoundError,
     StateUnavailableError,
     ValidationError,
 )
@@ -32,21 +36,33 @@ from dapi_config.models import (
     BandwidthParamsCache,
     ChainNodeConfig,
     InferenceNodeConfig,
+    IssuedSecurityKey,
     MLNodeKeyConfig,
     NatsServerConfig,
     NodeVersion,
+    SecurityKeyInfo,
     SeedInfo,
     StaticConfig,
     UpgradePlan,
     ValidationParamsCache,
     is_valid_node_id,
 )
-from dapi_config.security import REDACTED, fingerprint, generate_worker_key
+from dapi_config.security import (
+    REDACTED,
+    KeyParams,
+    MasterKeySource,
+    SecretBox,
+    fingerprint,
+    generate_security_key,
+    generate_worker_key,
+    is_sealed,
+    keys_equal,
+)
 from dapi_config.static import LoadedConfig, load_static_config, resolve_state_path
-from dapi_config.store import Durability, StateStore
+from dapi_config.store import AuditEntry, Durability, StateStore
 from dapi_config.store import backup as _backup
 from dapi_config.store import recovery as _recovery
-from dapi_config.store.sqlite import SeedKind
+from dapi_config.store.sqlite import AUDIT_PAGE_MAX, SecurityKeyRow, SeedKind
 
 if TYPE_CHECKING:
     from dapi_config.export import PeriodicExporter
@@ -66,7 +82,12 @@ class ConfigManager:
     """
 
     def __init__(
-        self, loaded: LoadedConfig, store: StateBackend, *, mode: legacy.StateMode = "db"
+        self,
+        loaded: LoadedConfig,
+        store: StateBackend,
+        *,
+        mode: legacy.StateMode = "db",
+        keys: MasterKeySource | None = None,
     ) -> None:
         self._loaded = loaded
         self._store = store
@@ -75,6 +96,7 @@ class ConfigManager:
         self._mode: legacy.StateMode = mode
         #: What the legacy migration did at open (None when the file was already static).
         self.legacy_report: legacy.MigrationReport | None = None
+        self._keys = keys or MasterKeySource(store.path, os.environ)
 
     @classmethod
     def open(
@@ -95,20 +117,29 @@ class ConfigManager:
         is False), and ``NODE_CONFIG_PATH`` is merged once. ``API_STATE_MODE`` picks the
         backend: ``db`` (default), ``dual`` (plus a legacy-layout mirror file), ``yaml`` (the
         legacy single file, no database).
-        Raises :class:`ConfigError` (bad static config or legacy values, bad mode),
-        :class:`SchemaTooNewError`, :class:`StateUnavailableError`.
+        Secrets are sealed under the master key from ``API_STATE_KEY`` (>= 16 characters) or
+        the key file ``<state>.key``; ``API_AUDIT_KEEP`` sets the audit retention.
+        Raises :class:`ConfigError` (bad static config or legacy values, bad mode or setting;
+        :class:`MasterKeyError` for a short ``API_STATE_KEY``), :class:`SchemaTooNewError`,
+        :class:`StateUnavailableError`.
         """
         env = os.environ if env is None else env
         mode = legacy.resolve_state_mode(env)
         loaded = load_static_config(config_path, env)
         path = resolve_state_path(state_path, loaded.path, env)
+        keys = MasterKeySource(path, env)
+        retention = audit_retention_from_env(env)
         if mode == "yaml":
             from dapi_config.store.yaml_file import YamlStateStore  # noqa: PLC0415
 
             yaml_store = YamlStateStore.open(
-                loaded.path, state_path=path, durability=durability, default_actor=actor
+                loaded.path,
+                state_path=path,
+                durability=durability,
+                default_actor=actor,
+                keys=keys,
             )
-            yaml_cm = cls(loaded, yaml_store, mode=mode)
+            yaml_cm = cls(loaded, yaml_store, mode=mode, keys=keys)
             try:
                 yaml_cm._startup_imports(env, migrate_legacy=False)
             except BaseException:
@@ -118,8 +149,10 @@ class ConfigManager:
         if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
             # Malformed legacy values stop here, before the state file is even created.
             legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
-        store = StateStore.open(path, durability=durability, default_actor=actor)
-        cm = cls(loaded, store, mode=mode)
+        store = StateStore.open(
+            path, durability=durability, default_actor=actor, audit_retention=retention
+        )
+        cm = cls(loaded, store, mode=mode, keys=keys)
         try:
             cm._startup_imports(env, migrate_legacy=migrate_legacy)
             if mode == "dual":
@@ -377,8 +410,7 @@ class ConfigManager:
         """Register several nodes, all or nothing; returns the stored nodes."""
         values = validate_nodes(nodes)
         with self._write():
-            for value in values:
-                self._store.add_node(value)
+            self._store.add_nodes(values)
         return [v.model_copy(deep=True) for v in values]
 
     def update_node(
@@ -426,13 +458,40 @@ class ConfigManager:
     def create_worker_key(self) -> str:
         """Generate a new Ed25519 worker pair, store it in the state file; return the public key.
 
-        The pair never goes to the YAML file. :meth:`get_ml_node_key_config` returns it unless
-        the YAML file sets its own keys.
+        The private key is stored encrypted under the master key; the pair never goes to the
+        YAML file (except in ``API_STATE_MODE=yaml``, where that file is the predecessor's
+        single file and holds the pair as the old binary expects). :meth:`get_ml_node_key_config`
+        returns it unless the YAML file sets its own keys. Raises :class:`MasterKeyError` when
+        the master key does not open this file.
         """
         pair = generate_worker_key()
-        value = json.dumps({"public": pair.public, "private": pair.private})
+        new_fp = fingerprint(pair.private)
+        if not isinstance(self._store, StateStore):
+            with self._write():
+                self._store.set_secret(
+                    WORKER_KEY_SECRET,
+                    json.dumps({"public": pair.public, "private": pair.private}),
+                    fingerprint=new_fp,
+                )
+            return pair.public
+        store = self._store
+        self._warm_master_key()
         with self._write():
-            self._store.set_secret(WORKER_KEY_SECRET, value, fingerprint=fingerprint(pair.private))
+            box = self._secret_box()
+            old = self._stored_worker_record()
+            value = json.dumps(
+                {
+                    "public": pair.public,
+                    "private": box.seal(pair.private, WORKER_KEY_SECRET),
+                    "fingerprint": new_fp,
+                }
+            )
+            store.set_secret(
+                WORKER_KEY_SECRET,
+                value,
+                fingerprint=new_fp,
+                old_fingerprint=None if old is None else old.get("fingerprint"),
+            )
         return pair.public
 
     def import_nodes_file(
@@ -454,7 +513,7 @@ class ConfigManager:
         """
         return legacy.write_rollback(self, Path(out))
 
-    def _stored_worker_key(self) -> dict[str, str] | None:
+    def _stored_worker_record(self) -> dict[str, str] | None:
         raw = self._store.secret(WORKER_KEY_SECRET)
         return None if raw is None else dict(json.loads(raw))
 
@@ -501,6 +560,184 @@ class ConfigManager:
             self.state_path, self.backup_dir, max_backup_age=max_backup_age
         )
 
+    def _stored_worker_key(self) -> dict[str, str] | None:
+        record = self._stored_worker_record()
+        if record is None:
+            return None
+        private = record["private"]
+        if is_sealed(private):
+            private = self._secret_box().open(private, WORKER_KEY_SECRET)
+        return {"public": record["public"], "private": private}
+
+    # --- the master key ------------------------------------------------------------------
+
+    def _key_params(self) -> KeyParams | None:
+        raw = self.store.key_params()
+        return None if raw is None else KeyParams.from_json(raw, str(self.state_path))
+
+    def _secret_box(self) -> SecretBox:
+        """The box for this file's secrets. When none is stored yet, new master-key
+        parameters are recorded, so call it inside the write transaction of the first secret.
+        """
+        params = self._key_params()
+        box, made = self._keys.box(params)
+        if made is not None:
+            if not self.store.db.in_transaction:
+                raise MasterKeyError(
+                    f"{self.state_path}: no secret has been stored yet; nothing to decrypt"
+                )
+            self.store.set_key_params(made.to_json())
+        return box
+
+    def _warm_master_key(self) -> None:
+        # Derive (scrypt: tens of ms) before taking the writer lock, not while holding it.
+        if self.store.key_params() is not None:
+            self._secret_box()
+
+    def check_master_key(self) -> str:
+        """Check that the master key opens this state file's secrets; returns where it comes
+        from (``API_STATE_KEY`` or the key file). The service calls it at start-up.
+
+        Raises :class:`MasterKeyError` (wrong or missing key; nothing changed).
+        """
+        if not isinstance(self._store, StateStore):
+            return "nowhere: API_STATE_MODE=yaml keeps no encrypted secrets"
+        if self._key_params() is not None:
+            self._secret_box()
+        return self._keys.description
+
+    # --- per-node security keys (§11) ----------------------------------------------------
+
+    def _key_info(self, row: SecurityKeyRow, box: SecretBox) -> SecurityKeyInfo:
+        key = box.open(row.sealed, _key_context(row.node_id, row.key_version))
+        return SecurityKeyInfo(
+            node_id=row.node_id,
+            key_version=row.key_version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            fingerprint=fingerprint(key),
+        )
+
+    def create_security_key(self, node_id: str) -> IssuedSecurityKey:
+        """Create the first security key of a node (version 1) and return it in full, the
+        only time besides rotation that the key is shown.
+
+        Raises :class:`NodeNotFoundError`, :class:`SecurityKeyExistsError` (rotate instead),
+        :class:`MasterKeyError`.
+        """
+        return self._issue_security_key(_check_node_id(node_id), rotate=False)
+
+    def rotate_security_key(self, node_id: str) -> IssuedSecurityKey:
+        """Replace a node's security key with a new one (``key_version`` + 1) and return it in
+        full; the old key stops verifying at once.
+
+        Raises :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError` (create first),
+        :class:`MasterKeyError`.
+        """
+        return self._issue_security_key(_check_node_id(node_id), rotate=True)
+
+    def _issue_security_key(self, node_id: str, *, rotate: bool) -> IssuedSecurityKey:
+        key = generate_security_key()
+        new_fp = fingerprint(key)
+        self._warm_master_key()
+        with self._write():
+            self._store.node(node_id)
+            old = self.store.security_key(node_id)
+            if rotate and old is None:
+                raise SecurityKeyNotFoundError(node_id)
+            if not rotate and old is not None:
+                raise SecurityKeyExistsError(node_id)
+            box = self._secret_box()
+            version = 1 if old is None else old.key_version + 1
+            old_fp = None if old is None else self._key_info(old, box).fingerprint
+            row = self.store.put_security_key(
+                node_id,
+                box.seal(key, _key_context(node_id, version)),
+                version,
+                fingerprint=new_fp,
+                old_fingerprint=old_fp,
+            )
+        return IssuedSecurityKey(
+            node_id=node_id,
+            key_version=row.key_version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            fingerprint=new_fp,
+            security_key=key,
+        )
+
+    def delete_security_key(self, node_id: str) -> SecurityKeyInfo:
+        """Revoke a node's security key; returns what it was (without the key).
+
+        Raises :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError`.
+        """
+        node_id = _check_node_id(node_id)
+        self._warm_master_key()
+        with self._write():
+            self._store.node(node_id)
+            row = self.store.security_key(node_id)
+            if row is None:
+                raise SecurityKeyNotFoundError(node_id)
+            info = self._key_info(row, self._secret_box())
+            self.store.delete_security_key(node_id, old_fingerprint=info.fingerprint)
+        return info
+
+    def get_security_key_info(self, node_id: str) -> SecurityKeyInfo:
+        """A node's key version, timestamps and fingerprint; never the key itself.
+
+        Raises :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError`,
+        :class:`MasterKeyError`.
+        """
+        node_id = _check_node_id(node_id)
+        with self._store.snapshot():
+            self._store.node(node_id)
+            row = self.store.security_key(node_id)
+        if row is None:
+            raise SecurityKeyNotFoundError(node_id)
+        return self._key_info(row, self._secret_box())
+
+    def get_security_keys(self) -> list[SecurityKeyInfo]:
+        """Info (no keys) for every node that has a security key, in registration order."""
+        rows = self.store.security_keys()
+        if not rows:
+            return []
+        box = self._secret_box()
+        return [self._key_info(row, box) for row in rows]
+
+    def verify_security_key(self, node_id: str, key: str) -> bool:
+        """True when ``key`` is the node's current security key (constant-time comparison).
+
+        False for an old (rotated) key, an unknown node or a node without a key.
+        Raises :class:`MasterKeyError`.
+        """
+        if not isinstance(node_id, str) or not isinstance(key, str):
+            return False
+        row = self.store.security_key(node_id)
+        if row is None:
+            return False
+        stored = self._secret_box().open(row.sealed, _key_context(node_id, row.key_version))
+        return keys_equal(stored, key)
+
+    # --- audit trail (§11) ---------------------------------------------------------------
+
+    def get_audit(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """Audit rows with ``revision > since``, oldest first, at most ``limit`` (1-1000).
+
+        Follow changes by passing the last revision seen as ``since``. Values are as recorded:
+        secrets appear only as fingerprints. Raises :class:`ValidationError`.
+        """
+        since = _check_int(since, "since", 0, INT64_MAX)
+        limit = _check_int(limit, "limit", 1, AUDIT_PAGE_MAX)
+        return self.store.audit_entries(since, limit)
+
+    def prune_audit(self) -> int:
+        """Apply the audit retention (``API_AUDIT_KEEP``) now; returns the rows deleted.
+
+        Writes also prune, one write in 1,000, in bounded batches; this runs one batch.
+        """
+        with self._write():
+            return self.store.prune_audit()
+
     # --- summaries and export ------------------------------------------------------------
 
     def state_summary(self) -> dict[str, Any]:
@@ -524,11 +761,43 @@ class ConfigManager:
                 "revision": self._store.latest_revision(),
             }
 
+    def _export_worker_keys(self, include_secrets: bool) -> MLNodeKeyConfig:
+        if include_secrets:
+            return self.get_ml_node_key_config()
+        # Redacted exports never decrypt: they work even without the master key.
+        config = self._loaded.config.ml_node_key_config.model_copy(deep=True)
+        record = self._stored_worker_record()
+        if record is not None:
+            config.worker_public = config.worker_public or record["public"]
+            config.worker_private = config.worker_private or "stored"
+        if config.worker_private:
+            config.worker_private = REDACTED
+        return config
+
+    def _export_security_keys(self, include_secrets: bool) -> dict[str, dict[str, Any]]:
+        if not isinstance(self._store, StateStore):
+            return {}  # API_STATE_MODE=yaml has no per-node keys
+        rows = self._store.security_keys()
+        box = self._secret_box() if rows and include_secrets else None
+        return {
+            row.node_id: {
+                "key_version": row.key_version,
+                "security_key": (
+                    box.open(row.sealed, _key_context(row.node_id, row.key_version))
+                    if box is not None
+                    else REDACTED
+                ),
+            }
+            for row in rows
+        }
+
     def export_full_config(self, *, include_secrets: bool = False) -> dict[str, Any]:
         """The merged static + dynamic configuration in the predecessor's single-file layout.
 
-        Secrets (worker private key, admin token) are replaced by ``<redacted>`` unless
-        ``include_secrets``. The keyring password is never exported.
+        Secrets (worker private key, admin token, per-node security keys under
+        ``mlnode_security``, present only when some node has a key) are replaced by
+        ``<redacted>`` unless ``include_secrets``. The keyring password is never exported.
+        Raises :class:`MasterKeyError` only when ``include_secrets`` and the key is wrong.
         """
         static = self._loaded.config
         with self._store.snapshot():
@@ -540,15 +809,14 @@ class ConfigManager:
             versions = self.get_node_versions()
             validation = self.get_validation_params()
             bandwidth = self.get_bandwidth_params()
-            keys = self.get_ml_node_key_config()
+            keys = self._export_worker_keys(include_secrets)
+            security = self._export_security_keys(include_secrets)
         api = static.api.model_dump(mode="json", exclude_none=True)
         if static.api.admin_token is not None:
             api["admin_token"] = (
                 static.api.admin_token.get_secret_value() if include_secrets else REDACTED
             )
         key_config = keys.model_dump(mode="json")
-        if key_config.get("worker_private") and not include_secrets:
-            key_config["worker_private"] = REDACTED
         out: dict[str, Any] = {
             "api": api,
             "nodes": [n.model_dump(mode="json") for n in nodes],
@@ -566,6 +834,8 @@ class ConfigManager:
             "validation_params": validation.model_dump(mode="json"),
             "bandwidth_params": bandwidth.model_dump(mode="json"),
         }
+        if security:
+            out["mlnode_security"] = security
         if "last_processed_height" in chain:
             out["last_processed_height"] = int(chain["last_processed_height"])
         if "last_used_version" in chain:
@@ -673,6 +943,29 @@ def validate_nodes(nodes: Iterable[Any]) -> list[InferenceNodeConfig]:
         seen.add(value.id)
         values.append(value)
     return values
+
+
+def _key_context(node_id: str, version: int) -> str:
+    # Binds a sealed key to its row: a ciphertext copied to another node or version fails.
+    return f"mlnode_security:{node_id}:{version}"
+
+
+def _check_node_id(node_id: Any) -> str:
+    if not isinstance(node_id, str) or not node_id:
+        raise ValidationError(
+            f"node_id: expected a node id, got {node_id!r}",
+            [{"field": "node_id", "message": "expected a non-empty string"}],
+        )
+    return node_id
+
+
+def _check_int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(
+            f"{field}: expected a whole number from {low} to {high}, got {value!r}",
+            [{"field": field, "message": f"expected {low} to {high}", "input": repr(value)}],
+        )
+    return value
 
 
 def _check_height(height: Any, field: str) -> int:

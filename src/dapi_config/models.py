@@ -219,6 +219,29 @@ class InferenceNodeConfig(_State):
         return [] if value is None else value
 
 
+# --- security keys (§11) ------------------------------------------------------------------
+
+
+class SecurityKeyInfo(BaseModel):
+    """What reads show of a node's security key: never the key, only a fingerprint."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: str
+    key_version: int = Field(description="1 at creation, +1 at every rotation")
+    created_at: str = Field(description="when the node's first key was created (UTC, ISO 8601)")
+    updated_at: str = Field(description="when the current key was issued (UTC, ISO 8601)")
+    fingerprint: str = Field(description="sha256:<16 hex>, a non-reversible identifier")
+
+
+class IssuedSecurityKey(SecurityKeyInfo):
+    """A newly created or rotated key: the only time the full key is returned."""
+
+    security_key: str = Field(
+        repr=False, description="the full key; shown only at creation and rotation"
+    )
+
+
 def is_valid_node_id(node_id: str) -> bool:
     """True when ``node_id`` is acceptable as a registry key (and as a URL path segment)."""
     return bool(_NODE_ID_RE.match(node_id))
@@ -231,10 +254,12 @@ __all__ = [
     "ChainNodeConfig",
     "Hardware",
     "InferenceNodeConfig",
+    "IssuedSecurityKey",
     "MLNodeKeyConfig",
     "ModelConfig",
     "NatsServerConfig",
     "NodeVersion",
+    "SecurityKeyInfo",
     "SeedInfo",
     "StaticConfig",
     "UpgradePlan",

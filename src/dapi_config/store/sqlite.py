@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -64,6 +64,35 @@ _NODE_COLUMNS = (
 current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dapi_config_actor", default=None
 )
+
+
+#: Audit retention is applied every this many revisions, inside that write's transaction.
+AUDIT_PRUNE_EVERY = 1000
+#: At most this many audit rows are deleted per prune, so no single write pays for a backlog.
+AUDIT_PRUNE_BATCH = 10_000
+#: Largest page of audit rows one call returns.
+AUDIT_PAGE_MAX = 1000
+#: The ``secrets`` row holding the master key's derivation parameters (not secret).
+KEY_PARAMS_SECRET = "master_key_params"  # noqa: S105 - a row name
+
+
+@dataclass(frozen=True)
+class AuditRetention:
+    """How much audit history to keep: at most ``rows`` rows and/or ``days`` days (None: all)."""
+
+    rows: int | None = None
+    days: float | None = None
+
+
+@dataclass(frozen=True)
+class SecurityKeyRow:
+    """A node's security key as stored: ``sealed`` is the encrypted key."""
+
+    node_id: str
+    sealed: str
+    key_version: int
+    created_at: str
+    updated_at: str
 
 
 @dataclass(frozen=True)
@@ -139,9 +168,16 @@ os.register_at_fork(after_in_child=_forget_maps_after_fork)
 class StateStore:
     """The dynamic state in one SQLite file."""
 
-    def __init__(self, db: Database, *, default_actor: str = "library") -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        default_actor: str = "library",
+        audit_retention: AuditRetention | None = None,
+    ) -> None:
         self.db = db
         self.default_actor = default_actor
+        self.audit_retention = audit_retention or AuditRetention()
         self._hot = _HotCache()
         db.fork_hooks.append(self._hot.renew_lock)
         self._load_hot()
@@ -153,6 +189,7 @@ class StateStore:
         *,
         durability: Durability = "full",
         default_actor: str = "library",
+        audit_retention: AuditRetention | None = None,
         before_schema_change: Callable[[int, int], None] | None = None,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
         recover: bool = True,
@@ -185,7 +222,7 @@ class StateStore:
             raise StateUnavailableError(f"{db.path}: {sqlite_error_message(exc)}") from None
         try:
             migrations.migrate(db, before_schema_change)
-            return cls(db, default_actor=default_actor)
+            return cls(db, default_actor=default_actor, audit_retention=audit_retention)
         except BaseException:
             db.close()
             raise
@@ -242,9 +279,51 @@ class StateStore:
         self.db.after_commit(
             lambda: log.info("state change r%s by %s: %s %s", revision, actor, action, target)
         )
+        if revision is not None and revision % AUDIT_PRUNE_EVERY == 0:
+            # Retention piggybacks on one write in AUDIT_PRUNE_EVERY (a bounded range delete on
+            # the primary key), so library users that never run the service are covered too.
+            deleted = self.prune_audit()
+            if deleted:
+                self.db.after_commit(
+                    lambda: log.info("audit retention: pruned %d old audit rows", deleted)
+                )
+
+    def prune_audit(self, batch: int = AUDIT_PRUNE_BATCH) -> int:
+        """Delete up to ``batch`` of the oldest audit rows beyond the retention; returns how many.
+
+        Not itself audited (it is housekeeping of the audit log). Runs in the caller's
+        transaction.
+        """
+        keep = self.audit_retention
+        if keep.rows is None and keep.days is None:
+            return 0
+        lo, hi = self.db.query_one("SELECT MIN(revision), MAX(revision) FROM audit_log")
+        if lo is None:
+            return 0
+        cutoff = lo - 1  # rows with revision <= cutoff go
+        if keep.rows is not None:
+            cutoff = max(cutoff, hi - keep.rows)
+        if keep.days is not None:
+            oldest_allowed = (datetime.now(UTC) - timedelta(days=keep.days)).isoformat(
+                timespec="microseconds"
+            )
+            # Revisions are written in time order: only the oldest `batch` rows can be due.
+            row = self.db.query_one(
+                "SELECT MAX(revision) FROM (SELECT revision, at FROM audit_log "
+                "ORDER BY revision LIMIT ?) WHERE at < ?",
+                (batch, oldest_allowed),
+            )
+            if row[0] is not None:
+                cutoff = max(cutoff, int(row[0]))
+        cutoff = min(cutoff, lo + batch - 1)
+        if cutoff < lo:
+            return 0
+        return int(self.db.execute("DELETE FROM audit_log WHERE revision <= ?", (cutoff,)).rowcount)
 
     def audit_entries(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
-        """Audit rows with ``revision > since``, oldest first, at most ``limit``."""
+        """Audit rows with ``revision > since``, oldest first, at most ``limit`` (capped at
+        :data:`AUDIT_PAGE_MAX`)."""
+        limit = max(0, min(limit, AUDIT_PAGE_MAX))
         rows = self.db.query_all(
             "SELECT revision, at, actor, action, target, old_value, new_value FROM audit_log "
             "WHERE revision > ? ORDER BY revision LIMIT ?",
@@ -262,6 +341,10 @@ class StateStore:
             )
             for r in rows
         ]
+
+    def audit_count(self) -> int:
+        """How many audit rows are kept."""
+        return int(self.db.query_one("SELECT COUNT(*) FROM audit_log")[0])
 
     def latest_revision(self) -> int:
         """The newest audit revision (0 when nothing was ever written)."""
@@ -371,14 +454,15 @@ class StateStore:
     def set_height(self, height: int) -> tuple[int, str | None]:
         """Store ``height`` and pop the due node versions (PopIf), in the caller's transaction.
 
+        One audit row: ``old``/``new`` are the heights; when the schedule fires they are
+        ``{"current_height", "current_node_version", "node_versions"}`` (the popped entries).
         Returns (previous height, new current version or None when the schedule did not fire).
         """
         old_raw = self._chain_value(HEIGHT)
         old = int(old_raw) if old_raw is not None else 0
         self._put_chain_value(HEIGHT, str(height))
-        self._audit("set_height", HEIGHT, old, height)
         due = self.db.query_all(
-            "SELECT id, version FROM node_versions WHERE height <= ? ORDER BY height, id",
+            "SELECT height, version FROM node_versions WHERE height <= ? ORDER BY height, id",
             (height,),
         )
         new_version: str | None = None
@@ -387,7 +471,15 @@ class StateStore:
             old_version = self._chain_value(NODE_VERSION) or ""
             self.db.execute("DELETE FROM node_versions WHERE height <= ?", (height,))
             self._put_chain_value(NODE_VERSION, new_version)
-            self._audit("apply_node_version", NODE_VERSION, old_version, new_version)
+            popped = [{"height": h, "version": v} for h, v in due]
+            self._audit(
+                "set_height",
+                HEIGHT,
+                {HEIGHT: old, NODE_VERSION: old_version, "node_versions": popped},
+                {HEIGHT: height, NODE_VERSION: new_version, "node_versions": []},
+            )
+        else:
+            self._audit("set_height", HEIGHT, old, height)
         return old, new_version
 
     def set_chain_value(self, key: str, value: str) -> None:
@@ -592,6 +684,12 @@ class StateStore:
         self._insert_node(node)
         self._audit("add_node", node.id, None, _dump(node))
 
+    def add_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
+        """Register several nodes (one audit row); raises :class:`DuplicateNodeError`."""
+        for node in nodes:
+            self._insert_node(node)
+        self._audit("add_nodes", "nodes", None, [_dump(n) for n in nodes])
+
     def update_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
         """Replace the node with ``node.id``; returns the old value. Raises NodeNotFoundError."""
         old = self.node(node.id)
@@ -624,30 +722,132 @@ class StateStore:
         return old.model_copy(update={"is_enabled": enabled})
 
     def replace_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
-        """Replace the whole registry with ``nodes`` (callers check for duplicate ids)."""
+        """Replace the whole registry with ``nodes`` (callers check for duplicate ids).
+
+        Nodes that stay keep their rows (an upsert, not delete + insert), so their security
+        keys survive; the keys of nodes that leave go with them (ON DELETE CASCADE).
+        """
         old = [_dump(n) for n in self.nodes()]
-        self.db.execute("DELETE FROM inference_nodes")
-        for node in nodes:
-            self._insert_node(node)
+        self.db.execute(
+            "DELETE FROM inference_nodes WHERE id NOT IN (SELECT value FROM json_each(?))",
+            (_json([n.id for n in nodes]),),
+        )
+        for position, node in enumerate(nodes, start=1):
+            self.db.execute(
+                f"INSERT INTO inference_nodes({_NODE_COLUMNS}, position) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "host = excluded.host, inference_segment = excluded.inference_segment, "
+                "inference_port = excluded.inference_port, poc_segment = excluded.poc_segment, "
+                "poc_port = excluded.poc_port, models = excluded.models, "
+                "max_concurrent = excluded.max_concurrent, hardware = excluded.hardware, "
+                "version = excluded.version, is_enabled = excluded.is_enabled, "
+                "position = excluded.position, updated_at = CURRENT_TIMESTAMP",
+                (*self._node_params(node), position),
+            )
         self._audit("set_nodes", "nodes", old, [_dump(n) for n in nodes])
 
     # --- secrets -------------------------------------------------------------------------
 
     def secret(self, name: str) -> str | None:
-        """A named secret (e.g. the worker key), or None."""
+        """A named secret row's value (callers store secrets sealed), or None."""
         row = self.db.query_one("SELECT value FROM secrets WHERE name = ?", (name,))
         return None if row is None else str(row[0])
 
-    def set_secret(self, name: str, value: str, *, fingerprint: str) -> None:
-        """Store a named secret; the audit row carries only ``fingerprint``."""
+    def set_secret(
+        self, name: str, value: str, *, fingerprint: str, old_fingerprint: str | None = None
+    ) -> None:
+        """Store a named secret (already sealed by the caller); the audit row carries only
+        fingerprints, never the value."""
         old = self.db.query_one("SELECT 1 FROM secrets WHERE name = ?", (name,))
+        self._put_secret(name, value)
+        self._audit(
+            "set_secret", name, (old_fingerprint or "<replaced>") if old else None, fingerprint
+        )
+
+    def _put_secret(self, name: str, value: str) -> None:
         self.db.execute(
             "INSERT INTO secrets(name, value, updated_at) VALUES (?, ?, CURRENT_TIMESTAMP) "
             "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at",
             (name, value),
         )
-        self._audit("set_secret", name, "<replaced>" if old else None, fingerprint)
+
+    def key_params(self) -> str | None:
+        """The master key's derivation parameters (JSON), or None before the first secret."""
+        return self.secret(KEY_PARAMS_SECRET)
+
+    def set_key_params(self, raw: str) -> None:
+        """Record the master key's parameters, in the transaction of the first secret write
+        (not audited separately: that write's own row covers the change)."""
+        self.db.execute(
+            "INSERT INTO secrets(name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+            (KEY_PARAMS_SECRET, raw),
+        )
+
+    # --- per-node security keys ----------------------------------------------------------
+
+    _KEY_COLUMNS = "node_id, security_key, key_version, created_at, updated_at"
+
+    def security_key(self, node_id: str) -> SecurityKeyRow | None:
+        """The stored (sealed) security key of ``node_id``, or None."""
+        row = self.db.query_one(
+            f"SELECT {self._KEY_COLUMNS} FROM mlnode_security WHERE node_id = ?", (node_id,)
+        )
+        return None if row is None else SecurityKeyRow(*row)
+
+    def security_keys(self) -> list[SecurityKeyRow]:
+        """Every stored security key, in node registration order."""
+        rows = self.db.query_all(
+            "SELECT s.node_id, s.security_key, s.key_version, s.created_at, s.updated_at "
+            "FROM mlnode_security s JOIN inference_nodes n ON n.id = s.node_id "
+            "ORDER BY n.position"
+        )
+        return [SecurityKeyRow(*r) for r in rows]
+
+    def put_security_key(
+        self,
+        node_id: str,
+        sealed: str,
+        key_version: int,
+        *,
+        fingerprint: str,
+        old_fingerprint: str | None,
+    ) -> SecurityKeyRow:
+        """Create (version 1) or replace (rotation) a node's key; audited with fingerprints.
+
+        Raises :class:`NodeNotFoundError` when the node is not registered.
+        """
+        self.node(node_id)
+        old = self.security_key(node_id)
+        now = _now()
+        self.db.execute(
+            "INSERT INTO mlnode_security(node_id, security_key, key_version, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET "
+            "security_key = excluded.security_key, key_version = excluded.key_version, "
+            "updated_at = excluded.updated_at",
+            (node_id, sealed, key_version, now, now),
+        )
+        self._audit(
+            "rotate_security_key" if old else "create_security_key",
+            node_id,
+            None if old is None else {"key_version": old.key_version, "key": old_fingerprint},
+            {"key_version": key_version, "key": fingerprint},
+        )
+        return SecurityKeyRow(node_id, sealed, key_version, old.created_at if old else now, now)
+
+    def delete_security_key(self, node_id: str, *, old_fingerprint: str | None) -> bool:
+        """Revoke a node's key; False (and no audit row) when it had none."""
+        old = self.security_key(node_id)
+        if old is None:
+            return False
+        self.db.execute("DELETE FROM mlnode_security WHERE node_id = ?", (node_id,))
+        self._audit(
+            "delete_security_key",
+            node_id,
+            {"key_version": old.key_version, "key": old_fingerprint},
+            None,
+        )
+        return True
 
     # --- one-time imports ----------------------------------------------------------------
 

@@ -35,10 +35,12 @@ from dapi_config._goyaml import render_go_yaml
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.errors import (
     DuplicateNodeError,
+    MasterKeyError,
     NodeNotFoundError,
     StateUnavailableError,
 )
 from dapi_config.models import InferenceNodeConfig, NodeVersion, SeedInfo, UpgradePlan
+from dapi_config.security import KeyParams, MasterKeySource, is_sealed
 from dapi_config.store.connection import Durability
 from dapi_config.store.sqlite import HEIGHT, NODE_VERSION, SEED_KINDS, SeedKind, current_actor
 
@@ -88,9 +90,11 @@ class YamlStateStore:
         state_path: Path | None = None,
         durability: Durability = "full",
         default_actor: str = "library",
+        keys: MasterKeySource | None = None,
     ) -> YamlStateStore:
         """Open the config file as the state; seed it from ``state_path`` (a state database
-        left by ``db``/``dual`` mode) when the file holds no dynamic state yet.
+        left by ``db``/``dual`` mode) when the file holds no dynamic state yet; ``keys``
+        decrypts the worker key stored there (the old binary needs it in clear).
 
         Raises :class:`ConfigError` for malformed legacy values in the file,
         :class:`StateUnavailableError` when it cannot be written.
@@ -98,7 +102,7 @@ class YamlStateStore:
         del durability  # every write is fsynced: there is no cheaper safe mode for a file
         store = cls(Path(config_path), default_actor=default_actor)
         if state_path is not None and Path(state_path).exists() and not store._has_dynamic:
-            store._seed_from_database(Path(state_path))
+            store._seed_from_database(Path(state_path), keys)
         return store
 
     # --- file I/O ------------------------------------------------------------------------
@@ -205,7 +209,7 @@ class YamlStateStore:
             self._signature = None
             self._refresh()
 
-    def _seed_from_database(self, state_path: Path) -> None:
+    def _seed_from_database(self, state_path: Path, keys: MasterKeySource | None) -> None:
         from dapi_config.store.sqlite import StateStore  # noqa: PLC0415
 
         db = StateStore.open(state_path)
@@ -228,12 +232,15 @@ class YamlStateStore:
                     keys=dict(self._state.keys),
                 )
                 secret = db.secret(WORKER_KEY)
+                params = db.key_params()
         finally:
             db.close()
         if secret is not None and not (
             self._state.keys.get("worker_public") and self._state.keys.get("worker_private")
         ):
             pair = json.loads(secret)
+            if is_sealed(pair["private"]):
+                pair["private"] = _unseal_worker_key(pair["private"], params, state_path, keys)
             state.keys["worker_public"] = state.keys.get("worker_public") or pair["public"]
             state.keys["worker_private"] = state.keys.get("worker_private") or pair["private"]
             state.owns_keys = True
@@ -425,6 +432,10 @@ class YamlStateStore:
             raise DuplicateNodeError(node.id)
         work.nodes.append(node.model_copy(deep=True))
 
+    def add_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
+        for node in nodes:
+            self.add_node(node)
+
     def _index(self, work: _Doc, node_id: str) -> int:
         for i, n in enumerate(work.nodes):
             if n.id == node_id:
@@ -475,6 +486,18 @@ class YamlStateStore:
                 f"import of {kind!r} needs the state database (API_STATE_MODE=yaml)"
             )
         self._work().merged = True
+
+
+def _unseal_worker_key(
+    sealed: str, params: str | None, state_path: Path, keys: MasterKeySource | None
+) -> str:
+    if params is None or keys is None:
+        raise MasterKeyError(
+            f"{state_path}: the worker key in the state database is encrypted and no master "
+            "key was given to decrypt it"
+        )
+    box, _ = keys.box(KeyParams.from_json(params, str(state_path)))
+    return box.open(sealed, WORKER_KEY)
 
 
 def _defaults(kind: str) -> dict[str, Any]:
