@@ -54,10 +54,10 @@ def atomic_write(
 
 
 def private_mode(path: str | os.PathLike[str], default: int = 0o600) -> int:
-    """The mode to keep when rewriting ``path``: its own mode minus group/other write bits,
-    never looser than ``default`` for new files."""
+    """The mode to give a rewrite of ``path``: its own mode with no bit beyond ``default``
+    (a 0644 file becomes 0600, a stricter 0400 stays 0400); ``default`` for a new file."""
     try:
-        return os.stat(path).st_mode & 0o777
+        return os.stat(path).st_mode & 0o777 & default
     except FileNotFoundError:
         return default
 

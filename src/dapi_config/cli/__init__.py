@@ -12,8 +12,10 @@ from __future__ import annotations
 import sys
 
 from dapi_config.cli import (  # noqa: F401 - importing registers the commands
+    audit,
     backup,
     export,
+    keys,
     legacy,
     nodes,
     serve,

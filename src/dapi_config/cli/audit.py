@@ -1,0 +1,47 @@
+"""``dapi-config audit``: the audit trail of state changes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+from dapi_config.cli._common import JsonOpt, app, open_manager, print_json
+from dapi_config.store.sqlite import AUDIT_PAGE_MAX
+
+_CELL = 120
+
+
+def _short(value: Any) -> str:
+    text = "-" if value is None else json.dumps(value, sort_keys=True)
+    return text if len(text) <= _CELL else text[: _CELL - 3] + "..."
+
+
+@app.command()
+def audit(
+    since: Annotated[
+        int, typer.Option("--since", min=0, help="Only revisions after this one.")
+    ] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=AUDIT_PAGE_MAX, help="At most this many rows.")
+    ] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show recorded state changes, oldest first: revision, time, actor, action, old -> new.
+
+    Secrets appear only as fingerprints. Follow changes with the last revision seen.
+    Example: dapi-config audit --since 1200 --limit 50 --json
+    """
+    with open_manager() as cm:
+        entries = cm.get_audit(since=since, limit=limit)
+    if as_json:
+        print_json([asdict(e) for e in entries])
+        return
+    # One line per change (greppable, never wrapped): rev time actor action target: old -> new
+    for e in entries:
+        typer.echo(
+            f"r{e.revision} {e.at} {e.actor} {e.action} {e.target}: "
+            f"{_short(e.old_value)} -> {_short(e.new_value)}"
+        )

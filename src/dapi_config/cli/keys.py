@@ -1,0 +1,99 @@
+"""``dapi-config keys ...``: per-node security keys and the master key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dapi_config.cli._common import JsonOpt, app, open_manager, print_json, stdout
+from dapi_config.models import IssuedSecurityKey
+
+keys_app = typer.Typer(
+    help="Per-node security keys (stored encrypted; shown in full only when issued).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+NodeArg = Annotated[str, typer.Argument(help="The inference node's id.", show_default=False)]
+
+
+def _print_issued(issued: IssuedSecurityKey, as_json: bool) -> None:
+    if as_json:
+        print_json(issued.model_dump(mode="json"))
+        return
+    # The key alone on stdout, so `KEY=$(dapi-config keys rotate n1)` works; the rest on stderr.
+    typer.echo(issued.security_key)
+    typer.echo(
+        f"node {issued.node_id}: security key version {issued.key_version} "
+        f"({issued.fingerprint}); it is shown only now, store it safely",
+        err=True,
+    )
+
+
+@keys_app.command("create")
+def keys_create(node_id: NodeArg, as_json: JsonOpt = False) -> None:
+    """Create a node's first security key and print it (shown only this once).
+
+    Example: dapi-config keys create node-1 --json
+    """
+    with open_manager() as cm:
+        issued = cm.create_security_key(node_id)
+    _print_issued(issued, as_json)
+
+
+@keys_app.command("rotate")
+def keys_rotate(node_id: NodeArg, as_json: JsonOpt = False) -> None:
+    """Replace a node's security key (version + 1) and print the new one; the old one stops
+    working at once.
+
+    Example: KEY=$(dapi-config keys rotate node-1)
+    """
+    with open_manager() as cm:
+        issued = cm.rotate_security_key(node_id)
+    _print_issued(issued, as_json)
+
+
+@keys_app.command("delete")
+def keys_delete(node_id: NodeArg, as_json: JsonOpt = False) -> None:
+    """Revoke a node's security key.
+
+    Example: dapi-config keys delete node-1
+    """
+    with open_manager() as cm:
+        info = cm.delete_security_key(node_id)
+    if as_json:
+        print_json(info.model_dump(mode="json"))
+    else:
+        typer.echo(f"revoked security key version {info.key_version} of node {info.node_id}")
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonOpt = False) -> None:
+    """List the nodes' key versions and fingerprints (never the keys).
+
+    Example: dapi-config keys list --json
+    """
+    with open_manager() as cm:
+        infos = cm.get_security_keys()
+    if as_json:
+        print_json([i.model_dump(mode="json") for i in infos])
+        return
+    table = Table(title=f"{len(infos)} security key(s)")
+    for column in ("node", "version", "fingerprint", "created", "rotated"):
+        table.add_column(column)
+    for i in infos:
+        table.add_row(i.node_id, str(i.key_version), i.fingerprint, i.created_at, i.updated_at)
+    stdout.print(table)
+
+
+@keys_app.command("check")
+def keys_check() -> None:
+    """Check that the master key (API_STATE_KEY or the key file) opens the stored secrets.
+
+    Example: API_STATE_KEY=... dapi-config keys check
+    """
+    with open_manager() as cm:
+        source = cm.check_master_key()
+    typer.echo(f"ok: master key from {source}")
