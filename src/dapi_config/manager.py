@@ -730,6 +730,10 @@ class ConfigManager:
         limit = _check_int(limit, "limit", 1, AUDIT_PAGE_MAX)
         return self.store.audit_entries(since, limit)
 
+    def latest_revision(self) -> int:
+        """The newest audit revision (0 before the first change)."""
+        return self._store.latest_revision()
+
     def prune_audit(self) -> int:
         """Apply the audit retention (``API_AUDIT_KEEP``) now; returns the rows deleted.
 

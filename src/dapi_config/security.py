@@ -374,14 +374,3 @@ def _tighten(path: Path) -> None:
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
-
-def redact_fields(data: Any) -> Any:
-    """A copy of ``data`` with the values of :data:`SECRET_FIELDS` keys redacted."""
-    if isinstance(data, dict):
-        return {
-            k: (REDACTED if k in SECRET_FIELDS and v not in (None, "") else redact_fields(v))
-            for k, v in data.items()
-        }
-    if isinstance(data, list):
-        return [redact_fields(v) for v in data]
-    return data

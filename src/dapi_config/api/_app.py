@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from dapi_config import __version__
-from dapi_config.api import backups, health, metrics, nodes, state
+from dapi_config.api import audit, backups, health, keys, metrics, nodes, state
+from dapi_config.api.auth import expected_token, require_admin_token
 from dapi_config.api.errors import install_error_handlers
 from dapi_config.api.metrics import RequestMiddleware, ServiceMetrics
 from dapi_config.health import Readiness
@@ -19,7 +20,14 @@ ADMIN_PREFIX = "/admin/v1"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 #: Routers mounted under ``/admin/v1``, each one area. Add a router here to add an area.
-ADMIN_ROUTERS: tuple[APIRouter, ...] = (nodes.router, state.router, backups.router)
+#: All of them are behind the admin token (:mod:`.auth`) when one is configured.
+ADMIN_ROUTERS: tuple[APIRouter, ...] = (
+    nodes.router,
+    keys.router,
+    state.router,
+    backups.router,
+    audit.router,
+)
 #: Routers at the root (probes, metrics): never behind the admin token.
 ROOT_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router)
 
@@ -34,8 +42,9 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving ``manager``.
 
-    ``admin_dependencies`` (``fastapi.Depends(...)`` items) run before every ``/admin/v1``
-    route: the place for the admin-token check. The caller keeps ownership of ``manager``
+    Every ``/admin/v1`` route requires ``api.admin_token`` as a bearer token when it is set
+    (:mod:`.auth`); ``admin_dependencies`` (``fastapi.Depends(...)`` items) run after that
+    check before every ``/admin/v1`` route. The caller keeps ownership of ``manager``
     (the app never closes it). Endpoints are plain ``def``: SQLite work runs in the threadpool,
     never on the event loop.
     """
@@ -52,11 +61,16 @@ def create_app(
     app.state.manager = manager
     app.state.metrics = service_metrics
     app.state.readiness = readiness
+    token = manager.get_api_config().admin_token
+    app.state.admin_token = expected_token(None if token is None else token.get_secret_value())
     if manager.state_mode != "yaml":  # yaml mode has no database to observe
         manager.store.db.transaction_observers.append(service_metrics.observe_write)
     install_error_handlers(app)
 
-    admin = APIRouter(prefix=ADMIN_PREFIX, dependencies=list(admin_dependencies))
+    admin = APIRouter(
+        prefix=ADMIN_PREFIX,
+        dependencies=[Depends(require_admin_token), *admin_dependencies],
+    )
     for router in ADMIN_ROUTERS:
         admin.include_router(router)
     app.include_router(admin)

@@ -24,8 +24,11 @@ from dapi_config.errors import (
     ConfigError,
     DapiConfigError,
     DuplicateNodeError,
+    MasterKeyError,
     NodeNotFoundError,
     PreconditionFailedError,
+    SecurityKeyExistsError,
+    SecurityKeyNotFoundError,
     StateUnavailableError,
     ValidationError,
 )
@@ -39,6 +42,10 @@ ERROR_STATUS: dict[type[DapiConfigError], int] = {
     NodeNotFoundError: 404,
     DuplicateNodeError: 409,
     PreconditionFailedError: 412,
+    SecurityKeyNotFoundError: 404,
+    SecurityKeyExistsError: 409,
+    # The service cannot open its own secrets: its configuration is wrong, not the request.
+    MasterKeyError: 500,
     StateUnavailableError: 503,
     # A backup fails for the same reasons a write does (full disk, damaged file): retry later.
     BackupError: 503,
@@ -242,8 +249,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Malformed request (e.g. the body is not JSON)",
         401: "Missing or wrong admin token",
-        404: "No such node",
-        409: "Duplicate node id",
+        404: "No such node (or, for key routes, the node has no security key)",
+        409: "Duplicate node id, or the node already has a security key",
         415: "The body is not sent as JSON",
         412: "Stale If-Match: the node changed since it was read",
         413: "Request body or batch too large",

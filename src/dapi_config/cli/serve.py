@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 from typing import Annotated
@@ -21,6 +22,13 @@ from dapi_config.export import ExportSettings
 from dapi_config.store.backup import BackupScheduler, list_backups
 
 log = logging.getLogger("dapi_config.serve")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @app.command()
@@ -62,7 +70,17 @@ def serve(
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     with open_manager(config, state, actor="api") as cm:
+        # Fail at start-up, not at the first key rotation, when the master key is wrong.
+        key_source = cm.check_master_key()
+        log.info("secrets at rest: master key from %s", key_source)
         listen_port = port or cm.get_api_config().admin_server_port
+        token = cm.get_api_config().admin_token
+        if (token is None or not token.get_secret_value()) and not _is_loopback(host):
+            log.warning(
+                "the admin API on %s has no admin token: anyone who can reach the port can "
+                "change the node registry; set api.admin_token or DAPI_API__ADMIN_TOKEN",
+                host,
+            )
         service_metrics = ServiceMetrics()
         application = create_app(cm, service_metrics=service_metrics)
         scheduler: BackupScheduler | None = None

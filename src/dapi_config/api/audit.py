@@ -1,0 +1,63 @@
+"""``/admin/v1/audit``: the audit trail, paged by revision (§11).
+
+A poller keeps the ``next_since`` of each reply and passes it as ``since`` next time; it sees
+every change once, in commit order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from dapi_config.api.deps import Manager
+from dapi_config.api.errors import error_responses
+from dapi_config.store.sqlite import AUDIT_PAGE_MAX
+
+router = APIRouter(tags=["audit"])
+
+
+class AuditRecord(BaseModel):
+    """One state change. Secrets appear only as ``sha256:...`` fingerprints."""
+
+    revision: int = Field(description="Monotonic, never reused")
+    at: str = Field(description="UTC time, ISO 8601")
+    actor: str = Field(description="api, cli, library or migration")
+    action: str
+    target: str
+    old_value: Any = None
+    new_value: Any = None
+
+
+class AuditPage(BaseModel):
+    """A page of the audit trail."""
+
+    entries: list[AuditRecord]
+    next_since: int = Field(description="Pass as `since` to get the changes after this page")
+    latest_revision: int = Field(description="The newest revision when this page was read")
+
+
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    responses=error_responses(401, 422, 503),
+    summary="Read the audit trail",
+)
+def read_audit(
+    cm: Manager,
+    since: Annotated[int, Query(ge=0, description="Only revisions after this one")] = 0,
+    limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX, description="Page size")] = 100,
+) -> Any:
+    """Changes with ``revision > since``, oldest first, at most ``limit``."""
+    entries = cm.get_audit(since=since, limit=limit)
+    latest = cm.latest_revision()
+    return JSONResponse(
+        {
+            "entries": [asdict(e) for e in entries],
+            "next_since": entries[-1].revision if entries else since,
+            "latest_revision": latest,
+        }
+    )
