@@ -32,7 +32,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -373,4 +372,3 @@ def _tighten(path: Path) -> None:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
