@@ -90,13 +90,15 @@ WRITES: dict[str, tuple[Callable[[ConfigManager], Any], str, str]] = {
     "delete_security_key": (lambda cm: cm.delete_security_key("b"), "delete_security_key", "b"),
 }
 
-#: Public ConfigManager members that are not state writes (reads, plumbing, files, services).
+#: Public ConfigManager members that are not single-row state writes: reads, plumbing, files,
+#: services, and the bulk import (tested on its own below).
 NOT_WRITES = {
     "open", "close", "transaction", "acting_as", "store", "config_path", "state_path",
     "static_config", "state_summary", "export_full_config", "start_periodic_export",
     "stop_periodic_export", "check_master_key", "verify_security_key", "get_audit",
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
-    "backup_dir", "restore_backup",
+    "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode",
+    "write_rollback", "before_risky_operation", "import_nodes_file",
 }  # fmt: skip
 
 
@@ -132,6 +134,24 @@ def test_each_write_adds_exactly_one_row_with_its_actor(
     assert len(rows) == 1, [(r.action, r.target) for r in rows]
     (row,) = rows
     assert (row.revision, row.actor, row.action, row.target) == (before + 1, actor, action, target)
+
+
+def test_node_file_import_records_the_nodes_and_the_import(
+    manager: ConfigManager, tmp_path: Path
+) -> None:
+    nodes_file = tmp_path / "nodes.json"
+    nodes_file.write_text(json.dumps([node("x").model_dump(), node("y").model_dump()]))
+    with manager.acting_as("migration"):
+        manager.import_nodes_file(nodes_file)
+    rows = manager.get_audit()
+    assert [(r.actor, r.action) for r in rows] == [
+        ("migration", "add_nodes"),
+        ("migration", "import"),
+    ]
+    before = manager.latest_revision()
+    with pytest.raises(DapiConfigError):
+        manager.import_nodes_file(nodes_file)  # duplicates: nothing imported, nothing recorded
+    assert manager.latest_revision() == before
 
 
 def test_schedule_firing_is_recorded_in_the_height_row(manager: ConfigManager) -> None:

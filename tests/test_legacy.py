@@ -143,10 +143,11 @@ def test_go_writer_file_imports_every_value(tmp_path: Path) -> None:
         ("legacy_yaml", str(config.resolve()), "sha256:" + hashlib.sha256(raw).hexdigest())
     ]
     assert {actor for actor, _, _ in audit_rows(state)} == {"migration"}
-    # Step 3: the file holds the static keys only, in the old layout, mode kept.
+    # Step 3: the file holds the static keys only, in the old layout, 0600 (SPEC §11: the
+    # 0640 of the legacy file loses its group bit).
     rewritten = plain_load(config)
     assert set(rewritten) == {"api", "chain_node", "ml_node_key_config", "nats"}
-    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert "    port: 8080\n" in config.read_text()  # untouched lines, indentation kept
 
 

@@ -160,6 +160,7 @@ def test_mode_switches_lose_nothing(tmp_path: Path) -> None:
     with open_mode(config, "db") as cm:
         some_writes(cm, 1)
         key = cm.create_worker_key()
+        private = cm.get_ml_node_key_config().worker_private
         expected = dynamic_view(cm)
     with open_mode(config, "dual") as cm:
         assert dynamic_view(cm) == expected
@@ -169,6 +170,8 @@ def test_mode_switches_lose_nothing(tmp_path: Path) -> None:
     with open_mode(config, "yaml") as cm:
         assert dynamic_view(cm) == expected
         assert cm.get_ml_node_key_config().worker_public == key
+        # The database sealed the private key; the old binary's file gets it decrypted.
+        assert plain_load(config)["ml_node_key_config"]["worker_private"] == private
         assert_legacy_file_valid(config, cm)
         some_writes(cm, 3)
         expected = dynamic_view(cm)

@@ -586,7 +586,8 @@ def _already_imported(store: StateBackend, checksum: str) -> bool:
 
 
 def rewrite_static(config: Path, raw: bytes, new_text: str) -> bool:
-    """Step 3: replace the legacy file by its static part, atomically, keeping mode and owner.
+    """Step 3: replace the legacy file by its static part, atomically, keeping its owner; the
+    mode becomes 0600 (SPEC §11), or stays stricter when it already was.
 
     Does nothing (returns False) when the file no longer holds ``raw`` (another process
     finished first, or the operator edited it meanwhile).
@@ -597,7 +598,7 @@ def rewrite_static(config: Path, raw: bytes, new_text: str) -> bool:
         st = config.stat()
     except FileNotFoundError:
         return False
-    atomic_write(config, new_text, mode=st.st_mode & 0o7777, owner=file_owner(st))
+    atomic_write(config, new_text, mode=st.st_mode & 0o600, owner=file_owner(st))
     log.warning("%s: dynamic keys moved to the state file; the file now holds static keys", config)
     return True
 
@@ -757,8 +758,7 @@ def import_node_file(
                         f"{path}: node id {node.id!r} is already registered; nothing was "
                         "imported (use --replace to replace the whole registry)",
                     )
-            for node in nodes:
-                store.add_node(node)
+            store.add_nodes(nodes)
         store.record_import(
             NODE_CONFIG_KIND,
             str(path.resolve()),
@@ -814,7 +814,8 @@ def rollback_document(cm: ConfigManager) -> dict[str, Any]:
     """Static + dynamic configuration for the old binary: every secret it needs included
     (the worker key; ``chain_node.KeyringPassword`` only when the config file itself holds
     it), the keyring password from the environment never."""
-    data = cm.export_full_config(include_secrets=True)
+    # The old binary knows no per-node security keys: keep them out of this plaintext file.
+    data = cm.export_full_config(include_secrets=True, include_security_keys=False)
     document = cm.loaded_document
     chain = document.get("chain_node")
     if isinstance(chain, dict) and chain.get(LEGACY_PASSWORD_KEY) is not None:

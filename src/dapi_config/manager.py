@@ -795,12 +795,16 @@ class ConfigManager:
             for row in rows
         }
 
-    def export_full_config(self, *, include_secrets: bool = False) -> dict[str, Any]:
+    def export_full_config(
+        self, *, include_secrets: bool = False, include_security_keys: bool = True
+    ) -> dict[str, Any]:
         """The merged static + dynamic configuration in the predecessor's single-file layout.
 
         Secrets (worker private key, admin token, per-node security keys under
         ``mlnode_security``, present only when some node has a key) are replaced by
-        ``<redacted>`` unless ``include_secrets``. The keyring password is never exported.
+        ``<redacted>`` unless ``include_secrets``; ``include_security_keys=False`` leaves the
+        ``mlnode_security`` section out (the rollback file: the old binary has no use for it).
+        The keyring password is never exported.
         Raises :class:`MasterKeyError` only when ``include_secrets`` and the key is wrong.
         """
         static = self._loaded.config
@@ -814,7 +818,7 @@ class ConfigManager:
             validation = self.get_validation_params()
             bandwidth = self.get_bandwidth_params()
             keys = self._export_worker_keys(include_secrets)
-            security = self._export_security_keys(include_secrets)
+            security = self._export_security_keys(include_secrets) if include_security_keys else {}
         api = static.api.model_dump(mode="json", exclude_none=True)
         if static.api.admin_token is not None:
             api["admin_token"] = (
