@@ -165,6 +165,7 @@ class Database:
         self.fork_hooks: list[Callable[[], None]] = []
         self._writer: int | None = None  # thread holding the writer lock
         self._retired: list[sqlite3.Connection] = []
+        self._identity: tuple[int, int] | None = None
         self._held_for_fork = False
         self._forked_mid_write = False
         #: Set in a child forked while a write transaction was open: writes would hang.
@@ -225,9 +226,40 @@ class Database:
         except BaseException:
             conn.close()
             raise
+        try:
+            self.check_same_file()
+        except BaseException:
+            conn.close()
+            raise
         with self._all_lock:
             self._all.append((os.getpid(), conn))
         return conn
+
+    def check_same_file(self) -> None:
+        """Raise if the path no longer names the file this Database first opened.
+
+        An open connection keeps using the old inode after a ``mv``/``rm``/restore-by-rename
+        of the state file: its writes would land in a file nobody will ever read. Checked
+        before every write transaction (one ``stat``) and at every new connection.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            identity = None
+        except OSError as exc:
+            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+        else:
+            identity = (st.st_dev, st.st_ino)
+        if self._identity is None and identity is not None:
+            self._identity = identity
+            return
+        if identity != self._identity:
+            what = "removed" if identity is None else "replaced by another file"
+            raise StateUnavailableError(
+                f"{self.path}: the state file was {what} while this process had it open; "
+                "nothing was written (it would be lost). Restart the process to use the file "
+                "now at that path"
+            )
 
     def open_readonly(self) -> sqlite3.Connection:
         """A read-only connection without the usual pragmas, for inspecting a file before
@@ -352,6 +384,7 @@ class Database:
         self._write_lock.acquire()
         self._writer = threading.get_ident()
         try:
+            self.check_same_file()
             self._begin(state.conn)
             state.depth = 1
             try:
