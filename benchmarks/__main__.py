@@ -36,7 +36,7 @@ MODES = {
     # CI smoke check: proves the pipeline runs and writes its tables; numbers mean little.
     "smoke": Mode([1, 10], 3, 0.002, 0.002, 16, 64, 5.0, 1),
     "quick": Mode([1, 10, 100, 1_000, 10_000], 3, 0.01, 0.01, 16, 2_000, 8.0, 1, 1_000),
-    "full": Mode([1, 10, 100, 1_000, 10_000], 15, 0.04, 0.05, 16, 6_000, 20.0, 3),
+    "full": Mode([1, 10, 100, 1_000, 10_000], 11, 0.03, 0.03, 16, 6_000, 20.0, 3),
 }
 
 
