@@ -68,7 +68,9 @@ def describe(tmp_dir: Path) -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
         "sqlite": sqlite3.sqlite_version,
         "dapi_config": f"{dapi_config.__version__} ({commit or 'no git'})",
-        "yaml_dumper": yaml_dumper()[1],
+        "legacy_marshaller": "dapi_config._goyaml.render_go_yaml (the predecessor's yaml.v3 "
+        "layout, pure Python)",
+        "reference_yaml_dumper": yaml_dumper()[1],
         "temp_dir": str(tmp_dir),
         "file_system": _filesystem(tmp_dir),
         "loadavg_start": _loadavg(),

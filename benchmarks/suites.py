@@ -225,17 +225,22 @@ class Bench:
 
         return Variant(f"legacy.{kind}.add_remove@{n}", op)
 
-    def _legacy_marshal(self, n: int) -> Variant:
+    def _legacy_marshal(self, n: int) -> list[Variant]:
         legacy = self.setups[n].legacy["truncate"]
-        label = f"legacy.marshal@{n}"
+        out = []
+        for label, fn in (
+            (f"legacy.marshal@{n}", legacy.marshal_only),
+            (f"legacy.marshal_pyyaml@{n}", legacy.marshal_pyyaml_only),
+        ):
 
-        def op(k: int) -> dict[str, float]:
-            start = time.perf_counter()
-            for _ in range(k):
-                legacy.marshal_only()
-            return {label: time.perf_counter() - start}
+            def op(k: int, label: str = label, fn: Any = fn) -> dict[str, float]:
+                start = time.perf_counter()
+                for _ in range(k):
+                    fn()
+                return {label: time.perf_counter() - start}
 
-        return Variant(label, op)
+            out.append(Variant(label, op))
+        return out
 
     def _legacy_io_only(self, n: int, kind: str) -> Variant:
         legacy = self.setups[n].legacy[kind]
@@ -262,7 +267,7 @@ class Bench:
                     out.append(self._legacy_add_remove(n, kind))
                 out.append(self._legacy_io_only(n, kind))
             if self.legacy_nodes_max is None or n <= self.legacy_nodes_max:
-                out.append(self._legacy_marshal(n))
+                out.extend(self._legacy_marshal(n))
         out.extend(self.floor_variants())
         out.append(self.fsync_variant())
         out.extend(self.paired_variants())
