@@ -297,7 +297,11 @@ class StateStore:
         keep = self.audit_retention
         if keep.rows is None and keep.days is None:
             return 0
-        lo, hi = self.db.query_one("SELECT MIN(revision), MAX(revision) FROM audit_log")
+        # Two subqueries: SQLite answers a lone MIN()/MAX() from the primary key in O(log n),
+        # but MIN() and MAX() in one SELECT scan the whole table.
+        lo, hi = self.db.query_one(
+            "SELECT (SELECT MIN(revision) FROM audit_log), (SELECT MAX(revision) FROM audit_log)"
+        )
         if lo is None:
             return 0
         cutoff = lo - 1  # rows with revision <= cutoff go
@@ -309,9 +313,8 @@ class StateStore:
             )
             # Revisions are written in time order: only the oldest `batch` rows can be due.
             row = self.db.query_one(
-                "SELECT MAX(revision) FROM (SELECT revision, at FROM audit_log "
-                "ORDER BY revision LIMIT ?) WHERE at < ?",
-                (batch, oldest_allowed),
+                "SELECT MAX(revision) FROM audit_log WHERE revision < ? AND at < ?",
+                (lo + batch, oldest_allowed),
             )
             if row[0] is not None:
                 cutoff = max(cutoff, int(row[0]))
