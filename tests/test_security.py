@@ -271,6 +271,16 @@ def test_missing_or_damaged_key_file_is_a_clear_error(config_file: Path) -> None
     assert key_file.stat().st_mode & 0o777 == 0o600  # tightened on use
 
 
+def test_check_reports_a_readable_key_file(manager: ConfigManager) -> None:
+    manager.create_worker_key()
+    key_file = key_file_path(manager.state_path)
+    assert not [p for p in manager.check().problems if str(key_file) in p]
+    key_file.chmod(0o644)
+    result = manager.check()
+    assert result.items["permissions"][key_file.name] == "0644"
+    assert any(str(key_file) in p and "chmod 600" in p for p in result.problems)
+
+
 def test_sealed_values_are_bound_to_their_record(tmp_path: Path) -> None:
     box = SecretBox(os.urandom(32), "test")
     sealed = box.seal("secret value", "mlnode_security:n1:1")

@@ -44,6 +44,7 @@ from dapi_config.errors import (
     StateCorruptError,
     StateUnavailableError,
 )
+from dapi_config.security import key_file_path
 from dapi_config.store import migrations
 from dapi_config.store.backup import (
     BackupInfo,
@@ -463,7 +464,8 @@ def check_state(
         elif 0 <= version < LATEST_VERSION:
             result.items["pending_migrations"] = LATEST_VERSION - version
     modes: dict[str, str] = {}
-    for path in (state, *(_companion(state, s) for s in COMPANIONS)):
+    # The master key file (secrets at rest, SPEC §11) sits beside the state file.
+    for path in (state, *(_companion(state, s) for s in COMPANIONS), key_file_path(state)):
         if path.exists():
             mode = stat.S_IMODE(path.stat().st_mode)
             modes[path.name] = f"{mode:04o}"
