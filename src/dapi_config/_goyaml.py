@@ -9,6 +9,7 @@ Go's shortest ``%g`` form (``1e+06``). :func:`render_go_yaml` reproduces that fo
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -161,32 +162,41 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} in the legacy layout")
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_text(key: str) -> str:
+    # Keys repeat in every node of a registry: format each once.
+    return format_string(key)
+
+
 def _key(key: Any) -> str:
-    return format_string(str(key)) if not isinstance(key, (int, bool)) else _scalar(key)
+    if isinstance(key, int):  # bool included
+        return _scalar(key)
+    return _key_text(str(key))
+
+
+# Plain data only (dict, list/tuple, scalars): concrete type checks keep rendering a
+# 10,000-node registry fast (ABC isinstance checks cost several times more).
+_MAPS = (dict,)
+_SEQS = (list, tuple)
 
 
 def _emit(value: Any, indent: int, out: list[str]) -> None:
     """Append the block lines of a non-empty mapping or sequence at ``indent``."""
     pad = " " * indent
-    if isinstance(value, Mapping):
+    if isinstance(value, _MAPS):
         for key in sorted(value, key=str):
             item = value[key]
             head = f"{pad}{_key(key)}:"
-            if _is_block(item):
+            if isinstance(item, _MAPS + _SEQS) and item:
                 out.append(head)
                 _emit(item, indent + INDENT, out)
             else:
                 out.append(f"{head} {_inline(item)}")
         return
     for item in value:
-        if isinstance(item, Mapping) and item:
+        if isinstance(item, _MAPS + _SEQS) and item:
             # "- key: v" then the other keys aligned under the first one.
             sub: list[str] = []
-            _emit(item, indent + 2, sub)
-            out.append(f"{pad}- {sub[0][indent + 2 :]}")
-            out.extend(sub[1:])
-        elif _is_block(item):
-            sub = []
             _emit(item, indent + 2, sub)
             out.append(f"{pad}- {sub[0][indent + 2 :]}")
             out.extend(sub[1:])
@@ -194,25 +204,34 @@ def _emit(value: Any, indent: int, out: list[str]) -> None:
             out.append(f"{pad}- {_inline(item)}")
 
 
-def _is_block(value: Any) -> bool:
-    if isinstance(value, Mapping):
-        return bool(value)
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and bool(value)
-
-
 def _inline(value: Any) -> str:
-    if isinstance(value, Mapping):
+    if isinstance(value, _MAPS):
         return "{}"
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+    if isinstance(value, _SEQS):
         return "[]"
     return _scalar(value)
+
+
+def _as_plain(value: Any) -> Any:
+    """Other mappings and sequences as dicts and lists, recursively (cheap for plain data)."""
+    if isinstance(value, _MAPS):
+        return {k: _as_plain(v) for k, v in value.items()}
+    if isinstance(value, _SEQS):
+        return [_as_plain(v) for v in value]
+    if isinstance(value, (str, int, float)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _as_plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, bytes):
+        return [_as_plain(v) for v in value]
+    return value
 
 
 def render_go_yaml(data: Mapping[str, Any]) -> str:
     """``data`` as the predecessor's Go writer laid it out (sorted keys, 4-space indent)."""
     out: list[str] = []
     if data:
-        _emit(data, 0, out)
+        _emit(_as_plain(data), 0, out)
     else:
         out.append("{}")
     return "\n".join(out) + "\n"
