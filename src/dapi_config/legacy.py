@@ -609,10 +609,13 @@ def migrate_legacy_file(
     *,
     dry_run: bool = False,
     before_risky_operation: Callable[[str], None] | None = None,
+    parsed: tuple[bytes, Any] | None = None,
 ) -> MigrationReport:
     """Run (or resume) the legacy migration of ``config`` into ``store``.
 
-    A file without dynamic keys is left untouched (not even opened for writing). Raises
+    ``parsed`` = (bytes, round-trip tree) of the file as already read: reused when the file
+    still holds those bytes (a large legacy file takes seconds to parse). A file without
+    dynamic keys is left untouched (not even opened for writing). Raises
     :class:`ConfigError` for malformed legacy values (before anything is written).
     """
     source = str(config)
@@ -620,7 +623,10 @@ def migrate_legacy_file(
         raw = config.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{config}: cannot read the config file: {exc.strerror}") from None
-    doc = parse_yaml(raw, source)
+    if parsed is not None and parsed[0] == raw and parsed[1] is not None:
+        doc = parsed[1]
+    else:
+        doc = parse_yaml(raw, source)
     if not isinstance(doc, dict):
         return MigrationReport(source, "none")
     keys = dynamic_keys_in(doc)

@@ -138,6 +138,7 @@ class ConfigManager:
                 durability=durability,
                 default_actor=actor,
                 keys=keys,
+                parsed=None if loaded.raw is None else (loaded.raw, loaded.tree),
             )
             yaml_cm = cls(loaded, yaml_store, mode=mode, keys=keys)
             try:
@@ -164,12 +165,17 @@ class ConfigManager:
 
     def _startup_imports(self, env: Mapping[str, str], *, migrate_legacy: bool) -> None:
         """The legacy single-file migration and the one-time ``NODE_CONFIG_PATH`` merge."""
-        if migrate_legacy and legacy.dynamic_keys_in(self._loaded.document):
+        loaded = self._loaded
+        if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
+            parsed = None if loaded.raw is None else (loaded.raw, loaded.tree)
             self.legacy_report = legacy.migrate_legacy_file(
                 self._store,
-                self._loaded.path,
+                loaded.path,
                 before_risky_operation=self.before_risky_operation,
+                parsed=parsed,
             )
+        # The file's text and tree are only needed for the migration: don't keep them.
+        loaded.raw, loaded.tree = None, None
         legacy.import_node_config_env(self._store, env)
 
     def close(self) -> None:

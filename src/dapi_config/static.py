@@ -81,6 +81,10 @@ class LoadedConfig:
     document: dict[str, Any] = field(default_factory=dict)
     #: Top-level keys that are neither static sections nor legacy dynamic keys.
     unknown_keys: list[str] = field(default_factory=list)
+    #: The file's bytes and round-trip tree as read, so the legacy importer need not parse a
+    #: large legacy file a second time (the manager drops both once start-up is done).
+    raw: bytes | None = field(default=None, repr=False)
+    tree: Any = field(default=None, repr=False)
 
     @property
     def directory(self) -> Path:
@@ -124,7 +128,7 @@ def load_static_config(
     env = os.environ if env is None else env
     path = resolve_config_path(config_path, env)
     source = str(path)
-    doc, _raw = read_yaml_file(path)
+    doc, raw = read_yaml_file(path)
     data = to_plain(doc) if doc is not None else {}
     if not isinstance(data, dict):
         raise ConfigError(
@@ -176,7 +180,9 @@ def load_static_config(
         extra = getattr(config, section).model_extra or {}
         for key in extra:
             _warn_once(source, f"unknown key {section}.{key} kept as is")
-    return LoadedConfig(path=path, config=config, document=data, unknown_keys=unknown)
+    return LoadedConfig(
+        path=path, config=config, document=data, unknown_keys=unknown, raw=raw, tree=doc
+    )
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[tuple[str, str], tuple[str, str]]:

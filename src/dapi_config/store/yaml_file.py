@@ -70,7 +70,13 @@ class _Doc:
 class YamlStateStore:
     """The :class:`~dapi_config.store.backend.StateBackend` of ``yaml`` mode."""
 
-    def __init__(self, file: Path, *, default_actor: str = "library") -> None:
+    def __init__(
+        self,
+        file: Path,
+        *,
+        default_actor: str = "library",
+        parsed: tuple[bytes, Any] | None = None,
+    ) -> None:
         self.file = file
         self.default_actor = default_actor
         self._lock_path = file.with_name(f".{file.name}.lock")
@@ -80,7 +86,7 @@ class YamlStateStore:
         self._static = ""
         self._signature: tuple[int, int, int] | None = None
         self._closed = False
-        self._refresh()
+        self._refresh(parsed)
 
     @classmethod
     def open(
@@ -91,6 +97,7 @@ class YamlStateStore:
         durability: Durability = "full",
         default_actor: str = "library",
         keys: MasterKeySource | None = None,
+        parsed: tuple[bytes, Any] | None = None,
     ) -> YamlStateStore:
         """Open the config file as the state; seed it from ``state_path`` (a state database
         left by ``db``/``dual`` mode) when the file holds no dynamic state yet; ``keys``
@@ -100,7 +107,7 @@ class YamlStateStore:
         :class:`StateUnavailableError` when it cannot be written.
         """
         del durability  # every write is fsynced: there is no cheaper safe mode for a file
-        store = cls(Path(config_path), default_actor=default_actor)
+        store = cls(Path(config_path), default_actor=default_actor, parsed=parsed)
         if state_path is not None and Path(state_path).exists() and not store._has_dynamic:
             store._seed_from_database(Path(state_path), keys)
         return store
@@ -114,8 +121,9 @@ class YamlStateStore:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _refresh(self) -> None:
-        """Re-read the file if another process replaced it since we last looked."""
+    def _refresh(self, preloaded: tuple[bytes, Any] | None = None) -> None:
+        """Re-read the file if another process replaced it since we last looked (``preloaded``:
+        its bytes and round-trip tree as already read, reused when the bytes still match)."""
         from dapi_config import legacy  # noqa: PLC0415 - legacy imports the store package
 
         signature = self._stat_signature()
@@ -129,7 +137,10 @@ class YamlStateStore:
                     f"{self.file}: cannot read the state file: {exc.strerror}"
                 ) from None
             source = str(self.file)
-            doc = parse_yaml(raw, source)
+            if preloaded is not None and preloaded[0] == raw and preloaded[1] is not None:
+                doc = preloaded[1]
+            else:
+                doc = parse_yaml(raw, source)
             plain: dict[str, Any] = to_plain(doc) if isinstance(doc, dict) else {}
             dynamic = legacy.dynamic_keys_in(plain)
             parsed = legacy.parse_legacy_state(plain, source)
