@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -175,3 +176,26 @@ def test_sigterm_during_load_exits_cleanly(config_file: Path, serve_process: Ser
     # Graceful shutdown: every request the server took was answered, so the store holds
     # exactly the acknowledged writes (a request refused at shutdown never reached it).
     assert stored == set(acknowledged)
+
+
+def test_sigint_is_a_clean_stop_too(config_file: Path, serve_process: Serve) -> None:
+    proc = serve_process(config_file)
+    assert httpx.post(f"{proc.url}{NODES}", json=small_node("n1")).status_code == 200
+    assert proc.terminate(signal.SIGINT) == 0
+    assert "stopped by signal 2" in proc.log()
+    assert integrity(config_file.parent / "state.db") == "ok"
+
+
+def test_busy_port_is_one_error_line_exit_1(config_file: Path) -> None:
+    from tests.conftest import run_cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("--config", str(config_file), "serve", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert "Traceback" not in result.stderr

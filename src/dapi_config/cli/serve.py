@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import signal
+import socket
 from typing import Annotated
 
 import typer
@@ -81,6 +82,8 @@ def serve(
                 "change the node registry; set api.admin_token or DAPI_API__ADMIN_TOKEN",
                 host,
             )
+        # Bind before starting anything else: a busy port is one clear error line, exit 1.
+        listener = _listen(host, listen_port)
         service_metrics = ServiceMetrics()
         application = create_app(cm, service_metrics=service_metrics)
         scheduler: BackupScheduler | None = None
@@ -129,13 +132,33 @@ def serve(
             # uvicorn handles SIGTERM/SIGINT: stop accepting, finish in-flight requests, return.
             # It then re-raises the signal to the handlers it found, which are ours above: so
             # the state file is closed properly and a requested stop exits 0.
-            server.run()
+            server.run(sockets=[listener])
+        except SystemExit as exc:  # uvicorn exits on start-up failures (logged above)
+            raise fail(f"the admin API could not start on {host}:{listen_port}") from exc
         finally:
+            listener.close()
             if scheduler is not None:
                 scheduler.stop()
             cm.stop_periodic_export()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if not server.started:
-            raise fail(f"cannot listen on {host}:{listen_port} (see the log above)")
     log.info("stopped%s", f" by signal {stop_signals[0]}" if stop_signals else "")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or exit 1 with a clear message."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
