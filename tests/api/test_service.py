@@ -199,3 +199,32 @@ def test_busy_port_is_one_error_line_exit_1(config_file: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
     assert "Traceback" not in result.stderr
+
+
+def test_readme_walkthrough_on_the_example_config(tmp_path: Path, serve_process: Serve) -> None:
+    # `make serve` runs `dapi-config --config examples/config.yaml serve`; the README's curl
+    # walkthrough must work against exactly that config (a copy, so the repo stays clean).
+    example = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+    config = tmp_path / "config.yaml"
+    config.write_bytes(example.read_bytes())
+    config.chmod(0o600)
+    proc = serve_process(config)
+    base = proc.url
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    added = httpx.post(
+        f"{base}/admin/v1/nodes",
+        json={
+            "id": "node1",
+            "host": "10.0.0.5",
+            "inference_port": 5000,
+            "poc_port": 8080,
+            "models": {"Qwen/Qwen2.5-7B-Instruct": {"args": ["--tp", "2"]}},
+        },
+    )
+    assert added.status_code == 200
+    assert [n["id"] for n in httpx.get(f"{base}/admin/v1/nodes").json()] == ["node1"]
+    assert httpx.get(f"{base}/admin/v1/nodes/node1").headers["etag"]
+    assert httpx.post(f"{base}/admin/v1/nodes/node1/disable").json()["node_id"] == "node1"
+    assert httpx.get(f"{base}/admin/v1/state").json()["node_count"] == 1
+    assert "dapi_config_http_requests_total" in httpx.get(f"{base}/metrics").text
+    assert proc.terminate() == 0
