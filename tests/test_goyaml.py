@@ -70,6 +70,12 @@ def test_go_float_format() -> None:
     assert format_float(math.nan) == ".nan"
 
 
+def test_signed_underscores_are_quoted() -> None:
+    # Found by the property test below: plain "+_" crashed the reader, "+_1" read back as 1.
+    for text in ("+_", "+_1", "-__", "+0_"):
+        assert parse_yaml(render_go_yaml({"a": text}), "x")["a"] == text
+
+
 def test_empty_document() -> None:
     assert render_go_yaml({}) == "{}\n"
 

@@ -96,9 +96,16 @@ def _double_quoted(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+# YAML 1.2 int as ruamel resolves it: a sign then digits/underscores only ("+_1" is 1, and "+_"
+# even crashes its int constructor), so such strings need quotes too.
+_SIGNED_UNDERSCORES = re.compile(r"^[-+][0-9_]+$")
+
+
 def _needs_type_quotes(text: str) -> bool:
     """True when ``text`` written plain would read back as null, a bool or a number."""
-    return text in _RESERVED or bool(_NUMBER_LIKE.match(text))
+    return (
+        text in _RESERVED or bool(_NUMBER_LIKE.match(text)) or bool(_SIGNED_UNDERSCORES.match(text))
+    )
 
 
 def _plain_ok(text: str) -> bool:

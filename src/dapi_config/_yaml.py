@@ -67,6 +67,10 @@ def parse_yaml(raw: bytes | str, source: str) -> Any:
         ) from None
     except YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    except (IndexError, ValueError, TypeError, RecursionError) as exc:
+        # ruamel's constructors can fail on odd scalars (a plain "+_" is an IndexError in its
+        # int constructor) or deep nesting: still a bad file, never a traceback.
+        raise ConfigError(f"{source}: not valid YAML: {type(exc).__name__}: {exc}") from None
 
 
 def _marked(exc: MarkedYAMLError, default: str) -> str:
