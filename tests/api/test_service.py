@@ -196,7 +196,9 @@ def test_busy_port_is_one_error_line_exit_1(config_file: Path) -> None:
         result = run_cli("--config", str(config_file), "serve", "--port", str(port))
     assert result.returncode == 1
     assert result.stdout == ""
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    errors = [
+        line for line in result.stderr.splitlines() if " ERROR " in line or line.startswith("error")
+    ]
     assert errors == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
     assert "Traceback" not in result.stderr
 
