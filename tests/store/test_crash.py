@@ -32,7 +32,14 @@ def test_kill_9_never_loses_an_acknowledged_height(config_file: Path) -> None:
         assert first.strip(), proc.stderr.read() if proc.stderr else "no output"
         time.sleep(rng.uniform(0.0, 0.15))
         proc.kill()
-        out, _err = proc.communicate(timeout=60)
+        # Read the rest through the same buffered reader: readline() may already hold more
+        # lines in its buffer, which communicate() (reading the raw descriptor) would drop,
+        # making acknowledged heights look missing.
+        out = proc.stdout.read()
+        proc.wait(60)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        proc.stdout.close()
         acknowledged = [int(x) for x in (first + out).split()]
         last_acknowledged = max(acknowledged)
 
