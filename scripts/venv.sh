@@ -5,4 +5,6 @@ PY="${PY:-python3}"
 VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[dev,bench]"
+# encryption: the SQLCipher extra is tested too. --only-binary: its wheel bundles the library;
+# building it from source would need system SQLCipher headers, so fail clearly instead.
+"$VENV/bin/python" -m pip install --quiet --only-binary sqlcipher3 -e ".[dev,bench,encryption]"

@@ -62,6 +62,7 @@ from dapi_config.static import LoadedConfig, load_static_config, resolve_state_p
 from dapi_config.store import AuditEntry, Durability, StateStore
 from dapi_config.store import backup as _backup
 from dapi_config.store import recovery as _recovery
+from dapi_config.store.cipher import StateCipher, cipher_from_env
 from dapi_config.store.sqlite import AUDIT_PAGE_MAX, SecurityKeyRow, SeedKind
 
 if TYPE_CHECKING:
@@ -118,10 +119,12 @@ class ConfigManager:
         backend: ``db`` (default), ``dual`` (plus a legacy-layout mirror file), ``yaml`` (the
         legacy single file, no database).
         Secrets are sealed under the master key from ``API_STATE_KEY`` (>= 16 characters) or
-        the key file ``<state>.key``; ``API_AUDIT_KEEP`` sets the audit retention.
-        Raises :class:`ConfigError` (bad static config or legacy values, bad mode or setting;
-        :class:`MasterKeyError` for a short ``API_STATE_KEY``), :class:`SchemaTooNewError`,
-        :class:`StateUnavailableError`.
+        the key file ``<state>.key``; ``API_AUDIT_KEEP`` sets the audit retention. Whole-file
+        encryption follows ``API_STATE_ENCRYPTION``/``API_STATE_KEY`` in ``env``.
+        Raises :class:`ConfigError` (bad static config or legacy values, bad mode or setting,
+        bad encryption setting; :class:`MasterKeyError` for a short ``API_STATE_KEY``),
+        :class:`SchemaTooNewError`, :class:`StateUnavailableError` (also: wrong or missing
+        state-file key).
         """
         env = os.environ if env is None else env
         mode = legacy.resolve_state_mode(env)
@@ -150,8 +153,13 @@ class ConfigManager:
         if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
             # Malformed legacy values stop here, before the state file is even created.
             legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
+        cipher = cipher_from_env(env)
         store = StateStore.open(
-            path, durability=durability, default_actor=actor, audit_retention=retention
+            path,
+            durability=durability,
+            default_actor=actor,
+            audit_retention=retention,
+            cipher=cipher,
         )
         cm = cls(loaded, store, mode=mode, keys=keys)
         try:
@@ -526,6 +534,11 @@ class ConfigManager:
     # --- backups and recovery (SPEC §10) ------------------------------------------------
 
     @property
+    def _cipher(self) -> StateCipher | None:
+        # Backups and checks use the key the state file was opened with.
+        return self._store.db.cipher if isinstance(self._store, StateStore) else None
+
+    @property
     def backup_dir(self) -> Path:
         """Where automatic and scheduled backups go: ``<state dir>/backups``."""
         return _backup.backup_dir_for(self.state_path)
@@ -538,17 +551,19 @@ class ConfigManager:
         :class:`StateUnavailableError` in ``API_STATE_MODE=yaml`` (no database to back up)."""
         self._require_database("backups")
         return _backup.create_backup(
-            self.state_path, out=out, backup_dir=self.backup_dir, reason=reason
+            self.state_path, out=out, backup_dir=self.backup_dir, reason=reason, cipher=self._cipher
         )
 
     def backup_before(self, reason: str) -> _backup.BackupInfo | None:
         """The automatic ``pre-<reason>`` backup before a risky operation (None when the state
         is still empty). Raises :class:`BackupError`: then do not go ahead."""
-        return _backup.backup_before(self.state_path, reason, backup_dir=self.backup_dir)
+        return _backup.backup_before(
+            self.state_path, reason, backup_dir=self.backup_dir, cipher=self._cipher
+        )
 
     def list_backups(self) -> list[_backup.BackupInfo]:
         """Backups of this state file, newest first, each checked."""
-        return _backup.list_backups(self.backup_dir, self.state_path)
+        return _backup.list_backups(self.backup_dir, self.state_path, cipher=self._cipher)
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> _recovery.RestoreResult:
         """Replace the state with ``backup`` after backing up the current state.
@@ -558,12 +573,14 @@ class ConfigManager:
         :class:`StateUnavailableError` (also in ``API_STATE_MODE=yaml``: no database).
         """
         self._require_database("restores")
-        return _recovery.restore_backup(self.state_path, backup, backup_dir=self.backup_dir)
+        return _recovery.restore_backup(
+            self.state_path, backup, backup_dir=self.backup_dir, cipher=self._cipher
+        )
 
     def check(self, *, max_backup_age: float | None = None) -> _recovery.CheckResult:
         """Integrity, schema version, permissions and backup freshness of the state file."""
         return _recovery.check_state(
-            self.state_path, self.backup_dir, max_backup_age=max_backup_age
+            self.state_path, self.backup_dir, max_backup_age=max_backup_age, cipher=self._cipher
         )
 
     def _stored_worker_key(self) -> dict[str, str] | None:

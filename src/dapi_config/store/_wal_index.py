@@ -42,6 +42,8 @@ import struct
 import threading
 from dataclasses import dataclass
 
+from dapi_config.store.connection import SQLITE_ERRORS
+
 #: Bytes of header copy 1, the part every commit rewrites.
 HEADER_SIZE = 48
 #: Both header copies plus the checkpoint info: the smallest mapping that holds the header.
@@ -93,7 +95,7 @@ def open_wal_index(db_path: str | os.PathLike[str], conn: sqlite3.Connection) ->
     try:
         journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         locking = str(conn.execute("PRAGMA locking_mode").fetchone()[0]).lower()
-    except sqlite3.Error:
+    except SQLITE_ERRORS:
         return None
     if journal != "wal" or locking != "normal":
         return None

@@ -13,6 +13,11 @@ Backups live in ``<state dir>/backups/`` as ``<state stem>-<UTC time>-<reason>.d
 ``manual``, ``scheduled``, ``pre-restore``, ``pre-schema-v2``, ``pre-set-nodes``,
 ``pre-legacy-migration``...). Retention keeps the newest ``keep`` backups of each automatic
 reason; manual backups are never pruned.
+
+An encrypted state file (:mod:`.cipher`) gives encrypted backups with the same key (SQLCipher's
+backup API copies between files with the same key only). A backup can be read only in the mode
+it was made in: while encryption is on, plain backups (from before ``dapi-config encrypt``) are
+reported as unusable, and the other way round; after ``rekey`` the old backups need the old key.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import contextlib
 import logging
 import os
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,10 +37,14 @@ from typing import Any
 from dapi_config import _failpoints
 from dapi_config._files import fsync_directory
 from dapi_config.errors import BackupError, ConfigError, DapiConfigError
+from dapi_config.store import cipher as _cipher
+from dapi_config.store.cipher import FROM_ENV, CipherSetting, StateCipher, resolve_cipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
+    SQLITE_ERRORS,
     create_private_file,
+    is_not_a_database,
     sqlite_error_message,
 )
 from dapi_config.store.migrations import LATEST_VERSION
@@ -116,13 +124,16 @@ def read_header(path: Path) -> bytes:
         return handle.read(100)
 
 
-def inspect_backup(path: str | os.PathLike[str]) -> BackupInfo:
+def inspect_backup(path: str | os.PathLike[str], *, cipher: CipherSetting = FROM_ENV) -> BackupInfo:
     """Check a backup file: header, ``integrity_check``, application id, schema version.
 
-    Never raises for a damaged file: the result's ``problem`` says what is wrong.
-    Raises :class:`BackupError` only when the file does not exist.
+    ``cipher``: the key encrypted backups are read with (default: from the environment).
+    Never raises for a damaged file (or one made in the other encryption mode): the result's
+    ``problem`` says what is wrong. Raises :class:`BackupError` only when the file does not
+    exist.
     """
     file = Path(path)
+    key = resolve_cipher(cipher)
     try:
         stat = file.stat()
     except OSError as exc:
@@ -139,11 +150,24 @@ def inspect_backup(path: str | os.PathLike[str]) -> BackupInfo:
         header = read_header(file)
     except OSError as exc:
         return replace(info, problem=f"cannot read ({exc.strerror})")
-    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
-        return replace(info, problem="not an SQLite database (bad or missing header)")
+    plain = header.startswith(SQLITE_MAGIC)
+    if key is None and (len(header) < 100 or not plain):
+        return replace(
+            info,
+            problem="not an SQLite database (bad or missing header; or encrypted: "
+            f"{_cipher.maybe_encrypted_hint()})",
+        )
+    if key is not None and plain:
+        return replace(
+            info,
+            problem="not encrypted (made while state-file encryption was off); restore it "
+            f"with {_cipher.ENV_MODE} unset, then run `dapi-config encrypt`",
+        )
+    if len(header) < 100:
+        return replace(info, problem="truncated (shorter than one page)")
     try:
-        conn = sqlite3.connect(_readonly_uri(file), uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
+        conn = _cipher.connect(_readonly_uri(file), key, uri=True, isolation_level=None)
+    except SQLITE_ERRORS as exc:
         return replace(info, problem=f"cannot open ({exc})")
     try:
         rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
@@ -162,7 +186,13 @@ def inspect_backup(path: str | os.PathLike[str]) -> BackupInfo:
             )
         row = conn.execute("SELECT COALESCE(MAX(revision), 0) FROM audit_log").fetchone()
         return replace(info, revision=int(row[0]))
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
+        if key is not None and is_not_a_database(exc):
+            return replace(
+                info,
+                problem=f"cannot be decrypted with {_cipher.ENV_KEY} (made with another key, "
+                "or damaged)",
+            )
         return replace(info, problem=f"cannot be read ({exc})")
     finally:
         conn.close()
@@ -199,15 +229,19 @@ def create_backup(
     out: str | os.PathLike[str] | None = None,
     backup_dir: str | os.PathLike[str] | None = None,
     reason: str = MANUAL,
+    cipher: CipherSetting = FROM_ENV,
 ) -> BackupInfo:
     """Copy the live state file to a verified backup; returns what was written.
 
     ``out`` is a file path (replaced atomically) or a directory; by default the backup goes to
     ``backup_dir`` (``<state dir>/backups``) under a generated name. Safe while other threads
-    and processes write. Raises :class:`BackupError` (nothing left behind) when the state file
-    is missing or damaged or the copy cannot be written (full disk, permissions).
+    and processes write. An encrypted state file (``cipher``, default from the environment)
+    gives a backup encrypted with the same key. Raises :class:`BackupError` (nothing left
+    behind) when the state file is missing or damaged or the copy cannot be written (full disk,
+    permissions).
     """
     state = Path(state_path)
+    key = resolve_cipher(cipher)
     if not _REASON_RE.match(reason):
         raise BackupError(f"backup reason {reason!r}: use lower-case letters, digits, '-', '.'")
     if not state.is_file():
@@ -230,9 +264,9 @@ def create_backup(
         _remove_temp(tmp)
         raise BackupError(f"cannot write a backup in {directory}: {exc.strerror}") from None
     try:
-        _copy_snapshot(state, tmp)
+        _copy_snapshot(state, tmp, key)
         _failpoints.hit("backup.mid_copy")
-        info = inspect_backup(tmp)
+        info = inspect_backup(tmp, cipher=key)
         if not info.ok:
             raise BackupError(
                 f"the backup of {state} failed its check ({info.problem}); nothing was kept. "
@@ -267,6 +301,7 @@ def backup_before(
     reason: str,
     *,
     backup_dir: str | os.PathLike[str] | None = None,
+    cipher: CipherSetting = FROM_ENV,
 ) -> BackupInfo | None:
     """The automatic backup before a risky operation (restore, schema change, bulk replace,
     legacy migration): ``pre-<reason>`` in ``<state dir>/backups``.
@@ -276,10 +311,11 @@ def backup_before(
     should then not go ahead.
     """
     state = Path(state_path)
-    if _revision_of_live(state) == 0:
+    key = resolve_cipher(cipher)
+    if _revision_of_live(state, key) == 0:
         return None
     tag = reason if reason.startswith("pre-") else f"pre-{reason}"
-    info = create_backup(state, backup_dir=backup_dir, reason=tag)
+    info = create_backup(state, backup_dir=backup_dir, reason=tag, cipher=key)
     # Automatic backups follow the same retention as scheduled ones, per reason, so a busy
     # bulk-replace caller cannot fill the disk with them.
     keep = DEFAULT_KEEP
@@ -290,33 +326,33 @@ def backup_before(
     return info
 
 
-def _revision_of_live(state: Path) -> int:
+def _revision_of_live(state: Path, key: StateCipher | None) -> int:
     """The newest audit revision of the live file (0 when missing, new or unreadable)."""
     if not state.is_file() or state.stat().st_size == 0:
         wal = Path(f"{state}-wal")
         if not (wal.exists() and wal.stat().st_size):
             return 0
     try:
-        conn = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except sqlite3.Error:
+        conn = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except SQLITE_ERRORS:
         return 0
     try:
         row = conn.execute("SELECT COALESCE(MAX(revision), 0) FROM audit_log").fetchone()
         return int(row[0])
-    except sqlite3.Error:
+    except SQLITE_ERRORS:
         return 0
     finally:
         conn.close()
 
 
-def _copy_snapshot(state: Path, tmp: Path) -> None:
+def _copy_snapshot(state: Path, tmp: Path, key: StateCipher | None) -> None:
     """One-step online copy of ``state`` into the empty file ``tmp`` (rollback-journal mode)."""
     try:
-        src = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except sqlite3.Error as exc:
+        src = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except SQLITE_ERRORS as exc:
         raise BackupError(f"{state}: cannot open for backup: {sqlite_error_message(exc)}") from None
     try:
-        dst = sqlite3.connect(str(tmp), isolation_level=None)
+        dst = _cipher.connect(str(tmp), key, isolation_level=None)
         try:
             # pages=-1: everything in one step under one read transaction (see module doc).
             src.backup(dst, pages=-1)
@@ -324,7 +360,11 @@ def _copy_snapshot(state: Path, tmp: Path) -> None:
             dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
+        if is_not_a_database(exc):
+            message = _cipher.unreadable_message(state, key)
+            if message is not None:
+                raise BackupError(f"cannot back up: {message}") from None
         raise BackupError(
             f"cannot back up {state}: {sqlite_error_message(exc)}; nothing was kept"
         ) from None
@@ -337,6 +377,7 @@ def list_backups(
     state_path: str | os.PathLike[str] | None = None,
     *,
     verify: bool = True,
+    cipher: CipherSetting = FROM_ENV,
 ) -> list[BackupInfo]:
     """Backups in ``backup_dir`` (of ``state_path``'s file when given), newest first.
 
@@ -344,6 +385,7 @@ def list_backups(
     file name and size are read.
     """
     directory = Path(backup_dir)
+    key = resolve_cipher(cipher) if verify else None
     stem = None if state_path is None else Path(state_path).stem
     found: list[BackupInfo] = []
     try:
@@ -358,7 +400,7 @@ def list_backups(
             continue
         try:
             if verify:
-                found.append(inspect_backup(entry))
+                found.append(inspect_backup(entry, cipher=key))
             else:
                 created = datetime.strptime(match["ts"], _TS_FORMAT).replace(tzinfo=UTC)
                 found.append(
@@ -371,12 +413,18 @@ def list_backups(
 
 
 def newest_good_backup(
-    backup_dir: str | os.PathLike[str], state_path: str | os.PathLike[str] | None = None
+    backup_dir: str | os.PathLike[str],
+    state_path: str | os.PathLike[str] | None = None,
+    *,
+    cipher: CipherSetting = FROM_ENV,
 ) -> BackupInfo | None:
-    """The newest backup that passes its check (older ones are tried in turn), or None."""
+    """The newest backup that passes its check (older ones are tried in turn), or None.
+
+    Only backups readable in the current encryption mode (``cipher``) count."""
+    key = resolve_cipher(cipher)
     for candidate in list_backups(backup_dir, state_path, verify=False):
         try:
-            info = inspect_backup(candidate.path)
+            info = inspect_backup(candidate.path, cipher=key)
         except BackupError:
             continue
         if info.ok:
@@ -462,6 +510,7 @@ class BackupScheduler:
         keep: int = DEFAULT_KEEP,
         backup_dir: str | os.PathLike[str] | None = None,
         on_backup: Callable[[BackupInfo], None] | None = None,
+        cipher: CipherSetting = FROM_ENV,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
@@ -470,6 +519,7 @@ class BackupScheduler:
         self.interval = interval
         self.keep = keep
         self.on_backup = on_backup
+        self.cipher = resolve_cipher(cipher)
         self.last: BackupInfo | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -494,7 +544,9 @@ class BackupScheduler:
     def run_once(self) -> BackupInfo | None:
         """Take one scheduled backup and prune; None (logged) when it failed."""
         try:
-            info = create_backup(self.state_path, backup_dir=self.backup_dir, reason=SCHEDULED)
+            info = create_backup(
+                self.state_path, backup_dir=self.backup_dir, reason=SCHEDULED, cipher=self.cipher
+            )
             prune_backups(self.backup_dir, self.state_path, self.keep, reasons=[SCHEDULED])
         except DapiConfigError as exc:
             log.error("scheduled backup failed: %s", exc)

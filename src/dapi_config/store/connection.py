@@ -15,6 +15,9 @@ Rules this module enforces (each one learned the hard way by SQLite users):
   (SQLite gives the companions the main file's mode).
 - In-process writers queue on a Python lock before ``BEGIN IMMEDIATE``: no busy-polling between
   threads, and post-commit work (cache updates, hooks) runs in commit order.
+- An encrypted state file (:mod:`.cipher`) is opened through the SQLCipher driver, whose
+  ``PRAGMA key`` is the first statement on every connection. The driver has its own exception
+  classes: every ``except`` in the store uses :data:`SQLITE_ERRORS` (and friends) to catch both.
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ from typing import Any, Literal
 
 from dapi_config import _failpoints
 from dapi_config.errors import DapiConfigError, StateUnavailableError
+from dapi_config.store.cipher import (
+    FROM_ENV,
+    CipherSetting,
+    StateCipher,
+    driver,
+    resolve_cipher,
+    unreadable_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,23 @@ APPLICATION_ID = 0x44415049
 BUSY_TIMEOUT_S = 30.0
 #: Cap on the WAL size kept after a checkpoint (bytes).
 JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+
+_DRIVER = driver()
+#: Every SQLite error class in use: the stdlib's and, when the encryption extra is installed,
+#: the SQLCipher driver's (same names, different classes). Catch these, never ``sqlite3.Error``.
+SQLITE_ERRORS: tuple[type[Exception], ...] = (
+    (sqlite3.Error,) if _DRIVER is None else (sqlite3.Error, _DRIVER.Error)
+)
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (
+    (sqlite3.IntegrityError,)
+    if _DRIVER is None
+    else (sqlite3.IntegrityError, _DRIVER.IntegrityError)
+)
+OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (
+    (sqlite3.OperationalError,)
+    if _DRIVER is None
+    else (sqlite3.OperationalError, _DRIVER.OperationalError)
+)
 
 # Connections inherited from a parent process. Closing them in the child could release the
 # parent's POSIX locks on the file, so they are parked here and never touched again.
@@ -125,6 +153,24 @@ def sqlite_error_message(exc: BaseException) -> str:
     return text
 
 
+def is_not_a_database(exc: BaseException) -> bool:
+    """True for SQLITE_NOTADB: a wrong key, an encrypted file opened plain, or damage."""
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    return code == "SQLITE_NOTADB" or "not a database" in str(exc)
+
+
+def open_error_message(
+    path: str | os.PathLike[str], exc: BaseException, cipher: StateCipher | None
+) -> str:
+    """``sqlite_error_message`` prefixed by the path, turning "file is not a database" into
+    what the operator must do when it is about encryption (wrong key, mode not enabled...)."""
+    if is_not_a_database(exc):
+        message = unreadable_message(path, cipher)
+        if message is not None:
+            return message
+    return f"{path}: {sqlite_error_message(exc)}"
+
+
 @dataclass
 class _ThreadState:
     pid: int
@@ -144,12 +190,25 @@ class Database:
         durability: Durability = "full",
         connect: Callable[..., sqlite3.Connection] | None = None,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
+        cipher: CipherSetting = FROM_ENV,
     ) -> None:
+        """``cipher``: the key of an encrypted file (None: plain; default: from
+        ``API_STATE_ENCRYPTION``/``API_STATE_KEY``). A custom ``connect`` replaces it.
+
+        Raises :class:`ConfigError` when the environment asks for encryption it cannot provide.
+        """
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        if connect is not None and cipher not in (None, FROM_ENV):
+            raise ValueError("pass either connect= or cipher=, not both")
         self.path = Path(path)
         self.durability: Durability = durability
-        self._connect = connect or sqlite3.connect
+        #: The key this file is opened with (None: a plain SQLite file).
+        self.cipher: StateCipher | None = None if connect is not None else resolve_cipher(cipher)
+        # The cipher's connect runs PRAGMA key before anything else, on_connect after it.
+        self._connect = connect or (
+            self.cipher.connect if self.cipher is not None else sqlite3.connect
+        )
         self._on_connect = on_connect
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -217,8 +276,8 @@ class Database:
                 check_same_thread=False,
                 cached_statements=256,
             )
-        except sqlite3.Error as exc:
-            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+        except SQLITE_ERRORS as exc:
+            raise StateUnavailableError(self._message(exc)) from None
         try:
             if self._on_connect is not None:
                 self._on_connect(conn)
@@ -271,8 +330,8 @@ class Database:
                 timeout=BUSY_TIMEOUT_S,
                 isolation_level=None,
             )
-        except sqlite3.Error as exc:
-            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+        except SQLITE_ERRORS as exc:
+            raise StateUnavailableError(self._message(exc)) from None
         try:
             if self._on_connect is not None:
                 self._on_connect(conn)
@@ -280,6 +339,9 @@ class Database:
             conn.close()
             raise
         return conn
+
+    def _message(self, exc: BaseException) -> str:
+        return open_error_message(self.path, exc, self.cipher)
 
     def _configure(self, conn: sqlite3.Connection) -> None:
         """The one place that sets pragmas. Runs outside any transaction."""
@@ -295,8 +357,8 @@ class Database:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-        except sqlite3.Error as exc:
-            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+        except SQLITE_ERRORS as exc:
+            raise StateUnavailableError(self._message(exc)) from None
 
     def _thread_state(self) -> _ThreadState:
         if self._closed:
@@ -333,9 +395,9 @@ class Database:
         conn = self.connection()
         try:
             return conn.execute(sql, params)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise
-        except sqlite3.Error as exc:
+        except SQLITE_ERRORS as exc:
             raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
 
     def query_all(self, sql: str, params: Any = ()) -> list[Any]:
@@ -343,7 +405,7 @@ class Database:
         conn = self.connection()
         try:
             return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except SQLITE_ERRORS as exc:
             raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
 
     def query_one(self, sql: str, params: Any = ()) -> Any:
@@ -355,7 +417,7 @@ class Database:
                 return cur.fetchone()
             finally:
                 cur.close()
-        except sqlite3.Error as exc:
+        except SQLITE_ERRORS as exc:
             raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
 
     # --- transactions --------------------------------------------------------------------
@@ -397,7 +459,7 @@ class Database:
                 state.depth = 0
             try:
                 state.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except SQLITE_ERRORS as exc:
                 state.on_commit.clear()
                 self._rollback(state.conn)
                 raise StateUnavailableError(
@@ -454,7 +516,7 @@ class Database:
             return
         try:
             state.conn.execute("BEGIN")
-        except sqlite3.Error as exc:
+        except SQLITE_ERRORS as exc:
             raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
         try:
             yield
@@ -470,7 +532,7 @@ class Database:
             yield
         except BaseException:
             del state.on_commit[mark:]
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*SQLITE_ERRORS):
                 state.conn.execute(f"ROLLBACK TO {name}")
                 state.conn.execute(f"RELEASE {name}")
             raise
@@ -486,7 +548,7 @@ class Database:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 return
-            except sqlite3.OperationalError as exc:
+            except OPERATIONAL_ERRORS as exc:
                 busy = "locked" in str(exc) or "busy" in str(exc)
                 if busy and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -497,7 +559,7 @@ class Database:
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*SQLITE_ERRORS):
                 conn.execute("ROLLBACK")
 
     def after_commit(self, work: Callable[[], None]) -> None:
@@ -517,7 +579,7 @@ class Database:
             conns, self._all = self._all, []
         for owner, conn in conns:
             if owner == pid:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*SQLITE_ERRORS):
                     conn.close()
             else:
                 _INHERITED.append(conn)

@@ -19,6 +19,11 @@ steps 2-3 before anything else. With no good backup, open stops with
 :func:`restore_backup` restores a healthy live file through SQLite's backup API into the open
 database (one write transaction: a crash mid-restore leaves the old state, other processes see
 the new state at their next read); a damaged or missing live file gets the swap above.
+
+Encryption (:mod:`.cipher`): a key problem is never taken for damage. With encryption on, a
+plain file or a file the key does not open stops start-up with a message about the key; with it
+off, a file marked encrypted (``<state>.encrypted``) stops start-up with a message saying how to
+enable it. Only backups readable in the current mode are candidates for recovery.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import fcntl
 import logging
 import os
 import shutil
-import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +49,7 @@ from dapi_config.errors import (
     StateUnavailableError,
 )
 from dapi_config.security import key_file_path
+from dapi_config.store import cipher as _cipher
 from dapi_config.store import migrations
 from dapi_config.store.backup import (
     BackupInfo,
@@ -56,11 +61,14 @@ from dapi_config.store.backup import (
     newest_good_backup,
     read_header,
 )
+from dapi_config.store.cipher import FROM_ENV, CipherSetting, StateCipher, resolve_cipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
+    SQLITE_ERRORS,
     Database,
     create_private_file,
+    is_not_a_database,
     sqlite_error_message,
 )
 from dapi_config.store.migrations import LATEST_VERSION
@@ -125,7 +133,7 @@ def _has_backups(backup_dir: Path, state: Path) -> bool:
     return bool(list_backups(backup_dir, state, verify=False))
 
 
-def _is_damage(exc: sqlite3.Error) -> bool:
+def _is_damage(exc: BaseException) -> bool:
     code = getattr(exc, "sqlite_errorname", "") or ""
     text = str(exc)
     return (
@@ -135,14 +143,21 @@ def _is_damage(exc: sqlite3.Error) -> bool:
     )
 
 
-def diagnose(state_path: str | os.PathLike[str], backup_dir: str | os.PathLike[str]) -> str | None:
+def diagnose(
+    state_path: str | os.PathLike[str],
+    backup_dir: str | os.PathLike[str],
+    *,
+    cipher: CipherSetting = FROM_ENV,
+) -> str | None:
     """What is wrong with the state file (None: sound, or missing/new and nothing to restore).
 
     Raises :class:`StateCorruptError` for a sound SQLite file that is not a dapi-config state
     file (left alone: the path is wrong, not the file), :class:`StateUnavailableError` when
-    the file cannot be read for another reason (permissions, locked, I/O).
+    the file cannot be read for another reason (permissions, locked, I/O, a wrong or missing
+    encryption key, a plain file while encryption is on).
     """
     state = Path(state_path)
+    key = resolve_cipher(cipher)
     backups = Path(backup_dir)
     wal = _companion(state, "-wal")
     wal_size = wal.stat().st_size if wal.exists() else 0
@@ -163,20 +178,39 @@ def diagnose(state_path: str | os.PathLike[str], backup_dir: str | os.PathLike[s
             header = read_header(state)
         except OSError as exc:
             raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
-        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-            return "not an SQLite database (bad or truncated header)"
+        plain = header.startswith(_cipher.SQLITE_MAGIC)
+        if key is None and (len(header) < 100 or not plain):
+            if _cipher.marker_path(state).exists():
+                raise StateUnavailableError(_cipher.not_enabled_message(state))
+            return (
+                "not an SQLite database (bad or truncated header; "
+                f"{_cipher.maybe_encrypted_hint()})"
+            )
+        if key is not None and plain:
+            raise StateUnavailableError(_cipher.not_encrypted_message(state))
+        if len(header) < 100:
+            return "truncated (shorter than one page)"
     try:
-        conn = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except sqlite3.Error as exc:
+        conn = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except SQLITE_ERRORS as exc:
         raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
     try:
+        if key is not None and size:
+            # A wrong key fails on page 1. Recovery must never replace a file because of a key
+            # problem, and a damaged page 1 cannot be told apart from a wrong key: stop here.
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except SQLITE_ERRORS as exc:
+                if is_not_a_database(exc):
+                    raise StateUnavailableError(_cipher.wrong_key_message(state)) from None
+                raise
         rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
         if rows != ["ok"]:
             return "integrity check failed: " + "; ".join(rows[:3])
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         tables = int(conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0])
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
         if _is_damage(exc):
             return f"cannot be read ({exc})"
         raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
@@ -228,7 +262,7 @@ def quarantine(state_path: str | os.PathLike[str]) -> Path | None:
     return folder
 
 
-def _stage_copy(backup: BackupInfo, state: Path) -> None:
+def _stage_copy(backup: BackupInfo, state: Path, key: StateCipher | None = None) -> None:
     """Copy ``backup`` to ``<state>.restoring``: temp file, fsync, check, rename."""
     staged = staged_path(state)
     tmp = state.with_name(f".{state.name}.restoring.{os.getpid()}.tmp")
@@ -238,7 +272,7 @@ def _stage_copy(backup: BackupInfo, state: Path) -> None:
             shutil.copyfileobj(src, dst, 1 << 20)
             dst.flush()
             os.fsync(dst.fileno())
-        check = inspect_backup(tmp)
+        check = inspect_backup(tmp, cipher=key)
         if not check.ok:
             raise BackupError(f"{backup.path}: the copy failed its check ({check.problem})")
         os.replace(tmp, staged)
@@ -267,36 +301,40 @@ def finish_interrupted_swap(state_path: str | os.PathLike[str]) -> Path | None:
     return folder
 
 
-def _swap_in(backup: BackupInfo, state: Path) -> Path | None:
-    _stage_copy(backup, state)
+def _swap_in(backup: BackupInfo, state: Path, key: StateCipher | None) -> Path | None:
+    _stage_copy(backup, state, key)
     return finish_interrupted_swap(state)
 
 
 def recover_if_damaged(
     state_path: str | os.PathLike[str],
     backup_dir: str | os.PathLike[str] | None = None,
+    *,
+    cipher: CipherSetting = FROM_ENV,
 ) -> RecoveryReport | None:
     """The open-time check: finish an interrupted swap, then replace a damaged state file by
     the newest good backup. Returns what was done (None: the file was sound).
 
     Raises :class:`StateCorruptError` (the file is damaged and no good backup exists, or it is
-    not a dapi-config file), :class:`StateUnavailableError` (cannot be read at all).
+    not a dapi-config file), :class:`StateUnavailableError` (cannot be read at all, or a key
+    problem: see :func:`diagnose`).
     """
     state = Path(state_path)
+    key = resolve_cipher(cipher)
     backups = Path(backup_dir or backup_dir_for(state))
     if not state.parent.is_dir():
         return None  # a new state file in a new directory: nothing to check
-    if not staged_path(state).exists() and diagnose(state, backups) is None:
+    if not staged_path(state).exists() and diagnose(state, backups, cipher=key) is None:
         return None
     with _recovery_lock(state):
         # Another process may have recovered while we waited for the lock.
         if staged_path(state).exists():
             finish_interrupted_swap(state)
             log.warning("finished an interrupted restore of %s", state)
-        problem = diagnose(state, backups)
+        problem = diagnose(state, backups, cipher=key)
         if problem is None:
             return None
-        good = newest_good_backup(backups, state)
+        good = newest_good_backup(backups, state, cipher=key)
         if good is None:
             raise StateCorruptError(
                 f"{state} is damaged ({problem}) and {backups} holds no good backup; nothing "
@@ -304,20 +342,20 @@ def recover_if_damaged(
                 "and -shm aside (keep them: `sqlite3 FILE .recover` may salvage rows); to "
                 "restore a backup from elsewhere, run `dapi-config restore PATH`"
             )
-        folder = _swap_in(good, state)
+        folder = _swap_in(good, state, key)
         report = RecoveryReport(state, problem, good, folder)
         log.critical(report.message())
         return report
 
 
-def _copy_into_live(backup: BackupInfo, state: Path) -> None:
+def _copy_into_live(backup: BackupInfo, state: Path, key: StateCipher | None) -> None:
     """Copy ``backup`` into the live state file through SQLite (one write transaction)."""
     try:
-        src = sqlite3.connect(_readonly_uri(backup.path), uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
+        src = _cipher.connect(_readonly_uri(backup.path), key, uri=True, isolation_level=None)
+    except SQLITE_ERRORS as exc:
         raise BackupError(f"{backup.path}: cannot open ({exc})") from None
     try:
-        dst = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        dst = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             dst.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
@@ -331,7 +369,7 @@ def _copy_into_live(backup: BackupInfo, state: Path) -> None:
             src.backup(dst, pages=RESTORE_STEP_PAGES, progress=progress)
         finally:
             dst.close()
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
         raise StateUnavailableError(
             f"{state}: restore failed, the state file is unchanged: {sqlite_error_message(exc)}"
         ) from None
@@ -344,6 +382,7 @@ def restore_backup(
     backup_path: str | os.PathLike[str],
     *,
     backup_dir: str | os.PathLike[str] | None = None,
+    cipher: CipherSetting = FROM_ENV,
 ) -> RestoreResult:
     """Replace the state with ``backup_path``; a backup of the current state is taken first.
 
@@ -353,7 +392,8 @@ def restore_backup(
     """
     state = Path(state_path)
     backups = Path(backup_dir or backup_dir_for(state))
-    info = inspect_backup(backup_path)
+    key = resolve_cipher(cipher)
+    info = inspect_backup(backup_path, cipher=key)
     if info.schema_version > LATEST_VERSION:
         raise SchemaTooNewError(str(info.path), info.schema_version, LATEST_VERSION)
     if not info.ok:
@@ -364,18 +404,18 @@ def restore_backup(
     with _recovery_lock(state) if state.parent.is_dir() else contextlib.nullcontext():
         if staged_path(state).exists():
             finish_interrupted_swap(state)
-        problem = diagnose(state, backups)
+        problem = diagnose(state, backups, cipher=key)
         live = problem is None and state.exists() and state.stat().st_size > 0
         if live:
-            pre = create_backup(state, backup_dir=backups, reason="pre-restore")
-            _copy_into_live(info, state)
+            pre = create_backup(state, backup_dir=backups, reason="pre-restore", cipher=key)
+            _copy_into_live(info, state, key)
             folder = None
         else:
             pre = None
             state.parent.mkdir(parents=True, exist_ok=True)
-            folder = _swap_in(info, state)
+            folder = _swap_in(info, state, key)
     # A backup from an older schema is brought up to date like any file at open.
-    db = Database(state)
+    db = Database(state, cipher=key)
     try:
         db.prepare_files()
         migrations.migrate(db)
@@ -421,6 +461,7 @@ def check_state(
     backup_dir: str | os.PathLike[str] | None = None,
     *,
     max_backup_age: float | None = None,
+    cipher: CipherSetting = FROM_ENV,
 ) -> CheckResult:
     """Report integrity, schema version, file permissions and backup freshness; changes nothing.
 
@@ -430,6 +471,8 @@ def check_state(
     state = Path(state_path)
     backups = Path(backup_dir or backup_dir_for(state))
     result = CheckResult(state)
+    key = resolve_cipher(cipher)
+    result.items["encryption"] = "none" if key is None else _cipher.SQLCIPHER
     if staged_path(state).exists():
         result.problems.append(
             f"an interrupted restore is pending ({staged_path(state)}); the next open finishes it"
@@ -438,7 +481,7 @@ def check_state(
         result.problems.append(f"{state}: the state file does not exist")
         return result
     try:
-        problem = diagnose(state, backups)
+        problem = diagnose(state, backups, cipher=key)
     except StateUnavailableError as exc:
         problem = str(exc)
     result.items["integrity"] = "ok" if problem is None else problem
@@ -446,12 +489,12 @@ def check_state(
         result.problems.append(f"{state}: {problem}")
     else:
         try:
-            conn = sqlite3.connect(str(state), timeout=BUSY_TIMEOUT_S)
+            conn = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S)
             try:
                 version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
+        except SQLITE_ERRORS as exc:
             version = -1
             result.problems.append(f"{state}: {sqlite_error_message(exc)}")
         result.items["schema_version"] = version
@@ -474,7 +517,7 @@ def check_state(
                     f"{path}: mode {mode:04o} lets others read it; run chmod 600 {path}"
                 )
     result.items["permissions"] = modes
-    good = newest_good_backup(backups, state)
+    good = newest_good_backup(backups, state, cipher=key)
     if good is None:
         result.items["newest_backup"] = None
         result.problems.append(f"no good backup in {backups}; run `dapi-config backup`")

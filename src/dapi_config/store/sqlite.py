@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from dapi_config._files import atomic_write
 from dapi_config.errors import DuplicateNodeError, NodeNotFoundError, StateUnavailableError
 from dapi_config.models import (
     Hardware,
@@ -40,10 +41,18 @@ from dapi_config.models import (
     SeedInfo,
     UpgradePlan,
 )
+from dapi_config.store import cipher as _cipher
 from dapi_config.store import migrations
 from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
 from dapi_config.store.backup import backup_dir_for, create_backup
-from dapi_config.store.connection import Database, Durability, sqlite_error_message
+from dapi_config.store.cipher import FROM_ENV, CipherSetting, StateCipher, resolve_cipher
+from dapi_config.store.connection import (
+    INTEGRITY_ERRORS,
+    SQLITE_ERRORS,
+    Database,
+    Durability,
+    sqlite_error_message,
+)
 from dapi_config.store.recovery import recover_if_damaged
 
 log = logging.getLogger("dapi_config.state")
@@ -165,6 +174,20 @@ def _forget_maps_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_maps_after_fork)
 
 
+def _sync_marker(path: Path, key: StateCipher | None) -> None:
+    """Keep ``<state>.encrypted`` in step with a file that just opened fine: present for an
+    encrypted file (so a later start without the key says so), absent for a plain one (so real
+    damage is not reported as a missing key)."""
+    marker = _cipher.marker_path(path)
+    try:
+        if key is not None and not marker.exists():
+            atomic_write(marker, _cipher.MARKER_TEXT)
+        elif key is None and marker.exists() and _cipher.has_plain_header(path):
+            marker.unlink()
+    except OSError as exc:  # the marker is a convenience; the state itself is fine
+        log.warning("cannot update %s: %s", marker, exc.strerror)
+
+
 class StateStore:
     """The dynamic state in one SQLite file."""
 
@@ -194,6 +217,7 @@ class StateStore:
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
         recover: bool = True,
         backup_dir: str | os.PathLike[str] | None = None,
+        cipher: CipherSetting = FROM_ENV,
     ) -> StateStore:
         """Check, open (creating if needed, 0600) and migrate the state file at ``path``.
 
@@ -205,16 +229,20 @@ class StateStore:
         :class:`StateCorruptError` for a damaged file with no good backup,
         :class:`StateUnavailableError` when the file cannot be opened or is not a state file,
         :class:`BackupError` when the backup before a schema change fails.
+        ``cipher``: the key of an encrypted file (None: plain; default: from
+        ``API_STATE_ENCRYPTION``/``API_STATE_KEY``, see :mod:`.cipher`); a wrong or missing key
+        raises :class:`StateUnavailableError`, a bad setting :class:`ConfigError`.
         """
+        key = resolve_cipher(cipher)
         backups = Path(backup_dir) if backup_dir is not None else backup_dir_for(path)
         if recover:
-            recover_if_damaged(path, backups)
+            recover_if_damaged(path, backups, cipher=key)
         if before_schema_change is None:
 
             def before_schema_change(current: int, target: int) -> None:
-                create_backup(path, backup_dir=backups, reason=f"pre-schema-v{target}")
+                create_backup(path, backup_dir=backups, reason=f"pre-schema-v{target}", cipher=key)
 
-        db = Database(path, durability=durability, on_connect=on_connect)
+        db = Database(path, durability=durability, on_connect=on_connect, cipher=key)
         migrations.preflight(db)
         try:
             db.prepare_files()
@@ -222,7 +250,9 @@ class StateStore:
             raise StateUnavailableError(f"{db.path}: {sqlite_error_message(exc)}") from None
         try:
             migrations.migrate(db, before_schema_change)
-            return cls(db, default_actor=default_actor, audit_retention=audit_retention)
+            store = cls(db, default_actor=default_actor, audit_retention=audit_retention)
+            _sync_marker(db.path, key)
+            return store
         except BaseException:
             db.close()
             raise
@@ -424,7 +454,7 @@ class StateStore:
         seen = getattr(hot.local, "seen", None)
         try:
             dv = conn.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error as exc:
+        except SQLITE_ERRORS as exc:
             # The file became unusable: serve the last committed values we know.
             if seen is not None:
                 return hot.values
@@ -679,7 +709,7 @@ class StateStore:
                 "(SELECT COALESCE(MAX(position), 0) + 1 FROM inference_nodes))",
                 self._node_params(node),
             )
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise DuplicateNodeError(node.id) from None
 
     def add_node(self, node: InferenceNodeConfig) -> None:

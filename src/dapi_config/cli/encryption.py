@@ -1,0 +1,133 @@
+"""``dapi-config encrypt``, ``decrypt`` and ``rekey``: whole-file encryption of the state (§11).
+
+Keys are read from environment variables (or stdin), never from the command line, where any
+user could read them in ``ps``. Stop every process using the state file first: the commands
+refuse while another process has it open.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dapi_config.cli._common import OPTIONS, JsonOpt, app, fail, print_json, stderr
+from dapi_config.errors import ConfigError, DapiConfigError
+from dapi_config.static import resolve_config_path, resolve_state_path
+from dapi_config.store import encryption
+from dapi_config.store.cipher import ENV_KEY, ENV_MODE, SQLCIPHER, StateCipher
+
+DEFAULT_NEW_KEY_ENV = "API_STATE_NEW_KEY"
+
+
+def _state_path() -> Path:
+    config = resolve_config_path(OPTIONS.config, os.environ)
+    return resolve_state_path(OPTIONS.state, config, os.environ)
+
+
+def _key_from_env(name: str) -> StateCipher:
+    secret = os.environ.get(name, "")
+    if not secret:
+        raise ConfigError(f"{name} is not set: put the state key (at least 16 characters) there")
+    return StateCipher.from_secret(secret, source=name)
+
+
+def _key_from_stdin() -> StateCipher:
+    secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        raise ConfigError("no key on standard input")
+    return StateCipher.from_secret(secret, source="standard input")
+
+
+def _report(result: encryption.ConversionResult, as_json: bool) -> None:
+    if as_json:
+        print_json(result.to_dict())
+        return
+    total = sum(result.rows.values())
+    print(
+        f"{result.operation}: {result.state_path} converted and verified "
+        f"({len(result.rows)} tables, {total} rows, revision {result.revision})"
+    )
+    print(f"backup of the previous file: {result.backup.path}")
+    if result.after is not None:
+        print(f"backup of the converted file: {result.after.path}")
+
+
+def _note(message: str) -> None:
+    stderr.print(f"note: {message}", markup=False, highlight=False)
+
+
+@app.command()
+def encrypt(as_json: JsonOpt = False) -> None:
+    """Encrypt the plain state file in place with the key in API_STATE_KEY (SQLCipher).
+
+    Needs the extra dapi-config[encryption]. Takes a backup first, builds and verifies an
+    encrypted copy, then swaps it in atomically. Stop the service first.
+    Example: API_STATE_KEY=... dapi-config encrypt
+    """
+    state = _state_path()
+    try:
+        result = encryption.encrypt_state(state, _key_from_env(ENV_KEY))
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    _report(result, as_json)
+    _note(
+        f"start every dapi-config process with {ENV_MODE}={SQLCIPHER} and the same {ENV_KEY}. "
+        f"{result.backup.path} and any older backups in {result.backup.path.parent} are NOT "
+        "encrypted: delete them once you no longer need them"
+    )
+
+
+@app.command()
+def decrypt(as_json: JsonOpt = False) -> None:
+    """Turn the encrypted state file back into a plain SQLite file (key in API_STATE_KEY).
+
+    Takes a backup first, builds and verifies a plain copy, then swaps it in atomically.
+    Stop the service first. Example: API_STATE_KEY=... dapi-config decrypt
+    """
+    state = _state_path()
+    try:
+        result = encryption.decrypt_state(state, _key_from_env(ENV_KEY))
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    _report(result, as_json)
+    _note(f"unset {ENV_MODE} for every dapi-config process using this file")
+
+
+@app.command()
+def rekey(
+    new_key_env: Annotated[
+        str,
+        typer.Option(
+            "--new-key-env",
+            metavar="VAR",
+            help=f"Environment variable holding the new key [default: {DEFAULT_NEW_KEY_ENV}].",
+        ),
+    ] = DEFAULT_NEW_KEY_ENV,
+    new_key_stdin: Annotated[
+        bool, typer.Option("--new-key-stdin", help="Read the new key from the first stdin line.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-encrypt the state file: current key in API_STATE_KEY, new key from --new-key-env VAR
+    (default API_STATE_NEW_KEY) or --new-key-stdin. Never pass a key as an argument.
+
+    Takes a backup first, builds and verifies a copy under the new key, then swaps it in.
+    Backups made before keep the old key. Stop the service first.
+    Example: API_STATE_KEY=old API_STATE_NEW_KEY=new dapi-config rekey
+    """
+    state = _state_path()
+    try:
+        old = _key_from_env(ENV_KEY)
+        new = _key_from_stdin() if new_key_stdin else _key_from_env(new_key_env)
+        result = encryption.rekey_state(state, old, new)
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    _report(result, as_json)
+    _note(
+        f"set {ENV_KEY} to the new key for every dapi-config process; backups made before "
+        "this need the old key"
+    )

@@ -1,0 +1,460 @@
+"""Converting the state file between plain and SQLCipher-encrypted, in place and safely.
+
+:func:`encrypt_state`, :func:`decrypt_state` and :func:`rekey_state` (the ``dapi-config
+encrypt|decrypt|rekey`` commands) all take one path:
+
+1. Refuse unless the file is in the expected mode, opens with the given key, is a dapi-config
+   state file of a known schema and passes ``quick_check``.
+2. Check out every other connection: ``wal_checkpoint(TRUNCATE)``, then switch the file to
+   rollback-journal mode (which folds the WAL in and deletes ``-wal``/``-shm``; SQLite refuses it
+   while any other connection has the file open -- a running service -- and so do we), then take
+   an exclusive lock held until the end (``locking_mode=EXCLUSIVE``): nobody reads or writes the
+   file while it is converted.
+3. Backup first: a byte copy of the now self-contained file (no writer can hold it) into
+   ``<state dir>/backups/`` as ``pre-<operation>``, verified like any backup.
+4. Build a NEW file beside it (created 0600): ``ATTACH ... KEY``, ``sqlcipher_export()``, then
+   the header fields the export does not copy (``user_version``, ``application_id``).
+5. Verify the new file through a fresh connection with the new key: ``integrity_check``
+   (plus ``cipher_integrity_check`` when encrypted), application id, schema version, the row
+   count of every table and the newest audit revision. fsync it.
+6. Atomic rename over the original, fsync the directory. The ``<state>.encrypted`` marker is
+   written before the swap of ``encrypt``/``rekey`` and removed after the swap of ``decrypt``.
+7. A ``post-<operation>`` backup in the new mode, so recovery has a backup it can read at once.
+
+A failure before the rename leaves the original file as it was (only its journal mode changed,
+which the next open switches back); the partial new file is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from dapi_config._files import atomic_write, fsync_directory
+from dapi_config.errors import (
+    BackupError,
+    DapiConfigError,
+    SchemaTooNewError,
+    StateCorruptError,
+    StateUnavailableError,
+)
+from dapi_config.store import cipher as _cipher
+from dapi_config.store.backup import (
+    BackupInfo,
+    backup_dir_for,
+    backup_name,
+    create_backup,
+    inspect_backup,
+)
+from dapi_config.store.cipher import StateCipher
+from dapi_config.store.connection import (
+    APPLICATION_ID,
+    SQLITE_ERRORS,
+    create_private_file,
+    is_not_a_database,
+    sqlite_error_message,
+)
+from dapi_config.store.migrations import LATEST_VERSION
+from dapi_config.store.recovery import _recovery_lock, staged_path
+
+log = logging.getLogger("dapi_config.encryption")
+
+Operation = Literal["encrypt", "decrypt", "rekey"]
+#: How long to wait for another connection to let go before refusing (seconds).
+LOCK_WAIT_S = 2.0
+_ATTACHED = "converted"
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What a conversion did: the backup taken first, what was verified, the new backup."""
+
+    operation: Operation
+    state_path: Path
+    #: The verified copy of the file as it was (readable in the old mode).
+    backup: BackupInfo
+    #: Row count of every table, equal in the old and the new file.
+    rows: dict[str, int]
+    #: The newest audit revision, equal in both files.
+    revision: int
+    #: A backup of the converted file (None when it could not be made; logged).
+    after: BackupInfo | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {
+            "operation": self.operation,
+            "state_path": str(self.state_path),
+            "encrypted": self.operation != "decrypt",
+            "backup": self.backup.to_dict(),
+            "rows": dict(self.rows),
+            "revision": self.revision,
+            "after": None if self.after is None else self.after.to_dict(),
+        }
+
+
+def encrypt_state(
+    state_path: str | os.PathLike[str],
+    key: StateCipher,
+    *,
+    backup_dir: str | os.PathLike[str] | None = None,
+) -> ConversionResult:
+    """Encrypt a plain state file in place with ``key`` (see the module doc for the steps).
+
+    Raises :class:`ConfigError` (driver not installed), :class:`StateUnavailableError` (file
+    missing, already encrypted, open in another process, cannot be written),
+    :class:`StateCorruptError` / :class:`SchemaTooNewError` (not a sound state file of this
+    version), :class:`BackupError` (the backup first failed). Nothing changed on any error.
+    """
+    return _convert(Path(state_path), None, key, "encrypt", backup_dir)
+
+
+def decrypt_state(
+    state_path: str | os.PathLike[str],
+    key: StateCipher,
+    *,
+    backup_dir: str | os.PathLike[str] | None = None,
+) -> ConversionResult:
+    """Turn an encrypted state file back into a plain SQLite file. Raises as
+    :func:`encrypt_state` (and :class:`StateUnavailableError` for a wrong key)."""
+    return _convert(Path(state_path), key, None, "decrypt", backup_dir)
+
+
+def rekey_state(
+    state_path: str | os.PathLike[str],
+    old: StateCipher,
+    new: StateCipher,
+    *,
+    backup_dir: str | os.PathLike[str] | None = None,
+) -> ConversionResult:
+    """Re-encrypt an encrypted state file from key ``old`` to key ``new``. Raises as
+    :func:`decrypt_state`; the same key twice is a :class:`StateUnavailableError`."""
+    if old == new:
+        raise StateUnavailableError(
+            f"{state_path}: the new key is the same as the current one; nothing was changed"
+        )
+    return _convert(Path(state_path), old, new, "rekey", backup_dir)
+
+
+# --- the conversion ---------------------------------------------------------------------------
+
+
+def _check_mode(state: Path, source: StateCipher | None, op: Operation) -> None:
+    try:
+        size = state.stat().st_size
+    except FileNotFoundError:
+        raise StateUnavailableError(f"{state}: no state file to {op}") from None
+    except OSError as exc:
+        raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+    if size == 0:
+        raise StateUnavailableError(f"{state}: the state file is empty; nothing to {op}")
+    if staged_path(state).exists():
+        raise StateUnavailableError(
+            f"{state}: an interrupted restore is pending ({staged_path(state)}); run "
+            "`dapi-config recover` first. Nothing was changed"
+        )
+    plain = _cipher.has_plain_header(state)
+    if source is None and not plain:
+        raise StateUnavailableError(
+            f"{state} is not a plain SQLite file (already encrypted?); nothing to encrypt. "
+            "Nothing was changed"
+        )
+    if source is not None and plain:
+        raise StateUnavailableError(
+            f"{state} is not encrypted; nothing to {op} (use `dapi-config encrypt`). "
+            "Nothing was changed"
+        )
+
+
+def _open_source(state: Path, source: StateCipher | None) -> Any:
+    """A driver connection to the file to convert (the same library for every connection of
+    this operation: two SQLite copies in one process do not see each other's locks)."""
+    driver = _cipher.require_driver()
+    try:
+        conn = driver.connect(str(state), timeout=LOCK_WAIT_S, isolation_level=None)
+    except SQLITE_ERRORS as exc:
+        raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+    try:
+        if source is not None:
+            source.apply(conn)
+        conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except SQLITE_ERRORS as exc:
+        conn.close()
+        if is_not_a_database(exc):
+            message = _cipher.unreadable_message(state, source)
+            raise StateUnavailableError(message or f"{state}: {exc}") from None
+        raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_sound(conn: Any, state: Path) -> tuple[int, int]:
+    """(application_id, user_version) after refusing a foreign, too-new or damaged file."""
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if app_id != APPLICATION_ID:
+        raise StateCorruptError(
+            f"{state}: not a dapi-config state file (application_id {app_id:#x}); "
+            "nothing was changed"
+        )
+    if version > LATEST_VERSION:
+        raise SchemaTooNewError(str(state), version, LATEST_VERSION)
+    rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+    if rows != ["ok"]:
+        raise StateCorruptError(
+            f"{state} fails its integrity check ({'; '.join(rows[:3])}); run "
+            "`dapi-config check` / `dapi-config recover` first. Nothing was changed"
+        )
+    return app_id, version
+
+
+def _take_exclusive(conn: Any, state: Path) -> None:
+    """Fold the WAL in, drop WAL mode and hold an exclusive lock until ``conn`` closes.
+
+    Refuses (StateUnavailableError) while any other connection has the file open.
+    """
+    busy_message = (
+        f"{state} is open in another process (is `dapi-config serve` running?); stop every "
+        "process using it and retry. Nothing was changed"
+    )
+    try:
+        busy = int(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        if busy:
+            raise StateUnavailableError(busy_message)
+        mode = str(conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]).lower()
+        if mode != "delete":
+            raise StateUnavailableError(busy_message)
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("COMMIT")
+    except SQLITE_ERRORS as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise StateUnavailableError(busy_message) from None
+        raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+    for suffix in ("-wal", "-shm", "-journal"):
+        if Path(f"{state}{suffix}").exists():
+            raise StateUnavailableError(busy_message)
+
+
+def _table_rows(conn: Any, schema: str = "main") -> dict[str, int]:
+    names = [
+        str(r[0])
+        for r in conn.execute(
+            f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name"
+        ).fetchall()
+    ]
+    # Names come from the file's own catalogue; quoted as identifiers.
+    return {
+        name: int(
+            conn.execute(
+                f'SELECT COUNT(*) FROM {schema}."{name.replace(chr(34), chr(34) * 2)}"'
+            ).fetchone()[0]
+        )
+        for name in names
+    }
+
+
+def _revision(conn: Any) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(revision), 0) FROM audit_log").fetchone()[0])
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def _backup_copy(
+    state: Path, backups: Path, op: Operation, source: StateCipher | None, revision: int
+) -> BackupInfo:
+    """The backup first: a byte copy of the locked, self-contained file, verified."""
+    when = datetime.now(UTC)
+    target = backups / backup_name(state, f"pre-{op}", when)
+    tmp = backups / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_private_file(tmp)
+        with open(state, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        info = inspect_backup(tmp, cipher=source)
+        if not info.ok or info.revision != revision:
+            raise BackupError(
+                f"the backup of {state} before {op} failed its check "
+                f"({info.problem or 'revision mismatch'}); nothing was changed"
+            )
+        os.replace(tmp, target)
+        fsync_directory(backups)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot write the backup before {op} in {backups}: {sqlite_error_message(exc)}; "
+            "nothing was changed"
+        ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    log.info("backup of %s before %s written to %s", state, op, target)
+    return BackupInfo(target, when, info.size, info.schema_version, revision, f"pre-{op}")
+
+
+def _export(conn: Any, new: Path, target: StateCipher | None, app_id: int, version: int) -> None:
+    key = "" if target is None else f"x'{target.raw_key.hex()}'"
+    conn.execute(f"ATTACH DATABASE ? AS {_ATTACHED} KEY ?", (str(new), key))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"SELECT sqlcipher_export('{_ATTACHED}')")
+            # Header fields that sqlcipher_export() does not copy.
+            conn.execute(f"PRAGMA {_ATTACHED}.user_version = {int(version)}")
+            conn.execute(f"PRAGMA {_ATTACHED}.application_id = {int(app_id)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(*SQLITE_ERRORS):
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        with contextlib.suppress(*SQLITE_ERRORS):
+            conn.execute(f"DETACH DATABASE {_ATTACHED}")
+
+
+def _verify(
+    new: Path,
+    target: StateCipher | None,
+    *,
+    app_id: int,
+    version: int,
+    rows: dict[str, int],
+    revision: int,
+) -> None:
+    """Open the new file fresh, with the new key, and compare it with the source."""
+    if _cipher.has_plain_header(new) != (target is None):
+        raise StateUnavailableError(f"{new}: the converted file is not in the expected mode")
+    conn = _cipher.connect(str(new), target, isolation_level=None)
+    try:
+        problems: list[str] = []
+        check = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        if check != ["ok"]:
+            problems.append("integrity_check: " + "; ".join(check[:3]))
+        if target is not None:
+            bad_pages = conn.execute("PRAGMA cipher_integrity_check").fetchall()
+            if bad_pages:
+                problems.append(f"cipher_integrity_check: {bad_pages[:3]}")
+        if int(conn.execute("PRAGMA application_id").fetchone()[0]) != app_id:
+            problems.append("application_id differs")
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) != version:
+            problems.append("schema version differs")
+        copied = _table_rows(conn)
+        if copied != rows:
+            problems.append(f"row counts differ ({copied} != {rows})")
+        if _revision(conn) != revision:
+            problems.append("newest audit revision differs")
+    finally:
+        conn.close()
+    if problems:
+        raise StateUnavailableError(
+            f"the converted copy of the state failed verification ({'; '.join(problems)}); "
+            "the state file was not changed"
+        )
+
+
+@contextlib.contextmanager
+def _closing(conn: Any) -> Iterator[Any]:
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(*SQLITE_ERRORS):
+            conn.close()
+
+
+def _convert(
+    state: Path,
+    source: StateCipher | None,
+    target: StateCipher | None,
+    op: Operation,
+    backup_dir: str | os.PathLike[str] | None,
+) -> ConversionResult:
+    backups = Path(backup_dir) if backup_dir is not None else backup_dir_for(state)
+    _cipher.require_driver()
+    _check_mode(state, source, op)
+    marker = _cipher.marker_path(state)
+    new = state.with_name(f".{state.name}.{op}.{os.getpid()}.tmp")
+    with _recovery_lock(state), _closing(_open_source(state, source)) as conn:
+        try:
+            app_id, version = _check_sound(conn, state)
+        except SQLITE_ERRORS as exc:
+            raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+        _take_exclusive(conn, state)
+        try:
+            rows = _table_rows(conn)
+            revision = _revision(conn)
+        except SQLITE_ERRORS as exc:
+            raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
+        pre = _backup_copy(state, backups, op, source, revision)
+        marker_written = False
+        swapped = False
+        try:
+            _remove(new)
+            create_private_file(new)
+            _export(conn, new, target, app_id, version)
+            _verify(new, target, app_id=app_id, version=version, rows=rows, revision=revision)
+            os.chmod(new, 0o600)
+            _fsync(new)
+            if target is not None and not marker.exists():
+                atomic_write(marker, _cipher.MARKER_TEXT)
+                marker_written = True
+            os.replace(new, state)
+            swapped = True
+            fsync_directory(state.parent)
+        except SQLITE_ERRORS as exc:
+            raise StateUnavailableError(
+                f"{state}: {op} failed, the state file was not changed: {sqlite_error_message(exc)}"
+            ) from None
+        except OSError as exc:
+            raise StateUnavailableError(
+                f"{state}: {op} failed, the state file was not changed: {sqlite_error_message(exc)}"
+            ) from None
+        finally:
+            if not swapped:
+                _remove(new)
+                if marker_written:
+                    with contextlib.suppress(OSError):
+                        marker.unlink()
+    # The lock on the old (now unlinked) file is released; the new file is in place.
+    if target is None:
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
+            fsync_directory(state.parent)
+    log.info(
+        "state file %s: %s done (%d tables, revision %d verified); previous file backed up to %s",
+        state,
+        op,
+        len(rows),
+        revision,
+        pre.path,
+    )
+    try:
+        after = create_backup(state, backup_dir=backups, reason=f"post-{op}", cipher=target)
+    except DapiConfigError as exc:
+        log.warning("the %s succeeded but the backup after it failed: %s", op, exc)
+        after = None
+    return ConversionResult(op, state, pre, rows, revision, after)
