@@ -254,7 +254,7 @@ def test_encrypt_rekey_decrypt_keeps_every_value(config_file: Path) -> None:
     backups = backup_dir_for(state)
     marker = cipher.marker_path(state)
 
-    done = encryption.encrypt_state(state, StateCipher.from_secret(KEY))
+    done = encryption.encrypt_state(state, KEY)
     assert done.backup.path.exists() and file_bytes(done.backup.path).startswith(MAGIC)
     assert done.revision == expected["audit"][-1].revision
     data = file_bytes(state)
@@ -266,16 +266,14 @@ def test_encrypt_rekey_decrypt_keeps_every_value(config_file: Path) -> None:
     with open_encrypted(config_file) as cm:
         assert everything(cm) == expected
 
-    rekeyed = encryption.rekey_state(
-        state, StateCipher.from_secret(KEY), StateCipher.from_secret(OTHER_KEY)
-    )
+    rekeyed = encryption.rekey_state(state, KEY, OTHER_KEY)
     assert rekeyed.rows == done.rows
     with pytest.raises(StateUnavailableError):
         open_encrypted(config_file, KEY)
     with open_encrypted(config_file, OTHER_KEY) as cm:
         assert everything(cm) == expected
 
-    encryption.decrypt_state(state, StateCipher.from_secret(OTHER_KEY))
+    encryption.decrypt_state(state, OTHER_KEY)
     assert file_bytes(state).startswith(MAGIC) and not marker.exists()
     assert mode(state) == 0o600
     with sqlite3.connect(state) as conn:  # a plain file for the stdlib / sqlite3 shell again
@@ -300,7 +298,7 @@ def test_a_plain_backup_is_never_restored_over_an_encrypted_file(config_file: Pa
         populate(cm)
         cm.backup()
         state = cm.state_path
-    encryption.encrypt_state(state, StateCipher.from_secret(KEY))
+    encryption.encrypt_state(state, KEY)
     before = file_bytes(state)
     with pytest.raises(StateUnavailableError, match="not enabled"):
         ConfigManager.open(config_file, env={})
@@ -312,18 +310,18 @@ def test_conversions_refuse_the_wrong_mode_and_key(config_file: Path) -> None:
     with ConfigManager.open(config_file, env={}) as cm:
         cm.set_height(7)
         state = cm.state_path
-    key = StateCipher.from_secret(KEY)
+    key = KEY
     with pytest.raises(StateUnavailableError, match="not encrypted"):
         encryption.decrypt_state(state, key)
     with pytest.raises(StateUnavailableError, match="not encrypted"):
-        encryption.rekey_state(state, key, StateCipher.from_secret(OTHER_KEY))
+        encryption.rekey_state(state, key, OTHER_KEY)
     encryption.encrypt_state(state, key)
     before = file_bytes(state)
     backups_before = sorted(backup_dir_for(state).iterdir())
     with pytest.raises(StateUnavailableError, match="already encrypted"):
         encryption.encrypt_state(state, key)
     with pytest.raises(StateUnavailableError, match="not the key"):
-        encryption.decrypt_state(state, StateCipher.from_secret(OTHER_KEY))
+        encryption.decrypt_state(state, OTHER_KEY)
     with pytest.raises(StateUnavailableError, match="same as the current"):
         encryption.rekey_state(state, key, key)
     assert file_bytes(state) == before
@@ -354,7 +352,7 @@ def test_conversion_refuses_while_another_process_has_the_file_open(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         with pytest.raises(StateUnavailableError, match="open in another process"):
-            encryption.encrypt_state(state, StateCipher.from_secret(KEY))
+            encryption.encrypt_state(state, KEY)
         assert file_bytes(state).startswith(MAGIC)
         assert not cipher.marker_path(state).exists()
         assert not any("pre-encrypt" in p.name for p in backup_dir_for(state).glob("*"))
@@ -366,6 +364,70 @@ def test_conversion_refuses_while_another_process_has_the_file_open(
         assert holder.stdout is not None
         holder.stdout.close()
     # Once the other process is gone the same conversion goes through.
-    encryption.encrypt_state(state, StateCipher.from_secret(KEY))
+    encryption.encrypt_state(state, KEY)
     with open_encrypted(config_file) as cm:
         assert cm.get_height() == 12
+
+
+# --- the per-secret master key (also from API_STATE_KEY) survives the conversions -------------
+
+
+def sealed_secrets(cm: ConfigManager) -> tuple[str, str]:
+    """A worker key pair and a node security key, sealed under the master key; returns
+    (worker private key, node security key)."""
+    cm.add_node(node("keyed"))
+    cm.create_worker_key()
+    issued = cm.create_security_key("keyed")
+    return cm.get_ml_node_key_config().worker_private, issued.security_key
+
+
+def assert_secrets(cm: ConfigManager, private: str, security_key: str) -> None:
+    cm.check_master_key()
+    assert cm.get_ml_node_key_config().worker_private == private
+    assert cm.verify_security_key("keyed", security_key)
+
+
+def test_encrypt_reseals_secrets_sealed_under_the_key_file(config_file: Path) -> None:
+    """No API_STATE_KEY before: secrets were sealed under <state>.key. After `encrypt` the
+    service runs with API_STATE_KEY, so they must open with it."""
+    with ConfigManager.open(config_file, env={}) as cm:
+        private, security_key = sealed_secrets(cm)
+        state = cm.state_path
+    assert Path(f"{state}.key").exists()
+    encryption.encrypt_state(state, KEY)
+    with open_encrypted(config_file) as cm:
+        assert_secrets(cm, private, security_key)
+        cm.rotate_security_key("keyed")  # and new secrets are sealed fine
+    assert private.encode() not in file_bytes(state)
+
+
+def test_encrypt_refuses_when_the_sealed_secrets_cannot_be_opened(config_file: Path) -> None:
+    with ConfigManager.open(config_file, env={}) as cm:
+        private, security_key = sealed_secrets(cm)
+        state = cm.state_path
+        expected = everything(cm)
+    Path(f"{state}.key").rename(tmp := state.with_name("elsewhere.key"))
+    with pytest.raises(ConfigError, match="key file"):
+        encryption.encrypt_state(state, KEY)
+    tmp.rename(f"{state}.key")
+    # Still the plain file with the same data (only its journal mode was switched).
+    assert file_bytes(state).startswith(MAGIC)
+    assert not cipher.marker_path(state).exists()
+    assert not list(state.parent.glob(".state.db.*.tmp"))
+    with ConfigManager.open(config_file, env={}) as cm:
+        assert everything(cm) == expected
+        assert_secrets(cm, private, security_key)
+
+
+def test_rekey_and_decrypt_keep_secrets_readable(config_file: Path) -> None:
+    with open_encrypted(config_file) as cm:
+        private, security_key = sealed_secrets(cm)
+        state = cm.state_path
+    encryption.rekey_state(state, KEY, OTHER_KEY)
+    with open_encrypted(config_file, OTHER_KEY) as cm:
+        assert_secrets(cm, private, security_key)
+    encryption.decrypt_state(state, OTHER_KEY)
+    # Plain file now; API_STATE_KEY stays the master key of the sealed secrets.
+    with ConfigManager.open(config_file, env={"API_STATE_KEY": OTHER_KEY}) as cm:
+        assert_secrets(cm, private, security_key)
+    assert private.encode() not in file_bytes(state)  # still sealed inside the plain file

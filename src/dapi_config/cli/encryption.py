@@ -28,18 +28,20 @@ def _state_path() -> Path:
     return resolve_state_path(OPTIONS.state, config, os.environ)
 
 
-def _key_from_env(name: str) -> StateCipher:
+def _key_from_env(name: str) -> str:
     secret = os.environ.get(name, "")
     if not secret:
         raise ConfigError(f"{name} is not set: put the state key (at least 16 characters) there")
-    return StateCipher.from_secret(secret, source=name)
+    StateCipher.from_secret(secret, source=name)  # checks the length, naming the variable
+    return secret
 
 
-def _key_from_stdin() -> StateCipher:
+def _key_from_stdin() -> str:
     secret = sys.stdin.readline().rstrip("\r\n")
     if not secret:
         raise ConfigError("no key on standard input")
-    return StateCipher.from_secret(secret, source="standard input")
+    StateCipher.from_secret(secret, source="standard input")
+    return secret
 
 
 def _report(result: encryption.ConversionResult, as_json: bool) -> None:

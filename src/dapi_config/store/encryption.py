@@ -21,6 +21,13 @@ encrypt|decrypt|rekey`` commands) all take one path:
    written before the swap of ``encrypt``/``rekey`` and removed after the swap of ``decrypt``.
 7. A ``post-<operation>`` backup in the new mode, so recovery has a backup it can read at once.
 
+``API_STATE_KEY`` also derives the master key that seals individual secrets (:mod:`..security`).
+When a conversion changes where that master key comes from -- ``encrypt`` of a file whose secrets
+were sealed under the key file, ``rekey`` of secrets sealed under the old ``API_STATE_KEY`` --
+every sealed secret is re-sealed under the new master key inside the export transaction (each
+value opened with the old key first: a key that does not open them stops the conversion before
+anything changes), so the secrets stay readable with the settings the service runs with after.
+
 A failure before the rename leaves the original file as it was (only its journal mode changed,
 which the next open switches back); the partial new file is deleted.
 """
@@ -28,11 +35,12 @@ which the next open switches back); the partial new file is deleted.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +53,8 @@ from dapi_config.errors import (
     StateCorruptError,
     StateUnavailableError,
 )
+from dapi_config.manager import WORKER_KEY_SECRET, _key_context
+from dapi_config.security import STATE_KEY_ENV, KeyParams, MasterKeySource, is_sealed
 from dapi_config.store import cipher as _cipher
 from dapi_config.store.backup import (
     BackupInfo,
@@ -63,6 +73,7 @@ from dapi_config.store.connection import (
 )
 from dapi_config.store.migrations import LATEST_VERSION
 from dapi_config.store.recovery import _recovery_lock, staged_path
+from dapi_config.store.sqlite import KEY_PARAMS_SECRET
 
 log = logging.getLogger("dapi_config.encryption")
 
@@ -102,45 +113,67 @@ class ConversionResult:
 
 def encrypt_state(
     state_path: str | os.PathLike[str],
-    key: StateCipher,
+    secret: str,
     *,
     backup_dir: str | os.PathLike[str] | None = None,
 ) -> ConversionResult:
-    """Encrypt a plain state file in place with ``key`` (see the module doc for the steps).
+    """Encrypt a plain state file in place with the key derived from ``secret`` (the value of
+    ``API_STATE_KEY`` the service will run with; see the module doc for the steps).
 
     Raises :class:`ConfigError` (driver not installed), :class:`StateUnavailableError` (file
     missing, already encrypted, open in another process, cannot be written),
     :class:`StateCorruptError` / :class:`SchemaTooNewError` (not a sound state file of this
-    version), :class:`BackupError` (the backup first failed). Nothing changed on any error.
+    version), :class:`BackupError` (the backup first failed), :class:`MasterKeyError` (the
+    sealed secrets cannot be opened to re-seal them). Nothing changed on any error.
     """
-    return _convert(Path(state_path), None, key, "encrypt", backup_dir)
+    key = StateCipher.from_secret(secret)
+    return _convert(Path(state_path), None, key, "encrypt", backup_dir, _Secrets(None, secret))
 
 
 def decrypt_state(
     state_path: str | os.PathLike[str],
-    key: StateCipher,
+    secret: str,
     *,
     backup_dir: str | os.PathLike[str] | None = None,
 ) -> ConversionResult:
-    """Turn an encrypted state file back into a plain SQLite file. Raises as
-    :func:`encrypt_state` (and :class:`StateUnavailableError` for a wrong key)."""
-    return _convert(Path(state_path), key, None, "decrypt", backup_dir)
+    """Turn an encrypted state file back into a plain SQLite file (``secret``: the current
+    ``API_STATE_KEY``, which keeps sealing the secrets). Raises as :func:`encrypt_state` (and
+    :class:`StateUnavailableError` for a wrong key)."""
+    key = StateCipher.from_secret(secret)
+    return _convert(Path(state_path), key, None, "decrypt", backup_dir, _Secrets(secret, secret))
 
 
 def rekey_state(
     state_path: str | os.PathLike[str],
-    old: StateCipher,
-    new: StateCipher,
+    old_secret: str,
+    new_secret: str,
     *,
     backup_dir: str | os.PathLike[str] | None = None,
 ) -> ConversionResult:
-    """Re-encrypt an encrypted state file from key ``old`` to key ``new``. Raises as
-    :func:`decrypt_state`; the same key twice is a :class:`StateUnavailableError`."""
+    """Re-encrypt an encrypted state file from ``old_secret`` to ``new_secret`` (and re-seal the
+    secrets sealed under the old ``API_STATE_KEY``). Raises as :func:`decrypt_state`; the same
+    key twice is a :class:`StateUnavailableError`."""
+    old = StateCipher.from_secret(old_secret, source=f"the current {STATE_KEY_ENV}")
+    new = StateCipher.from_secret(new_secret, source="the new key")
     if old == new:
         raise StateUnavailableError(
             f"{state_path}: the new key is the same as the current one; nothing was changed"
         )
-    return _convert(Path(state_path), old, new, "rekey", backup_dir)
+    return _convert(
+        Path(state_path), old, new, "rekey", backup_dir, _Secrets(old_secret, new_secret)
+    )
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    """``API_STATE_KEY`` before and after the conversion (None: unset before, so the secrets
+    may be sealed under the key file)."""
+
+    before: str | None = field(repr=False)
+    after: str = field(repr=False)
+
+    def env(self, value: str | None) -> dict[str, str]:
+        return {} if value is None else {STATE_KEY_ENV: value}
 
 
 # --- the conversion ---------------------------------------------------------------------------
@@ -317,7 +350,82 @@ def _backup_copy(
     return BackupInfo(target, when, info.size, info.schema_version, revision, f"pre-{op}")
 
 
-def _export(conn: Any, new: Path, target: StateCipher | None, app_id: int, version: int) -> None:
+def _reseal(conn: Any, state: Path, secrets: _Secrets) -> int:
+    """Re-seal every sealed secret in the attached copy when the master key's source changes;
+    returns how many values were re-sealed (0: nothing to do)."""
+    row = conn.execute(
+        f"SELECT value FROM {_ATTACHED}.secrets WHERE name = ?", (KEY_PARAMS_SECRET,)
+    ).fetchone()
+    if row is None:
+        return 0  # no secret was ever sealed in this file
+    params = KeyParams.from_json(str(row[0]), str(state))
+    before = secrets.before if params.source == "env" else None
+    if params.source == "env" and before == secrets.after:
+        return 0  # sealed under API_STATE_KEY, which does not change
+    old_box, _ = MasterKeySource(state, secrets.env(before)).box(params)
+    new_box, new_params = MasterKeySource(state, secrets.env(secrets.after)).box(None)
+    assert new_params is not None  # box(None) always makes new parameters
+
+    def again(token: str, context: str) -> str:
+        sealed = new_box.seal(old_box.open(token, context), context)
+        new_box.open(sealed, context)  # proves the new value opens before it is written
+        return sealed
+
+    count = 0
+    for node_id, token, version in conn.execute(
+        f"SELECT node_id, security_key, key_version FROM {_ATTACHED}.mlnode_security"
+    ).fetchall():
+        conn.execute(
+            f"UPDATE {_ATTACHED}.mlnode_security SET security_key = ? WHERE node_id = ?",
+            (again(str(token), _key_context(str(node_id), int(version))), node_id),
+        )
+        count += 1
+    for name, value in conn.execute(
+        f"SELECT name, value FROM {_ATTACHED}.secrets WHERE name != ?", (KEY_PARAMS_SECRET,)
+    ).fetchall():
+        resealed = _reseal_value(str(name), str(value), again)
+        if resealed is not None:
+            conn.execute(
+                f"UPDATE {_ATTACHED}.secrets SET value = ? WHERE name = ?", (resealed, name)
+            )
+            count += 1
+    conn.execute(
+        f"UPDATE {_ATTACHED}.secrets SET value = ? WHERE name = ?",
+        (new_params.to_json(), KEY_PARAMS_SECRET),
+    )
+    log.info("re-sealed %d secret(s) of %s under the new master key", count, state)
+    return count
+
+
+def _reseal_value(name: str, value: str, again: Callable[[str, str], str]) -> str | None:
+    """A secrets row re-sealed (None: nothing sealed in it). A row is a sealed value itself or
+    a JSON object with sealed fields (the worker key pair); its context is the row name."""
+    if is_sealed(value):
+        return again(value, name)
+    if name != WORKER_KEY_SECRET:
+        return None
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    changed = False
+    for field_name, field_value in record.items():
+        if isinstance(field_value, str) and is_sealed(field_value):
+            record[field_name] = again(field_value, name)
+            changed = True
+    return json.dumps(record) if changed else None
+
+
+def _export(
+    conn: Any,
+    new: Path,
+    target: StateCipher | None,
+    header: tuple[int, int],
+    reseal: Callable[[Any], int],
+) -> None:
+    app_id, version = header
     key = "" if target is None else f"x'{target.raw_key.hex()}'"
     conn.execute(f"ATTACH DATABASE ? AS {_ATTACHED} KEY ?", (str(new), key))
     try:
@@ -327,6 +435,7 @@ def _export(conn: Any, new: Path, target: StateCipher | None, app_id: int, versi
             # Header fields that sqlcipher_export() does not copy.
             conn.execute(f"PRAGMA {_ATTACHED}.user_version = {int(version)}")
             conn.execute(f"PRAGMA {_ATTACHED}.application_id = {int(app_id)}")
+            reseal(conn)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(*SQLITE_ERRORS):
@@ -386,12 +495,13 @@ def _closing(conn: Any) -> Iterator[Any]:
             conn.close()
 
 
-def _convert(
+def _convert(  # noqa: PLR0917 - private, with one caller per operation
     state: Path,
     source: StateCipher | None,
     target: StateCipher | None,
     op: Operation,
     backup_dir: str | os.PathLike[str] | None,
+    secrets: _Secrets,
 ) -> ConversionResult:
     backups = Path(backup_dir) if backup_dir is not None else backup_dir_for(state)
     _cipher.require_driver()
@@ -415,7 +525,7 @@ def _convert(
         try:
             _remove(new)
             create_private_file(new)
-            _export(conn, new, target, app_id, version)
+            _export(conn, new, target, (app_id, version), lambda c: _reseal(c, state, secrets))
             _verify(new, target, app_id=app_id, version=version, rows=rows, revision=revision)
             os.chmod(new, 0o600)
             _fsync(new)
