@@ -279,3 +279,10 @@ def test_dual_mirror_that_cannot_be_written_is_a_clear_error(
     env = {"API_STATE_MODE": "dual", "API_STATE_MIRROR_PATH": str(tmp_path / "no" / "m.yaml")}
     with pytest.raises(ConfigError, match="cannot write the API_STATE_MODE=dual mirror"):
         ConfigManager.open(config_file, env=env)
+
+
+def test_yaml_mode_file_becomes_0600(tmp_path: Path) -> None:
+    config = write(tmp_path, GO_WRITER, mode=0o644)
+    with open_mode(config, "yaml") as cm:
+        cm.set_height(183468)
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600

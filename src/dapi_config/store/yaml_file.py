@@ -206,7 +206,8 @@ class YamlStateStore:
         text = self._render(state)
         try:
             st = self.file.stat()
-            atomic_write(self.file, text, mode=st.st_mode & 0o7777, owner=file_owner(st))
+            # 0600 at most (SPEC §11): the file holds the worker key, as the legacy file did.
+            atomic_write(self.file, text, mode=st.st_mode & 0o600, owner=file_owner(st))
         except OSError as exc:
             raise StateUnavailableError(
                 f"{self.file}: cannot write the state file, nothing was changed: "
