@@ -342,7 +342,9 @@ class Bench:
                 }
                 if durability == "full":
                     steps[f"pair.full.fsync@{n}"] = self.fsync4k
-                out.append(_alternating(f"pair.{durability}@{n}", steps))
+                pair = _alternating(f"pair.{durability}@{n}", steps)
+                pair.weight = 5.0 if durability == "full" else 1.0
+                out.append(pair)
         for durability in ("full", "normal"):
             steps = {
                 f"scale.{durability}.set_height@{n}": (
@@ -350,8 +352,10 @@ class Bench:
                 )
                 for n in self.sizes
             }
-            out.append(_alternating(f"scale.{durability}.set_height", steps))
-            out.append(self._scale_add_remove(durability))
+            scale = _alternating(f"scale.{durability}.set_height", steps)
+            scale_nodes = self._scale_add_remove(durability)
+            scale.weight = scale_nodes.weight = 3.0 if durability == "full" else 1.0
+            out += [scale, scale_nodes]
         return out
 
     def _scale_add_remove(self, durability: str) -> Variant:
