@@ -71,8 +71,7 @@ def describe(tmp_dir: Path) -> dict[str, Any]:
         "legacy_marshaller": "dapi_config._goyaml.render_go_yaml (the predecessor's yaml.v3 "
         "layout, pure Python)",
         "reference_yaml_dumper": yaml_dumper()[1],
-        "temp_dir": str(tmp_dir),
-        "file_system": _filesystem(tmp_dir),
+        "file_system": f"{_filesystem(tmp_dir)} (the temp dir holding every file written)",
         "loadavg_start": _loadavg(),
     }
 
