@@ -151,6 +151,8 @@ def _listen(host: str, port: int) -> socket.socket:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
+        # getaddrinfo's proto (IPPROTO_TCP) matters: asyncio sets TCP_NODELAY only on such
+        # sockets; without it each response waits ~40 ms for a delayed ACK.
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
