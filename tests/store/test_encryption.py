@@ -431,3 +431,39 @@ def test_rekey_and_decrypt_keep_secrets_readable(config_file: Path) -> None:
     with ConfigManager.open(config_file, env={"API_STATE_KEY": OTHER_KEY}) as cm:
         assert_secrets(cm, private, security_key)
     assert private.encode() not in file_bytes(state)  # still sealed inside the plain file
+
+
+def test_two_processes_write_one_encrypted_file(config_file: Path) -> None:
+    """WAL, locks and the hot cache work across processes on an encrypted file too."""
+    with open_encrypted(config_file) as cm:
+        cm.set_height(0)
+        state = cm.state_path
+    rounds = 30
+    env = {k: v for k, v in os.environ.items() if not k.startswith("API_")} | ENC_ENV
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.store._writer",
+                "contend",
+                str(config_file),
+                tag,
+                str(rounds),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for tag in ("a", "b")
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+        assert out.strip() == "done"
+    with open_encrypted(config_file) as cm:
+        assert cm.get_height() == 2 * rounds
+        assert len(cm.get_nodes()) == 2 * rounds
+        assert cm.check().items["integrity"] == "ok"
+    assert not file_bytes(state).startswith(MAGIC)
