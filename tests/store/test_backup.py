@@ -281,3 +281,23 @@ def test_backup_file_modes_even_with_permissive_umask(manager: ConfigManager) ->
     finally:
         os.umask(old)
     assert stat.S_IMODE(info.path.stat().st_mode) == 0o600
+
+
+def test_schema_change_takes_a_backup_of_the_old_schema_first(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dapi_config.store import migrations
+
+    with ConfigManager.open(config_file) as cm:
+        cm.set_height(12)
+        backup_dir = cm.backup_dir
+        old_version = cm.store.schema_version()
+    step = migrations.Migration(old_version + 1, "test step", "CREATE TABLE extra (x INTEGER);")
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, step))
+    monkeypatch.setattr(migrations, "LATEST_VERSION", step.version)
+    with ConfigManager.open(config_file) as cm:
+        assert cm.store.schema_version() == step.version
+        assert cm.get_height() == 12
+    made = bk.list_backups(backup_dir)
+    assert [b.reason for b in made] == [f"pre-schema-v{step.version}"]
+    assert made[0].ok and made[0].schema_version == old_version and made[0].revision == 1

@@ -181,6 +181,11 @@ def test_check_reports_problems_and_passes_when_healthy(config_file: Path) -> No
     loose = recovery.check_state(state)
     assert any("chmod 600" in p for p in loose.problems)
     os.chmod(state, 0o600)
+    backup = recovery.newest_good_backup(backup_dir_for(state), state)
+    assert backup is not None
+    os.chmod(backup.path, 0o644)
+    assert any(str(backup.path) in p for p in recovery.check_state(state).problems)
+    os.chmod(backup.path, 0o600)
     corrupt_garbage(state)
     bad = recovery.check_state(state)
     assert not bad.ok and "header" in bad.items["integrity"]

@@ -517,6 +517,14 @@ def check_state(
                     f"{path}: mode {mode:04o} lets others read it; run chmod 600 {path}"
                 )
     result.items["permissions"] = modes
+    # Backups hold the same data (and encrypted secrets) as the state file.
+    for info in list_backups(backups, state, verify=False):
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(info.path.stat().st_mode)
+            if mode & 0o077:
+                result.problems.append(
+                    f"{info.path}: mode {mode:04o} lets others read it; run chmod 600 {info.path}"
+                )
     good = newest_good_backup(backups, state, cipher=key)
     if good is None:
         result.items["newest_backup"] = None
