@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.api.conftest import ServeProcess, free_port
 from tests.api.test_nodes import NODES
@@ -230,3 +231,83 @@ def test_readme_walkthrough_on_the_example_config(tmp_path: Path, serve_process:
     assert httpx.get(f"{base}/admin/v1/state").json()["node_count"] == 1
     assert "dapi_config_http_requests_total" in httpx.get(f"{base}/metrics").text
     assert proc.terminate() == 0
+
+
+def _kill_under_load(
+    config: Path,
+    serve: Serve,
+    *,
+    threads: int,
+    min_acks: int,
+    last_op: dict[str, tuple[bool, bool]],
+    round_no: int = 0,
+) -> None:
+    """Writers add and remove nodes until the server is SIGKILLed; after a restart, every
+    acknowledged change is there. Only a request cut off by the kill (at most one per thread)
+    may have gone either way."""
+    proc = serve(config)
+    # ``last_op``: id -> (present after the op?, acknowledged?) for the last op on that id,
+    # carried across rounds (an op cut off by a kill is settled by the next restart's read).
+    lock = threading.Lock()
+    acks = threading.Semaphore(0)
+
+    def writer(t: int) -> None:
+        mine: list[str] = []
+        with httpx.Client(base_url=proc.url, timeout=60) as client:
+            for k in range(100_000):
+                remove = k % 3 == 2 and bool(mine)
+                node_id = mine.pop(0) if remove else f"r{round_no}-{t}-{k}"
+                with lock:
+                    last_op[node_id] = (not remove, False)
+                try:
+                    r = (
+                        client.delete(f"{NODES}/{node_id}")
+                        if remove
+                        else client.post(NODES, json=small_node(node_id))
+                    )
+                except httpx.TransportError:
+                    return  # killed: this op's outcome is unknown
+                assert r.status_code == 200, r.text
+                with lock:
+                    last_op[node_id] = (not remove, True)
+                if not remove:
+                    mine.append(node_id)
+                acks.release()
+
+    workers = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for _ in range(min_acks):
+        assert acks.acquire(timeout=60)
+    proc.terminate(signal.SIGKILL)
+    for worker in workers:
+        worker.join(60)
+
+    state = config.parent / "state.db"
+    assert integrity(state) == "ok"
+    again = serve(config)
+    stored = {n["id"] for n in httpx.get(f"{again.url}{NODES}").json()}
+    unknown = [i for i, (_, acked) in last_op.items() if not acked]
+    assert len(unknown) <= threads
+    for node_id, (present, acked) in last_op.items():
+        if acked:
+            assert (node_id in stored) == present, node_id
+    assert stored <= set(last_op)  # nothing that was never sent
+    for node_id in unknown:  # now known: whatever the restart reads
+        last_op[node_id] = (node_id in stored, True)
+    assert again.terminate() == 0
+
+
+def test_sigkill_under_load_keeps_every_acknowledged_change(
+    config_file: Path, serve_process: Serve
+) -> None:
+    _kill_under_load(config_file, serve_process, threads=8, min_acks=60, last_op={})
+
+
+@pytest.mark.stress
+def test_sigkill_under_load_campaign(config_file: Path, serve_process: Serve) -> None:
+    last_op: dict[str, tuple[bool, bool]] = {}
+    for round_no in range(10):
+        _kill_under_load(
+            config_file, serve_process, threads=16, min_acks=300, last_op=last_op, round_no=round_no
+        )
