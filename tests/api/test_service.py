@@ -43,8 +43,11 @@ def test_port_from_config_and_one_log_line_per_request(
     r = httpx.post(f"{proc.url}{NODES}", json=small_node("n1"))
     assert r.status_code == 200
     httpx.get(f"{proc.url}{NODES}/ghost")
+    httpx.get(f"{proc.url}/x%0A2026-01-01 INFO forged%00")  # a log-forging path
     assert proc.terminate() == 0
     log = proc.log()
+    assert '"GET /x\\n2026-01-01 INFO forged\\x00" 404' in log
+    assert "\n2026-01-01 INFO forged" not in log
     assert f"serving the admin API on http://127.0.0.1:{port}" in log
     assert '"POST /admin/v1/nodes" 200' in log
     assert '"GET /admin/v1/nodes/ghost" 404' in log

@@ -180,8 +180,9 @@ class RequestMiddleware:
             access_log.info(
                 '%s "%s %s" %d %.1fms',
                 _client(scope),
-                method,
-                scope.get("path", ""),
+                _printable(method),
+                # The path is percent-decoded: escape it so "%0A" cannot forge a log line.
+                _printable(str(scope.get("path", ""))),
                 status,
                 elapsed * 1000,
             )
@@ -239,6 +240,13 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and non-ASCII characters escaped (one log line, plain ASCII)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 def _client(scope: Scope) -> str:
