@@ -6,6 +6,7 @@ import signal
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,11 @@ def test_readme_walkthrough_on_the_example_config(tmp_path: Path, serve_process:
     assert httpx.post(f"{base}/admin/v1/nodes/node1/disable").json()["node_id"] == "node1"
     assert httpx.get(f"{base}/admin/v1/state").json()["node_count"] == 1
     assert "dapi_config_http_requests_total" in httpx.get(f"{base}/metrics").text
+    # The exporter runs at start-up (in its own thread) and tells the metrics when it is done.
+    deadline = time.monotonic() + 30
+    while _gauge(httpx.get(f"{base}/metrics").text, "last_export") == 0:
+        assert time.monotonic() < deadline, "no export within 30 s"
+        time.sleep(0.05)
     assert proc.terminate() == 0
 
 
@@ -314,3 +320,8 @@ def test_sigkill_under_load_campaign(config_file: Path, serve_process: Serve) ->
         _kill_under_load(
             config_file, serve_process, threads=16, min_acks=300, last_op=last_op, round_no=round_no
         )
+
+
+def _gauge(metrics: str, name: str) -> float:
+    prefix = f"dapi_config_{name}_timestamp_seconds "
+    return float(next(line for line in metrics.splitlines() if line.startswith(prefix)).split()[1])
