@@ -440,10 +440,14 @@ class StateStore:
             # Inside a transaction the caller must see its own uncommitted writes.
             return self._read_hot()
         hot = self._hot
-        with hot.lock:
+        lock = hot.lock
+        lock.acquire()  # not ``with``: this is the hottest read, and the protocol costs ~70 ns
+        try:
             shm = hot.shm
             if shm is not None and shm[:HEADER_SIZE] == hot.proof:
                 return hot.values
+        finally:
+            lock.release()
         if shm is not None:
             return self._refresh_hot()
         return self._hot_values_by_data_version()
