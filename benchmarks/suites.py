@@ -56,6 +56,17 @@ FLOOR_TABLE = (
     "CREATE TABLE IF NOT EXISTS chain_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
     "updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
 )
+# The audit log of schema step 1 (AUTOINCREMENT: revisions never reused), for the floor that
+# also records the change: what the audit trail itself costs SQLite per commit.
+AUDIT_TABLE = (
+    "CREATE TABLE IF NOT EXISTS audit_log (revision INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, "
+    "old_value TEXT, new_value TEXT)"
+)
+AUDIT_INSERT = (
+    "INSERT INTO audit_log(at, actor, action, target, old_value, new_value) "
+    "VALUES (?, 'library', 'set_height', 'current_height', ?, ?)"
+)
 FLOOR_UPSERT = (
     "INSERT INTO chain_state(key, value, updated_at) VALUES (?, ?, CURRENT_TIMESTAMP) "
     "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
@@ -284,6 +295,7 @@ class Bench:
             self._stack.callback(db.close)
             conn = db.connection()
             conn.execute(FLOOR_TABLE)
+            conn.execute(AUDIT_TABLE)
             self._floor[durability] = conn
         # Overwrite 4 KiB in place and fsync it: what one durable commit cannot beat.
         fd = os.open(self.root / "fsync.bin", os.O_RDWR | os.O_CREAT, 0o600)
@@ -297,6 +309,15 @@ class Bench:
         conn = self._floor[durability]
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(FLOOR_UPSERT, ("current_height", str(next(self._heights))))
+        conn.execute("COMMIT")
+
+    def floor_audit_commit(self, durability: str) -> None:
+        """The floor plus the audit row set_height writes: UPSERT + INSERT + COMMIT."""
+        conn = self._floor[durability]
+        height = str(next(self._heights))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(FLOOR_UPSERT, ("current_height", height))
+        conn.execute(AUDIT_INSERT, ("2026-01-01T00:00:00.000000+00:00", height, height))
         conn.execute("COMMIT")
 
     def fsync4k(self) -> None:
@@ -339,6 +360,9 @@ class Bench:
                         next(self._heights)
                     ),
                     f"pair.{durability}.floor@{n}": lambda d=durability: self.floor_commit(d),
+                    f"pair.{durability}.floor_audit@{n}": (
+                        lambda d=durability: self.floor_audit_commit(d)
+                    ),
                 }
                 if durability == "full":
                     steps[f"pair.full.fsync@{n}"] = self.fsync4k
