@@ -11,7 +11,7 @@ fsync, no temp file.
 ``atomic_write``. The document is kept as plain dicts (what the Go struct marshals from), so only
 marshalling and I/O are timed, as in Go. The marshaller is the product's own re-creation of the
 predecessor's output (``dapi_config._goyaml.render_go_yaml``: yaml.v3's layout, sorted keys,
-4-space indent), which is also about twice as fast as PyYAML's ``CSafeDumper`` (libyaml's C
+4-space indent), which is also 3-6x faster than PyYAML's ``CSafeDumper`` (libyaml's C
 emitter, kept for reference as :func:`marshal_pyyaml`); ``marshal_only`` times the marshalling
 alone so the I/O share is visible.
 """
