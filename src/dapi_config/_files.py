@@ -19,6 +19,30 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def make_durable_dir(directory: str | os.PathLike[str], mode: int = 0o700) -> Path:
+    """Create ``directory`` (and missing parents) so that its entry survives power loss.
+
+    ``mkdir`` alone leaves the new entry in the parent's page cache: a file later renamed into
+    the new directory (and that directory fsynced) is still lost with it when the power goes
+    before something else happens to fsync the parent. So every directory created here is
+    followed by an fsync of its parent. ``mode`` applies to ``directory`` itself, missing parents
+    get the default (umask) mode; an existing directory is left as it is.
+    """
+    path = Path(directory)
+    missing: list[Path] = []
+    probe = path
+    while not probe.is_dir():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for created in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            created.mkdir(mode=mode if created == path else 0o777)
+        fsync_directory(created.parent)
+    return path
+
+
 def atomic_write(
     path: str | os.PathLike[str],
     data: bytes | str,

@@ -558,7 +558,9 @@ def import_state(
     which also makes two processes migrating at once safe: the transaction takes the write
     lock before checking.
     """
-    with store.transaction(), store.acting_as(MIGRATION_ACTOR):
+    # durable: the next step strips the dynamic keys from the config file; under
+    # durability="normal" an unsynced import could vanish with a power cut after that rewrite.
+    with store.transaction(durable=True), store.acting_as(MIGRATION_ACTOR):
         if _already_imported(store, checksum):
             return False
         apply_legacy_state(store, state)

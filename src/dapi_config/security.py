@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from dapi_config._files import fsync_directory
+from dapi_config._files import fsync_directory, make_durable_dir
 from dapi_config.errors import MasterKeyError
 
 log = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class MasterKeySource:
         path = self.key_file
         if self._read_key_file(must_exist=False):
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_durable_dir(path.parent, mode=0o777)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dapi_config import _failpoints
-from dapi_config._files import fsync_directory
+from dapi_config._files import fsync_directory, make_durable_dir
 from dapi_config.errors import BackupError, ConfigError, DapiConfigError
 from dapi_config.store import cipher as _cipher
 from dapi_config.store.cipher import FROM_ENV, CipherSetting, StateCipher, resolve_cipher
@@ -256,7 +256,7 @@ def create_backup(
     directory = target.parent
     tmp = directory / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_durable_dir(directory)
         _clean_stale_temps(directory)
         _remove_temp(tmp)
         create_private_file(tmp)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dapi_config import _failpoints
+from dapi_config._files import make_durable_dir
 from dapi_config.errors import DapiConfigError, StateUnavailableError
 from dapi_config.store.cipher import (
     FROM_ENV,
@@ -260,7 +261,7 @@ class Database:
 
     def prepare_files(self) -> None:
         """Create the state file and its WAL companions 0600 (before SQLite creates them)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_durable_dir(self.path.parent, mode=0o777)
         create_private_file(self.path)
         for suffix in ("-wal", "-shm"):
             companion = Path(f"{self.path}{suffix}")
@@ -423,16 +424,32 @@ class Database:
     # --- transactions --------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:
         """One atomic write transaction; nested use becomes a SAVEPOINT.
 
         The outermost level takes the in-process writer lock, then ``BEGIN IMMEDIATE``; on
         success it commits and runs the queued on-commit work and :attr:`commit_hooks`. Any
         exception rolls back (to the savepoint, when nested) and propagates unchanged.
+        ``durable=True`` fsyncs the commit even under ``durability="normal"``: for a commit
+        that a later step relies on being on disk (the legacy import, before the config file
+        loses its dynamic keys). Nested inside a transaction it is an error.
         """
         state = self._thread_state()
         if state.depth:
+            if durable and self.durability != "full":
+                raise DapiConfigError("a durable transaction cannot be nested in another one")
             yield from self._savepoint(state)
+            return
+        if durable and self.durability != "full":
+            # synchronous can only change outside a transaction; FULL makes this commit fsync
+            # the WAL. Set back at once so the connection keeps its configured durability.
+            self.execute("PRAGMA synchronous=FULL")
+            try:
+                with self.transaction():
+                    yield
+            finally:
+                with contextlib.suppress(*SQLITE_ERRORS):
+                    state.conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
             return
         started = time.perf_counter()
         committed = False

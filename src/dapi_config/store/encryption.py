@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dapi_config._files import atomic_write, fsync_directory
+from dapi_config._files import atomic_write, fsync_directory, make_durable_dir
 from dapi_config.errors import (
     BackupError,
     DapiConfigError,
@@ -324,7 +324,7 @@ def _backup_copy(
     target = backups / backup_name(state, f"pre-{op}", when)
     tmp = backups / f".{target.name}.{os.getpid()}.tmp"
     try:
-        backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_durable_dir(backups)
         create_private_file(tmp)
         with open(state, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from dapi_config import _failpoints
-from dapi_config._files import fsync_directory
+from dapi_config._files import fsync_directory, make_durable_dir
 from dapi_config.errors import (
     BackupError,
     SchemaTooNewError,
@@ -252,7 +252,7 @@ def quarantine(state_path: str | os.PathLike[str]) -> Path | None:
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = state.parent / QUARANTINE_DIR_NAME / f"{state.name}-{stamp}"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=False)
+    make_durable_dir(folder)
     for index, path in enumerate(present):
         os.replace(path, folder / path.name)
         if index == 0 and len(present) > 1:
@@ -412,7 +412,7 @@ def restore_backup(
             folder = None
         else:
             pre = None
-            state.parent.mkdir(parents=True, exist_ok=True)
+            make_durable_dir(state.parent, mode=0o777)
             folder = _swap_in(info, state, key)
     # A backup from an older schema is brought up to date like any file at open.
     db = Database(state, cipher=key)

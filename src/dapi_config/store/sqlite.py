@@ -272,9 +272,10 @@ class StateStore:
     def path(self) -> str:
         return str(self.db.path)
 
-    def transaction(self) -> contextlib.AbstractContextManager[None]:
-        """One atomic write transaction (nests as a savepoint)."""
-        return self.db.transaction()
+    def transaction(self, *, durable: bool = False) -> contextlib.AbstractContextManager[None]:
+        """One atomic write transaction (nests as a savepoint); ``durable`` syncs its commit
+        to disk whatever the durability setting."""
+        return self.db.transaction(durable=durable)
 
     def snapshot(self) -> contextlib.AbstractContextManager[None]:
         """A consistent read of several values, without blocking writers."""

@@ -291,8 +291,12 @@ class YamlStateStore:
         return work
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic change of the file; nested blocks roll back on their own."""
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:
+        """One atomic change of the file; nested blocks roll back on their own.
+
+        Every change is fsynced (temp file, fsync, rename, directory fsync), so ``durable``
+        changes nothing here.
+        """
         work: _Doc | None = getattr(self._local, "work", None)
         if work is not None:
             saved = copy.deepcopy(work)
