@@ -433,8 +433,8 @@ class Bench:
             return {"read.get_height.after_commit": spent}
 
         out.append(Variant("read.get_height.after_commit", after_commit))
-        assert cm.store.hot_check == "wal-index", cm.store.hot_check
-        assert fallback.store.hot_check == "data_version"
+        assert cm.backend.hot_check == "wal-index", cm.backend.hot_check
+        assert fallback.backend.hot_check == "data_version"
         return out
 
 

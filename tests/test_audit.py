@@ -24,8 +24,8 @@ from dapi_config import (
     ValidationError,
     ValidationParamsCache,
 )
-from dapi_config.audit import DEFAULT_AUDIT_KEEP_ROWS, parse_audit_keep
-from dapi_config.store.sqlite import AUDIT_PRUNE_EVERY, AuditRetention
+from dapi_config.settings import DEFAULT_AUDIT_KEEP_ROWS, AuditRetention, parse_audit_keep
+from dapi_config.store.sqlite import AUDIT_PRUNE_EVERY
 from tests.conftest import run_cli
 
 
@@ -93,7 +93,8 @@ WRITES: dict[str, tuple[Callable[[ConfigManager], Any], str, str]] = {
 #: Public ConfigManager members that are not single-row state writes: reads, plumbing, files,
 #: services, and the bulk import (tested on its own below).
 NOT_WRITES = {
-    "open", "close", "transaction", "acting_as", "store", "config_path", "state_path",
+    "open", "close", "transaction", "acting_as", "config_path", "state_path", "settings",
+    "on_commit", "observe_writes",
     "static_config", "state_summary", "export_full_config", "start_periodic_export",
     "stop_periodic_export", "check_master_key", "verify_security_key", "get_audit",
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
@@ -267,9 +268,9 @@ def test_row_retention_is_applied_every_n_writes(config_file: Path) -> None:
         with cm.transaction():
             for height in range(1, AUDIT_PRUNE_EVERY):
                 cm.set_height(height)
-        assert cm.store.audit_count() == AUDIT_PRUNE_EVERY - 1  # not yet: no prune per write
+        assert cm.backend.audit_count() == AUDIT_PRUNE_EVERY - 1  # not yet: no prune per write
         cm.set_height(AUDIT_PRUNE_EVERY)  # revision 1000 prunes in its own transaction
-        assert cm.store.audit_count() == 100
+        assert cm.backend.audit_count() == 100
         rows = cm.get_audit(limit=1000)
         assert [r.revision for r in rows] == list(
             range(AUDIT_PRUNE_EVERY - 99, AUDIT_PRUNE_EVERY + 1)
@@ -283,9 +284,9 @@ def test_prune_is_bounded_per_call(config_file: Path) -> None:
         with cm.transaction():
             for height in range(1, 60):
                 cm.set_height(height)
-        cm.store.audit_retention = AuditRetention(rows=5)
+        cm.backend.audit_retention = AuditRetention(rows=5)
         with cm.transaction():
-            assert cm.store.prune_audit(batch=20) == 20
+            assert cm.backend.prune_audit(batch=20) == 20
         assert cm.prune_audit() == 34
         assert cm.prune_audit() == 0
         assert [r.revision for r in cm.get_audit()] == [55, 56, 57, 58, 59]
@@ -308,7 +309,7 @@ def test_unlimited_retention_keeps_everything(config_file: Path) -> None:
             for height in range(1, AUDIT_PRUNE_EVERY + 5):
                 cm.set_height(height)
         assert cm.prune_audit() == 0
-        assert cm.store.audit_count() == AUDIT_PRUNE_EVERY + 4
+        assert cm.backend.audit_count() == AUDIT_PRUNE_EVERY + 4
 
 
 # --- the CLI ----------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from dapi_config.export import (
     ExportSettings,
     PeriodicExporter,
     export_once,
-    parse_interval,
     render_legacy_yaml,
 )
 from dapi_config.security import REDACTED
+from dapi_config.settings import Settings, parse_duration
 from tests.conftest import run_cli
 
 
@@ -39,6 +39,10 @@ def test_parse_interval(text: str, seconds: float) -> None:
     assert parse_interval(text) == seconds
 
 
+def parse_interval(text: str) -> float:
+    return parse_duration(text, "CONFIG_EXPORT_INTERVAL", allow_zero=True)
+
+
 @pytest.mark.parametrize("text", ["", "often", "10x", "-5", "m", "10 minutes", "1e3", "9999h"])
 def test_parse_interval_rejects(text: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -46,9 +50,13 @@ def test_parse_interval_rejects(text: str) -> None:
     assert str(err.value).startswith("CONFIG_EXPORT_INTERVAL: ")
 
 
+def export_settings(env: dict[str, str]) -> ExportSettings:
+    return ExportSettings.from_settings(Settings.from_env(env))
+
+
 def test_settings_from_env() -> None:
-    assert ExportSettings.from_env({}) == ExportSettings(600.0, 0, False)
-    settings = ExportSettings.from_env(
+    assert export_settings({}) == ExportSettings(600.0, 0, False)
+    settings = export_settings(
         {
             "CONFIG_EXPORT_INTERVAL": "30s",
             "CONFIG_EXPORT_KEEP": "3",
@@ -62,7 +70,7 @@ def test_settings_from_env() -> None:
         ({"CONFIG_EXPORT_SECRETS": "maybe"}, "CONFIG_EXPORT_SECRETS"),
     ):
         with pytest.raises(ConfigError, match=f"^{var}: "):
-            ExportSettings.from_env(env)
+            export_settings(env)
 
 
 def _add_nodes(cm: ConfigManager, count: int) -> None:

@@ -95,7 +95,7 @@ def test_legacy_import_commits_durably_under_normal_durability(tmp_path: Path) -
     config.write_text("api:\n    port: 8080\ncurrent_height: 77\n")
     store = StateStore.open(tmp_path / "state.db", durability="normal")
     seen: list[int] = []
-    store.db.commit_hooks.append(lambda: seen.append(store.db.query_one("PRAGMA synchronous")[0]))
+    store.on_commit(lambda: seen.append(store.db.query_one("PRAGMA synchronous")[0]))
     try:
         report = legacy.migrate_legacy_file(store, config)
         assert report.action == "migrated"

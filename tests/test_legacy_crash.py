@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from dapi_config import ConfigError, ConfigManager, legacy
+from dapi_config import ConfigError, ConfigManager
+from dapi_config.legacy import migrate as legacy_migrate
 from tests.test_legacy import GO_WRITER, backups, dynamic_view, plain_load, write
 
 # Runs the three steps by hand and kills itself with SIGKILL at the named point.
@@ -160,14 +161,14 @@ def test_injected_rewrite_failure_then_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expected: dict[str, Any]
 ) -> None:
     config = write(tmp_path, GO_WRITER)
-    real_write = legacy.atomic_write
+    real_write = legacy_migrate.atomic_write
 
     def full_disk_for_config(path: Any, data: Any, **kwargs: Any) -> None:
         if Path(path) == config:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data, **kwargs)
 
-    monkeypatch.setattr(legacy, "atomic_write", full_disk_for_config)
+    monkeypatch.setattr(legacy_migrate, "atomic_write", full_disk_for_config)
     with pytest.raises(ConfigError, match="next start finishes the job"):
         ConfigManager.open(config)
     assert config.read_text() == GO_WRITER
@@ -186,7 +187,7 @@ def test_injected_backup_failure_changes_nothing(
     def full_disk(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(legacy, "atomic_write", full_disk)
+    monkeypatch.setattr(legacy_migrate, "atomic_write", full_disk)
     with pytest.raises(ConfigError, match="pre-migration backup"):
         ConfigManager.open(config)
     monkeypatch.undo()

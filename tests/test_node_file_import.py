@@ -102,7 +102,7 @@ def test_bad_node_file_imports_nothing(
     assert message in str(info.value)
     with ConfigManager.open(config_file) as cm:
         assert cm.get_nodes() == []
-        assert cm.store.find_import("node_config") is None
+        assert cm.backend.find_import("node_config") is None
 
 
 def test_node_file_not_json_or_missing(config_file: Path, tmp_path: Path) -> None:

@@ -28,12 +28,12 @@ from dapi_config import (
 from dapi_config.export import render_legacy_yaml
 from dapi_config.security import (
     REDACTED,
-    STATE_KEY_ENV,
     MasterKeySource,
     SecretBox,
     fingerprint,
     key_file_path,
 )
+from dapi_config.settings import STATE_KEY_ENV
 from tests.conftest import EXAMPLE_CONFIG, run_cli
 
 PASSPHRASE = "correct horse battery staple"
@@ -132,7 +132,7 @@ def test_removing_a_node_removes_its_key(keyed: ConfigManager) -> None:
     issued = keyed.create_security_key("n1")
     keyed.create_security_key("n2")
     keyed.remove_node("n1")
-    assert keyed.store.security_key("n1") is None  # ON DELETE CASCADE (foreign_keys=ON)
+    assert keyed.backend.security_key("n1") is None  # ON DELETE CASCADE (foreign_keys=ON)
     keyed.add_node(node("n1"))
     assert not keyed.verify_security_key("n1", issued.security_key)
     with pytest.raises(SecurityKeyNotFoundError):
@@ -147,7 +147,7 @@ def test_set_nodes_keeps_keys_of_nodes_that_stay(keyed: ConfigManager) -> None:
     assert [n.id for n in keyed.get_nodes()] == ["n3", "n1"]  # the new order holds
     assert keyed.get_node("n1").host == "10.9.9.9"
     assert keyed.verify_security_key("n1", k1.security_key)
-    assert keyed.store.security_key("n2") is None
+    assert keyed.backend.security_key("n2") is None
     keyed.add_node(node("n4"))
     assert [n.id for n in keyed.get_nodes()] == ["n3", "n1", "n4"]
 
@@ -327,7 +327,7 @@ def test_concurrent_first_secrets_agree_on_one_master_key(config_file: Path) -> 
 
 
 def test_master_key_source_never_shows_the_passphrase(tmp_path: Path) -> None:
-    source = MasterKeySource(tmp_path / "s.db", {STATE_KEY_ENV: PASSPHRASE})
+    source = MasterKeySource(tmp_path / "s.db", PASSPHRASE)
     assert PASSPHRASE not in repr(source)
     box, params = source.box(None)
     assert params is not None

@@ -109,7 +109,7 @@ def test_yaml_mode_runs_without_a_database(tmp_path: Path) -> None:
     with open_mode(config, "yaml") as cm:
         assert cm.get_height() == 98000
         with pytest.raises(StateUnavailableError, match="yaml"):
-            _ = cm.store
+            cm.get_audit()
         for _ in some_writes(cm, 1):
             pass
         assert_legacy_file_valid(config, cm)
@@ -286,3 +286,21 @@ def test_yaml_mode_file_becomes_0600(tmp_path: Path) -> None:
     with open_mode(config, "yaml") as cm:
         cm.set_height(183468)
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
+
+
+def test_yaml_mode_set_nodes_backs_up_the_legacy_file_first(tmp_path: Path) -> None:
+    """Reproduction: yaml-mode ``set_nodes`` opened the YAML file as SQLite for its backup,
+    swallowed "file is not a database" and replaced the registry with no backup at all."""
+    config = write(tmp_path, GO_WRITER)
+    with open_mode(config, "yaml") as cm:
+        before = config.read_bytes()
+        assert len(cm.get_nodes()) == 3
+        cm.set_nodes([])
+        assert cm.get_nodes() == []
+    copies = sorted(tmp_path.glob("config.yaml.pre-set-nodes.*"))
+    assert len(copies) == 1
+    assert copies[0].read_bytes() == before
+    assert stat.S_IMODE(copies[0].stat().st_mode) == 0o600
+    assert (
+        len(parse_legacy_state(plain_load(copies[0]), str(copies[0]), warn=False).nodes or []) == 3
+    )

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from dapi_config import ConfigError, ConfigManager
-from dapi_config.static import load_static_config, resolve_config_path, resolve_state_path
+from dapi_config.settings import Settings
+from dapi_config.static import load_static_config
 from tests.conftest import permissions_enforced_prefix, run_cli
 
 
@@ -107,13 +108,15 @@ def test_unknown_keys_kept_and_warned_once(
 
 
 def test_paths_resolution(tmp_path: Path) -> None:
-    assert resolve_config_path(None, {}) == Path("config.yaml")
-    assert resolve_config_path(None, {"API_CONFIG_PATH": "/x/c.yaml"}) == Path("/x/c.yaml")
-    assert resolve_config_path("a.yaml", {"API_CONFIG_PATH": "/x/c.yaml"}) == Path("a.yaml")
+    assert Settings.from_env({}).config_file(None) == Path("config.yaml")
+    from_env = Settings.from_env({"API_CONFIG_PATH": "/x/c.yaml"})
+    assert from_env.config_file(None) == Path("/x/c.yaml")
+    assert from_env.config_file("a.yaml") == Path("a.yaml")
     cfg = tmp_path / "c.yaml"
-    assert resolve_state_path(None, cfg, {}) == tmp_path / "state.db"
-    assert resolve_state_path(None, cfg, {"API_STATE_DB_PATH": "/s.db"}) == Path("/s.db")
-    assert resolve_state_path("o.db", cfg, {"API_STATE_DB_PATH": "/s.db"}) == Path("o.db")
+    assert Settings.from_env({}).state_file(None, cfg) == tmp_path / "state.db"
+    state_env = Settings.from_env({"API_STATE_DB_PATH": "/s.db"})
+    assert state_env.state_file(None, cfg) == Path("/s.db")
+    assert state_env.state_file("o.db", cfg) == Path("o.db")
 
 
 def test_config_path_from_env_in_manager(config_file: Path, tmp_path: Path) -> None:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 import signal
 
-ENV_VAR = "DAPI_CONFIG_FAILPOINT"
+from dapi_config.settings import FAILPOINT_ENV, failpoints_from_process_env
 
-_ACTIVE: frozenset[str] = frozenset(
-    name.strip() for name in os.environ.get(ENV_VAR, "").split(",") if name.strip()
-)
+ENV_VAR = FAILPOINT_ENV
+
+_ACTIVE: frozenset[str] = failpoints_from_process_env()
 
 
 def hit(name: str) -> None:

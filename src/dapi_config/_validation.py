@@ -1,14 +1,25 @@
-"""Turning pydantic errors into the product's messages."""
+"""Checking input before any write, and turning pydantic errors into the product's messages."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 import pydantic
 from pydantic import BaseModel
 
-from dapi_config.errors import ValidationError
+from dapi_config.errors import (
+    DuplicateNodeError,
+    NodeNotFoundError,
+    PreconditionFailedError,
+    ValidationError,
+)
+from dapi_config.models import InferenceNodeConfig, is_valid_node_id
 from dapi_config.security import REDACTED, SECRET_FIELDS
+
+INT64_MAX = 2**63 - 1
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -58,3 +69,87 @@ def validate(model: type[ModelT], value: Any, what: str) -> ModelT:
     except pydantic.ValidationError as exc:
         items = error_items(exc)
         raise ValidationError(f"invalid {what}: {describe(items)}", items) from None
+
+
+def node_etag(node: InferenceNodeConfig) -> str:
+    """A strong HTTP entity tag of a node's stored value (quoted, as sent in ``ETag``)."""
+    canonical = json.dumps(node.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
+
+
+def known_node_id(node_id: Any) -> str:
+    """``node_id`` if it could be registered; :class:`NodeNotFoundError` when it never could be
+    (so odd input, e.g. an undecodable command-line byte, never reaches SQLite)."""
+    if not isinstance(node_id, str):
+        raise ValidationError(
+            f"node id: expected a string, got {node_id!r}",
+            [{"field": "id", "message": "expected a string", "input": repr(node_id)}],
+        )
+    if not is_valid_node_id(node_id):
+        raise NodeNotFoundError(node_id)
+    return node_id
+
+
+def check_etag(current: InferenceNodeConfig, if_match: Collection[str]) -> None:
+    if "*" in if_match:
+        return
+    etag = node_etag(current)
+    if etag not in if_match:
+        raise PreconditionFailedError(
+            f"node {current.id!r} changed since it was read (its ETag is now {etag}); "
+            "read it again and retry. Nothing was written."
+        )
+
+
+def validate_nodes(nodes: Iterable[Any]) -> list[InferenceNodeConfig]:
+    """Validate a batch of nodes and reject duplicate ids within it."""
+    if isinstance(nodes, (str, bytes, Mapping)) or not isinstance(nodes, Iterable):
+        raise ValidationError(
+            "nodes: expected a list of nodes", [{"field": "nodes", "message": "expected a list"}]
+        )
+    values: list[InferenceNodeConfig] = []
+    seen: set[str] = set()
+    for index, node in enumerate(nodes):
+        try:
+            value = validate(InferenceNodeConfig, node, f"node #{index}")
+        except ValidationError as exc:
+            for item in exc.errors:
+                item["field"] = f"nodes.{index}.{item['field']}"
+            raise
+        if value.id in seen:
+            raise DuplicateNodeError(value.id, f"node {value.id!r} appears twice in the batch")
+        seen.add(value.id)
+        values.append(value)
+    return values
+
+
+def check_node_id(node_id: Any) -> str:
+    if not isinstance(node_id, str) or not node_id:
+        raise ValidationError(
+            f"node_id: expected a node id, got {node_id!r}",
+            [{"field": "node_id", "message": "expected a non-empty string"}],
+        )
+    return node_id
+
+
+def check_int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(
+            f"{field}: expected a whole number from {low} to {high}, got {value!r}",
+            [{"field": field, "message": f"expected {low} to {high}", "input": repr(value)}],
+        )
+    return value
+
+
+def check_height(height: Any, field: str) -> int:
+    if isinstance(height, bool) or not isinstance(height, int):
+        raise ValidationError(
+            f"{field}: expected a whole number >= 0, got {height!r}",
+            [{"field": field, "message": "expected an integer", "input": repr(height)}],
+        )
+    if not 0 <= height <= INT64_MAX:
+        raise ValidationError(
+            f"{field}: expected 0 to {INT64_MAX}, got {height}",
+            [{"field": field, "message": "out of range", "input": height}],
+        )
+    return int(height)

@@ -16,7 +16,9 @@ place each.
     ├── SecurityKeyNotFoundError (KeyError) the node has no security key (create one)
     ├── PreconditionFailedError             optimistic concurrency: stale ETag / revision
     ├── BackupError                         a backup cannot be made, read or restored
+    ├── ListenError                         the service cannot listen on its address
     └── StateUnavailableError               the state file cannot be used right now
+        ├── NotSupportedError               this state backend cannot do that (yaml mode)
         ├── SchemaTooNewError               the file was written by a newer dapi-config
         └── StateCorruptError               integrity check failed and no recovery was possible
 """
@@ -145,6 +147,19 @@ class StateUnavailableError(DapiConfigError):
     """
 
     code = "state_unavailable"
+
+
+class NotSupportedError(StateUnavailableError):
+    """The state backend in use cannot do this (``API_STATE_MODE=yaml`` has no database: no
+    backups, audit queries or per-node keys). The message names the mode and what to use."""
+
+    code = "not_supported"
+
+
+class ListenError(DapiConfigError):
+    """The service cannot listen on its address (port in use, no permission, bad host)."""
+
+    code = "listen_error"
 
 
 class SchemaTooNewError(StateUnavailableError):

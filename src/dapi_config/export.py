@@ -4,7 +4,7 @@
 in the predecessor's single-file layout. It is written atomically (temp file, fsync, rename), mode
 0600, so a reader never sees a partial file. Secrets are redacted unless asked for.
 
-Environment (read by :meth:`ExportSettings.from_env`):
+Environment (read into :class:`~dapi_config.settings.Settings`):
 
 - ``CONFIG_EXPORT_INTERVAL``: seconds (``600``) or ``10m`` / ``30s`` / ``1h`` (default 10m);
   ``0`` disables the periodic export.
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dapi_config._files import atomic_write
 from dapi_config._goyaml import render_go_yaml
 from dapi_config.errors import ConfigError, DapiConfigError
+from dapi_config.settings import DEFAULT_EXPORT_INTERVAL_S, Settings
 
 if TYPE_CHECKING:
     from dapi_config.manager import ConfigManager
@@ -35,71 +36,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPORT_FILENAME = "api-config-full.yaml"
-DEFAULT_INTERVAL_S = 600.0
-_INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 #: ``api-config-full.20261127T181500.123456Z.yaml``: sorts by time as text.
 _COPY_RE = re.compile(r"^api-config-full\.\d{8}T\d{6}\.\d{6}Z\.yaml$")
-
-
-def parse_interval(text: str, source: str = "CONFIG_EXPORT_INTERVAL") -> float:
-    """Seconds from ``"600"``, ``"30s"``, ``"10m"``, ``"1h"`` (or ``"500ms"``).
-
-    ``0`` means "disabled". Raises :class:`ConfigError` naming ``source`` for anything else.
-    """
-    match = _INTERVAL_RE.match(text)
-    if not match:
-        raise ConfigError(
-            f"{source}: expected seconds (600) or a duration such as 30s, 10m or 1h, got {text!r}"
-        )
-    value = float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
-    if value > 366 * 24 * 3600:
-        raise ConfigError(f"{source}: {text!r} is longer than a year")
-    return value
-
-
-def _parse_bool(text: str, source: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigError(f"{source}: expected true or false, got {text!r}")
-
-
-def _parse_keep(text: str, source: str = "CONFIG_EXPORT_KEEP") -> int:
-    try:
-        keep = int(text.strip())
-    except ValueError:
-        raise ConfigError(f"{source}: expected a whole number >= 0, got {text!r}") from None
-    if keep < 0:
-        raise ConfigError(f"{source}: expected a whole number >= 0, got {text!r}")
-    return keep
 
 
 @dataclass(frozen=True)
 class ExportSettings:
     """How the periodic exporter runs."""
 
-    interval: float = DEFAULT_INTERVAL_S
+    interval: float = DEFAULT_EXPORT_INTERVAL_S
     keep: int = 0
     include_secrets: bool = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ExportSettings:
-        """Read ``CONFIG_EXPORT_INTERVAL``, ``CONFIG_EXPORT_KEEP``, ``CONFIG_EXPORT_SECRETS``.
-
-        Raises :class:`ConfigError` naming the variable for a bad value.
-        """
-        env = os.environ if env is None else env
-        interval = DEFAULT_INTERVAL_S
-        if "CONFIG_EXPORT_INTERVAL" in env:
-            interval = parse_interval(env["CONFIG_EXPORT_INTERVAL"])
-        keep = _parse_keep(env["CONFIG_EXPORT_KEEP"]) if "CONFIG_EXPORT_KEEP" in env else 0
-        secrets = _parse_bool(env.get("CONFIG_EXPORT_SECRETS", ""), "CONFIG_EXPORT_SECRETS")
-        return cls(interval=interval, keep=keep, include_secrets=secrets)
+    def from_settings(cls, settings: Settings) -> ExportSettings:
+        """``CONFIG_EXPORT_INTERVAL``, ``CONFIG_EXPORT_KEEP``, ``CONFIG_EXPORT_SECRETS``."""
+        return cls(settings.export_interval, settings.export_keep, settings.export_secrets)
 
 
 def render_legacy_yaml(data: Mapping[str, Any]) -> str:

@@ -82,8 +82,5 @@ def _directory_writable(manager: ConfigManager) -> str | None:
 
 
 def _state_readable(manager: ConfigManager) -> str | None:
-    if manager.state_mode == "yaml":
-        manager.backend.hot_values()  # re-reads the file if it changed; raises when unusable
-    else:
-        manager.store.latest_revision()  # raises StateUnavailableError when the file is unusable
+    manager.backend.probe()  # raises StateUnavailableError when the state is unusable
     return None

@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dapi_config import legacy
-from dapi_config._validation import validate
-from dapi_config.audit import audit_retention_from_env
-from dapi_config.errors import (
-    DuplicateNodeError,
-    MasterKeyError,
-    NodeNotFoundError,
-    PreconditionFailedError,
-    SecurityKeyExistsError,
-    SecurityKeyNotFoundError,
-    StateUnavailableError,
-    ValidationError,
+from dapi_config import legacy, node_import
+from dapi_config._validation import (
+    INT64_MAX,
+    check_etag,
+    check_height,
+    check_int,
+    check_node_id,
+    known_node_id,
+    node_etag,
+    validate,
+    validate_nodes,
 )
+from dapi_config.errors import ValidationError
+from dapi_config.legacy.yaml_mode import YamlStateStore
 from dapi_config.models import (
     ApiConfig,
     BandwidthParamsCache,
@@ -45,34 +44,25 @@ from dapi_config.models import (
     StaticConfig,
     UpgradePlan,
     ValidationParamsCache,
-    is_valid_node_id,
 )
-from dapi_config.security import (
-    REDACTED,
-    KeyParams,
-    MasterKeySource,
-    SecretBox,
-    fingerprint,
-    generate_security_key,
-    generate_worker_key,
-    is_sealed,
-    keys_equal,
-)
-from dapi_config.static import LoadedConfig, load_static_config, resolve_state_path
+from dapi_config.secrets import Secrets
+from dapi_config.security import REDACTED, MasterKeySource
+from dapi_config.settings import Settings, StateMode, parse_duration
+from dapi_config.static import LoadedConfig, load_static_config
 from dapi_config.store import AuditEntry, Durability, StateStore
-from dapi_config.store import backup as _backup
-from dapi_config.store import recovery as _recovery
-from dapi_config.store.cipher import StateCipher, cipher_from_env
-from dapi_config.store.sqlite import AUDIT_PAGE_MAX, SecurityKeyRow, SeedKind
+from dapi_config.store.backend import SeedKind, StateBackend
+from dapi_config.store.backup import MANUAL as MANUAL_BACKUP
+from dapi_config.store.backup import BackupInfo
+from dapi_config.store.cipher import cipher_for
+from dapi_config.store.recovery import CheckResult, RestoreResult
+from dapi_config.store.sqlite import AUDIT_PAGE_MAX
 
 if TYPE_CHECKING:
     from dapi_config.export import PeriodicExporter
-    from dapi_config.store.backend import StateBackend
+
+__all__ = ["INT64_MAX", "ConfigManager", "node_etag", "validate_nodes"]
 
 log = logging.getLogger(__name__)
-
-WORKER_KEY_SECRET = "worker_key"  # noqa: S105 - a row name, not a secret
-INT64_MAX = 2**63 - 1
 
 
 class ConfigManager:
@@ -86,18 +76,19 @@ class ConfigManager:
         self,
         loaded: LoadedConfig,
         store: StateBackend,
+        settings: Settings,
         *,
-        mode: legacy.StateMode = "db",
         keys: MasterKeySource | None = None,
     ) -> None:
         self._loaded = loaded
         self._store = store
+        self._settings = settings
         self._exporter: PeriodicExporter | None = None
         self._exporter_lock = threading.Lock()
-        self._mode: legacy.StateMode = mode
         #: What the legacy migration did at open (None when the file was already static).
         self.legacy_report: legacy.MigrationReport | None = None
-        self._keys = keys or MasterKeySource(store.path, os.environ)
+        self._keys = keys or MasterKeySource(store.path, settings.state_key)
+        self._secrets = Secrets(store, self._keys)
 
     @classmethod
     def open(
@@ -108,44 +99,41 @@ class ConfigManager:
         durability: Durability = "full",
         actor: str = "library",
         env: Mapping[str, str] | None = None,
+        settings: Settings | None = None,
         migrate_legacy: bool = True,
     ) -> ConfigManager:
         """Load the static config and open (creating and migrating) the state file.
 
-        ``config_path`` defaults to ``API_CONFIG_PATH`` then ``./config.yaml``; ``state_path``
-        to ``API_STATE_DB_PATH`` then ``state.db`` beside the config file. A legacy
-        single-file config is migrated into the state file first (unless ``migrate_legacy``
-        is False), and ``NODE_CONFIG_PATH`` is merged once. ``API_STATE_MODE`` picks the
-        backend: ``db`` (default), ``dual`` (plus a legacy-layout mirror file), ``yaml`` (the
-        legacy single file, no database).
+        ``settings`` (else :meth:`Settings.from_env` of ``env``, else of the process
+        environment) supplies every environment setting: ``config_path`` defaults to
+        ``API_CONFIG_PATH`` then ``./config.yaml``; ``state_path`` to ``API_STATE_DB_PATH``
+        then ``state.db`` beside the config file. A legacy single-file config is migrated into
+        the state file first (unless ``migrate_legacy`` is False), and ``NODE_CONFIG_PATH`` is
+        merged once. ``API_STATE_MODE`` picks the backend: ``db`` (default), ``dual`` (plus a
+        legacy-layout mirror file), ``yaml`` (the legacy single file, no database).
         Secrets are sealed under the master key from ``API_STATE_KEY`` (>= 16 characters) or
         the key file ``<state>.key``; ``API_AUDIT_KEEP`` sets the audit retention. Whole-file
-        encryption follows ``API_STATE_ENCRYPTION``/``API_STATE_KEY`` in ``env``.
+        encryption follows ``API_STATE_ENCRYPTION``/``API_STATE_KEY``.
         Raises :class:`ConfigError` (bad static config or legacy values, bad mode or setting,
         bad encryption setting; :class:`MasterKeyError` for a short ``API_STATE_KEY``),
         :class:`SchemaTooNewError`, :class:`StateUnavailableError` (also: wrong or missing
         state-file key).
         """
-        env = os.environ if env is None else env
-        mode = legacy.resolve_state_mode(env)
-        loaded = load_static_config(config_path, env)
-        path = resolve_state_path(state_path, loaded.path, env)
-        keys = MasterKeySource(path, env)
-        retention = audit_retention_from_env(env)
-        if mode == "yaml":
-            from dapi_config.store.yaml_file import YamlStateStore  # noqa: PLC0415
-
+        settings = settings or Settings.from_env(env)
+        loaded = load_static_config(settings.config_file(config_path), settings.static_env)
+        path = settings.state_file(state_path, loaded.path)
+        keys = MasterKeySource(path, settings.state_key)
+        if settings.state_mode == "yaml":
             yaml_store = YamlStateStore.open(
                 loaded.path,
                 state_path=path,
-                durability=durability,
                 default_actor=actor,
                 keys=keys,
                 parsed=None if loaded.raw is None else (loaded.raw, loaded.tree),
             )
-            yaml_cm = cls(loaded, yaml_store, mode=mode, keys=keys)
+            yaml_cm = cls(loaded, yaml_store, settings, keys=keys)
             try:
-                yaml_cm._startup_imports(env, migrate_legacy=False)
+                yaml_cm._startup_imports(migrate_legacy=False)
             except BaseException:
                 yaml_cm.close()
                 raise
@@ -153,25 +141,24 @@ class ConfigManager:
         if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
             # Malformed legacy values stop here, before the state file is even created.
             legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
-        cipher = cipher_from_env(env)
         store = StateStore.open(
             path,
             durability=durability,
             default_actor=actor,
-            audit_retention=retention,
-            cipher=cipher,
+            audit_retention=settings.audit_retention,
+            cipher=cipher_for(settings),
         )
-        cm = cls(loaded, store, mode=mode, keys=keys)
+        cm = cls(loaded, store, settings, keys=keys)
         try:
-            cm._startup_imports(env, migrate_legacy=migrate_legacy)
-            if mode == "dual":
-                legacy.attach_mirror(cm, legacy.mirror_path_for(path, env))
+            cm._startup_imports(migrate_legacy=migrate_legacy)
+            if settings.state_mode == "dual":
+                legacy.attach_mirror(cm, legacy.mirror_path_for(path, settings))
         except BaseException:
             cm.close()
             raise
         return cm
 
-    def _startup_imports(self, env: Mapping[str, str], *, migrate_legacy: bool) -> None:
+    def _startup_imports(self, *, migrate_legacy: bool) -> None:
         """The legacy single-file migration and the one-time ``NODE_CONFIG_PATH`` merge."""
         loaded = self._loaded
         if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
@@ -184,7 +171,7 @@ class ConfigManager:
             )
         # The file's text and tree are only needed for the migration: don't keep them.
         loaded.raw, loaded.tree = None, None
-        legacy.import_node_config_env(self._store, env)
+        node_import.import_node_config_env(self._store, self._settings.node_config_path)
 
     def close(self) -> None:
         """Stop the periodic export (if running) and close the state file. Idempotent."""
@@ -210,31 +197,19 @@ class ConfigManager:
         return Path(self._store.path)
 
     @property
-    def store(self) -> StateStore:
-        """The SQLite state store (for modules of this package: backup, export, legacy).
-
-        Raises :class:`StateUnavailableError` in ``API_STATE_MODE=yaml`` (no database).
-        """
-        self._require_database("this operation")
-        assert isinstance(self._store, StateStore)
-        return self._store
-
-    def _require_database(self, what: str) -> None:
-        if not isinstance(self._store, StateStore):
-            raise StateUnavailableError(
-                f"{what} need the state database, and API_STATE_MODE=yaml runs without one "
-                f"(the state is in {self._store.path})"
-            )
-
-    @property
     def backend(self) -> StateBackend:
         """The state backend in use (SQLite, or the legacy YAML file in ``yaml`` mode)."""
         return self._store
 
     @property
-    def state_mode(self) -> legacy.StateMode:
+    def state_mode(self) -> StateMode:
         """``db``, ``dual`` or ``yaml`` (``API_STATE_MODE``)."""
-        return self._mode
+        return self._settings.state_mode
+
+    @property
+    def settings(self) -> Settings:
+        """The environment settings this manager was opened with."""
+        return self._settings
 
     @property
     def loaded_document(self) -> dict[str, Any]:
@@ -243,10 +218,19 @@ class ConfigManager:
 
     def before_risky_operation(self, reason: str) -> None:
         """The one call made before a risky operation (``legacy-migration``,
-        ``node-file-replace``): an automatic ``pre-<reason>`` backup of the state file (none in
-        ``yaml`` mode, which has no database). Raises :class:`BackupError`: then stop."""
-        if isinstance(self._store, StateStore):
-            self.backup_before(reason)
+        ``node-file-replace``, ``set-nodes``): an automatic ``pre-<reason>`` backup of the
+        state (in ``yaml`` mode, of the legacy file). Raises :class:`BackupError`: then stop."""
+        self.backup_before(reason)
+
+    def on_commit(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook()`` after every committed change (a failing hook is logged, never
+        raised: the change is durable). Returns the function that removes it."""
+        return self._store.on_commit(hook)
+
+    def observe_writes(self, observer: Callable[[float, bool], None]) -> Callable[[], None]:
+        """Call ``observer(seconds, committed)`` after every write transaction (metrics).
+        Returns the function that removes it."""
+        return self._store.observe_transactions(observer)
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Make the writes inside the block one atomic transaction (nesting allowed).
@@ -258,11 +242,6 @@ class ConfigManager:
     def acting_as(self, actor: str) -> contextlib.AbstractContextManager[None]:
         """Record ``actor`` (``api``, ``cli``, ``library``, ``migration``) for writes inside."""
         return self._store.acting_as(actor)
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[None]:
-        with self._store.transaction():
-            yield
 
     # --- static reads --------------------------------------------------------------------
 
@@ -288,7 +267,7 @@ class ConfigManager:
         config = self._loaded.config.ml_node_key_config.model_copy(deep=True)
         if config.worker_public and config.worker_private:
             return config
-        stored = self._stored_worker_key()
+        stored = self._secrets.stored_worker_key()
         if stored is not None:
             config.worker_public = config.worker_public or stored["public"]
             config.worker_private = config.worker_private or stored["private"]
@@ -338,7 +317,7 @@ class ConfigManager:
 
     def get_node(self, node_id: str) -> InferenceNodeConfig:
         """One node. Raises :class:`NodeNotFoundError`."""
-        return self._store.node(_known_id(node_id))
+        return self._store.node(known_node_id(node_id))
 
     # --- dynamic writes ------------------------------------------------------------------
 
@@ -348,8 +327,8 @@ class ConfigManager:
         Every scheduled version with height <= ``height`` leaves the schedule; the one with the
         greatest such height becomes the current node version. Raises :class:`ValidationError`.
         """
-        h = _check_height(height, "height")
-        with self._write():
+        h = check_height(height, "height")
+        with self._store.transaction():
             self._store.set_height(h)
 
     def set_current_seed(self, seed: SeedInfo) -> None:
@@ -366,37 +345,37 @@ class ConfigManager:
 
     def _set_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
         value = validate(SeedInfo, seed, f"{kind} seed")
-        with self._write():
+        with self._store.transaction():
             self._store.set_seed(kind, value)
 
     def rotate_seeds(self) -> None:
         """Epoch change: previous <- current <- upcoming, upcoming cleared; one transaction."""
-        with self._write():
+        with self._store.transaction():
             self._store.rotate_seeds()
 
     def set_validation_params(self, params: ValidationParamsCache) -> None:
         """Replace the cached validation parameters. Raises :class:`ValidationError`."""
         value = validate(ValidationParamsCache, params, "validation params")
-        with self._write():
+        with self._store.transaction():
             self._store.set_params("validation", value)
 
     def set_bandwidth_params(self, params: BandwidthParamsCache) -> None:
         """Replace the cached bandwidth parameters. Raises :class:`ValidationError`."""
         value = validate(BandwidthParamsCache, params, "bandwidth params")
-        with self._write():
+        with self._store.transaction():
             self._store.set_params("bandwidth", value)
 
     def set_upgrade_plan(self, plan: UpgradePlan) -> None:
         """Replace the upgrade plan. Raises :class:`ValidationError`."""
         value = validate(UpgradePlan, plan, "upgrade plan")
-        with self._write():
+        with self._store.transaction():
             self._store.set_upgrade_plan(value)
 
     def add_node_version(self, height: int, version: str) -> bool:
         """Schedule ``version`` at ``height``; False when that pair is already scheduled."""
         value = validate(NodeVersion, {"height": height, "version": version}, "node version")
-        _check_height(height, "height")
-        with self._write():
+        check_height(height, "height")
+        with self._store.transaction():
             return self._store.add_node_version(value)
 
     def set_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> None:
@@ -406,8 +385,8 @@ class ConfigManager:
         """
         values = validate_nodes(nodes)
         # A bulk replace can wipe the registry with one call: back up first (SPEC §10).
-        self.backup_before("set-nodes")
-        with self._write():
+        self.before_risky_operation("set-nodes")
+        with self._store.transaction():
             self._store.replace_nodes(values)
 
     def add_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
@@ -416,14 +395,14 @@ class ConfigManager:
         Raises :class:`ValidationError`, :class:`DuplicateNodeError`.
         """
         value = validate(InferenceNodeConfig, node, "node")
-        with self._write():
+        with self._store.transaction():
             self._store.add_node(value)
         return value.model_copy(deep=True)
 
     def add_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
         """Register several nodes, all or nothing; returns the stored nodes."""
         values = validate_nodes(nodes)
-        with self._write():
+        with self._store.transaction():
             self._store.add_nodes(values)
         return [v.model_copy(deep=True) for v in values]
 
@@ -438,9 +417,9 @@ class ConfigManager:
         :class:`PreconditionFailedError` (stale ETag; nothing written).
         """
         value = validate(InferenceNodeConfig, node, "node")
-        with self._write():
+        with self._store.transaction():
             if if_match is not None:
-                _check_etag(self._store.node(value.id), if_match)
+                check_etag(self._store.node(value.id), if_match)
             self._store.update_node(value)
         return value.model_copy(deep=True)
 
@@ -452,10 +431,10 @@ class ConfigManager:
         Raises :class:`NodeNotFoundError`, :class:`PreconditionFailedError` (stale ``if_match``,
         as in :meth:`update_node`).
         """
-        node_id = _known_id(node_id)
-        with self._write():
+        node_id = known_node_id(node_id)
+        with self._store.transaction():
             if if_match is not None:
-                _check_etag(self._store.node(node_id), if_match)
+                check_etag(self._store.node(node_id), if_match)
             return self._store.remove_node(node_id)
 
     def set_node_enabled(self, node_id: str, enabled: bool) -> InferenceNodeConfig:
@@ -465,8 +444,8 @@ class ConfigManager:
                 "enabled: expected true or false",
                 [{"field": "enabled", "message": "expected a boolean"}],
             )
-        node_id = _known_id(node_id)
-        with self._write():
+        node_id = known_node_id(node_id)
+        with self._store.transaction():
             return self._store.set_node_enabled(node_id, enabled)
 
     def create_worker_key(self) -> str:
@@ -478,42 +457,14 @@ class ConfigManager:
         returns it unless the YAML file sets its own keys. Raises :class:`MasterKeyError` when
         the master key does not open this file.
         """
-        pair = generate_worker_key()
-        new_fp = fingerprint(pair.private)
-        if not isinstance(self._store, StateStore):
-            with self._write():
-                self._store.set_secret(
-                    WORKER_KEY_SECRET,
-                    json.dumps({"public": pair.public, "private": pair.private}),
-                    fingerprint=new_fp,
-                )
-            return pair.public
-        store = self._store
-        self._warm_master_key()
-        with self._write():
-            box = self._secret_box()
-            old = self._stored_worker_record()
-            value = json.dumps(
-                {
-                    "public": pair.public,
-                    "private": box.seal(pair.private, WORKER_KEY_SECRET),
-                    "fingerprint": new_fp,
-                }
-            )
-            store.set_secret(
-                WORKER_KEY_SECRET,
-                value,
-                fingerprint=new_fp,
-                old_fingerprint=None if old is None else old.get("fingerprint"),
-            )
-        return pair.public
+        return self._secrets.create_worker_key()
 
     def import_nodes_file(
         self, path: str | os.PathLike[str], *, replace: bool = False
     ) -> list[InferenceNodeConfig]:
         """Merge a JSON node file into the registry, all or nothing (``replace``: substitute
         the whole registry). Raises :class:`ConfigError`, :class:`DuplicateNodeError`."""
-        return legacy.import_node_file(
+        return node_import.import_node_file(
             self._store,
             Path(path),
             replace=replace,
@@ -527,95 +478,46 @@ class ConfigManager:
         """
         return legacy.write_rollback(self, Path(out))
 
-    def _stored_worker_record(self) -> dict[str, str] | None:
-        raw = self._store.secret(WORKER_KEY_SECRET)
-        return None if raw is None else dict(json.loads(raw))
-
     # --- backups and recovery (SPEC §10) ------------------------------------------------
-
-    @property
-    def _cipher(self) -> StateCipher | None:
-        # Backups and checks use the key the state file was opened with.
-        return self._store.db.cipher if isinstance(self._store, StateStore) else None
 
     @property
     def backup_dir(self) -> Path:
         """Where automatic and scheduled backups go: ``<state dir>/backups``."""
-        return _backup.backup_dir_for(self.state_path)
+        return self._store.backup_dir
 
     def backup(
-        self, out: str | os.PathLike[str] | None = None, *, reason: str = _backup.MANUAL
-    ) -> _backup.BackupInfo:
+        self, out: str | os.PathLike[str] | None = None, *, reason: str = MANUAL_BACKUP
+    ) -> BackupInfo:
         """Take a verified online backup (to ``out``, a file or directory, else the backup
         directory). Safe while others write. Raises :class:`BackupError`,
-        :class:`StateUnavailableError` in ``API_STATE_MODE=yaml`` (no database to back up)."""
-        self._require_database("backups")
-        return _backup.create_backup(
-            self.state_path, out=out, backup_dir=self.backup_dir, reason=reason, cipher=self._cipher
-        )
+        :class:`NotSupportedError` in ``API_STATE_MODE=yaml`` (no database to back up)."""
+        return self._store.backup(out, reason=reason)
 
-    def backup_before(self, reason: str) -> _backup.BackupInfo | None:
-        """The automatic ``pre-<reason>`` backup before a risky operation (None when the state
-        is still empty). Raises :class:`BackupError`: then do not go ahead."""
-        return _backup.backup_before(
-            self.state_path, reason, backup_dir=self.backup_dir, cipher=self._cipher
-        )
+    def backup_before(self, reason: str) -> BackupInfo | None:
+        """The automatic ``pre-<reason>`` backup before a risky operation, keeping
+        ``API_BACKUP_KEEP`` of that reason (None when there was nothing to back up, and in
+        ``yaml`` mode, where the legacy file is copied instead). Raises :class:`BackupError`:
+        then do not go ahead."""
+        return self._store.backup_before(reason, keep=self._settings.backup_keep)
 
-    def list_backups(self) -> list[_backup.BackupInfo]:
+    def list_backups(self) -> list[BackupInfo]:
         """Backups of this state file, newest first, each checked."""
-        return _backup.list_backups(self.backup_dir, self.state_path, cipher=self._cipher)
+        return self._store.list_backups()
 
-    def restore_backup(self, backup: str | os.PathLike[str]) -> _recovery.RestoreResult:
+    def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
         """Replace the state with ``backup`` after backing up the current state.
 
         Open readers see the restored state at their next read. Raises :class:`BackupError`
         (missing or damaged backup, nothing changed), :class:`SchemaTooNewError`,
-        :class:`StateUnavailableError` (also in ``API_STATE_MODE=yaml``: no database).
+        :class:`StateUnavailableError` (:class:`NotSupportedError` in ``yaml`` mode).
         """
-        self._require_database("restores")
-        return _recovery.restore_backup(
-            self.state_path, backup, backup_dir=self.backup_dir, cipher=self._cipher
-        )
+        return self._store.restore_backup(backup)
 
-    def check(self, *, max_backup_age: float | None = None) -> _recovery.CheckResult:
+    def check(self, *, max_backup_age: float | None = None) -> CheckResult:
         """Integrity, schema version, permissions and backup freshness of the state file."""
-        return _recovery.check_state(
-            self.state_path, self.backup_dir, max_backup_age=max_backup_age, cipher=self._cipher
-        )
+        return self._store.check(max_backup_age=max_backup_age)
 
-    def _stored_worker_key(self) -> dict[str, str] | None:
-        record = self._stored_worker_record()
-        if record is None:
-            return None
-        private = record["private"]
-        if is_sealed(private):
-            private = self._secret_box().open(private, WORKER_KEY_SECRET)
-        return {"public": record["public"], "private": private}
-
-    # --- the master key ------------------------------------------------------------------
-
-    def _key_params(self) -> KeyParams | None:
-        raw = self.store.key_params()
-        return None if raw is None else KeyParams.from_json(raw, str(self.state_path))
-
-    def _secret_box(self) -> SecretBox:
-        """The box for this file's secrets. When none is stored yet, new master-key
-        parameters are recorded, so call it inside the write transaction of the first secret.
-        """
-        params = self._key_params()
-        box, made = self._keys.box(params)
-        if made is not None:
-            if not self.store.db.in_transaction:
-                raise MasterKeyError(
-                    f"{self.state_path}: no secret has been stored yet; nothing to decrypt"
-                )
-            self.store.set_key_params(made.to_json())
-        return box
-
-    def _warm_master_key(self) -> None:
-        # Derive (scrypt: tens of ms) before taking the writer lock, not while holding it.
-        if self.store.key_params() is not None:
-            self._secret_box()
+    # --- secrets (SPEC §11; see :mod:`dapi_config.secrets`) --------------------------------
 
     def check_master_key(self) -> str:
         """Check that the master key opens this state file's secrets; returns where it comes
@@ -623,23 +525,7 @@ class ConfigManager:
 
         Raises :class:`MasterKeyError` (wrong or missing key; nothing changed).
         """
-        if not isinstance(self._store, StateStore):
-            return "nowhere: API_STATE_MODE=yaml keeps no encrypted secrets"
-        if self._key_params() is not None:
-            self._secret_box()
-        return self._keys.description
-
-    # --- per-node security keys (§11) ----------------------------------------------------
-
-    def _key_info(self, row: SecurityKeyRow, box: SecretBox) -> SecurityKeyInfo:
-        key = box.open(row.sealed, _key_context(row.node_id, row.key_version))
-        return SecurityKeyInfo(
-            node_id=row.node_id,
-            key_version=row.key_version,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            fingerprint=fingerprint(key),
-        )
+        return self._secrets.check_master_key()
 
     def create_security_key(self, node_id: str) -> IssuedSecurityKey:
         """Create the first security key of a node (version 1) and return it in full, the
@@ -648,7 +534,7 @@ class ConfigManager:
         Raises :class:`NodeNotFoundError`, :class:`SecurityKeyExistsError` (rotate instead),
         :class:`MasterKeyError`.
         """
-        return self._issue_security_key(_check_node_id(node_id), rotate=False)
+        return self._secrets.issue_security_key(check_node_id(node_id), rotate=False)
 
     def rotate_security_key(self, node_id: str) -> IssuedSecurityKey:
         """Replace a node's security key with a new one (``key_version`` + 1) and return it in
@@ -657,53 +543,14 @@ class ConfigManager:
         Raises :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError` (create first),
         :class:`MasterKeyError`.
         """
-        return self._issue_security_key(_check_node_id(node_id), rotate=True)
-
-    def _issue_security_key(self, node_id: str, *, rotate: bool) -> IssuedSecurityKey:
-        key = generate_security_key()
-        new_fp = fingerprint(key)
-        self._warm_master_key()
-        with self._write():
-            self._store.node(node_id)
-            old = self.store.security_key(node_id)
-            if rotate and old is None:
-                raise SecurityKeyNotFoundError(node_id)
-            if not rotate and old is not None:
-                raise SecurityKeyExistsError(node_id)
-            box = self._secret_box()
-            version = 1 if old is None else old.key_version + 1
-            old_fp = None if old is None else self._key_info(old, box).fingerprint
-            row = self.store.put_security_key(
-                node_id,
-                box.seal(key, _key_context(node_id, version)),
-                version,
-                fingerprint=new_fp,
-                old_fingerprint=old_fp,
-            )
-        return IssuedSecurityKey(
-            node_id=node_id,
-            key_version=row.key_version,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            fingerprint=new_fp,
-            security_key=key,
-        )
+        return self._secrets.issue_security_key(check_node_id(node_id), rotate=True)
 
     def delete_security_key(self, node_id: str) -> SecurityKeyInfo:
         """Revoke a node's security key; returns what it was (without the key).
 
         Raises :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError`.
         """
-        node_id = _check_node_id(node_id)
-        self._warm_master_key()
-        with self._write():
-            self._store.node(node_id)
-            row = self.store.security_key(node_id)
-            if row is None:
-                raise SecurityKeyNotFoundError(node_id)
-            info = self._key_info(row, self._secret_box())
-            self.store.delete_security_key(node_id, old_fingerprint=info.fingerprint)
-        return info
+        return self._secrets.delete_security_key(check_node_id(node_id))
 
     def get_security_key_info(self, node_id: str) -> SecurityKeyInfo:
         """A node's key version, timestamps and fingerprint; never the key itself.
@@ -711,21 +558,11 @@ class ConfigManager:
         Raises :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError`,
         :class:`MasterKeyError`.
         """
-        node_id = _check_node_id(node_id)
-        with self._store.snapshot():
-            self._store.node(node_id)
-            row = self.store.security_key(node_id)
-        if row is None:
-            raise SecurityKeyNotFoundError(node_id)
-        return self._key_info(row, self._secret_box())
+        return self._secrets.security_key_info(check_node_id(node_id))
 
     def get_security_keys(self) -> list[SecurityKeyInfo]:
         """Info (no keys) for every node that has a security key, in registration order."""
-        rows = self.store.security_keys()
-        if not rows:
-            return []
-        box = self._secret_box()
-        return [self._key_info(row, box) for row in rows]
+        return self._secrets.security_keys()
 
     def verify_security_key(self, node_id: str, key: str) -> bool:
         """True when ``key`` is the node's current security key (constant-time comparison).
@@ -735,11 +572,7 @@ class ConfigManager:
         """
         if not isinstance(node_id, str) or not isinstance(key, str):
             return False
-        row = self.store.security_key(node_id)
-        if row is None:
-            return False
-        stored = self._secret_box().open(row.sealed, _key_context(node_id, row.key_version))
-        return keys_equal(stored, key)
+        return self._secrets.verify_security_key(node_id, key)
 
     # --- audit trail (§11) ---------------------------------------------------------------
 
@@ -749,9 +582,9 @@ class ConfigManager:
         Follow changes by passing the last revision seen as ``since``. Values are as recorded:
         secrets appear only as fingerprints. Raises :class:`ValidationError`.
         """
-        since = _check_int(since, "since", 0, INT64_MAX)
-        limit = _check_int(limit, "limit", 1, AUDIT_PAGE_MAX)
-        return self.store.audit_entries(since, limit)
+        since = check_int(since, "since", 0, INT64_MAX)
+        limit = check_int(limit, "limit", 1, AUDIT_PAGE_MAX)
+        return self._store.audit_entries(since, limit)
 
     def latest_revision(self) -> int:
         """The newest audit revision (0 before the first change)."""
@@ -762,8 +595,8 @@ class ConfigManager:
 
         Writes also prune, one write in 1,000, in bounded batches; this runs one batch.
         """
-        with self._write():
-            return self.store.prune_audit()
+        with self._store.transaction():
+            return self._store.prune_audit()
 
     # --- summaries and export ------------------------------------------------------------
 
@@ -788,36 +621,6 @@ class ConfigManager:
                 "revision": self._store.latest_revision(),
             }
 
-    def _export_worker_keys(self, include_secrets: bool) -> MLNodeKeyConfig:
-        if include_secrets:
-            return self.get_ml_node_key_config()
-        # Redacted exports never decrypt: they work even without the master key.
-        config = self._loaded.config.ml_node_key_config.model_copy(deep=True)
-        record = self._stored_worker_record()
-        if record is not None:
-            config.worker_public = config.worker_public or record["public"]
-            config.worker_private = config.worker_private or "stored"
-        if config.worker_private:
-            config.worker_private = REDACTED
-        return config
-
-    def _export_security_keys(self, include_secrets: bool) -> dict[str, dict[str, Any]]:
-        if not isinstance(self._store, StateStore):
-            return {}  # API_STATE_MODE=yaml has no per-node keys
-        rows = self._store.security_keys()
-        box = self._secret_box() if rows and include_secrets else None
-        return {
-            row.node_id: {
-                "key_version": row.key_version,
-                "security_key": (
-                    box.open(row.sealed, _key_context(row.node_id, row.key_version))
-                    if box is not None
-                    else REDACTED
-                ),
-            }
-            for row in rows
-        }
-
     def export_full_config(
         self, *, include_secrets: bool = False, include_security_keys: bool = True
     ) -> dict[str, Any]:
@@ -840,8 +643,14 @@ class ConfigManager:
             versions = self.get_node_versions()
             validation = self.get_validation_params()
             bandwidth = self.get_bandwidth_params()
-            keys = self._export_worker_keys(include_secrets)
-            security = self._export_security_keys(include_secrets) if include_security_keys else {}
+            keys = self._secrets.worker_keys(
+                static.ml_node_key_config, include_secrets=include_secrets
+            )
+            security = (
+                self._secrets.exported_security_keys(include_secrets=include_secrets)
+                if include_security_keys
+                else {}
+            )
         api = static.api.model_dump(mode="json", exclude_none=True)
         if static.api.admin_token is not None:
             api["admin_token"] = (
@@ -891,12 +700,14 @@ class ConfigManager:
         export runs at once; failures are logged and retried. A running exporter is replaced.
         Raises :class:`ConfigError` for a bad interval or environment value.
         """
-        from dapi_config.export import ExportSettings, PeriodicExporter, parse_interval  # noqa: PLC0415
+        from dapi_config.export import ExportSettings, PeriodicExporter  # noqa: PLC0415
 
-        settings = ExportSettings.from_env()
+        settings = ExportSettings.from_settings(self._settings)
         if interval is not None:
             seconds = (
-                parse_interval(interval, "interval") if isinstance(interval, str) else interval
+                parse_duration(interval, "interval", allow_zero=True)
+                if isinstance(interval, str)
+                else interval
             )
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
                 raise ValidationError(
@@ -922,92 +733,3 @@ class ConfigManager:
             exporter, self._exporter = self._exporter, None
         if exporter is not None:
             exporter.stop()
-
-
-def node_etag(node: InferenceNodeConfig) -> str:
-    """A strong HTTP entity tag of a node's stored value (quoted, as sent in ``ETag``)."""
-    canonical = json.dumps(node.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
-
-
-def _known_id(node_id: Any) -> str:
-    """``node_id`` if it could be registered; :class:`NodeNotFoundError` when it never could be
-    (so odd input, e.g. an undecodable command-line byte, never reaches SQLite)."""
-    if not isinstance(node_id, str):
-        raise ValidationError(
-            f"node id: expected a string, got {node_id!r}",
-            [{"field": "id", "message": "expected a string", "input": repr(node_id)}],
-        )
-    if not is_valid_node_id(node_id):
-        raise NodeNotFoundError(node_id)
-    return node_id
-
-
-def _check_etag(current: InferenceNodeConfig, if_match: Collection[str]) -> None:
-    if "*" in if_match:
-        return
-    etag = node_etag(current)
-    if etag not in if_match:
-        raise PreconditionFailedError(
-            f"node {current.id!r} changed since it was read (its ETag is now {etag}); "
-            "read it again and retry. Nothing was written."
-        )
-
-
-def validate_nodes(nodes: Iterable[Any]) -> list[InferenceNodeConfig]:
-    """Validate a batch of nodes and reject duplicate ids within it."""
-    if isinstance(nodes, (str, bytes, Mapping)) or not isinstance(nodes, Iterable):
-        raise ValidationError(
-            "nodes: expected a list of nodes", [{"field": "nodes", "message": "expected a list"}]
-        )
-    values: list[InferenceNodeConfig] = []
-    seen: set[str] = set()
-    for index, node in enumerate(nodes):
-        try:
-            value = validate(InferenceNodeConfig, node, f"node #{index}")
-        except ValidationError as exc:
-            for item in exc.errors:
-                item["field"] = f"nodes.{index}.{item['field']}"
-            raise
-        if value.id in seen:
-            raise DuplicateNodeError(value.id, f"node {value.id!r} appears twice in the batch")
-        seen.add(value.id)
-        values.append(value)
-    return values
-
-
-def _key_context(node_id: str, version: int) -> str:
-    # Binds a sealed key to its row: a ciphertext copied to another node or version fails.
-    return f"mlnode_security:{node_id}:{version}"
-
-
-def _check_node_id(node_id: Any) -> str:
-    if not isinstance(node_id, str) or not node_id:
-        raise ValidationError(
-            f"node_id: expected a node id, got {node_id!r}",
-            [{"field": "node_id", "message": "expected a non-empty string"}],
-        )
-    return node_id
-
-
-def _check_int(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(
-            f"{field}: expected a whole number from {low} to {high}, got {value!r}",
-            [{"field": field, "message": f"expected {low} to {high}", "input": repr(value)}],
-        )
-    return value
-
-
-def _check_height(height: Any, field: str) -> int:
-    if isinstance(height, bool) or not isinstance(height, int):
-        raise ValidationError(
-            f"{field}: expected a whole number >= 0, got {height!r}",
-            [{"field": field, "message": "expected an integer", "input": repr(height)}],
-        )
-    if not 0 <= height <= INT64_MAX:
-        raise ValidationError(
-            f"{field}: expected 0 to {INT64_MAX}, got {height}",
-            [{"field": field, "message": "out of range", "input": height}],
-        )
-    return int(height)

@@ -29,7 +29,6 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,14 +42,22 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dapi_config._files import fsync_directory, make_durable_dir
 from dapi_config.errors import MasterKeyError
+from dapi_config.settings import STATE_KEY_ENV
 
 log = logging.getLogger(__name__)
 
 REDACTED = "<redacted>"
+#: The name under which the worker key pair is stored (a row name, not a secret).
+WORKER_KEY_SECRET = "worker_key"  # noqa: S105
+
+
+def security_key_context(node_id: str, version: int) -> str:
+    """What a sealed per-node key is bound to: a ciphertext copied to another node or key
+    version fails to open."""
+    return f"mlnode_security:{node_id}:{version}"
+
 
 #: Environment variable holding the master secret (a passphrase of >= 16 characters).
-STATE_KEY_ENV = "API_STATE_KEY"
-MIN_STATE_KEY_LENGTH = 16
 #: The key file's name is the state file's name plus this suffix (``state.db.key``).
 KEY_FILE_SUFFIX = ".key"
 KEY_FILE_BYTES = 32
@@ -196,20 +203,6 @@ def key_file_path(state_path: str | os.PathLike[str]) -> Path:
     return Path(f"{state_path}{KEY_FILE_SUFFIX}")
 
 
-def check_state_key(env: Mapping[str, str]) -> str | None:
-    """The ``API_STATE_KEY`` value, None when unset; raises :class:`MasterKeyError` when shorter
-    than 16 characters (the message gives the length, never the value)."""
-    value = env.get(STATE_KEY_ENV)
-    if not value:
-        return None
-    if len(value) < MIN_STATE_KEY_LENGTH:
-        raise MasterKeyError(
-            f"{STATE_KEY_ENV} is too short ({len(value)} characters): use a secret of at least "
-            f"{MIN_STATE_KEY_LENGTH} characters, e.g. the output of `openssl rand -base64 32`"
-        )
-    return value
-
-
 class MasterKeySource:
     """Where this process gets the master key: ``API_STATE_KEY`` or the key file.
 
@@ -217,9 +210,11 @@ class MasterKeySource:
     state file for a command that never touches secrets costs nothing.
     """
 
-    def __init__(self, state_path: str | os.PathLike[str], env: Mapping[str, str]) -> None:
+    def __init__(self, state_path: str | os.PathLike[str], passphrase: str | None) -> None:
+        """``passphrase``: the checked ``API_STATE_KEY`` (:attr:`Settings.state_key`), or None
+        to use the key file ``<state>.key``."""
         self._state_path = Path(state_path)
-        self._passphrase = check_state_key(env)
+        self._passphrase = passphrase
         self.key_file = key_file_path(state_path)
         self._lock = threading.Lock()
         self._cache: tuple[KeyParams, SecretBox] | None = None

@@ -2,7 +2,7 @@
 
 Sources, lowest precedence first (declared here and nowhere else):
 
-1. the YAML file (``--config``, else ``API_CONFIG_PATH``, else ``./config.yaml``);
+1. the YAML file (which one: :meth:`dapi_config.settings.Settings.config_file`);
 2. the predecessor's variables: ``KEY_NAME``, ``ACCOUNT_PUBKEY``, ``KEYRING_BACKEND``,
    ``KEYRING_PASSWORD``;
 3. ``DAPI_<SECTION>__<FIELD>`` (``DAPI_API__PORT=9000`` sets ``api.port``).
@@ -30,8 +30,6 @@ from dapi_config.models import STATIC_SECTIONS, StaticConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG_NAME = "config.yaml"
-DEFAULT_STATE_NAME = "state.db"
 ENV_PREFIX = "DAPI_"
 
 #: Top-level keys of the predecessor's single-file layout that hold dynamic state.
@@ -91,42 +89,14 @@ class LoadedConfig:
         return self.path.parent
 
 
-def resolve_config_path(
-    config_path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
-) -> Path:
-    """``config_path``, else ``API_CONFIG_PATH``, else ``./config.yaml``."""
-    env = os.environ if env is None else env
-    if config_path is not None:
-        return Path(config_path)
-    if env.get("API_CONFIG_PATH"):
-        return Path(env["API_CONFIG_PATH"])
-    return Path(DEFAULT_CONFIG_NAME)
-
-
-def resolve_state_path(
-    state_path: str | os.PathLike[str] | None,
-    config_path: Path,
-    env: Mapping[str, str] | None = None,
-) -> Path:
-    """``state_path``, else ``API_STATE_DB_PATH``, else ``state.db`` beside the config file."""
-    env = os.environ if env is None else env
-    if state_path is not None:
-        return Path(state_path)
-    if env.get("API_STATE_DB_PATH"):
-        return Path(env["API_STATE_DB_PATH"])
-    return config_path.parent / DEFAULT_STATE_NAME
-
-
-def load_static_config(
-    config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
-) -> LoadedConfig:
-    """Read, override from ``env`` and validate the static config.
+def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, str]) -> LoadedConfig:
+    """Read ``config_path``, apply the overrides in ``env`` (:attr:`Settings.static_env`) and
+    validate the static config.
 
     Raises :class:`ConfigError` with one message naming the file or variable, the key and
     what was expected.
     """
-    env = os.environ if env is None else env
-    path = resolve_config_path(config_path, env)
+    path = Path(config_path)
     source = str(path)
     doc, raw = read_yaml_file(path)
     data = to_plain(doc) if doc is not None else {}

@@ -59,7 +59,7 @@ def test_add_list_get_delete_roundtrip(running_server: RunningServer) -> None:
 
 def test_writes_are_audited_as_api(running_server: RunningServer) -> None:
     running_server.client.post(NODES, json=node("n1")).raise_for_status()
-    entries = running_server.manager.store.audit_entries()
+    entries = running_server.manager.backend.audit_entries()
     assert [(e.actor, e.action, e.target) for e in entries] == [("api", "add_node", "n1")]
 
 
@@ -88,7 +88,7 @@ def test_unknown_node_is_404_everywhere(running_server: RunningServer) -> None:
     ):
         assert response.status_code == 404, response.text
         assert response.json() == expected
-    assert running_server.manager.store.latest_revision() == 0
+    assert running_server.manager.backend.latest_revision() == 0
 
 
 def test_duplicate_is_409_and_keeps_the_first(running_server: RunningServer) -> None:
@@ -244,12 +244,12 @@ def test_put_with_etag_and_412_on_stale(running_server: RunningServer) -> None:
     assert c.get(f"{NODES}/n1").headers["etag"] == new_etag
 
     # The old ETag is stale now: 412 and nothing written.
-    revision = running_server.manager.store.latest_revision()
+    revision = running_server.manager.backend.latest_revision()
     r = c.put(f"{NODES}/n1", json=node("n1", host="10.0.0.3"), headers={"If-Match": etag})
     assert r.status_code == 412
     assert r.json()["code"] == "precondition_failed"
     assert running_server.manager.get_node("n1").host == "10.0.0.2"
-    assert running_server.manager.store.latest_revision() == revision
+    assert running_server.manager.backend.latest_revision() == revision
     r = c.delete(f"{NODES}/n1", headers={"If-Match": etag})
     assert r.status_code == 412
 

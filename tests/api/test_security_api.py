@@ -185,7 +185,7 @@ def test_security_key_routes(running_server: RunningServer) -> None:
 
     c.post(base)
     c.delete(f"{ADMIN_PREFIX}/nodes/n1")  # removing the node removes its key
-    assert cm.store.security_key("n1") is None
+    assert cm.backend.security_key("n1") is None
 
 
 def test_api_writes_are_audited_as_api(running_server: RunningServer) -> None:

@@ -35,7 +35,7 @@ def test_state_route(running_server: RunningServer) -> None:
         "claimed": False,
     }
     assert body["node_count"] == 0
-    assert body["revision"] == cm.store.latest_revision()
+    assert body["revision"] == cm.backend.latest_revision()
     assert body == cm.state_summary()
 
 

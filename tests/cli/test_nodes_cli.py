@@ -44,7 +44,7 @@ def test_add_one_from_file(config_file: Path, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["is_enabled"] is True
     assert ids(config_file) == ["n1"]
     with ConfigManager.open(config_file) as cm:
-        assert cm.store.audit_entries()[0].actor == "cli"
+        assert cm.backend.audit_entries()[0].actor == "cli"
 
 
 def test_add_list_from_stdin_yaml_and_all_or_nothing(config_file: Path) -> None:

@@ -141,7 +141,7 @@ def test_killed_mid_legacy_migration_is_finished_without_double_import(tmp_path:
         view = dynamic_view(cm)
         imports = [
             e
-            for e in cm.store.audit_entries(limit=10_000)
+            for e in cm.backend.audit_entries(limit=10_000)
             if e.action == "import" and e.target == LEGACY_KIND
         ]
     assert "current_height" not in config.read_text()  # finished by the next start

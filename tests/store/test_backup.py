@@ -12,6 +12,7 @@ import pytest
 
 from dapi_config import ConfigManager, InferenceNodeConfig, SeedInfo
 from dapi_config.errors import BackupError, ConfigError
+from dapi_config.settings import Settings, parse_count, parse_duration
 from dapi_config.store import backup as bk
 
 
@@ -232,25 +233,33 @@ def test_backups_while_four_threads_write_are_consistent(
 
 
 def test_interval_and_keep_parsing() -> None:
-    assert bk.parse_interval("3600") == 3600
-    assert bk.parse_interval("30m") == 1800
-    assert bk.parse_interval("1h") == 3600
-    assert bk.parse_interval("2d") == 172800
+    def interval(text: str) -> float:
+        return parse_duration(text, "API_BACKUP_INTERVAL")
+
+    def keep(text: str) -> int:
+        return parse_count(text, "API_BACKUP_KEEP")
+
+    assert interval("3600") == 3600
+    assert interval("30m") == 1800
+    assert interval("1h") == 3600
+    assert interval("2d") == 172800
     for bad in ("", "0", "-5", "abc", "1x", "nan", "inf"):
         with pytest.raises(ConfigError, match="API_BACKUP_INTERVAL"):
-            bk.parse_interval(bad)
-    assert bk.parse_keep("0") == 0 and bk.parse_keep("24") == 24
+            interval(bad)
+    assert keep("0") == 0 and keep("24") == 24
     for bad in ("-1", "x", "1.5"):
         with pytest.raises(ConfigError, match="API_BACKUP_KEEP"):
-            bk.parse_keep(bad)
+            keep(bad)
 
 
 def test_scheduler_takes_and_prunes_backups(manager: ConfigManager) -> None:
     manager.set_height(9)
     seen: list[bk.BackupInfo] = []
-    sched = bk.BackupScheduler.from_env(
+    settings = Settings.from_env({"API_BACKUP_INTERVAL": "0.05s", "API_BACKUP_KEEP": "2"})
+    sched = bk.BackupScheduler(
         manager.state_path,
-        {"API_BACKUP_INTERVAL": "0.05s", "API_BACKUP_KEEP": "2"},
+        interval=settings.backup_interval,
+        keep=settings.backup_keep,
         on_backup=seen.append,
     )
     assert sched.interval == 0.05 and sched.keep == 2
@@ -291,12 +300,12 @@ def test_schema_change_takes_a_backup_of_the_old_schema_first(
     with ConfigManager.open(config_file) as cm:
         cm.set_height(12)
         backup_dir = cm.backup_dir
-        old_version = cm.store.schema_version()
+        old_version = cm.backend.schema_version()
     step = migrations.Migration(old_version + 1, "test step", "CREATE TABLE extra (x INTEGER);")
     monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, step))
     monkeypatch.setattr(migrations, "LATEST_VERSION", step.version)
     with ConfigManager.open(config_file) as cm:
-        assert cm.store.schema_version() == step.version
+        assert cm.backend.schema_version() == step.version
         assert cm.get_height() == 12
     made = bk.list_backups(backup_dir)
     assert [b.reason for b in made] == [f"pre-schema-v{step.version}"]

@@ -36,7 +36,7 @@ def test_threads_lose_no_writes(manager: ConfigManager) -> None:
     assert errors == []
     assert manager.get_height() == threads_n * per_thread
     assert len(manager.get_nodes()) == threads_n * per_thread
-    assert manager.store.quick_check() == []
+    assert manager.backend.quick_check() == []
 
 
 def test_threads_read_while_writing(manager: ConfigManager) -> None:

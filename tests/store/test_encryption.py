@@ -80,7 +80,7 @@ def everything(cm: ConfigManager) -> dict[str, Any]:
             cm.get_current_seed().model_dump(),
             cm.get_upcoming_seed().model_dump(),
         ],
-        "audit": cm.store.audit_entries(0, 10_000),
+        "audit": cm.backend.audit_entries(0, 10_000),
     }
 
 
@@ -199,7 +199,7 @@ def test_store_maps_driver_errors(config_file: Path) -> None:
             cm.add_node(node("b"))
             cm.add_node(node("b"))
         assert [n.id for n in cm.get_nodes()] == ["a"]
-        assert cm.store.audit_entries(0, 100)[-1].target == "a"
+        assert cm.backend.audit_entries(0, 100)[-1].target == "a"
 
 
 # --- backups while encrypted ---------------------------------------------------------------

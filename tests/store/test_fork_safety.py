@@ -40,10 +40,10 @@ def in_child(work: Callable[[], int]) -> int:
 
 def test_child_gets_its_own_connection_and_commits_are_shared(manager: ConfigManager) -> None:
     manager.set_height(1)
-    parent_conn = manager.store.db.connection()
+    parent_conn = manager.backend.db.connection()
 
     def child() -> int:
-        conn = manager.store.db.connection()
+        conn = manager.backend.db.connection()
         if conn is parent_conn:
             return 1
         assert manager.get_height() == 1
@@ -53,7 +53,7 @@ def test_child_gets_its_own_connection_and_commits_are_shared(manager: ConfigMan
     assert in_child(child) == 0
     assert manager.get_height() == 2  # the parent sees the child's commit
     manager.set_height(3)  # and its own connection still works
-    assert manager.store.quick_check() == []
+    assert manager.backend.quick_check() == []
 
 
 def test_transaction_continued_after_fork_raises(manager: ConfigManager) -> None:

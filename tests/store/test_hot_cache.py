@@ -67,7 +67,7 @@ def hot_manager(
         monkeypatch.setattr(store_sqlite, "open_wal_index", lambda *_: None)
     cm = ConfigManager.open(config_file)
     try:
-        assert cm.store.hot_check == request.param
+        assert cm.backend.hot_check == request.param
         yield cm
     finally:
         cm.close()
@@ -83,7 +83,7 @@ def peer(hot_manager: ConfigManager) -> Iterator[Peer]:
 
 
 def test_wal_index_is_used_by_default(manager: ConfigManager) -> None:
-    assert manager.store.hot_check == "wal-index"
+    assert manager.backend.hot_check == "wal-index"
 
 
 def test_other_process_commit_is_seen_by_next_read(hot_manager: ConfigManager, peer: Peer) -> None:
@@ -115,7 +115,7 @@ def test_commit_right_after_checkpoint_is_seen(
         peer.run(f"set {height}")
         assert cm.get_height() == height
         assert cm.get_height() == height
-        if cm.store.hot_check == "wal-index":
+        if cm.backend.hot_check == "wal-index":
             mx_frames.append(_mx_frame(cm.state_path))
     if mode in ("RESTART", "TRUNCATE") and mx_frames:
         # The WAL restarts at every write, so the frame count repeats: only the salts and
@@ -156,7 +156,7 @@ def test_late_local_commit_never_hides_a_newer_commit(
             seen_between.append(reader.submit(cm.get_height).result())
 
         with cm.transaction():
-            cm.store.db.after_commit(between_commit_and_cache_update)
+            cm.backend.db.after_commit(between_commit_and_cache_update)
             cm.set_height(5)
         assert seen_between == [7]
         assert reader.submit(cm.get_height).result() == 7
@@ -257,7 +257,7 @@ def test_closed_stores_leave_no_descriptors(tmp_path: Path, config_file: Path) -
     before = open_fds()
     for i in range(30):
         with ConfigManager.open(config_file, tmp_path / f"s{i}.db") as cm:
-            assert cm.store.hot_check == "wal-index"
+            assert cm.backend.hot_check == "wal-index"
             cm.set_height(i)
     # -shm files SQLite deleted are unmapped at the next open or close; at most the last stays.
     assert open_fds() - before <= 2

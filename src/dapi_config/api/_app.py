@@ -63,8 +63,7 @@ def create_app(
     app.state.readiness = readiness
     token = manager.get_api_config().admin_token
     app.state.admin_token = expected_token(None if token is None else token.get_secret_value())
-    if manager.state_mode != "yaml":  # yaml mode has no database to observe
-        manager.store.db.transaction_observers.append(service_metrics.observe_write)
+    manager.observe_writes(service_metrics.observe_write)
     install_error_handlers(app)
 
     admin = APIRouter(

@@ -1,25 +1,32 @@
 """What every command shares: the Typer apps, global options, opening the manager, output.
 
-Errors are mapped here once: any :class:`DapiConfigError` becomes one ``error: ...`` line on
-stderr and exit code 1; usage errors exit 2 (Click's convention).
+Errors are mapped here once, by the root group: any :class:`DapiConfigError` a command raises
+becomes one ``error: ...`` line on stderr and exit code 1; usage errors exit 2 (Click's
+convention). The global options and the environment's :class:`Settings` (read once, at the
+first command that needs them) live on the Click context as a :class:`CliContext`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from dapi_config import __version__
 from dapi_config.errors import DapiConfigError
 from dapi_config.manager import ConfigManager
+from dapi_config.settings import Settings
+from dapi_config.store.cipher import StateCipher, cipher_for
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -28,7 +35,23 @@ HELP = """Crash-safe configuration for dapi nodes: static YAML + an embedded SQL
 Exit codes: 0 ok, 1 failure, 2 usage error. Results go to stdout; logs and errors to stderr.
 """
 
+
+class _RootGroup(TyperGroup):
+    """The root command group: the one place that maps product errors to exit code 1, and
+    what makes this invocation's :class:`CliContext` (kept on the Click context) findable."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        token = _CURRENT.set(ctx.ensure_object(CliContext))
+        try:
+            return super().invoke(ctx)
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
+        finally:
+            _CURRENT.reset(token)
+
+
 app = typer.Typer(
+    cls=_RootGroup,
     help=HELP,
     no_args_is_help=True,
     add_completion=False,
@@ -42,12 +65,42 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
-class _Options:
+@dataclass
+class CliContext:
+    """The global options of this invocation and the settings read from the environment."""
+
     config: Path | None = None
     state: Path | None = None
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The environment's settings, read once (raises :class:`ConfigError` for a bad
+        variable; the root group turns that into one error line)."""
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    def config_file(self) -> Path:
+        """--config, else API_CONFIG_PATH, else ./config.yaml."""
+        return self.settings.config_file(self.config)
+
+    def state_file(self) -> Path:
+        """--state, else API_STATE_DB_PATH, else state.db beside the config file."""
+        return self.settings.state_file(self.state, self.config_file())
+
+    def cipher(self) -> StateCipher | None:
+        """The state file's SQLCipher key (API_STATE_ENCRYPTION), None for a plain file."""
+        return cipher_for(self.settings)
 
 
-OPTIONS = _Options()
+_CURRENT: contextvars.ContextVar[CliContext] = contextvars.ContextVar("dapi_config_cli")
+
+
+def cli_context() -> CliContext:
+    """The :class:`CliContext` of the running command."""
+    return _CURRENT.get()
+
 
 ConfigOpt = Annotated[
     Path | None,
@@ -95,7 +148,8 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    OPTIONS.config, OPTIONS.state = config, state
+    context = cli_context()
+    context.config, context.state = config, state
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     setup_logging(level)
 
@@ -127,9 +181,13 @@ def open_manager(
 
     ``actor`` is recorded in the audit rows of its writes (``serve`` passes ``api``).
     """
+    context = cli_context()
     try:
         with ConfigManager.open(
-            config or OPTIONS.config, state or OPTIONS.state, actor=actor
+            config or context.config,
+            state or context.state,
+            actor=actor,
+            settings=context.settings,
         ) as cm:
             yield cm
     except DapiConfigError as exc:

@@ -7,7 +7,6 @@ store: ``check`` must report a damaged file rather than repair it on the way in,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,24 +15,23 @@ from rich.table import Table
 
 from dapi_config.cli._common import (
     EXIT_FAILURE,
-    OPTIONS,
     JsonOpt,
     app,
+    cli_context,
     fail,
     open_manager,
     print_json,
     stdout,
 )
 from dapi_config.errors import DapiConfigError
-from dapi_config.static import resolve_config_path, resolve_state_path
+from dapi_config.settings import parse_duration
 from dapi_config.store import backup as backups_mod
 from dapi_config.store import recovery
 
 
 def _state_path() -> Path:
     """The state file from --state / API_STATE_DB_PATH / the config file's directory."""
-    config = resolve_config_path(OPTIONS.config, os.environ)
-    return resolve_state_path(OPTIONS.state, config, os.environ)
+    return cli_context().state_file()
 
 
 def _age(seconds: float) -> str:
@@ -79,7 +77,9 @@ def backups_list(as_json: JsonOpt = False) -> None:
     """
     state = _state_path()
     try:
-        infos = backups_mod.list_backups(backups_mod.backup_dir_for(state), state)
+        infos = backups_mod.list_backups(
+            backups_mod.backup_dir_for(state), state, cipher=cli_context().cipher()
+        )
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -113,7 +113,7 @@ def restore(
     """
     state = _state_path()
     try:
-        result = recovery.restore_backup(state, backup_file)
+        result = recovery.restore_backup(state, backup_file, cipher=cli_context().cipher())
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -127,9 +127,7 @@ def restore(
 
 
 def _default_max_age() -> float:
-    raw = os.environ.get("API_BACKUP_INTERVAL")
-    interval = backups_mod.parse_interval(raw) if raw else backups_mod.DEFAULT_INTERVAL_S
-    return 2 * interval
+    return 2 * cli_context().settings.backup_interval
 
 
 @app.command()
@@ -152,11 +150,11 @@ def check(
     state = _state_path()
     try:
         limit = (
-            backups_mod.parse_interval(max_backup_age, "--max-backup-age")
+            parse_duration(max_backup_age, "--max-backup-age")
             if max_backup_age
             else _default_max_age()
         )
-        result = recovery.check_state(state, max_backup_age=limit)
+        result = recovery.check_state(state, max_backup_age=limit, cipher=cli_context().cipher())
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -184,7 +182,7 @@ def recover(as_json: JsonOpt = False) -> None:
     """
     state = _state_path()
     try:
-        report = recovery.recover_if_damaged(state)
+        report = recovery.recover_if_damaged(state, cipher=cli_context().cipher())
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     if as_json:

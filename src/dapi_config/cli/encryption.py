@@ -7,16 +7,14 @@ refuse while another process has it open.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import OPTIONS, JsonOpt, app, fail, print_json, stderr
+from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, stderr
 from dapi_config.errors import ConfigError, DapiConfigError
-from dapi_config.static import resolve_config_path, resolve_state_path
 from dapi_config.store import encryption
 from dapi_config.store.cipher import ENV_KEY, ENV_MODE, SQLCIPHER, StateCipher
 
@@ -24,12 +22,11 @@ DEFAULT_NEW_KEY_ENV = "API_STATE_NEW_KEY"
 
 
 def _state_path() -> Path:
-    config = resolve_config_path(OPTIONS.config, os.environ)
-    return resolve_state_path(OPTIONS.state, config, os.environ)
+    return cli_context().state_file()
 
 
 def _key_from_env(name: str) -> str:
-    secret = os.environ.get(name, "")
+    secret = cli_context().settings.named_secret(name)
     if not secret:
         raise ConfigError(f"{name} is not set: put the state key (at least 16 characters) there")
     StateCipher.from_secret(secret, source=name)  # checks the length, naming the variable

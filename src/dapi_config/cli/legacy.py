@@ -8,9 +8,17 @@ from typing import Annotated
 import typer
 
 from dapi_config import legacy
-from dapi_config.cli._common import OPTIONS, JsonOpt, app, fail, open_manager, print_json, stdout
+from dapi_config.cli._common import (
+    JsonOpt,
+    app,
+    cli_context,
+    fail,
+    open_manager,
+    print_json,
+    stdout,
+)
 from dapi_config.errors import DapiConfigError
-from dapi_config.static import load_static_config, resolve_config_path
+from dapi_config.static import load_static_config
 
 
 @app.command()
@@ -32,8 +40,10 @@ def migrate(
     if dry_run:
         try:
             # Validate the static part too: a real run would stop on it.
-            load_static_config(OPTIONS.config)
-            report = legacy.plan_migration(resolve_config_path(OPTIONS.config))
+            context = cli_context()
+            config = context.config_file()
+            load_static_config(config, context.settings.static_env)
+            report = legacy.plan_migration(config)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     else:

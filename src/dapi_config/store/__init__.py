@@ -6,7 +6,8 @@
 - :mod:`.sqlite` holds every statement on state and audit rows (:class:`StateStore`).
 """
 
+from dapi_config.store.backend import AuditEntry, StateBackend
 from dapi_config.store.connection import Database, Durability
-from dapi_config.store.sqlite import AuditEntry, StateStore
+from dapi_config.store.sqlite import StateStore
 
-__all__ = ["AuditEntry", "Database", "Durability", "StateStore"]
+__all__ = ["AuditEntry", "Database", "Durability", "StateBackend", "StateStore"]

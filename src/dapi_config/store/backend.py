@@ -1,24 +1,60 @@
-"""What :class:`~dapi_config.manager.ConfigManager` needs from a state backend.
+"""What :class:`~dapi_config.manager.ConfigManager` needs from a state backend, and the names
+every backend shares.
 
-Two backends implement it: :class:`~dapi_config.store.sqlite.StateStore` (the SQLite state file,
-``API_STATE_MODE=db`` and ``dual``) and :class:`~dapi_config.store.yaml_file.YamlStateStore`
-(``API_STATE_MODE=yaml``: the predecessor's single YAML file, no database). A feature that only
-the database can offer (backups, audit queries, per-node keys) asks the manager for the SQLite
-store instead of widening this protocol.
+Two backends implement :class:`StateBackend`: :class:`~dapi_config.store.sqlite.StateStore`
+(the SQLite state file, ``API_STATE_MODE=db`` and ``dual``) and
+:class:`~dapi_config.legacy.yaml_mode.YamlStateStore` (``API_STATE_MODE=yaml``: the
+predecessor's single YAML file, no database). The protocol is complete: the manager never asks
+which one it has. A capability a backend lacks (the YAML file has no backups, audit queries or
+per-node keys) raises :class:`~dapi_config.errors.NotSupportedError`, which every surface maps
+once; :attr:`StateBackend.supports_backups` tells the service whether to schedule backups.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from dapi_config.models import InferenceNodeConfig, NodeVersion, SeedInfo, UpgradePlan
-from dapi_config.store.sqlite import SeedKind
 
+if TYPE_CHECKING:
+    from dapi_config.store.backup import BackupInfo
+    from dapi_config.store.cipher import StateCipher
+    from dapi_config.store.recovery import CheckResult, RestoreResult
+
+SeedKind = Literal["current", "previous", "upcoming"]
+SEED_KINDS: tuple[SeedKind, ...] = ("current", "previous", "upcoming")
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class SecurityKeyRow:
+    """A node's security key as stored: ``sealed`` is the encrypted key."""
+
+    node_id: str
+    sealed: str
+    key_version: int
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One recorded state change."""
+
+    revision: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    old_value: Any
+    new_value: Any
 
 
 class StateBackend(Protocol):
@@ -34,6 +70,17 @@ class StateBackend(Protocol):
     def snapshot(self) -> contextlib.AbstractContextManager[None]: ...
 
     def acting_as(self, actor: str) -> contextlib.AbstractContextManager[None]: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def on_commit(self, hook: Callable[[], None]) -> Callable[[], None]: ...
+
+    def observe_transactions(
+        self, observer: Callable[[float, bool], None]
+    ) -> Callable[[], None]: ...
+
+    def probe(self) -> None: ...
 
     # reads
     def hot_values(self) -> tuple[int, str]: ...
@@ -59,6 +106,14 @@ class StateBackend(Protocol):
     def latest_revision(self) -> int: ...
 
     def find_import(self, kind: str) -> dict[str, Any] | None: ...
+
+    def audit_entries(self, since: int = 0, limit: int = 100) -> list[AuditEntry]: ...
+
+    def key_params(self) -> str | None: ...
+
+    def security_key(self, node_id: str) -> SecurityKeyRow | None: ...
+
+    def security_keys(self) -> list[SecurityKeyRow]: ...
 
     # writes
     def set_height(self, height: int) -> tuple[int, str | None]: ...
@@ -89,8 +144,46 @@ class StateBackend(Protocol):
 
     def replace_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None: ...
 
-    def set_secret(self, name: str, value: str, *, fingerprint: str) -> None: ...
+    def set_worker_key(
+        self, public: str, private: str, *, fingerprint: str, seal: Callable[[str, str], str]
+    ) -> None: ...
+
+    def set_key_params(self, raw: str) -> None: ...
+
+    def put_security_key(
+        self,
+        node_id: str,
+        sealed: str,
+        key_version: int,
+        *,
+        fingerprint: str,
+        old_fingerprint: str | None,
+    ) -> SecurityKeyRow: ...
+
+    def delete_security_key(self, node_id: str, *, old_fingerprint: str | None) -> bool: ...
+
+    def prune_audit(self) -> int: ...
 
     def record_import(
         self, kind: str, source_path: str, checksum: str, details: dict[str, Any]
     ) -> None: ...
+
+    # backups and checks (SPEC §10)
+    @property
+    def supports_backups(self) -> bool: ...
+
+    @property
+    def cipher(self) -> StateCipher | None: ...
+
+    @property
+    def backup_dir(self) -> Path: ...
+
+    def backup(self, out: str | os.PathLike[str] | None, *, reason: str) -> BackupInfo: ...
+
+    def backup_before(self, reason: str, *, keep: int) -> BackupInfo | None: ...
+
+    def list_backups(self) -> list[BackupInfo]: ...
+
+    def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult: ...
+
+    def check(self, *, max_backup_age: float | None = None) -> CheckResult: ...

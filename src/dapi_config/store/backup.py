@@ -36,9 +36,10 @@ from typing import Any
 
 from dapi_config import _failpoints
 from dapi_config._files import fsync_directory, make_durable_dir
-from dapi_config.errors import BackupError, ConfigError, DapiConfigError
+from dapi_config.errors import BackupError, DapiConfigError
+from dapi_config.settings import DEFAULT_BACKUP_INTERVAL_S, DEFAULT_BACKUP_KEEP
 from dapi_config.store import cipher as _cipher
-from dapi_config.store.cipher import FROM_ENV, CipherSetting, StateCipher, resolve_cipher
+from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
@@ -56,8 +57,6 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 MANUAL = "manual"
 SCHEDULED = "scheduled"
 #: Defaults of ``API_BACKUP_INTERVAL`` and ``API_BACKUP_KEEP``.
-DEFAULT_INTERVAL_S = 3600.0
-DEFAULT_KEEP = 24
 #: A temp file untouched this long belongs to a backup that died; it is removed.
 STALE_TEMP_S = 600.0
 
@@ -124,16 +123,18 @@ def read_header(path: Path) -> bytes:
         return handle.read(100)
 
 
-def inspect_backup(path: str | os.PathLike[str], *, cipher: CipherSetting = FROM_ENV) -> BackupInfo:
+def inspect_backup(
+    path: str | os.PathLike[str], *, cipher: StateCipher | None = None
+) -> BackupInfo:
     """Check a backup file: header, ``integrity_check``, application id, schema version.
 
-    ``cipher``: the key encrypted backups are read with (default: from the environment).
+    ``cipher``: the key encrypted backups are read with (None: plain files).
     Never raises for a damaged file (or one made in the other encryption mode): the result's
     ``problem`` says what is wrong. Raises :class:`BackupError` only when the file does not
     exist.
     """
     file = Path(path)
-    key = resolve_cipher(cipher)
+    key = cipher
     try:
         stat = file.stat()
     except OSError as exc:
@@ -229,19 +230,19 @@ def create_backup(
     out: str | os.PathLike[str] | None = None,
     backup_dir: str | os.PathLike[str] | None = None,
     reason: str = MANUAL,
-    cipher: CipherSetting = FROM_ENV,
+    cipher: StateCipher | None = None,
 ) -> BackupInfo:
     """Copy the live state file to a verified backup; returns what was written.
 
     ``out`` is a file path (replaced atomically) or a directory; by default the backup goes to
     ``backup_dir`` (``<state dir>/backups``) under a generated name. Safe while other threads
-    and processes write. An encrypted state file (``cipher``, default from the environment)
+    and processes write. An encrypted state file (``cipher``; None for a plain one)
     gives a backup encrypted with the same key. Raises :class:`BackupError` (nothing left
     behind) when the state file is missing or damaged or the copy cannot be written (full disk,
     permissions).
     """
     state = Path(state_path)
-    key = resolve_cipher(cipher)
+    key = cipher
     if not _REASON_RE.match(reason):
         raise BackupError(f"backup reason {reason!r}: use lower-case letters, digits, '-', '.'")
     if not state.is_file():
@@ -301,27 +302,25 @@ def backup_before(
     reason: str,
     *,
     backup_dir: str | os.PathLike[str] | None = None,
-    cipher: CipherSetting = FROM_ENV,
+    cipher: StateCipher | None = None,
+    keep: int = DEFAULT_BACKUP_KEEP,
 ) -> BackupInfo | None:
     """The automatic backup before a risky operation (restore, schema change, bulk replace,
-    legacy migration): ``pre-<reason>`` in ``<state dir>/backups``.
+    legacy migration): ``pre-<reason>`` in ``<state dir>/backups``, keeping the newest
+    ``keep`` of that reason (``API_BACKUP_KEEP``; 0 keeps all).
 
     Skipped (None) when the state file holds nothing yet -- no audit revision -- since there is
     nothing to lose. Raises :class:`BackupError` when the backup cannot be made: the caller
     should then not go ahead.
     """
     state = Path(state_path)
-    key = resolve_cipher(cipher)
+    key = cipher
     if _revision_of_live(state, key) == 0:
         return None
     tag = reason if reason.startswith("pre-") else f"pre-{reason}"
     info = create_backup(state, backup_dir=backup_dir, reason=tag, cipher=key)
     # Automatic backups follow the same retention as scheduled ones, per reason, so a busy
     # bulk-replace caller cannot fill the disk with them.
-    keep = DEFAULT_KEEP
-    with contextlib.suppress(ConfigError):
-        if os.environ.get("API_BACKUP_KEEP"):
-            keep = parse_keep(os.environ["API_BACKUP_KEEP"])
     prune_backups(backup_dir or backup_dir_for(state), state, keep, reasons=[tag])
     return info
 
@@ -377,7 +376,7 @@ def list_backups(
     state_path: str | os.PathLike[str] | None = None,
     *,
     verify: bool = True,
-    cipher: CipherSetting = FROM_ENV,
+    cipher: StateCipher | None = None,
 ) -> list[BackupInfo]:
     """Backups in ``backup_dir`` (of ``state_path``'s file when given), newest first.
 
@@ -385,7 +384,7 @@ def list_backups(
     file name and size are read.
     """
     directory = Path(backup_dir)
-    key = resolve_cipher(cipher) if verify else None
+    key = cipher if verify else None
     stem = None if state_path is None else Path(state_path).stem
     found: list[BackupInfo] = []
     try:
@@ -416,12 +415,12 @@ def newest_good_backup(
     backup_dir: str | os.PathLike[str],
     state_path: str | os.PathLike[str] | None = None,
     *,
-    cipher: CipherSetting = FROM_ENV,
+    cipher: StateCipher | None = None,
 ) -> BackupInfo | None:
     """The newest backup that passes its check (older ones are tried in turn), or None.
 
     Only backups readable in the current encryption mode (``cipher``) count."""
-    key = resolve_cipher(cipher)
+    key = cipher
     for candidate in list_backups(backup_dir, state_path, verify=False):
         try:
             info = inspect_backup(candidate.path, cipher=key)
@@ -466,35 +465,6 @@ def prune_backups(
     return removed
 
 
-def parse_interval(value: str, name: str = "API_BACKUP_INTERVAL") -> float:
-    """Seconds from ``3600``, ``90s``, ``30m``, ``1h`` or ``1d``. Raises ConfigError."""
-    text = value.strip().lower()
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    factor = 1.0
-    if text and text[-1] in units:
-        factor, text = units[text[-1]], text[:-1]
-    try:
-        seconds = float(text) * factor
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):  # also rejects NaN
-        raise ConfigError(
-            f"{name}: expected a positive duration like 3600, 30m or 1h, got {value!r}"
-        )
-    return seconds
-
-
-def parse_keep(value: str, name: str = "API_BACKUP_KEEP") -> int:
-    """A non-negative whole number of backups to keep (0 keeps all). Raises ConfigError."""
-    try:
-        keep = int(value.strip())
-    except ValueError:
-        keep = -1
-    if keep < 0:
-        raise ConfigError(f"{name}: expected a whole number >= 0, got {value!r}")
-    return keep
-
-
 class BackupScheduler:
     """Takes a ``scheduled`` backup every ``interval`` seconds and prunes to ``keep``.
 
@@ -506,11 +476,11 @@ class BackupScheduler:
         self,
         state_path: str | os.PathLike[str],
         *,
-        interval: float = DEFAULT_INTERVAL_S,
-        keep: int = DEFAULT_KEEP,
+        interval: float = DEFAULT_BACKUP_INTERVAL_S,
+        keep: int = DEFAULT_BACKUP_KEEP,
         backup_dir: str | os.PathLike[str] | None = None,
         on_backup: Callable[[BackupInfo], None] | None = None,
-        cipher: CipherSetting = FROM_ENV,
+        cipher: StateCipher | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
@@ -519,27 +489,10 @@ class BackupScheduler:
         self.interval = interval
         self.keep = keep
         self.on_backup = on_backup
-        self.cipher = resolve_cipher(cipher)
+        self.cipher = cipher
         self.last: BackupInfo | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @classmethod
-    def from_env(
-        cls,
-        state_path: str | os.PathLike[str],
-        env: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> BackupScheduler:
-        """Build from ``API_BACKUP_INTERVAL`` (default 1h) and ``API_BACKUP_KEEP`` (24)."""
-        source = dict(os.environ) if env is None else env
-        interval = DEFAULT_INTERVAL_S
-        keep = DEFAULT_KEEP
-        if source.get("API_BACKUP_INTERVAL"):
-            interval = parse_interval(source["API_BACKUP_INTERVAL"])
-        if source.get("API_BACKUP_KEEP"):
-            keep = parse_keep(source["API_BACKUP_KEEP"])
-        return cls(state_path, interval=interval, keep=keep, **kwargs)
 
     def run_once(self) -> BackupInfo | None:
         """Take one scheduled backup and prune; None (logged) when it failed."""

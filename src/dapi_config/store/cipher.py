@@ -22,24 +22,23 @@ the file for damage and restoring an old plain backup over it.
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import importlib
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from dapi_config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dapi_config.settings import Settings
 
 ENV_MODE: Final = "API_STATE_ENCRYPTION"
 ENV_KEY: Final = "API_STATE_KEY"
 SQLCIPHER: Final = "sqlcipher"
-#: Values of ``API_STATE_ENCRYPTION`` that mean "no whole-file encryption".
-OFF_VALUES: Final = frozenset({"", "none", "off", "plain"})
 MIN_KEY_LENGTH: Final = 16
 DRIVER_MODULE: Final = "sqlcipher3"
 INSTALL_HINT: Final = "install the extra: pip install 'dapi-config[encryption]'"
@@ -84,7 +83,7 @@ def _derive(secret: str) -> bytes:
 class StateCipher:
     """The key of an encrypted state file; opens SQLCipher connections with it.
 
-    Build with :meth:`from_secret` or :func:`cipher_from_env`. The key never shows in ``repr``.
+    Build with :meth:`from_secret` or :func:`cipher_for`. The key never shows in ``repr``.
     """
 
     raw_key: bytes = field(repr=False)
@@ -123,43 +122,16 @@ class StateCipher:
         return conn
 
 
-def cipher_from_env(env: Mapping[str, str]) -> StateCipher | None:
-    """The cipher configured by ``API_STATE_ENCRYPTION``/``API_STATE_KEY`` (None: plain file).
+def cipher_for(settings: Settings) -> StateCipher | None:
+    """The cipher that ``API_STATE_ENCRYPTION``/``API_STATE_KEY`` configure (None: plain file).
 
-    Raises :class:`ConfigError` for an unknown mode, a missing or short key, or a missing driver.
+    Raises :class:`ConfigError` for a short key or a missing driver (the mode and the key's
+    presence were checked when the settings were read).
     """
-    mode = env.get(ENV_MODE, "").strip().lower()
-    if mode in OFF_VALUES:
+    if settings.encryption is None:
         return None
-    if mode != SQLCIPHER:
-        raise ConfigError(
-            f"{ENV_MODE}: expected {SQLCIPHER!r} (or empty for a plain state file), "
-            f"got {env[ENV_MODE]!r}"
-        )
-    secret = env.get(ENV_KEY, "")
-    if not secret:
-        raise ConfigError(
-            f"{ENV_MODE}={SQLCIPHER} needs {ENV_KEY}: the secret the state file is encrypted "
-            f"with (at least {MIN_KEY_LENGTH} characters)"
-        )
     require_driver()
-    return StateCipher.from_secret(secret)
-
-
-class _FromEnv(enum.Enum):
-    FROM_ENV = "from-env"
-
-
-#: Default of every ``cipher=`` argument: resolve from the process environment at call time.
-FROM_ENV: Final = _FromEnv.FROM_ENV
-CipherSetting = StateCipher | None | Literal[_FromEnv.FROM_ENV]
-
-
-def resolve_cipher(setting: CipherSetting) -> StateCipher | None:
-    """``setting`` itself, or the cipher configured in ``os.environ`` for :data:`FROM_ENV`."""
-    if setting is FROM_ENV:
-        return cipher_from_env(os.environ)
-    return setting
+    return StateCipher.from_secret(settings.state_key or "")
 
 
 def connect(database: str, cipher: StateCipher | None, **kwargs: Any) -> Any:

@@ -39,11 +39,8 @@ from dapi_config import _failpoints
 from dapi_config._files import make_durable_dir
 from dapi_config.errors import DapiConfigError, StateUnavailableError
 from dapi_config.store.cipher import (
-    FROM_ENV,
-    CipherSetting,
     StateCipher,
     driver,
-    resolve_cipher,
     unreadable_message,
 )
 
@@ -172,6 +169,17 @@ def open_error_message(
     return f"{path}: {sqlite_error_message(exc)}"
 
 
+def register_hook(hooks: list[Any], hook: Any) -> Callable[[], None]:
+    """Append ``hook`` to ``hooks``; returns the function that removes it again."""
+    hooks.append(hook)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            hooks.remove(hook)
+
+    return remove
+
+
 @dataclass
 class _ThreadState:
     pid: int
@@ -191,7 +199,7 @@ class Database:
         durability: Durability = "full",
         connect: Callable[..., sqlite3.Connection] | None = None,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
-        cipher: CipherSetting = FROM_ENV,
+        cipher: StateCipher | None = None,
     ) -> None:
         """``cipher``: the key of an encrypted file (None: plain; default: from
         ``API_STATE_ENCRYPTION``/``API_STATE_KEY``). A custom ``connect`` replaces it.
@@ -200,12 +208,12 @@ class Database:
         """
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
-        if connect is not None and cipher not in (None, FROM_ENV):
+        if connect is not None and cipher is not None:
             raise ValueError("pass either connect= or cipher=, not both")
         self.path = Path(path)
         self.durability: Durability = durability
         #: The key this file is opened with (None: a plain SQLite file).
-        self.cipher: StateCipher | None = None if connect is not None else resolve_cipher(cipher)
+        self.cipher: StateCipher | None = None if connect is not None else cipher
         # The cipher's connect runs PRAGMA key before anything else, on_connect after it.
         self._connect = connect or (
             self.cipher.connect if self.cipher is not None else sqlite3.connect
@@ -216,13 +224,10 @@ class Database:
         self._all: list[tuple[int, sqlite3.Connection]] = []
         self._all_lock = threading.Lock()
         self._closed = False
-        #: Called after every outermost commit (in commit order, under the write lock).
-        self.commit_hooks: list[Callable[[], None]] = []
-        #: Called after every outermost write transaction with (seconds including the wait for
-        #: the writer lock, committed?). For metrics; must be cheap and must not raise.
-        self.transaction_observers: list[Callable[[float, bool], None]] = []
-        #: Called in a forked child to renew locks that users of this Database own.
-        self.fork_hooks: list[Callable[[], None]] = []
+        # Registered through add_commit_hook / add_transaction_observer / add_fork_hook.
+        self._commit_hooks: list[Callable[[], None]] = []
+        self._transaction_observers: list[Callable[[float, bool], None]] = []
+        self._fork_hooks: list[Callable[[], None]] = []
         self._writer: int | None = None  # thread holding the writer lock
         self._retired: list[sqlite3.Connection] = []
         self._identity: tuple[int, int] | None = None
@@ -233,6 +238,24 @@ class Database:
         _LIVE.add(self)
 
     # --- fork handling (see _before_fork) ------------------------------------------------
+
+    def add_commit_hook(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call ``hook()`` after every outermost commit (in commit order, under the writer
+        lock; a failing hook is logged, never raised). Returns the function that removes it."""
+        return register_hook(self._commit_hooks, hook)
+
+    def add_transaction_observer(
+        self, observer: Callable[[float, bool], None]
+    ) -> Callable[[], None]:
+        """Call ``observer(seconds, committed)`` after every outermost write transaction (the
+        seconds include the wait for the writer lock). For metrics: cheap, never raising.
+        Returns the function that removes it."""
+        return register_hook(self._transaction_observers, observer)
+
+    def add_fork_hook(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call ``hook()`` in a forked child, to renew locks that users of this Database own.
+        Returns the function that removes it."""
+        return register_hook(self._fork_hooks, hook)
 
     def _quiesce_for_fork(self) -> None:
         if self._closed or self._writer == threading.get_ident():
@@ -254,7 +277,7 @@ class Database:
         self._writer = None
         self._held_for_fork = False
         self._fork_poisoned = self._forked_mid_write
-        for hook in self.fork_hooks:
+        for hook in self._fork_hooks:
             hook()
 
     # --- connections ---------------------------------------------------------------------
@@ -428,7 +451,7 @@ class Database:
         """One atomic write transaction; nested use becomes a SAVEPOINT.
 
         The outermost level takes the in-process writer lock, then ``BEGIN IMMEDIATE``; on
-        success it commits and runs the queued on-commit work and :attr:`commit_hooks`. Any
+        success it commits and runs the queued on-commit work and the commit hooks. Any
         exception rolls back (to the savepoint, when nested) and propagates unchanged.
         ``durable=True`` fsyncs the commit even under ``durability="normal"``: for a commit
         that a later step relies on being on disk (the legacy import, before the config file
@@ -487,7 +510,7 @@ class Database:
             pending, state.on_commit = state.on_commit, []
             for work in pending:
                 work()
-            for hook in self.commit_hooks:
+            for hook in self._commit_hooks:
                 try:
                     hook()
                 except Exception:
@@ -502,7 +525,7 @@ class Database:
             self._writer = None
             self._write_lock.release()
             elapsed = time.perf_counter() - started
-            for observer in self.transaction_observers:
+            for observer in self._transaction_observers:
                 with contextlib.suppress(Exception):
                     observer(elapsed, committed)
 

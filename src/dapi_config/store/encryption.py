@@ -53,8 +53,14 @@ from dapi_config.errors import (
     StateCorruptError,
     StateUnavailableError,
 )
-from dapi_config.manager import WORKER_KEY_SECRET, _key_context
-from dapi_config.security import STATE_KEY_ENV, KeyParams, MasterKeySource, is_sealed
+from dapi_config.security import (
+    WORKER_KEY_SECRET,
+    KeyParams,
+    MasterKeySource,
+    is_sealed,
+    security_key_context,
+)
+from dapi_config.settings import STATE_KEY_ENV
 from dapi_config.store import cipher as _cipher
 from dapi_config.store.backup import (
     BackupInfo,
@@ -171,9 +177,6 @@ class _Secrets:
 
     before: str | None = field(repr=False)
     after: str = field(repr=False)
-
-    def env(self, value: str | None) -> dict[str, str]:
-        return {} if value is None else {STATE_KEY_ENV: value}
 
 
 # --- the conversion ---------------------------------------------------------------------------
@@ -362,8 +365,8 @@ def _reseal(conn: Any, state: Path, secrets: _Secrets) -> int:
     before = secrets.before if params.source == "env" else None
     if params.source == "env" and before == secrets.after:
         return 0  # sealed under API_STATE_KEY, which does not change
-    old_box, _ = MasterKeySource(state, secrets.env(before)).box(params)
-    new_box, new_params = MasterKeySource(state, secrets.env(secrets.after)).box(None)
+    old_box, _ = MasterKeySource(state, before).box(params)
+    new_box, new_params = MasterKeySource(state, secrets.after).box(None)
     assert new_params is not None  # box(None) always makes new parameters
 
     def again(token: str, context: str) -> str:
@@ -377,7 +380,7 @@ def _reseal(conn: Any, state: Path, secrets: _Secrets) -> int:
     ).fetchall():
         conn.execute(
             f"UPDATE {_ATTACHED}.mlnode_security SET security_key = ? WHERE node_id = ?",
-            (again(str(token), _key_context(str(node_id), int(version))), node_id),
+            (again(str(token), security_key_context(str(node_id), int(version))), node_id),
         )
         count += 1
     for name, value in conn.execute(

@@ -61,7 +61,7 @@ from dapi_config.store.backup import (
     newest_good_backup,
     read_header,
 )
-from dapi_config.store.cipher import FROM_ENV, CipherSetting, StateCipher, resolve_cipher
+from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
@@ -147,7 +147,7 @@ def diagnose(
     state_path: str | os.PathLike[str],
     backup_dir: str | os.PathLike[str],
     *,
-    cipher: CipherSetting = FROM_ENV,
+    cipher: StateCipher | None = None,
 ) -> str | None:
     """What is wrong with the state file (None: sound, or missing/new and nothing to restore).
 
@@ -157,7 +157,7 @@ def diagnose(
     encryption key, a plain file while encryption is on).
     """
     state = Path(state_path)
-    key = resolve_cipher(cipher)
+    key = cipher
     backups = Path(backup_dir)
     wal = _companion(state, "-wal")
     wal_size = wal.stat().st_size if wal.exists() else 0
@@ -310,7 +310,7 @@ def recover_if_damaged(
     state_path: str | os.PathLike[str],
     backup_dir: str | os.PathLike[str] | None = None,
     *,
-    cipher: CipherSetting = FROM_ENV,
+    cipher: StateCipher | None = None,
 ) -> RecoveryReport | None:
     """The open-time check: finish an interrupted swap, then replace a damaged state file by
     the newest good backup. Returns what was done (None: the file was sound).
@@ -320,7 +320,7 @@ def recover_if_damaged(
     problem: see :func:`diagnose`).
     """
     state = Path(state_path)
-    key = resolve_cipher(cipher)
+    key = cipher
     backups = Path(backup_dir or backup_dir_for(state))
     if not state.parent.is_dir():
         return None  # a new state file in a new directory: nothing to check
@@ -382,7 +382,7 @@ def restore_backup(
     backup_path: str | os.PathLike[str],
     *,
     backup_dir: str | os.PathLike[str] | None = None,
-    cipher: CipherSetting = FROM_ENV,
+    cipher: StateCipher | None = None,
 ) -> RestoreResult:
     """Replace the state with ``backup_path``; a backup of the current state is taken first.
 
@@ -392,7 +392,7 @@ def restore_backup(
     """
     state = Path(state_path)
     backups = Path(backup_dir or backup_dir_for(state))
-    key = resolve_cipher(cipher)
+    key = cipher
     info = inspect_backup(backup_path, cipher=key)
     if info.schema_version > LATEST_VERSION:
         raise SchemaTooNewError(str(info.path), info.schema_version, LATEST_VERSION)
@@ -461,7 +461,7 @@ def check_state(
     backup_dir: str | os.PathLike[str] | None = None,
     *,
     max_backup_age: float | None = None,
-    cipher: CipherSetting = FROM_ENV,
+    cipher: StateCipher | None = None,
 ) -> CheckResult:
     """Report integrity, schema version, file permissions and backup freshness; changes nothing.
 
@@ -471,7 +471,7 @@ def check_state(
     state = Path(state_path)
     backups = Path(backup_dir or backup_dir_for(state))
     result = CheckResult(state)
-    key = resolve_cipher(cipher)
+    key = cipher
     result.items["encryption"] = "none" if key is None else _cipher.SQLCIPHER
     if staged_path(state).exists():
         result.problems.append(

@@ -24,10 +24,9 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
@@ -41,11 +40,22 @@ from dapi_config.models import (
     SeedInfo,
     UpgradePlan,
 )
+from dapi_config.security import WORKER_KEY_SECRET
+from dapi_config.settings import AuditRetention
+from dapi_config.store import backup as _backup
 from dapi_config.store import cipher as _cipher
 from dapi_config.store import migrations
+from dapi_config.store import recovery as _recovery
 from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
-from dapi_config.store.backup import backup_dir_for, create_backup
-from dapi_config.store.cipher import FROM_ENV, CipherSetting, StateCipher, resolve_cipher
+from dapi_config.store.backend import (
+    SEED_KINDS,
+    AuditEntry,
+    ParamsT,
+    SecurityKeyRow,
+    SeedKind,
+)
+from dapi_config.store.backup import BackupInfo, backup_dir_for, create_backup
+from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     INTEGRITY_ERRORS,
     SQLITE_ERRORS,
@@ -53,13 +63,10 @@ from dapi_config.store.connection import (
     Durability,
     sqlite_error_message,
 )
-from dapi_config.store.recovery import recover_if_damaged
+from dapi_config.store.recovery import CheckResult, RestoreResult, recover_if_damaged
 
 log = logging.getLogger("dapi_config.state")
 
-SeedKind = Literal["current", "previous", "upcoming"]
-SEED_KINDS: tuple[SeedKind, ...] = ("current", "previous", "upcoming")
-ParamsT = TypeVar("ParamsT", bound=BaseModel)
 
 HEIGHT = "current_height"
 NODE_VERSION = "current_node_version"
@@ -83,38 +90,6 @@ AUDIT_PRUNE_BATCH = 10_000
 AUDIT_PAGE_MAX = 1000
 #: The ``secrets`` row holding the master key's derivation parameters (not secret).
 KEY_PARAMS_SECRET = "master_key_params"  # noqa: S105 - a row name
-
-
-@dataclass(frozen=True)
-class AuditRetention:
-    """How much audit history to keep: at most ``rows`` rows and/or ``days`` days (None: all)."""
-
-    rows: int | None = None
-    days: float | None = None
-
-
-@dataclass(frozen=True)
-class SecurityKeyRow:
-    """A node's security key as stored: ``sealed`` is the encrypted key."""
-
-    node_id: str
-    sealed: str
-    key_version: int
-    created_at: str
-    updated_at: str
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One recorded state change."""
-
-    revision: int
-    at: str
-    actor: str
-    action: str
-    target: str
-    old_value: Any
-    new_value: Any
 
 
 def _now() -> str:
@@ -202,7 +177,7 @@ class StateStore:
         self.default_actor = default_actor
         self.audit_retention = audit_retention or AuditRetention()
         self._hot = _HotCache()
-        db.fork_hooks.append(self._hot.renew_lock)
+        db.add_fork_hook(self._hot.renew_lock)
         self._load_hot()
 
     @classmethod
@@ -217,7 +192,7 @@ class StateStore:
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
         recover: bool = True,
         backup_dir: str | os.PathLike[str] | None = None,
-        cipher: CipherSetting = FROM_ENV,
+        cipher: StateCipher | None = None,
     ) -> StateStore:
         """Check, open (creating if needed, 0600) and migrate the state file at ``path``.
 
@@ -233,7 +208,7 @@ class StateStore:
         ``API_STATE_ENCRYPTION``/``API_STATE_KEY``, see :mod:`.cipher`); a wrong or missing key
         raises :class:`StateUnavailableError`, a bad setting :class:`ConfigError`.
         """
-        key = resolve_cipher(cipher)
+        key = cipher
         backups = Path(backup_dir) if backup_dir is not None else backup_dir_for(path)
         if recover:
             recover_if_damaged(path, backups, cipher=key)
@@ -417,7 +392,7 @@ class StateStore:
         # exists; map it, or use the fallback when it cannot be trusted.
         hot.wal_index = open_wal_index(self.db.path, self.db.connection())
         hot.shm = None if hot.wal_index is None else hot.wal_index.view
-        self.db.commit_hooks.append(self._note_local_commit)
+        self.db.add_commit_hook(self._note_local_commit)
         self._refresh_hot()
 
     @property
@@ -926,3 +901,82 @@ class StateStore:
         """``PRAGMA quick_check`` problems (empty when the file is sound)."""
         rows = self.db.query_all("PRAGMA quick_check")
         return [] if [r[0] for r in rows] == ["ok"] else [str(r[0]) for r in rows]
+
+    def probe(self) -> None:
+        """Read the file once; raises :class:`StateUnavailableError` when it is unusable."""
+        self.latest_revision()
+
+    # --- the worker key ------------------------------------------------------------------
+
+    def set_worker_key(
+        self, public: str, private: str, *, fingerprint: str, seal: Callable[[str, str], str]
+    ) -> None:
+        """Store a new worker pair in the caller's transaction, the private key sealed by
+        ``seal(plaintext, context)``; audited with fingerprints only."""
+        raw = self.secret(WORKER_KEY_SECRET)
+        old = None if raw is None else json.loads(raw).get("fingerprint")
+        record = {
+            "public": public,
+            "private": seal(private, WORKER_KEY_SECRET),
+            "fingerprint": fingerprint,
+        }
+        self.set_secret(
+            WORKER_KEY_SECRET, json.dumps(record), fingerprint=fingerprint, old_fingerprint=old
+        )
+
+    # --- hooks ---------------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside this thread's write transaction."""
+        return self.db.in_transaction
+
+    def on_commit(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook()`` after every commit; returns the function that removes it."""
+        return self.db.add_commit_hook(hook)
+
+    def observe_transactions(self, observer: Callable[[float, bool], None]) -> Callable[[], None]:
+        """``observer(seconds, committed)`` after every write; returns its remover."""
+        return self.db.add_transaction_observer(observer)
+
+    # --- backups and recovery (SPEC §10) -------------------------------------------------
+
+    supports_backups: ClassVar[bool] = True
+
+    @property
+    def cipher(self) -> StateCipher | None:
+        """The key the file was opened with (None: plain); backups and checks use it."""
+        return self.db.cipher
+
+    @property
+    def backup_dir(self) -> Path:
+        """``<state dir>/backups``."""
+        return backup_dir_for(self.db.path)
+
+    def backup(self, out: str | os.PathLike[str] | None, *, reason: str) -> BackupInfo:
+        """A verified online backup (see :func:`.backup.create_backup`)."""
+        return create_backup(
+            self.db.path, out=out, backup_dir=self.backup_dir, reason=reason, cipher=self.cipher
+        )
+
+    def backup_before(self, reason: str, *, keep: int) -> BackupInfo | None:
+        """The automatic ``pre-<reason>`` backup (see :func:`.backup.backup_before`)."""
+        return _backup.backup_before(
+            self.db.path, reason, backup_dir=self.backup_dir, cipher=self.cipher, keep=keep
+        )
+
+    def list_backups(self) -> list[BackupInfo]:
+        """Backups of this file, newest first, each checked."""
+        return _backup.list_backups(self.backup_dir, self.db.path, cipher=self.cipher)
+
+    def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
+        """Replace the state with ``backup`` (see :func:`.recovery.restore_backup`)."""
+        return _recovery.restore_backup(
+            self.db.path, backup, backup_dir=self.backup_dir, cipher=self.cipher
+        )
+
+    def check(self, *, max_backup_age: float | None = None) -> CheckResult:
+        """Integrity, schema, permissions and backup freshness (see :mod:`.recovery`)."""
+        return _recovery.check_state(
+            self.db.path, self.backup_dir, max_backup_age=max_backup_age, cipher=self.cipher
+        )

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
@@ -34,20 +37,33 @@ from dapi_config._files import atomic_write, file_lock, file_owner
 from dapi_config._goyaml import render_go_yaml
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.errors import (
+    BackupError,
     DuplicateNodeError,
     MasterKeyError,
     NodeNotFoundError,
+    NotSupportedError,
     StateUnavailableError,
 )
-from dapi_config.models import InferenceNodeConfig, NodeVersion, SeedInfo, UpgradePlan
-from dapi_config.security import KeyParams, MasterKeySource, is_sealed
-from dapi_config.store.connection import Durability
-from dapi_config.store.sqlite import HEIGHT, NODE_VERSION, SEED_KINDS, SeedKind, current_actor
+from dapi_config.legacy.parse import dynamic_keys_in, parse_legacy_state
+from dapi_config.legacy.text import static_text
+from dapi_config.models import (
+    BandwidthParamsCache,
+    InferenceNodeConfig,
+    NodeVersion,
+    SeedInfo,
+    UpgradePlan,
+    ValidationParamsCache,
+)
+from dapi_config.security import WORKER_KEY_SECRET, KeyParams, MasterKeySource, is_sealed
+from dapi_config.store.backend import SEED_KINDS, AuditEntry, SecurityKeyRow, SeedKind
+from dapi_config.store.backup import BackupInfo, backup_dir_for
+from dapi_config.store.connection import register_hook
+from dapi_config.store.recovery import CheckResult, RestoreResult
+from dapi_config.store.sqlite import HEIGHT, NODE_VERSION, StateStore, current_actor
 
 log = logging.getLogger("dapi_config.state")
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
-WORKER_KEY = "worker_key"
 KEY_SECTION = "ml_node_key_config"
 
 
@@ -86,6 +102,8 @@ class YamlStateStore:
         self._static = ""
         self._signature: tuple[int, int, int] | None = None
         self._closed = False
+        self._commit_hooks: list[Callable[[], None]] = []
+        self._observers: list[Callable[[float, bool], None]] = []
         self._refresh(parsed)
 
     @classmethod
@@ -94,7 +112,6 @@ class YamlStateStore:
         config_path: Path,
         *,
         state_path: Path | None = None,
-        durability: Durability = "full",
         default_actor: str = "library",
         keys: MasterKeySource | None = None,
         parsed: tuple[bytes, Any] | None = None,
@@ -106,7 +123,6 @@ class YamlStateStore:
         Raises :class:`ConfigError` for malformed legacy values in the file,
         :class:`StateUnavailableError` when it cannot be written.
         """
-        del durability  # every write is fsynced: there is no cheaper safe mode for a file
         store = cls(Path(config_path), default_actor=default_actor, parsed=parsed)
         if state_path is not None and Path(state_path).exists() and not store._has_dynamic:
             store._seed_from_database(Path(state_path), keys)
@@ -124,7 +140,6 @@ class YamlStateStore:
     def _refresh(self, preloaded: tuple[bytes, Any] | None = None) -> None:
         """Re-read the file if another process replaced it since we last looked (``preloaded``:
         its bytes and round-trip tree as already read, reused when the bytes still match)."""
-        from dapi_config import legacy  # noqa: PLC0415 - legacy imports the store package
 
         signature = self._stat_signature()
         if signature == self._signature and signature is not None:
@@ -142,8 +157,8 @@ class YamlStateStore:
             else:
                 doc = parse_yaml(raw, source)
             plain: dict[str, Any] = to_plain(doc) if isinstance(doc, dict) else {}
-            dynamic = legacy.dynamic_keys_in(plain)
-            parsed = legacy.parse_legacy_state(plain, source)
+            dynamic = dynamic_keys_in(plain)
+            parsed = parse_legacy_state(plain, source)
             state = _Doc()
             for key in (
                 "current_height",
@@ -167,14 +182,13 @@ class YamlStateStore:
             state.keys = dict(keys) if isinstance(keys, dict) else {}
             self._has_dynamic = bool(dynamic)
             if isinstance(doc, dict):
-                self._static = legacy.static_text(raw.decode("utf-8"), doc, source, set(dynamic))
+                self._static = static_text(raw.decode("utf-8"), doc, source, set(dynamic))
             else:
                 self._static = raw.decode("utf-8")
             self._state = state
             self._signature = self._stat_signature()
 
     def _render(self, state: _Doc) -> str:
-        from dapi_config import legacy  # noqa: PLC0415
 
         dynamic: dict[str, Any] = {
             "current_height": int(state.chain.get(HEIGHT, "0")),
@@ -197,7 +211,7 @@ class YamlStateStore:
             dynamic[KEY_SECTION] = state.keys
             doc = parse_yaml(static, str(self.file)) if static.strip() else None
             if isinstance(doc, dict) and KEY_SECTION in doc:
-                static = legacy.static_text(static, doc, str(self.file), {KEY_SECTION})
+                static = static_text(static, doc, str(self.file), {KEY_SECTION})
         if static and not static.endswith("\n"):
             static += "\n"
         return static + render_go_yaml(dynamic)
@@ -222,8 +236,6 @@ class YamlStateStore:
             self._refresh()
 
     def _seed_from_database(self, state_path: Path, keys: MasterKeySource | None) -> None:
-        from dapi_config.store.sqlite import StateStore  # noqa: PLC0415
-
         db = StateStore.open(state_path)
         try:
             with db.snapshot():
@@ -243,7 +255,7 @@ class YamlStateStore:
                     merged=db.find_import("node_config") is not None,
                     keys=dict(self._state.keys),
                 )
-                secret = db.secret(WORKER_KEY)
+                secret = db.secret(WORKER_KEY_SECRET)
                 params = db.key_params()
         finally:
             db.close()
@@ -308,16 +320,31 @@ class YamlStateStore:
             return
         if self._closed:
             raise StateUnavailableError(f"{self.file}: the state store is closed")
+        started = time.perf_counter()
+        written = False
         with self._thread_lock, file_lock(self._lock_path):
-            self._refresh()
-            self._local.work = copy.deepcopy(self._state)
-            self._local.dirty = False
             try:
-                yield
-                if self._local.dirty:
-                    self._write(self._local.work)
+                self._refresh()
+                self._local.work = copy.deepcopy(self._state)
+                self._local.dirty = False
+                try:
+                    yield
+                    if self._local.dirty:
+                        self._write(self._local.work)
+                        written = True
+                finally:
+                    self._local.work = None
+                if written:
+                    for hook in self._commit_hooks:
+                        try:
+                            hook()
+                        except Exception:
+                            log.exception("post-commit hook failed")
             finally:
-                self._local.work = None
+                elapsed = time.perf_counter() - started
+                for observer in self._observers:
+                    with contextlib.suppress(Exception):
+                        observer(elapsed, written)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -375,7 +402,7 @@ class YamlStateStore:
 
     def secret(self, name: str) -> str | None:
         keys = self._view().keys
-        if name == WORKER_KEY and keys.get("worker_public") and keys.get("worker_private"):
+        if name == WORKER_KEY_SECRET and keys.get("worker_public") and keys.get("worker_private"):
             return json.dumps({"public": keys["worker_public"], "private": keys["worker_private"]})
         return None
 
@@ -478,21 +505,114 @@ class YamlStateStore:
     def replace_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
         self._work().nodes = [n.model_copy(deep=True) for n in nodes]
 
-    def set_secret(self, name: str, value: str, *, fingerprint: str) -> None:
-        if name != WORKER_KEY:
-            raise StateUnavailableError(
-                f"secret {name!r} needs the state database; API_STATE_MODE=yaml keeps only "
-                "the worker key (in ml_node_key_config)"
-            )
-        pair = json.loads(value)
+    def set_worker_key(
+        self, public: str, private: str, *, fingerprint: str, seal: Callable[[str, str], str]
+    ) -> None:
+        """The pair goes into ``ml_node_key_config`` in clear: this file is the predecessor's
+        single file and its binary reads the key there (``seal`` is not used)."""
+        del seal
         work = self._work()
-        work.keys = {
-            **work.keys,
-            "worker_public": pair["public"],
-            "worker_private": pair["private"],
-        }
+        work.keys = {**work.keys, "worker_public": public, "worker_private": private}
         work.owns_keys = True
         log.info("worker key %s written to %s", fingerprint, self.file)
+
+    # --- what only the database can do ---------------------------------------------------
+
+    def _unsupported(self, what: str) -> NotSupportedError:
+        return NotSupportedError(
+            f"{what} need the state database, and API_STATE_MODE=yaml runs without one "
+            f"(the state is in {self.file})"
+        )
+
+    supports_backups: ClassVar[bool] = False
+    cipher: ClassVar[None] = None
+
+    @property
+    def in_transaction(self) -> bool:
+        return getattr(self._local, "work", None) is not None
+
+    def on_commit(self, hook: Callable[[], None]) -> Callable[[], None]:
+        return register_hook(self._commit_hooks, hook)
+
+    def observe_transactions(self, observer: Callable[[float, bool], None]) -> Callable[[], None]:
+        return register_hook(self._observers, observer)
+
+    def probe(self) -> None:
+        self.hot_values()  # re-reads the file if it changed; raises when it is unusable
+
+    def audit_entries(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+        raise self._unsupported("audit queries")
+
+    def prune_audit(self) -> int:
+        return 0  # no audit trail to prune
+
+    def key_params(self) -> str | None:
+        return None  # no sealed secrets: the worker key is in clear, as the old binary needs
+
+    def set_key_params(self, raw: str) -> None:
+        raise self._unsupported("sealed secrets")
+
+    def security_key(self, node_id: str) -> SecurityKeyRow | None:
+        return None
+
+    def security_keys(self) -> list[SecurityKeyRow]:
+        return []
+
+    def put_security_key(
+        self,
+        node_id: str,
+        sealed: str,
+        key_version: int,
+        *,
+        fingerprint: str,
+        old_fingerprint: str | None,
+    ) -> SecurityKeyRow:
+        raise self._unsupported("per-node security keys")
+
+    def delete_security_key(self, node_id: str, *, old_fingerprint: str | None) -> bool:
+        raise self._unsupported("per-node security keys")
+
+    @property
+    def backup_dir(self) -> Path:
+        return backup_dir_for(self.file)
+
+    def backup(self, out: str | os.PathLike[str] | None, *, reason: str) -> BackupInfo:
+        raise self._unsupported("backups")
+
+    def backup_before(self, reason: str, *, keep: int) -> BackupInfo | None:
+        """Before a risky change of the file itself: a byte copy of it beside it,
+        ``<file>.pre-<reason>.<UTC time>`` (0600), keeping the newest ``keep`` (0: all)."""
+        tag = reason if reason.startswith("pre-") else f"pre-{reason}"
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.file.with_name(f"{self.file.name}.{tag}.{stamp}")
+        try:
+            atomic_write(target, self.file.read_bytes(), mode=0o600)
+        except OSError as exc:
+            raise BackupError(
+                f"cannot back up {self.file} before {reason} to {target}: "
+                f"{exc.strerror or exc}; nothing was changed"
+            ) from None
+        copies = sorted(self.file.parent.glob(f"{glob.escape(self.file.name)}.{tag}.*"))
+        for old in copies[: max(0, len(copies) - keep)] if keep else []:
+            with contextlib.suppress(OSError):
+                old.unlink()
+        log.warning("%s backed up to %s before %s", self.file, target, reason)
+        return None
+
+    def list_backups(self) -> list[BackupInfo]:
+        raise self._unsupported("backups")
+
+    def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
+        raise self._unsupported("restores")
+
+    def check(self, *, max_backup_age: float | None = None) -> CheckResult:
+        raise self._unsupported("checks of the state file")
+
+    def quick_check(self) -> list[str]:
+        raise self._unsupported("integrity checks")
+
+    def schema_version(self) -> int:
+        raise self._unsupported("schema versions")
 
     def record_import(
         self, kind: str, source_path: str, checksum: str, details: dict[str, Any]
@@ -513,18 +633,16 @@ def _unseal_worker_key(
             "key was given to decrypt it"
         )
     box, _ = keys.box(KeyParams.from_json(params, str(state_path)))
-    return box.open(sealed, WORKER_KEY)
+    return box.open(sealed, WORKER_KEY_SECRET)
 
 
 def _defaults(kind: str) -> dict[str, Any]:
-    from dapi_config.models import BandwidthParamsCache, ValidationParamsCache  # noqa: PLC0415
 
     model = ValidationParamsCache if kind == "validation" else BandwidthParamsCache
     return model().model_dump(mode="json")
 
 
 def _params_json(db: Any, kind: str) -> str:
-    from dapi_config.models import BandwidthParamsCache, ValidationParamsCache  # noqa: PLC0415
 
     model = ValidationParamsCache if kind == "validation" else BandwidthParamsCache
     return str(db.params(kind, model).model_dump_json())

@@ -1,0 +1,83 @@
+"""The predecessor's single-file YAML: detect it, import it, write it back for a rollback.
+
+Upgrade (on :meth:`ConfigManager.open` and by ``dapi-config migrate``), in three steps that can
+each be interrupted:
+
+1. copy the file byte for byte to ``<config>.pre-migration.<UTC timestamp>`` (0600);
+2. import every dynamic value into the state file in ONE transaction that also records the
+   source path and the file's SHA-256 in ``legacy_imports`` (actor ``migration``);
+3. rewrite the config file to its static part only, atomically, keeping the file's comments,
+   key order, unknown keys, formatting and mode.
+
+Resuming after a crash: before step 2 the file still holds its dynamic keys and no import of its
+checksum is recorded, so everything is redone (an existing backup with the same bytes is
+reused). After step 2 the checksum is recorded, so the next run only rewrites. After step 3
+the file has no dynamic keys and nothing happens (the file is not touched).
+
+Rollback: :func:`rollback_document` + :func:`render_legacy_yaml` give the predecessor's exact
+layout (static + dynamic), which the old binary loads.
+
+Modules: :mod:`.parse` (which keys are dynamic, their values checked), :mod:`.text` (pure text
+surgery that drops them and keeps the comments), :mod:`.migrate` (the three steps),
+:mod:`.layout` (the rollback file and the ``dual`` mirror), :mod:`.yaml_mode` (the
+``API_STATE_MODE=yaml`` backend). ``NODE_CONFIG_PATH`` lives in :mod:`dapi_config.node_import`.
+"""
+
+from __future__ import annotations
+
+from dapi_config.legacy.layout import (
+    MIRROR_SUFFIX,
+    ExportSource,
+    attach_mirror,
+    mirror_path_for,
+    render_legacy_yaml,
+    rollback_document,
+    write_rollback,
+)
+from dapi_config.legacy.migrate import (
+    BACKUP_INFIX,
+    MigrationReport,
+    import_state,
+    migrate_legacy_file,
+    plan_migration,
+    rewrite_static,
+    write_backup,
+)
+from dapi_config.legacy.parse import (
+    LEGACY_KIND,
+    MIGRATION_ACTOR,
+    NODE_CONFIG_KIND,
+    LegacyState,
+    apply_legacy_state,
+    checksum_of,
+    dynamic_keys_in,
+    parse_legacy_state,
+)
+from dapi_config.legacy.text import static_text, strip_keys_text
+
+__all__ = [
+    "BACKUP_INFIX",
+    "LEGACY_KIND",
+    "MIGRATION_ACTOR",
+    "MIRROR_SUFFIX",
+    "NODE_CONFIG_KIND",
+    "ExportSource",
+    "LegacyState",
+    "MigrationReport",
+    "apply_legacy_state",
+    "attach_mirror",
+    "checksum_of",
+    "dynamic_keys_in",
+    "import_state",
+    "migrate_legacy_file",
+    "mirror_path_for",
+    "parse_legacy_state",
+    "plan_migration",
+    "render_legacy_yaml",
+    "rewrite_static",
+    "rollback_document",
+    "static_text",
+    "strip_keys_text",
+    "write_backup",
+    "write_rollback",
+]

@@ -1,0 +1,110 @@
+"""Writing the predecessor's layout back: the rollback file and the ``dual``-mode mirror."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dapi_config._files import atomic_write, file_lock
+from dapi_config._goyaml import render_go_yaml
+from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config.errors import ConfigError
+from dapi_config.static import LEGACY_PASSWORD_KEY
+
+if TYPE_CHECKING:
+    from dapi_config.settings import Settings
+
+log = logging.getLogger("dapi_config.legacy")
+
+MIRROR_SUFFIX = ".legacy.yaml"
+
+
+class ExportSource(Protocol):
+    """What the rollback file and the mirror need of the manager (which passes itself)."""
+
+    @property
+    def loaded_document(self) -> dict[str, Any]: ...
+
+    def export_full_config(
+        self, *, include_secrets: bool = False, include_security_keys: bool = True
+    ) -> dict[str, Any]: ...
+
+    def on_commit(self, hook: Callable[[], None]) -> Callable[[], None]: ...
+
+
+def mirror_path_for(state_path: Path, settings: Settings) -> Path:
+    """The legacy-layout mirror of ``dual`` mode: ``API_STATE_MIRROR_PATH``, else
+    ``<state file>.legacy.yaml`` beside the state file."""
+    return settings.mirror_path or state_path.with_name(state_path.name + MIRROR_SUFFIX)
+
+
+# --- rollback and the legacy layout ----------------------------------------------------------
+
+
+def render_legacy_yaml(data: Mapping[str, Any]) -> str:
+    """The predecessor's single-file layout (sorted keys, 4-space indent, quoted numeric
+    strings) of ``data`` (plain data, e.g. :meth:`ConfigManager.export_full_config`)."""
+    return render_go_yaml(data)
+
+
+def rollback_document(cm: ExportSource) -> dict[str, Any]:
+    """Static + dynamic configuration for the old binary: every secret it needs included
+    (the worker key; ``chain_node.KeyringPassword`` only when the config file itself holds
+    it), the keyring password from the environment never."""
+    # The old binary knows no per-node security keys: keep them out of this plaintext file.
+    data = cm.export_full_config(include_secrets=True, include_security_keys=False)
+    document = cm.loaded_document
+    chain = document.get("chain_node")
+    if isinstance(chain, dict) and chain.get(LEGACY_PASSWORD_KEY) is not None:
+        data.setdefault("chain_node", {})[LEGACY_PASSWORD_KEY] = str(chain[LEGACY_PASSWORD_KEY])
+    return data
+
+
+def write_rollback(cm: ExportSource, out: Path) -> Path:
+    """Write the rollback file atomically (0600: it holds the worker key). Raises
+    :class:`ConfigError` when it cannot be written."""
+    data = rollback_document(cm)
+    text = render_legacy_yaml(data)
+    # The old binary must read back exactly what the state holds: check before writing.
+    if to_plain(parse_yaml(text, str(out))) != json.loads(json.dumps(data)):
+        raise ConfigError(f"{out}: internal error: the rollback file would not read back")
+    try:
+        atomic_write(out, text, mode=0o600)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the rollback file: {exc.strerror or exc}") from None
+    return out
+
+
+class _Mirror:
+    """``dual`` mode: the legacy-layout file rewritten after every committed change."""
+
+    def __init__(self, cm: ExportSource, path: Path) -> None:
+        self.cm = cm
+        self.path = path
+        self.lock = path.with_name(f".{path.name}.lock")
+
+    def write(self) -> None:
+        # Rendering happens under the lock, after our commit: whichever process writes last
+        # has read a state that includes every commit made before it, so the file never
+        # goes back to an older state.
+        with file_lock(self.lock):
+            atomic_write(self.path, render_legacy_yaml(rollback_document(self.cm)), mode=0o600)
+
+
+def attach_mirror(cm: ExportSource, path: Path) -> None:
+    """Start ``dual`` mode: write the mirror now and after every commit of ``cm``'s store.
+
+    Raises :class:`ConfigError` when the mirror cannot be written at open.
+    """
+    mirror = _Mirror(cm, path)
+    try:
+        mirror.write()
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot write the API_STATE_MODE=dual mirror: {exc.strerror or exc}"
+        ) from None
+    cm.on_commit(mirror.write)
+    log.info("API_STATE_MODE=dual: legacy-layout mirror kept at %s", path)

@@ -1,0 +1,352 @@
+"""Reading the predecessor's single-file YAML: which keys are dynamic, and their values
+parsed and checked into a :class:`LegacyState` (every era's shapes; odd ones warned about)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import pydantic
+from pydantic import BaseModel
+
+from dapi_config._validation import describe, error_items
+from dapi_config.errors import ConfigError
+from dapi_config.models import (
+    BandwidthParamsCache,
+    Hardware,
+    InferenceNodeConfig,
+    NodeVersion,
+    SeedInfo,
+    UpgradePlan,
+    ValidationParamsCache,
+)
+from dapi_config.static import LEGACY_DYNAMIC_KEYS
+
+if TYPE_CHECKING:
+    from dapi_config.store.backend import StateBackend
+
+log = logging.getLogger("dapi_config.legacy")
+
+#: ``legacy_imports.kind`` of a migrated single-file config.
+LEGACY_KIND = "legacy_yaml"
+#: ``legacy_imports.kind`` of a merged node file (``NODE_CONFIG_PATH``, ``nodes import``).
+NODE_CONFIG_KIND = "node_config"
+MIGRATION_ACTOR = "migration"
+SEED_KEYS: dict[str, Literal["current", "previous", "upcoming"]] = {
+    "current_seed": "current",
+    "previous_seed": "previous",
+    "upcoming_seed": "upcoming",
+}
+#: Fields the predecessor wrote in older versions that carry nothing today (logged at info).
+_RETIRED_FIELDS = {"current_seed.height", "previous_seed.height", "upcoming_seed.height"}
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def checksum_of(raw: bytes) -> str:
+    """The checksum recorded for an imported file."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def dynamic_keys_in(document: Mapping[str, Any]) -> list[str]:
+    """The legacy dynamic top-level keys present in a config document, in file order."""
+    return [k for k in document if k in LEGACY_DYNAMIC_KEYS]
+
+
+# --- parsing legacy values -------------------------------------------------------------------
+
+
+@dataclass
+class LegacyState:
+    """The dynamic values of a legacy file, validated. ``None`` = key absent (not imported)."""
+
+    nodes: list[InferenceNodeConfig] | None = None
+    merged_node_config: bool | None = None
+    current_height: int | None = None
+    current_node_version: str | None = None
+    last_processed_height: int | None = None
+    last_used_version: str | None = None
+    seeds: dict[Literal["current", "previous", "upcoming"], SeedInfo] = field(default_factory=dict)
+    upgrade_plan: UpgradePlan | None = None
+    node_versions: list[NodeVersion] | None = None
+    validation_params: ValidationParamsCache | None = None
+    bandwidth_params: BandwidthParamsCache | None = None
+    #: Unknown keys inside known sections: dotted path -> value (ignored, kept in the backup).
+    ignored: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What would move into the state file, as plain data (for ``migrate --dry-run``)."""
+        out: dict[str, Any] = {}
+        if self.nodes is not None:
+            out["nodes"] = [n.id for n in self.nodes]
+        if self.merged_node_config is not None:
+            out["merged_node_config"] = self.merged_node_config
+        for name in (
+            "current_height",
+            "current_node_version",
+            "last_processed_height",
+            "last_used_version",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        for kind, seed in self.seeds.items():
+            out[f"{kind}_seed"] = seed.model_dump(mode="json")
+        if self.upgrade_plan is not None:
+            out["upgrade_plan"] = self.upgrade_plan.model_dump(mode="json")
+        if self.node_versions is not None:
+            out["node_versions"] = [v.model_dump(mode="json") for v in self.node_versions]
+        if self.validation_params is not None:
+            out["validation_params"] = self.validation_params.model_dump(mode="json")
+        if self.bandwidth_params is not None:
+            out["bandwidth_params"] = self.bandwidth_params.model_dump(mode="json")
+        if self.ignored:
+            out["ignored_keys"] = sorted(self.ignored)
+        return out
+
+
+class LegacyParser:
+    """Validates one legacy document; every error names the file, the key and the value."""
+
+    def __init__(self, source: str, *, warn: bool = True) -> None:
+        self.source = source
+        self.ignored: dict[str, Any] = {}
+        self.logger = log if warn else logging.getLogger(f"{__name__}.quiet")
+        if not warn:
+            self.logger.disabled = True
+
+    def fail(self, key: str, message: str, value: Any) -> ConfigError:
+        shown = _short(value)
+        return ConfigError(f"{self.source}: {key}: {message} (got {shown})")
+
+    def mapping(self, key: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "expected a mapping", value)
+        return value
+
+    def known_only(self, key: str, value: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+        """Drop (and remember) keys the model doesn't know; turn whole numbers given for
+        string fields into strings (hand edits such as ``version: 2``)."""
+        names = set(model.model_fields)
+        for finfo in model.model_fields.values():
+            alias = finfo.validation_alias
+            if alias is not None and hasattr(alias, "choices"):
+                names.update(str(c) for c in alias.choices)
+        out: dict[str, Any] = {}
+        for k, item in value.items():
+            v = item
+            if k not in names:
+                path = f"{key}.{k}"
+                self.ignored[path] = v
+                if _generic_path(path) in _RETIRED_FIELDS:
+                    self.logger.info(
+                        "%s: %s is an old field with no use today; ignored", self.source, path
+                    )
+                else:
+                    self.logger.warning(
+                        "%s: unknown key %s ignored (it stays in the pre-migration backup)",
+                        self.source,
+                        path,
+                    )
+                continue
+            known = model.model_fields.get(k)
+            if (
+                known is not None
+                and known.annotation is str
+                and isinstance(v, int)
+                and not isinstance(v, bool)
+            ):
+                v = str(v)
+            out[k] = v
+        return out
+
+    def model(self, key: str, value: Any, model: type[ModelT]) -> ModelT:
+        data = self.known_only(key, self.mapping(key, value), model)
+        try:
+            return model.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(f"{self.source}: {describe(error_items(exc, prefix=key))}") from None
+
+    def integer(self, key: str, value: Any) -> int:
+        # The Go writer quoted numeric-looking strings, and hand edits quote numbers too.
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+            raise self.fail(key, "expected a whole number from 0 to 2^63-1", value)
+        return value
+
+    def string(self, key: str, value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise self.fail(key, "expected a string (put it in quotes)", value)
+        return value
+
+    def node(self, index: int, value: Any) -> InferenceNodeConfig:
+        key = f"nodes[{index}]"
+        data = self.known_only(key, self.mapping(key, value), InferenceNodeConfig)
+        models = data.get("models")
+        if isinstance(models, list):
+            merged: dict[str, Any] = {}
+            for item in models:
+                if not isinstance(item, dict):
+                    raise self.fail(f"{key}.models", "expected one-key maps in the list", item)
+                for name, cfg in item.items():
+                    if name in merged:
+                        raise self.fail(f"{key}.models", "model listed twice", name)
+                    merged[name] = cfg
+            models = merged
+        if isinstance(models, dict):
+            data["models"] = {
+                str(name): self.model_args(f"{key}.models.{name}", cfg)
+                for name, cfg in models.items()
+            }
+        hardware = data.get("hardware")
+        if isinstance(hardware, list):
+            data["hardware"] = [
+                self.known_only(
+                    f"{key}.hardware[{i}]", self.mapping(f"{key}.hardware[{i}]", h), Hardware
+                )
+                for i, h in enumerate(hardware)
+            ]
+        try:
+            return InferenceNodeConfig.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(f"{self.source}: {describe(error_items(exc, prefix=key))}") from None
+
+    def model_args(self, key: str, value: Any) -> dict[str, Any]:
+        cfg = self.mapping(key, value)
+        lower, upper = cfg.get("args"), cfg.get("Args")
+        if lower is not None and upper is not None and lower != upper:
+            raise self.fail(key, "both args and Args given with different values", cfg)
+        args = lower if lower is not None else upper
+        for k, v in cfg.items():
+            if k not in ("args", "Args"):
+                self.ignored[f"{key}.{k}"] = v
+                self.logger.warning("%s: unknown key %s.%s ignored", self.source, key, k)
+        if args is None:
+            return {"args": []}
+        if not isinstance(args, list):
+            raise self.fail(f"{key}.args", "expected a list of strings", args)
+        return {"args": [self.string(f"{key}.args", a) for a in args]}
+
+
+def parse_legacy_state(
+    document: Mapping[str, Any], source: str, *, warn: bool = True
+) -> LegacyState:
+    """Validate the dynamic keys of a legacy document (plain data); ``warn`` logs the
+    ignored unknown keys.
+
+    Raises :class:`ConfigError` naming ``source``, the key and the bad value.
+    """
+    p = LegacyParser(source, warn=warn)
+    state = LegacyState()
+    if "nodes" in document:
+        raw = document["nodes"]
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list):
+            raise p.fail("nodes", "expected a list of nodes", raw)
+        nodes = [p.node(i, item) for i, item in enumerate(raw)]
+        seen: set[str] = set()
+        for node in nodes:
+            if node.id in seen:
+                raise p.fail("nodes", "node id listed twice", node.id)
+            seen.add(node.id)
+        state.nodes = nodes
+    if "merged_node_config" in document:
+        flag = document["merged_node_config"]
+        if flag is not None and not isinstance(flag, bool):
+            raise p.fail("merged_node_config", "expected true or false", flag)
+        state.merged_node_config = bool(flag)
+    for key in ("current_height", "last_processed_height"):
+        if document.get(key) is not None:
+            setattr(state, key, p.integer(key, document[key]))
+    for key in ("current_node_version", "last_used_version"):
+        if document.get(key) is not None:
+            setattr(state, key, p.string(key, document[key]))
+    for key, kind in SEED_KEYS.items():
+        if key in document:
+            state.seeds[kind] = p.model(key, document[key], SeedInfo)
+    if "upgrade_plan" in document:
+        plan = p.mapping("upgrade_plan", document["upgrade_plan"])
+        if plan.get("binaries") is None and "binaries" in plan:
+            plan = {**plan, "binaries": {}}
+        state.upgrade_plan = p.model("upgrade_plan", plan, UpgradePlan)
+    if "node_versions" in document:
+        raw = document["node_versions"]
+        if isinstance(raw, dict):
+            for k, v in raw.items():
+                if k != "versions":
+                    p.ignored[f"node_versions.{k}"] = v
+                    p.logger.warning("%s: unknown key node_versions.%s ignored", source, k)
+            raw = raw.get("versions")
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list):
+            raise p.fail("node_versions.versions", "expected a list of {height, version}", raw)
+        versions: list[NodeVersion] = []
+        for i, item in enumerate(raw):
+            version = p.model(f"node_versions.versions[{i}]", item, NodeVersion)
+            if version not in versions:
+                versions.append(version)
+        state.node_versions = versions
+    if "validation_params" in document:
+        state.validation_params = p.model(
+            "validation_params", document["validation_params"], ValidationParamsCache
+        )
+    if "bandwidth_params" in document:
+        state.bandwidth_params = p.model(
+            "bandwidth_params", document["bandwidth_params"], BandwidthParamsCache
+        )
+    state.ignored = p.ignored
+    return state
+
+
+def apply_legacy_state(store: StateBackend, state: LegacyState) -> None:
+    """Write ``state`` into ``store`` inside the caller's transaction (keys absent from the
+    file are left alone). The schedule is stored as is: the next ``set_height`` applies it."""
+    if state.nodes is not None:
+        store.replace_nodes(state.nodes)
+    for key in ("current_height", "last_processed_height"):
+        value = getattr(state, key)
+        if value is not None:
+            store.set_chain_value(key, str(value))
+    for key in ("current_node_version", "last_used_version"):
+        value = getattr(state, key)
+        if value is not None:
+            store.set_chain_value(key, value)
+    for kind, seed in state.seeds.items():
+        store.set_seed(kind, seed)
+    if state.upgrade_plan is not None:
+        store.set_upgrade_plan(state.upgrade_plan)
+    if state.node_versions is not None:
+        store.replace_node_versions(state.node_versions)
+    if state.validation_params is not None:
+        store.set_params("validation", state.validation_params)
+    if state.bandwidth_params is not None:
+        store.set_params("bandwidth", state.bandwidth_params)
+
+
+def _generic_path(path: str) -> str:
+    return re.sub(r"\[\d+\]", "", path)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value

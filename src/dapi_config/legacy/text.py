@@ -1,0 +1,116 @@
+"""Pure text surgery on a legacy config: drop the dynamic keys, keep every comment, the key
+order and the formatting of the rest (no I/O)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from dapi_config._yaml import dump_yaml, parse_yaml, to_plain
+
+if TYPE_CHECKING:
+    pass
+
+from dapi_config.legacy.parse import dynamic_keys_in
+
+log = logging.getLogger("dapi_config.legacy")
+
+
+# --- rewriting the config file to its static part --------------------------------------------
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
+
+
+def strip_keys_text(text: str, doc: Any, remove: set[str]) -> str | None:
+    """``text`` without the top-level entries ``remove``, every other byte kept.
+
+    Works on lines: an entry runs from its key's line to its last content line; comment and
+    blank lines after that (they usually introduce the next key) stay. The operator's comments
+    inside a removed entry stay too, as comment lines at column 0 saying which key they were
+    about (``# nodes.owner: the comment``). Returns None when the
+    document is not a plain block mapping at column 0 (then the caller falls back to a ruamel
+    dump).
+    """
+    lines = _LINE.findall(text)
+    try:
+        positions = sorted((doc.lc.key(k)[0], doc.lc.key(k)[1], k) for k in doc)
+    except (AttributeError, KeyError, TypeError):
+        return None
+    if any(col != 0 for _, col, _ in positions) or len({ln for ln, _, _ in positions}) != len(
+        positions
+    ):
+        return None
+    replace: dict[int, str] = {}
+    for i, (line, _col, key) in enumerate(positions):
+        if key not in remove:
+            continue
+        end = positions[i + 1][0] if i + 1 < len(positions) else len(lines)
+        last = line
+        for j in range(line, end):
+            stripped = lines[j].strip()
+            if stripped and not stripped.startswith("#") and stripped not in ("...", "---"):
+                last = j
+        for j in range(line, last + 1):
+            replace[j] = _comment_only(lines[j], str(key))
+    return "".join(replace.get(i, line) for i, line in enumerate(lines))
+
+
+def _comment_only(line: str, entry: str) -> str:
+    """What stays of a line of the removed entry ``entry``: its comment, if any, as a comment
+    line naming the key it was about; else nothing."""
+    stripped = line.strip()
+    if stripped.startswith("#"):
+        comment: str | None = stripped
+        key = ""
+    else:
+        comment = _trailing_comment(line)
+        key = stripped.lstrip("- ").split(":", 1)[0].strip() if ":" in stripped else ""
+    if comment is None:
+        return ""
+    where = entry if key in ("", entry) else f"{entry}.{key}"
+    ending = "\r\n" if line.endswith("\r\n") else "\n"
+    return f"# {where}: {comment.lstrip('#').strip()}{ending}"
+
+
+def _trailing_comment(line: str) -> str | None:
+    """The ``# ...`` at the end of a YAML line, outside quotes (None when there is none)."""
+    quote: str | None = None
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote == "'":
+            if ch == "'" and line[i + 1 : i + 2] == "'":
+                i += 1
+            elif ch == "'":
+                quote = None
+        elif quote == '"':
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quote = None
+        elif ch in "'\"" and (i == 0 or line[i - 1] in " \t[{,:-"):
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[i:].rstrip("\r\n")
+        i += 1
+    return None
+
+
+def static_text(text: str, doc: Any, source: str, remove: set[str] | None = None) -> str:
+    """The config text without its dynamic keys, verified to parse to exactly the rest."""
+    remove = set(dynamic_keys_in(doc)) if remove is None else remove
+    expected = {k: v for k, v in to_plain(doc).items() if k not in remove}
+    spliced = strip_keys_text(text, doc, remove)
+    if spliced is not None:
+        again = parse_yaml(spliced, source)
+        if (to_plain(again) if again is not None else {}) == expected:
+            return spliced
+    log.warning(
+        "%s: the file's layout could not be kept line for line; writing it re-formatted "
+        "(comments attached to the moved keys may be lost; the backup has them)",
+        source,
+    )
+    for key in remove:
+        del doc[key]
+    return dump_yaml(doc) if len(doc) else ""

@@ -1,0 +1,133 @@
+"""``NODE_CONFIG_PATH`` and ``dapi-config nodes import``: a JSON node file merged into the
+registry, all or nothing (once, for the variable: as the predecessor's ``merged_node_config``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dapi_config.errors import ConfigError, DuplicateNodeError, ValidationError
+from dapi_config.models import (
+    InferenceNodeConfig,
+)
+
+if TYPE_CHECKING:
+    from dapi_config.store.backend import StateBackend
+
+
+from dapi_config.legacy.parse import MIGRATION_ACTOR, NODE_CONFIG_KIND, LegacyParser, checksum_of
+
+log = logging.getLogger("dapi_config.legacy")
+
+# --- NODE_CONFIG_PATH and ``nodes import`` ---------------------------------------------------
+
+
+def read_node_file(path: Path) -> list[InferenceNodeConfig]:
+    """Parse and validate a JSON list of nodes (the predecessor's node-config file).
+
+    Unknown keys in a node are ignored with a warning. Raises :class:`ConfigError` for an
+    unreadable or malformed file, :class:`DuplicateNodeError` for an id listed twice.
+    """
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: node file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read the node file: {exc}") from None
+
+    def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise ConfigError(f"{source}: duplicate key {k!r} in a JSON object")
+            out[k] = v
+        return out
+
+    try:
+        data = json.loads(text, object_pairs_hook=no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, list):
+        raise ConfigError(f"{source}: expected a JSON list of nodes, got {type(data).__name__}")
+    p = LegacyParser(source)
+    nodes = [p.node(i, item) for i, item in enumerate(data)]
+    seen: set[str] = set()
+    for node in nodes:
+        if node.id in seen:
+            raise DuplicateNodeError(
+                node.id, f"{source}: node id {node.id!r} is listed twice; nothing was imported"
+            )
+        seen.add(node.id)
+    return nodes
+
+
+def import_node_file(
+    store: StateBackend,
+    path: Path,
+    *,
+    replace: bool = False,
+    before_risky_operation: Callable[[str], None] | None = None,
+) -> list[InferenceNodeConfig]:
+    """Merge (or with ``replace``, substitute) the nodes of a JSON node file, all or nothing,
+    and record the import. Raises :class:`ConfigError`, :class:`DuplicateNodeError`."""
+    nodes = read_node_file(path)
+    raw = path.read_bytes()
+    if replace and before_risky_operation is not None:
+        before_risky_operation("node-file-replace")
+    with store.transaction():
+        if replace:
+            store.replace_nodes(nodes)
+        else:
+            existing = {n.id for n in store.nodes()}
+            for node in nodes:
+                if node.id in existing:
+                    raise DuplicateNodeError(
+                        node.id,
+                        f"{path}: node id {node.id!r} is already registered; nothing was "
+                        "imported (use --replace to replace the whole registry)",
+                    )
+            store.add_nodes(nodes)
+        store.record_import(
+            NODE_CONFIG_KIND,
+            str(path.resolve()),
+            checksum_of(raw),
+            {"nodes": [n.id for n in nodes], "replace": replace},
+        )
+    return nodes
+
+
+def import_node_config_env(
+    store: StateBackend, path: Path | None
+) -> list[InferenceNodeConfig] | None:
+    """``NODE_CONFIG_PATH`` (``path``): merge its nodes once; later starts skip it with a log line.
+
+    Returns the imported nodes, or None when there was nothing to do. Raises
+    :class:`ConfigError` (a duplicate id included: nothing is imported then).
+    """
+    if path is None:
+        return None
+    done = store.find_import(NODE_CONFIG_KIND)
+    if done is not None:
+        log.info(
+            "NODE_CONFIG_PATH=%s skipped: a node file was already merged (%s, from %s); "
+            "use `dapi-config nodes import FILE --replace` to apply it again",
+            path,
+            done.get("imported_at", "earlier"),
+            done.get("source_path"),
+        )
+        return None
+    try:
+        with store.acting_as(MIGRATION_ACTOR):
+            nodes = import_node_file(store, path)
+    except DuplicateNodeError as exc:
+        raise ConfigError(f"environment NODE_CONFIG_PATH: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"environment NODE_CONFIG_PATH: {path}: {exc}") from None
+    log.warning("NODE_CONFIG_PATH=%s: %d node(s) merged into the registry", path, len(nodes))
+    return nodes

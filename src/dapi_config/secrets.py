@@ -1,0 +1,229 @@
+"""Secrets at rest (SPEC §11): the master key, the worker key pair and the per-node keys.
+
+:class:`Secrets` works on any :class:`~dapi_config.store.backend.StateBackend`: it seals and
+opens with the master key (:class:`~dapi_config.security.MasterKeySource`) and leaves storage
+to the backend, which may decline (``API_STATE_MODE=yaml`` keeps the worker key in clear for
+the old binary and has no per-node keys). The crypto itself lives in :mod:`dapi_config.security`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dapi_config.errors import (
+    MasterKeyError,
+    SecurityKeyExistsError,
+    SecurityKeyNotFoundError,
+)
+from dapi_config.models import IssuedSecurityKey, MLNodeKeyConfig, SecurityKeyInfo
+from dapi_config.security import (
+    REDACTED,
+    WORKER_KEY_SECRET,
+    KeyParams,
+    MasterKeySource,
+    SecretBox,
+    fingerprint,
+    generate_security_key,
+    generate_worker_key,
+    is_sealed,
+    keys_equal,
+    security_key_context,
+)
+from dapi_config.store.backend import SecurityKeyRow, StateBackend
+
+
+class Secrets:
+    """Sealed secrets of one state backend, under one master key."""
+
+    def __init__(self, store: StateBackend, keys: MasterKeySource) -> None:
+        self._store = store
+        self._keys = keys
+
+    # --- the master key ------------------------------------------------------------------
+
+    def _key_params(self) -> KeyParams | None:
+        raw = self._store.key_params()
+        return None if raw is None else KeyParams.from_json(raw, self._store.path)
+
+    def box(self) -> SecretBox:
+        """The box for this file's secrets. When none is stored yet, new master-key
+        parameters are recorded, so call it inside the write transaction of the first secret.
+        Raises :class:`MasterKeyError`."""
+        box, made = self._keys.box(self._key_params())
+        if made is not None:
+            if not self._store.in_transaction:
+                raise MasterKeyError(
+                    f"{self._store.path}: no secret has been stored yet; nothing to decrypt"
+                )
+            self._store.set_key_params(made.to_json())
+        return box
+
+    def warm(self) -> None:
+        """Derive the master key (scrypt: tens of ms) before a write takes the writer lock,
+        not while holding it."""
+        if self._store.key_params() is not None:
+            self.box()
+
+    def check_master_key(self) -> str:
+        """Where the master key comes from, after checking that it opens the stored secrets.
+        Raises :class:`MasterKeyError` (wrong or missing key; nothing changed)."""
+        if self._key_params() is not None:
+            self.box()
+        return self._keys.description
+
+    # --- the worker key ------------------------------------------------------------------
+
+    def stored_worker_record(self) -> dict[str, str] | None:
+        """The stored pair as recorded (the private key possibly sealed), or None."""
+        raw = self._store.secret(WORKER_KEY_SECRET)
+        return None if raw is None else dict(json.loads(raw))
+
+    def stored_worker_key(self) -> dict[str, str] | None:
+        """The stored pair with the private key opened, or None."""
+        record = self.stored_worker_record()
+        if record is None:
+            return None
+        private = record["private"]
+        if is_sealed(private):
+            private = self.box().open(private, WORKER_KEY_SECRET)
+        return {"public": record["public"], "private": private}
+
+    def create_worker_key(self) -> str:
+        """Generate and store a new Ed25519 worker pair in one transaction; returns the public
+        key. Raises :class:`MasterKeyError`."""
+        pair = generate_worker_key()
+        self.warm()
+        with self._store.transaction():
+            self._store.set_worker_key(
+                pair.public,
+                pair.private,
+                fingerprint=fingerprint(pair.private),
+                seal=lambda plain, context: self.box().seal(plain, context),
+            )
+        return pair.public
+
+    def worker_keys(self, static: MLNodeKeyConfig, *, include_secrets: bool) -> MLNodeKeyConfig:
+        """The pair an export shows: the YAML values where set, else the stored pair; the
+        private key redacted unless ``include_secrets`` (redacted exports never decrypt, so
+        they work without the master key)."""
+        config = static.model_copy(deep=True)
+        if include_secrets:
+            if not (config.worker_public and config.worker_private):
+                stored = self.stored_worker_key()
+                if stored is not None:
+                    config.worker_public = config.worker_public or stored["public"]
+                    config.worker_private = config.worker_private or stored["private"]
+            return config
+        record = self.stored_worker_record()
+        if record is not None:
+            config.worker_public = config.worker_public or record["public"]
+            config.worker_private = config.worker_private or "stored"
+        if config.worker_private:
+            config.worker_private = REDACTED
+        return config
+
+    # --- per-node security keys ----------------------------------------------------------
+
+    def _info(self, row: SecurityKeyRow, box: SecretBox) -> SecurityKeyInfo:
+        key = box.open(row.sealed, security_key_context(row.node_id, row.key_version))
+        return SecurityKeyInfo(
+            node_id=row.node_id,
+            key_version=row.key_version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            fingerprint=fingerprint(key),
+        )
+
+    def issue_security_key(self, node_id: str, *, rotate: bool) -> IssuedSecurityKey:
+        """Create (version 1) or rotate (version + 1) a node's key; the key is returned in
+        full, the only time it is shown. Raises :class:`NodeNotFoundError`,
+        :class:`SecurityKeyExistsError` / :class:`SecurityKeyNotFoundError`,
+        :class:`MasterKeyError`."""
+        key = generate_security_key()
+        new_fp = fingerprint(key)
+        self.warm()
+        with self._store.transaction():
+            self._store.node(node_id)
+            old = self._store.security_key(node_id)
+            if rotate and old is None:
+                raise SecurityKeyNotFoundError(node_id)
+            if not rotate and old is not None:
+                raise SecurityKeyExistsError(node_id)
+            box = self.box()
+            version = 1 if old is None else old.key_version + 1
+            row = self._store.put_security_key(
+                node_id,
+                box.seal(key, security_key_context(node_id, version)),
+                version,
+                fingerprint=new_fp,
+                old_fingerprint=None if old is None else self._info(old, box).fingerprint,
+            )
+        return IssuedSecurityKey(
+            node_id=node_id,
+            key_version=row.key_version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            fingerprint=new_fp,
+            security_key=key,
+        )
+
+    def delete_security_key(self, node_id: str) -> SecurityKeyInfo:
+        """Revoke a node's key; returns what it was (without the key).
+        Raises :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError`."""
+        self.warm()
+        with self._store.transaction():
+            self._store.node(node_id)
+            row = self._store.security_key(node_id)
+            if row is None:
+                raise SecurityKeyNotFoundError(node_id)
+            info = self._info(row, self.box())
+            self._store.delete_security_key(node_id, old_fingerprint=info.fingerprint)
+        return info
+
+    def security_key_info(self, node_id: str) -> SecurityKeyInfo:
+        """A node's key version, timestamps and fingerprint. Raises
+        :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError`, :class:`MasterKeyError`."""
+        with self._store.snapshot():
+            self._store.node(node_id)
+            row = self._store.security_key(node_id)
+        if row is None:
+            raise SecurityKeyNotFoundError(node_id)
+        return self._info(row, self.box())
+
+    def security_keys(self) -> list[SecurityKeyInfo]:
+        """Info (no keys) for every node that has a key, in registration order."""
+        rows = self._store.security_keys()
+        if not rows:
+            return []
+        box = self.box()
+        return [self._info(row, box) for row in rows]
+
+    def verify_security_key(self, node_id: str, key: str) -> bool:
+        """True when ``key`` is the node's current key (constant-time comparison)."""
+        row = self._store.security_key(node_id)
+        if row is None:
+            return False
+        stored = self.box().open(row.sealed, security_key_context(node_id, row.key_version))
+        return keys_equal(stored, key)
+
+    def exported_security_keys(self, *, include_secrets: bool) -> dict[str, dict[str, object]]:
+        """``mlnode_security`` of an export: versions, keys redacted unless asked for."""
+        rows = self._store.security_keys()
+        box = self.box() if rows and include_secrets else None
+        return {
+            row.node_id: {
+                "key_version": row.key_version,
+                "security_key": (
+                    box.open(row.sealed, security_key_context(row.node_id, row.key_version))
+                    if box is not None
+                    else REDACTED
+                ),
+            }
+            for row in rows
+        }
+
+    @property
+    def key_file(self) -> Path:
+        """The master key file used when ``API_STATE_KEY`` is unset."""
+        return self._keys.key_file
