@@ -103,3 +103,27 @@ def test_reads_back_the_same(data: dict[str, Any]) -> None:
     text = render_go_yaml(data)
     loaded = parse_yaml(text, "rendered")
     assert to_plain(loaded if data else {}) == data
+
+
+_TRICKY = st.text(
+    alphabet=st.sampled_from("a1 :#-'\"\n\r\t\x85\u2028\u2029\ufeff\x7f"), max_size=12
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=30) | _TRICKY)
+def test_any_string_reads_back_with_another_yaml_reader(text: str) -> None:
+    """PyYAML (a YAML 1.1 reader, like most tools an operator points at an export) reads every
+    string back unchanged. Reproduction: U+2028/U+2029 were written raw and PyYAML, which
+    takes them for line breaks, refused the whole file."""
+    import yaml
+
+    rendered = render_go_yaml({"value": text, "list": [text]})
+    assert yaml.safe_load(rendered) == {"value": text, "list": [text]}
+    assert to_plain(parse_yaml(rendered, "rendered")) == {"value": text, "list": [text]}
+
+
+def test_unicode_line_separators_are_escaped() -> None:
+    for ch in ("\u2028", "\u2029", "\x85"):
+        rendered = format_string(f"a{ch}b")
+        assert ch not in rendered and rendered.startswith('"')

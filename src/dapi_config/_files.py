@@ -77,15 +77,6 @@ def atomic_write(
     fsync_directory(target.parent)
 
 
-def private_mode(path: str | os.PathLike[str], default: int = 0o600) -> int:
-    """The mode to give a rewrite of ``path``: its own mode with no bit beyond ``default``
-    (a 0644 file becomes 0600, a stricter 0400 stays 0400); ``default`` for a new file."""
-    try:
-        return os.stat(path).st_mode & 0o777 & default
-    except FileNotFoundError:
-        return default
-
-
 def file_owner(st: os.stat_result) -> tuple[int, int]:
     """(uid, gid) of a stat result, for :func:`atomic_write`'s ``owner``."""
     return st.st_uid, st.st_gid

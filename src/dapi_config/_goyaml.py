@@ -74,7 +74,7 @@ _NUMBER_LIKE = re.compile(
 # Characters that cannot start a plain scalar, and sequences that cannot appear in one.
 _BAD_FIRST = set("-?:,[]{}#&*!|>'\"%@`")
 _PRINTABLE = re.compile(
-    r"^[\x20-\x7e\u00a0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*$"
+    r"^[\x20-\x7e\u00a0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*$"
 )
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 

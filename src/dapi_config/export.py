@@ -23,21 +23,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dapi_config._files import atomic_write
 from dapi_config._goyaml import render_go_yaml
-from dapi_config.errors import ConfigError, DapiConfigError
-from dapi_config.settings import DEFAULT_EXPORT_INTERVAL_S, Settings
-
-if TYPE_CHECKING:
-    from dapi_config.manager import ConfigManager
+from dapi_config.errors import ConfigError, DapiConfigError, ValidationError
+from dapi_config.settings import DEFAULT_EXPORT_INTERVAL_S, Settings, parse_duration
 
 log = logging.getLogger(__name__)
 
 EXPORT_FILENAME = "api-config-full.yaml"
 #: ``api-config-full.20261127T181500.123456Z.yaml``: sorts by time as text.
 _COPY_RE = re.compile(r"^api-config-full\.\d{8}T\d{6}\.\d{6}Z\.yaml$")
+
+
+class Exportable(Protocol):
+    """What an export needs of the manager (which passes itself)."""
+
+    @property
+    def config_path(self) -> Path: ...
+
+    def export_full_config(self, *, include_secrets: bool = False) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,31 @@ class ExportSettings:
         """``CONFIG_EXPORT_INTERVAL``, ``CONFIG_EXPORT_KEEP``, ``CONFIG_EXPORT_SECRETS``."""
         return cls(settings.export_interval, settings.export_keep, settings.export_secrets)
 
+    def replaced(
+        self,
+        *,
+        interval: float | str | None = None,
+        keep: int | None = None,
+        include_secrets: bool | None = None,
+    ) -> ExportSettings:
+        """These settings with the arguments that are not None instead (``interval``: seconds
+        or a duration such as ``"10m"``). Raises :class:`ConfigError`/:class:`ValidationError`
+        for a bad interval."""
+        if isinstance(interval, str):
+            interval = parse_duration(interval, "interval", allow_zero=True)
+        elif interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, (int, float))
+        ):
+            raise ValidationError(
+                f"interval: expected seconds or a duration such as '10m', got {interval!r}",
+                [{"field": "interval", "message": "expected a number or duration"}],
+            )
+        return ExportSettings(
+            self.interval if interval is None else float(interval),
+            self.keep if keep is None else keep,
+            self.include_secrets if include_secrets is None else include_secrets,
+        )
+
 
 def render_legacy_yaml(data: Mapping[str, Any]) -> str:
     """The YAML text of an export (``ConfigManager.export_full_config()``) in the legacy layout.
@@ -65,13 +96,13 @@ def render_legacy_yaml(data: Mapping[str, Any]) -> str:
     return header + render_go_yaml(data)
 
 
-def default_export_path(manager: ConfigManager) -> Path:
+def default_export_path(manager: Exportable) -> Path:
     """``api-config-full.yaml`` beside the static config file."""
     return manager.config_path.parent / EXPORT_FILENAME
 
 
 def export_once(
-    manager: ConfigManager,
+    manager: Exportable,
     path: str | os.PathLike[str] | None = None,
     *,
     include_secrets: bool = False,
@@ -113,7 +144,7 @@ class PeriodicExporter:
 
     def __init__(
         self,
-        manager: ConfigManager,
+        manager: Exportable,
         settings: ExportSettings,
         *,
         path: str | os.PathLike[str] | None = None,

@@ -8,15 +8,14 @@ caller's :meth:`ConfigManager.transaction`), so a failed write changes nothing.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dapi_config import legacy, node_import
+from dapi_config import documents, legacy, node_import
 from dapi_config._validation import (
     INT64_MAX,
     check_etag,
@@ -29,6 +28,7 @@ from dapi_config._validation import (
     validate_nodes,
 )
 from dapi_config.errors import ValidationError
+from dapi_config.export import ExportSettings, PeriodicExporter
 from dapi_config.legacy.yaml_mode import YamlStateStore
 from dapi_config.models import (
     ApiConfig,
@@ -46,8 +46,8 @@ from dapi_config.models import (
     ValidationParamsCache,
 )
 from dapi_config.secrets import Secrets
-from dapi_config.security import REDACTED, MasterKeySource
-from dapi_config.settings import Settings, StateMode, parse_duration
+from dapi_config.security import MasterKeySource
+from dapi_config.settings import Settings, StateMode
 from dapi_config.static import LoadedConfig, load_static_config
 from dapi_config.store import AuditEntry, Durability, StateStore
 from dapi_config.store.backend import SeedKind, StateBackend
@@ -56,9 +56,6 @@ from dapi_config.store.backup import BackupInfo
 from dapi_config.store.cipher import cipher_for
 from dapi_config.store.recovery import CheckResult, RestoreResult
 from dapi_config.store.sqlite import AUDIT_PAGE_MAX
-
-if TYPE_CHECKING:
-    from dapi_config.export import PeriodicExporter
 
 __all__ = ["INT64_MAX", "ConfigManager", "node_etag", "validate_nodes"]
 
@@ -123,34 +120,14 @@ class ConfigManager:
         loaded = load_static_config(settings.config_file(config_path), settings.static_env)
         path = settings.state_file(state_path, loaded.path)
         keys = MasterKeySource(path, settings.state_key)
-        if settings.state_mode == "yaml":
-            yaml_store = YamlStateStore.open(
-                loaded.path,
-                state_path=path,
-                default_actor=actor,
-                keys=keys,
-                parsed=None if loaded.raw is None else (loaded.raw, loaded.tree),
-            )
-            yaml_cm = cls(loaded, yaml_store, settings, keys=keys)
-            try:
-                yaml_cm._startup_imports(migrate_legacy=False)
-            except BaseException:
-                yaml_cm.close()
-                raise
-            return yaml_cm
-        if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
+        migrate = migrate_legacy and settings.state_mode != "yaml"
+        if migrate and legacy.dynamic_keys_in(loaded.document):
             # Malformed legacy values stop here, before the state file is even created.
             legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
-        store = StateStore.open(
-            path,
-            durability=durability,
-            default_actor=actor,
-            audit_retention=settings.audit_retention,
-            cipher=cipher_for(settings),
-        )
+        store = _open_backend(settings, loaded, path, keys, durability=durability, actor=actor)
         cm = cls(loaded, store, settings, keys=keys)
         try:
-            cm._startup_imports(migrate_legacy=migrate_legacy)
+            cm._startup_imports(migrate_legacy=migrate)
             if settings.state_mode == "dual":
                 legacy.attach_mirror(cm, legacy.mirror_path_for(path, settings))
         except BaseException:
@@ -601,25 +578,9 @@ class ConfigManager:
     # --- summaries and export ------------------------------------------------------------
 
     def state_summary(self) -> dict[str, Any]:
-        """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``)."""
-        with self._store.snapshot():
-            # One read transaction: every value below is from the same committed state.
-            chain = self._store.chain_state()
-            return {
-                "height": int(chain.get("current_height", 0)),
-                "current_node_version": chain.get("current_node_version", ""),
-                "node_versions": [v.model_dump() for v in self.get_node_versions()],
-                "seeds": {
-                    "current": self.get_current_seed().model_dump(),
-                    "previous": self.get_previous_seed().model_dump(),
-                    "upcoming": self.get_upcoming_seed().model_dump(),
-                },
-                "validation_params": self.get_validation_params().model_dump(),
-                "bandwidth_params": self.get_bandwidth_params().model_dump(),
-                "upgrade_plan": self.get_upgrade_plan().model_dump(),
-                "node_count": self._store.node_count(),
-                "revision": self._store.latest_revision(),
-            }
+        """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``), from
+        one consistent read."""
+        return documents.state_summary(self._store)
 
     def export_full_config(
         self, *, include_secrets: bool = False, include_security_keys: bool = True
@@ -633,56 +594,13 @@ class ConfigManager:
         The keyring password is never exported.
         Raises :class:`MasterKeyError` only when ``include_secrets`` and the key is wrong.
         """
-        static = self._loaded.config
-        with self._store.snapshot():
-            # One read transaction: a consistent view even while other writers commit.
-            chain = self._store.chain_state()
-            nodes = self.get_nodes()
-            seeds = {k: self._store.seed(k) for k in ("upcoming", "current", "previous")}
-            plan = self.get_upgrade_plan()
-            versions = self.get_node_versions()
-            validation = self.get_validation_params()
-            bandwidth = self.get_bandwidth_params()
-            keys = self._secrets.worker_keys(
-                static.ml_node_key_config, include_secrets=include_secrets
-            )
-            security = (
-                self._secrets.exported_security_keys(include_secrets=include_secrets)
-                if include_security_keys
-                else {}
-            )
-        api = static.api.model_dump(mode="json", exclude_none=True)
-        if static.api.admin_token is not None:
-            api["admin_token"] = (
-                static.api.admin_token.get_secret_value() if include_secrets else REDACTED
-            )
-        key_config = keys.model_dump(mode="json")
-        out: dict[str, Any] = {
-            "api": api,
-            "nodes": [n.model_dump(mode="json") for n in nodes],
-            "merged_node_config": self._store.find_import("node_config") is not None,
-            "chain_node": static.chain_node.model_dump(mode="json", exclude={"keyring_password"}),
-            "upcoming_seed": seeds["upcoming"].model_dump(mode="json"),
-            "current_seed": seeds["current"].model_dump(mode="json"),
-            "previous_seed": seeds["previous"].model_dump(mode="json"),
-            "current_height": int(chain.get("current_height", 0)),
-            "upgrade_plan": plan.model_dump(mode="json"),
-            "ml_node_key_config": key_config,
-            "nats": static.nats.model_dump(mode="json"),
-            "current_node_version": chain.get("current_node_version", ""),
-            "node_versions": {"versions": [v.model_dump(mode="json") for v in versions]},
-            "validation_params": validation.model_dump(mode="json"),
-            "bandwidth_params": bandwidth.model_dump(mode="json"),
-        }
-        if security:
-            out["mlnode_security"] = security
-        if "last_processed_height" in chain:
-            out["last_processed_height"] = int(chain["last_processed_height"])
-        if "last_used_version" in chain:
-            out["last_used_version"] = chain["last_used_version"]
-        for key, value in (static.model_extra or {}).items():
-            out.setdefault(key, value)
-        return out
+        return documents.full_config(
+            self._loaded.config,
+            self._store,
+            self._secrets,
+            include_secrets=include_secrets,
+            include_security_keys=include_security_keys,
+        )
 
     def start_periodic_export(
         self,
@@ -700,25 +618,9 @@ class ConfigManager:
         export runs at once; failures are logged and retried. A running exporter is replaced.
         Raises :class:`ConfigError` for a bad interval or environment value.
         """
-        from dapi_config.export import ExportSettings, PeriodicExporter  # noqa: PLC0415
-
-        settings = ExportSettings.from_settings(self._settings)
-        if interval is not None:
-            seconds = (
-                parse_duration(interval, "interval", allow_zero=True)
-                if isinstance(interval, str)
-                else interval
-            )
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-                raise ValidationError(
-                    f"interval: expected seconds or a duration such as '10m', got {interval!r}",
-                    [{"field": "interval", "message": "expected a number or duration"}],
-                )
-            settings = dataclasses.replace(settings, interval=float(seconds))
-        if keep is not None:
-            settings = dataclasses.replace(settings, keep=keep)
-        if include_secrets is not None:
-            settings = dataclasses.replace(settings, include_secrets=include_secrets)
+        settings = ExportSettings.from_settings(self._settings).replaced(
+            interval=interval, keep=keep, include_secrets=include_secrets
+        )
         exporter = PeriodicExporter(self, settings, path=path, on_export=on_export)
         with self._exporter_lock:
             old, self._exporter = self._exporter, exporter
@@ -733,3 +635,31 @@ class ConfigManager:
             exporter, self._exporter = self._exporter, None
         if exporter is not None:
             exporter.stop()
+
+
+def _open_backend(
+    settings: Settings,
+    loaded: LoadedConfig,
+    path: Path,
+    keys: MasterKeySource,
+    *,
+    durability: Durability,
+    actor: str,
+) -> StateBackend:
+    """The backend ``API_STATE_MODE`` names: the SQLite state file (``db``, ``dual``) or the
+    legacy single file itself (``yaml``). The only place that tells them apart."""
+    if settings.state_mode == "yaml":
+        return YamlStateStore.open(
+            loaded.path,
+            state_path=path,
+            default_actor=actor,
+            keys=keys,
+            parsed=None if loaded.raw is None else (loaded.raw, loaded.tree),
+        )
+    return StateStore.open(
+        path,
+        durability=durability,
+        default_actor=actor,
+        audit_retention=settings.audit_retention,
+        cipher=cipher_for(settings),
+    )

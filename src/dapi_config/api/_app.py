@@ -11,7 +11,8 @@ from dapi_config import __version__
 from dapi_config.api import audit, backups, health, keys, metrics, nodes, state
 from dapi_config.api.auth import AdminTokenMiddleware, expected_token, require_admin_token
 from dapi_config.api.errors import install_error_handlers
-from dapi_config.api.metrics import RequestMiddleware, ServiceMetrics
+from dapi_config.api.metrics import ServiceMetrics
+from dapi_config.api.middleware import ActingAs, RequestMiddleware
 from dapi_config.health import Readiness
 from dapi_config.manager import ConfigManager
 
@@ -79,6 +80,7 @@ def create_app(
     def route_templates() -> list[str]:
         return [*app.openapi()["paths"], "/docs", "/docs/oauth2-redirect", "/openapi.json"]
 
+    app.add_middleware(ActingAs, manager=manager, actor="api")
     # Inside RequestMiddleware (added last = outermost), so 401s are counted and logged too.
     app.add_middleware(AdminTokenMiddleware, prefix=ADMIN_PREFIX, expected=app.state.admin_token)
     app.add_middleware(

@@ -35,8 +35,7 @@ def _issued(key: IssuedSecurityKey, status: int) -> JSONResponse:
 def create_security_key(node_id: NodeId, cm: Manager) -> Any:
     """Issue the node's first key (version 1) and return it in full: the only time besides
     rotation that it is shown. 409 when the node already has a key (rotate it)."""
-    with cm.acting_as("api"):
-        return _issued(cm.create_security_key(node_id), 201)
+    return _issued(cm.create_security_key(node_id), 201)
 
 
 @router.post(
@@ -48,8 +47,7 @@ def create_security_key(node_id: NodeId, cm: Manager) -> Any:
 def rotate_security_key(node_id: NodeId, cm: Manager) -> Any:
     """Replace the node's key (``key_version`` + 1) and return the new one in full; the old key
     stops verifying at once. 404 when the node or its key does not exist."""
-    with cm.acting_as("api"):
-        return _issued(cm.rotate_security_key(node_id), 200)
+    return _issued(cm.rotate_security_key(node_id), 200)
 
 
 @router.get(
@@ -71,8 +69,7 @@ def get_security_key(node_id: NodeId, cm: Manager) -> Any:
 )
 def delete_security_key(node_id: NodeId, cm: Manager) -> Any:
     """Remove the node's key (it stops verifying); returns what it was, without the key."""
-    with cm.acting_as("api"):
-        return JSONResponse(cm.delete_security_key(node_id).model_dump(mode="json"))
+    return JSONResponse(cm.delete_security_key(node_id).model_dump(mode="json"))
 
 
 @router.get(

@@ -85,8 +85,7 @@ def list_nodes(cm: Manager) -> Any:
 def create_node(node: InferenceNodeConfig, cm: Manager) -> Any:
     """Register one node; 200 with the stored node (the predecessor's status), 409 if the id
     exists."""
-    with cm.acting_as("api"):
-        stored = cm.add_node(node)
+    stored = cm.add_node(node)
     return _node_response(stored)
 
 
@@ -105,8 +104,7 @@ def create_nodes(nodes: list[InferenceNodeConfig], cm: Manager) -> Any:
             f"a batch takes at most {MAX_BATCH} nodes, got {len(nodes)}; split it",
             "batch_too_large",
         )
-    with cm.acting_as("api"):
-        stored = cm.add_nodes(nodes)
+    stored = cm.add_nodes(nodes)
     return JSONResponse([n.model_dump(mode="json") for n in stored], status_code=201)
 
 
@@ -137,8 +135,7 @@ def replace_node(
             f"id: the body's id {node.id!r} differs from the path's {node_id!r}",
             [{"field": "id", "message": "must equal the id in the path", "input": node.id}],
         )
-    with cm.acting_as("api"):
-        stored = cm.update_node(node, if_match=parse_if_match(if_match))
+    stored = cm.update_node(node, if_match=parse_if_match(if_match))
     return _node_response(stored)
 
 
@@ -150,8 +147,7 @@ def replace_node(
 )
 def delete_node(node_id: NodeId, cm: Manager, if_match: IfMatch = None) -> Any:
     """Remove a node; 200 with the removed node."""
-    with cm.acting_as("api"):
-        removed = cm.remove_node(node_id, if_match=parse_if_match(if_match))
+    removed = cm.remove_node(node_id, if_match=parse_if_match(if_match))
     return JSONResponse(removed.model_dump(mode="json"))
 
 
@@ -163,8 +159,7 @@ def delete_node(node_id: NodeId, cm: Manager, if_match: IfMatch = None) -> Any:
 )
 def enable_node(node_id: NodeId, cm: Manager) -> NodeMessage:
     """Mark a node enabled."""
-    with cm.acting_as("api"):
-        cm.set_node_enabled(node_id, True)
+    cm.set_node_enabled(node_id, True)
     return NodeMessage(message="node enabled successfully", node_id=node_id)
 
 
@@ -176,6 +171,5 @@ def enable_node(node_id: NodeId, cm: Manager) -> NodeMessage:
 )
 def disable_node(node_id: NodeId, cm: Manager) -> NodeMessage:
     """Mark a node disabled."""
-    with cm.acting_as("api"):
-        cm.set_node_enabled(node_id, False)
+    cm.set_node_enabled(node_id, False)
     return NodeMessage(message="node disabled successfully", node_id=node_id)

@@ -158,7 +158,6 @@ def migrate_legacy_file(
     store: StateBackend,
     config: Path,
     *,
-    dry_run: bool = False,
     before_risky_operation: Callable[[str], None] | None = None,
     parsed: tuple[bytes, Any] | None = None,
 ) -> MigrationReport:
@@ -188,8 +187,6 @@ def migrate_legacy_file(
     checksum = checksum_of(raw)
     new_text = static_text(raw.decode("utf-8"), doc, source, set(keys))
     moved = state.summary()
-    if dry_run:
-        return MigrationReport(source, "dry_run", keys, None, checksum, moved)
     source_path = str(config.resolve())
     resumed = _already_imported(store, checksum)
     backup: Path | None = None

@@ -1,0 +1,178 @@
+"""The outermost ASGI middleware: the body-size limit, per-request metrics and the access log.
+
+The body is read up front (bounded) and replayed to the app, so an oversized body gets a clean
+413 before any parsing; each request is counted under its route template (never the raw path,
+so a scanner cannot explode the metrics) and logged on one escaped line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Protocol
+
+from dapi_config.api.errors import error_response
+from dapi_config.api.metrics import ServiceMetrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_log = logging.getLogger("dapi_config.access")
+
+
+class ActorScope(Protocol):
+    def acting_as(self, actor: str) -> contextlib.AbstractContextManager[None]: ...
+
+
+class RequestMiddleware:
+    """Outermost ASGI middleware: body-size limit, per-request metrics and one log line.
+
+    The body is read up front (bounded by ``max_body``) and replayed to the app, so an
+    oversized body gets a clean 413 before any parsing, whether or not the client sent
+    ``Content-Length``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        max_body: int,
+        route_templates: Callable[[], Iterable[str]],
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+        self._route_templates = route_templates
+        self._routes: list[tuple[re.Pattern[str], str]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        method = str(scope.get("method", ""))
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            replay = await self._bounded_body(scope, receive)
+            if replay is None:
+                response = error_response(
+                    413,
+                    f"request body larger than {self.max_body} bytes",
+                    "payload_too_large",
+                )
+                await response(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, replay, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = self._route_label(str(scope.get("path", "")))
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.request_seconds.labels(method, route).observe(elapsed)
+            if status >= 400:
+                self.metrics.errors.labels(str(status)).inc()
+            access_log.info(
+                '%s "%s %s" %d %.1fms',
+                _client(scope),
+                _printable(method),
+                # The path is percent-decoded: escape it so "%0A" cannot forge a log line.
+                _printable(str(scope.get("path", ""))),
+                status,
+                elapsed * 1000,
+            )
+
+    def _route_label(self, path: str) -> str:
+        """The route template (``/admin/v1/nodes/{node_id}``) a path matches, or "unmatched".
+
+        Matched against the app's own path templates (compiled on first use, so routers added
+        after construction count): a scanner must not explode the metric's cardinality.
+        """
+        if self._routes is None:
+            templates = sorted(set(self._route_templates()), key=lambda t: (t.count("{"), t))
+            self._routes = [
+                (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(t)) + "$"), t)
+                for t in templates
+            ]
+        for pattern, template in self._routes:
+            if pattern.match(path):
+                return template
+        return "unmatched"
+
+    async def _bounded_body(self, scope: Scope, receive: Receive) -> Receive | None:
+        """A ``receive`` that replays the whole body, or None when it exceeds the limit."""
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return None
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE") and length is None:
+            return receive
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return receive
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        return _replay(b"".join(chunks), receive)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hand the buffered body over once; after that, the client's own messages (disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and non-ASCII characters escaped (one log line, plain ASCII)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+class ActingAs:
+    """Records ``actor`` (``api``) in the audit rows of every write a request makes: the one
+    place the HTTP surface names its actor. The audit actor is a context variable, so it
+    follows the request into the thread pool that runs the route."""
+
+    def __init__(self, app: ASGIApp, manager: ActorScope, actor: str) -> None:
+        self.app = app
+        self.manager = manager
+        self.actor = actor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.manager.acting_as(self.actor):
+            await self.app(scope, receive, send)

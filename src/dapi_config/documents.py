@@ -1,0 +1,88 @@
+"""The merged documents built from the static config and one consistent read of the state: the
+state summary (``status``, ``GET /admin/v1/state``) and the full configuration in the
+predecessor's single-file layout (exports, rollback, the ``dual`` mirror)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dapi_config.models import BandwidthParamsCache, StaticConfig, ValidationParamsCache
+from dapi_config.secrets import Secrets
+from dapi_config.security import REDACTED
+from dapi_config.store.backend import SEED_KINDS, StateBackend
+
+
+def state_summary(store: StateBackend) -> dict[str, Any]:
+    """The dynamic state as plain data, from one read transaction."""
+    with store.snapshot():
+        chain = store.chain_state()
+        return {
+            "height": int(chain.get("current_height", 0)),
+            "current_node_version": chain.get("current_node_version", ""),
+            "node_versions": [v.model_dump() for v in store.node_versions()],
+            "seeds": {kind: store.seed(kind).model_dump() for kind in SEED_KINDS},
+            "validation_params": store.params("validation", ValidationParamsCache).model_dump(),
+            "bandwidth_params": store.params("bandwidth", BandwidthParamsCache).model_dump(),
+            "upgrade_plan": store.upgrade_plan().model_dump(),
+            "node_count": store.node_count(),
+            "revision": store.latest_revision(),
+        }
+
+
+def full_config(
+    static: StaticConfig,
+    store: StateBackend,
+    secrets: Secrets,
+    *,
+    include_secrets: bool,
+    include_security_keys: bool,
+) -> dict[str, Any]:
+    """Static + dynamic configuration in the legacy layout (see
+    :meth:`ConfigManager.export_full_config`)."""
+    with store.snapshot():
+        # One read transaction: a consistent view even while other writers commit.
+        chain = store.chain_state()
+        nodes = store.nodes()
+        seeds = {kind: store.seed(kind) for kind in SEED_KINDS}
+        plan = store.upgrade_plan()
+        versions = store.node_versions()
+        validation = store.params("validation", ValidationParamsCache)
+        bandwidth = store.params("bandwidth", BandwidthParamsCache)
+        merged = store.find_import("node_config") is not None
+        keys = secrets.worker_keys(static.ml_node_key_config, include_secrets=include_secrets)
+        security = (
+            secrets.exported_security_keys(include_secrets=include_secrets)
+            if include_security_keys
+            else {}
+        )
+    api = static.api.model_dump(mode="json", exclude_none=True)
+    if static.api.admin_token is not None:
+        api["admin_token"] = (
+            static.api.admin_token.get_secret_value() if include_secrets else REDACTED
+        )
+    out: dict[str, Any] = {
+        "api": api,
+        "nodes": [n.model_dump(mode="json") for n in nodes],
+        "merged_node_config": merged,
+        "chain_node": static.chain_node.model_dump(mode="json", exclude={"keyring_password"}),
+        "upcoming_seed": seeds["upcoming"].model_dump(mode="json"),
+        "current_seed": seeds["current"].model_dump(mode="json"),
+        "previous_seed": seeds["previous"].model_dump(mode="json"),
+        "current_height": int(chain.get("current_height", 0)),
+        "upgrade_plan": plan.model_dump(mode="json"),
+        "ml_node_key_config": keys.model_dump(mode="json"),
+        "nats": static.nats.model_dump(mode="json"),
+        "current_node_version": chain.get("current_node_version", ""),
+        "node_versions": {"versions": [v.model_dump(mode="json") for v in versions]},
+        "validation_params": validation.model_dump(mode="json"),
+        "bandwidth_params": bandwidth.model_dump(mode="json"),
+    }
+    if security:
+        out["mlnode_security"] = security
+    if "last_processed_height" in chain:
+        out["last_processed_height"] = int(chain["last_processed_height"])
+    if "last_used_version" in chain:
+        out["last_used_version"] = chain["last_used_version"]
+    for key, value in (static.model_extra or {}).items():
+        out.setdefault(key, value)
+    return out
