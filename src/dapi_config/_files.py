@@ -5,18 +5,89 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: The companions SQLite may leave beside a database file it wrote.
+SQLITE_COMPANIONS = ("-journal", "-wal", "-shm")
 
 
-def fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
     """fsync a directory so a rename inside it survives power loss."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """fsync a file's data (and size) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_with_companions(path: str | os.PathLike[str]) -> None:
+    """Delete ``path`` and the ``-journal``/``-wal``/``-shm`` files SQLite may have left
+    beside it; missing files are fine."""
+    for suffix in ("", *SQLITE_COMPANIONS):
+        with contextlib.suppress(OSError):
+            os.unlink(f"{os.fspath(path)}{suffix}")
+
+
+def temp_path_for(target: Path) -> Path:
+    """A hidden temp name beside ``target``, unique to this process and thread."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def copy_file(source: str | os.PathLike[str], destination: Path) -> None:
+    """Copy ``source``'s bytes into the (existing, private) file ``destination``."""
+    with open(source, "rb") as src, open(destination, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def stage_verified(
+    target: Path,
+    fill: Callable[[Path], None],
+    verify: Callable[[Path], T],
+    *,
+    before_rename: Callable[[], None] | None = None,
+) -> T:
+    """Make ``target`` appear whole or not at all, holding only content that passed a check.
+
+    The steps every verified file of the product goes through: a private (0600) temp file
+    beside ``target``; ``fill(tmp)`` writes it; ``verify(tmp)`` checks it (raise to abort) and
+    its result is returned; the temp file is fsynced, renamed over ``target`` and the directory
+    fsynced. On any error the temp file and its SQLite companions are removed, ``target`` is
+    untouched, and the error propagates. ``before_rename`` is a hook for fault injection.
+    """
+    tmp = temp_path_for(target)
+    remove_with_companions(tmp)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.close(fd)
+        fill(tmp)
+        result = verify(tmp)
+        os.chmod(tmp, 0o600)
+        fsync_file(tmp)
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, target)
+    except BaseException:
+        remove_with_companions(tmp)
+        raise
+    fsync_directory(target.parent)
+    return result
 
 
 def make_durable_dir(directory: str | os.PathLike[str], mode: int = 0o700) -> Path:

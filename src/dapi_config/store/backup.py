@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dapi_config import _failpoints
-from dapi_config._files import fsync_directory, make_durable_dir
+from dapi_config._files import fsync_directory, make_durable_dir, stage_verified
 from dapi_config.errors import BackupError, DapiConfigError
 from dapi_config.settings import DEFAULT_BACKUP_INTERVAL_S, DEFAULT_BACKUP_KEEP
 from dapi_config.store import cipher as _cipher
@@ -44,7 +44,6 @@ from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
     SQLITE_ERRORS,
-    create_private_file,
     is_not_a_database,
     sqlite_error_message,
 )
@@ -199,20 +198,6 @@ def inspect_backup(
         conn.close()
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_temp(path: Path) -> None:
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        with contextlib.suppress(OSError):
-            os.unlink(f"{path}{suffix}")
-
-
 def _clean_stale_temps(directory: Path) -> None:
     """Remove temp files of backups that died (killed mid-copy) long enough ago."""
     cutoff = time.time() - STALE_TEMP_S
@@ -255,37 +240,30 @@ def create_backup(
         if target.is_dir():
             target = target / backup_name(state, reason, when)
     directory = target.parent
-    tmp = directory / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+
+    def verified(tmp: Path) -> BackupInfo:
+        _failpoints.hit("backup.mid_copy")
+        checked = inspect_backup(tmp, cipher=key)
+        if not checked.ok:
+            raise BackupError(
+                f"the backup of {state} failed its check ({checked.problem}); nothing was "
+                "kept. Run `dapi-config check`"
+            )
+        return checked
+
     try:
         make_durable_dir(directory)
         _clean_stale_temps(directory)
-        _remove_temp(tmp)
-        create_private_file(tmp)
+        info = stage_verified(
+            target,
+            lambda tmp: _copy_snapshot(state, tmp, key),
+            verified,
+            before_rename=lambda: _failpoints.hit("backup.before_rename"),
+        )
     except OSError as exc:
-        _remove_temp(tmp)
-        raise BackupError(f"cannot write a backup in {directory}: {exc.strerror}") from None
-    try:
-        _copy_snapshot(state, tmp, key)
-        _failpoints.hit("backup.mid_copy")
-        info = inspect_backup(tmp, cipher=key)
-        if not info.ok:
-            raise BackupError(
-                f"the backup of {state} failed its check ({info.problem}); nothing was kept. "
-                "Run `dapi-config check`"
-            )
-        os.chmod(tmp, 0o600)
-        _fsync_file(tmp)
-        _failpoints.hit("backup.before_rename")
-        os.replace(tmp, target)
-        fsync_directory(directory)
-    except OSError as exc:
-        _remove_temp(tmp)
         raise BackupError(
             f"cannot write a backup in {directory}: {sqlite_error_message(exc)}"
         ) from None
-    except BaseException:
-        _remove_temp(tmp)
-        raise
     log.info(
         "backup of %s written to %s (%s, revision %d, %d bytes)",
         state,

@@ -38,14 +38,21 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dapi_config._files import atomic_write, fsync_directory, make_durable_dir
+from dapi_config._files import (
+    atomic_write,
+    copy_file,
+    fsync_directory,
+    fsync_file,
+    make_durable_dir,
+    remove_with_companions,
+    stage_verified,
+)
 from dapi_config.errors import (
     BackupError,
     DapiConfigError,
@@ -305,50 +312,30 @@ def _revision(conn: Any) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(revision), 0) FROM audit_log").fetchone()[0])
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
-
-
 def _backup_copy(
     state: Path, backups: Path, op: Operation, source: StateCipher | None, revision: int
 ) -> BackupInfo:
     """The backup first: a byte copy of the locked, self-contained file, verified."""
     when = datetime.now(UTC)
     target = backups / backup_name(state, f"pre-{op}", when)
-    tmp = backups / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        make_durable_dir(backups)
-        create_private_file(tmp)
-        with open(state, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        info = inspect_backup(tmp, cipher=source)
-        if not info.ok or info.revision != revision:
+
+    def verified(tmp: Path) -> BackupInfo:
+        checked = inspect_backup(tmp, cipher=source)
+        if not checked.ok or checked.revision != revision:
             raise BackupError(
                 f"the backup of {state} before {op} failed its check "
-                f"({info.problem or 'revision mismatch'}); nothing was changed"
+                f"({checked.problem or 'revision mismatch'}); nothing was changed"
             )
-        os.replace(tmp, target)
-        fsync_directory(backups)
+        return checked
+
+    try:
+        make_durable_dir(backups)
+        info = stage_verified(target, lambda tmp: copy_file(state, tmp), verified)
     except OSError as exc:
         raise BackupError(
             f"cannot write the backup before {op} in {backups}: {sqlite_error_message(exc)}; "
             "nothing was changed"
         ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     log.info("backup of %s before %s written to %s", state, op, target)
     return BackupInfo(target, when, info.size, info.schema_version, revision, f"pre-{op}")
 
@@ -526,12 +513,12 @@ def _convert(  # noqa: PLR0917 - private, with one caller per operation
         marker_written = False
         swapped = False
         try:
-            _remove(new)
+            remove_with_companions(new)
             create_private_file(new)
             _export(conn, new, target, (app_id, version), lambda c: _reseal(c, state, secrets))
             _verify(new, target, app_id=app_id, version=version, rows=rows, revision=revision)
             os.chmod(new, 0o600)
-            _fsync(new)
+            fsync_file(new)
             if target is not None and not marker.exists():
                 atomic_write(marker, _cipher.MARKER_TEXT)
                 marker_written = True
@@ -548,7 +535,7 @@ def _convert(  # noqa: PLR0917 - private, with one caller per operation
             ) from None
         finally:
             if not swapped:
-                _remove(new)
+                remove_with_companions(new)
                 if marker_written:
                     with contextlib.suppress(OSError):
                         marker.unlink()

@@ -32,7 +32,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from dapi_config import _failpoints
-from dapi_config._files import fsync_directory, make_durable_dir
+from dapi_config._files import copy_file, fsync_directory, make_durable_dir, stage_verified
 from dapi_config.errors import (
     BackupError,
     SchemaTooNewError,
@@ -67,7 +66,6 @@ from dapi_config.store.connection import (
     BUSY_TIMEOUT_S,
     SQLITE_ERRORS,
     Database,
-    create_private_file,
     is_not_a_database,
     sqlite_error_message,
 )
@@ -264,26 +262,18 @@ def quarantine(state_path: str | os.PathLike[str]) -> Path | None:
 
 def _stage_copy(backup: BackupInfo, state: Path, key: StateCipher | None = None) -> None:
     """Copy ``backup`` to ``<state>.restoring``: temp file, fsync, check, rename."""
-    staged = staged_path(state)
-    tmp = state.with_name(f".{state.name}.restoring.{os.getpid()}.tmp")
-    try:
-        create_private_file(tmp)
-        with open(backup.path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
+
+    def verified(tmp: Path) -> None:
         check = inspect_backup(tmp, cipher=key)
         if not check.ok:
             raise BackupError(f"{backup.path}: the copy failed its check ({check.problem})")
-        os.replace(tmp, staged)
-        fsync_directory(state.parent)
+
+    try:
+        stage_verified(staged_path(state), lambda tmp: copy_file(backup.path, tmp), verified)
     except OSError as exc:
         raise StateUnavailableError(
             f"{state}: cannot stage the backup copy: {sqlite_error_message(exc)}"
         ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def finish_interrupted_swap(state_path: str | os.PathLike[str]) -> Path | None:
