@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +72,29 @@ def manager(config_file: Path) -> Iterator[ConfigManager]:
         yield cm
     finally:
         cm.close()
+
+
+@contextlib.contextmanager
+def sqlite_file(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
+    """A plain stdlib connection to ``path`` that commits on success and is always closed
+    (``with sqlite3.connect(...)`` commits but never closes: Python 3.13 warns at GC)."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_at_teardown() -> Iterator[None]:
+    """Collect at each test's end, so a connection a test (or the product) left unclosed warns
+    (Python >= 3.13) in the test that leaked it, and the warning is an error there, instead of
+    failing whichever test the collector happens to run in."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        gc.collect()
 
 
 def permissions_enforced_prefix() -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ruamel.yaml import YAML
 
 from dapi_config import ConfigError, ConfigManager, InferenceNodeConfig, SeedInfo
 from dapi_config.legacy import parse_legacy_state, plan_migration
+from tests.conftest import sqlite_file
 
 DATA = Path(__file__).parent / "data"
 GO_WRITER = (DATA / "legacy_go_writer.yaml").read_text()
@@ -56,14 +56,14 @@ def backups(config: Path) -> list[Path]:
 
 
 def audit_rows(state: Path) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(state) as conn:
+    with sqlite_file(state) as conn:
         return conn.execute(
             "SELECT actor, action, target FROM audit_log ORDER BY revision"
         ).fetchall()
 
 
 def imports(state: Path) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(state) as conn:
+    with sqlite_file(state) as conn:
         return conn.execute(
             "SELECT kind, source_path, checksum FROM legacy_imports ORDER BY id"
         ).fetchall()
@@ -206,7 +206,7 @@ def test_hand_edited_file_odd_shapes(tmp_path: Path) -> None:
         assert export["telemetry"] == {"endpoint": "http://otel:4317"}
         assert export["last_processed_height"] == 97999
     # The ignored unknown keys are recorded with the import.
-    with sqlite3.connect(tmp_path / "state.db") as conn:
+    with sqlite_file(tmp_path / "state.db") as conn:
         (details,) = conn.execute(
             "SELECT details FROM legacy_imports WHERE kind = 'legacy_yaml'"
         ).fetchone()

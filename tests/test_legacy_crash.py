@@ -7,7 +7,6 @@ import errno
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from dapi_config import ConfigError, ConfigManager
 from dapi_config.legacy import migrate as legacy_migrate
+from tests.conftest import sqlite_file
 from tests.test_legacy import GO_WRITER, backups, dynamic_view, plain_load, write
 
 # Runs the three steps by hand and kills itself with SIGKILL at the named point.
@@ -72,7 +72,7 @@ def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def legacy_import_count(state: Path) -> int:
-    with sqlite3.connect(state) as conn:
+    with sqlite_file(state) as conn:
         return int(
             conn.execute(
                 "SELECT COUNT(*) FROM legacy_imports WHERE kind = 'legacy_yaml'"

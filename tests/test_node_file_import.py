@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dapi_config import ConfigError, ConfigManager, DuplicateNodeError
-from tests.conftest import run_cli
+from tests.conftest import run_cli, sqlite_file
 from tests.test_legacy import GO_WRITER, write
 
 NODES: list[dict[str, Any]] = [
@@ -44,7 +43,7 @@ def node_file(tmp_path: Path, nodes: list[dict[str, Any]], name: str = "nodes.js
 
 
 def node_imports(state: Path) -> int:
-    with sqlite3.connect(state) as conn:
+    with sqlite_file(state) as conn:
         return int(
             conn.execute(
                 "SELECT COUNT(*) FROM legacy_imports WHERE kind = 'node_config'"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from dapi_config.models import (
 from dapi_config.store import cipher, encryption
 from dapi_config.store.backup import backup_dir_for, inspect_backup, list_backups
 from dapi_config.store.cipher import StateCipher
+from tests.conftest import sqlite_file
 
 pytest.importorskip(
     "sqlcipher3", reason="the encryption extra is not installed (pip install '.[encryption]')"
@@ -276,7 +276,7 @@ def test_encrypt_rekey_decrypt_keeps_every_value(config_file: Path) -> None:
     encryption.decrypt_state(state, OTHER_KEY)
     assert file_bytes(state).startswith(MAGIC) and not marker.exists()
     assert mode(state) == 0o600
-    with sqlite3.connect(state) as conn:  # a plain file for the stdlib / sqlite3 shell again
+    with sqlite_file(state) as conn:  # a plain file for the stdlib / sqlite3 shell again
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with ConfigManager.open(config_file, env={}) as cm:
         assert everything(cm) == expected
