@@ -54,7 +54,10 @@ def test_rollback_command(tmp_path: Path) -> None:
     doc = plain_load(out)
     assert doc["current_height"] == 183467
     assert [n["id"] for n in doc["nodes"]] == ["node1", "node2", "3"]
-    assert doc["node_versions"]["versions"][0] == {"height": 190000, "version": "v0.2.0"}
+    assert doc["node_versions"]["versions"] == [
+        {"height": 250000, "version": "2.1"},
+        {"height": 190000, "version": "v0.2.0"},
+    ]
 
     missing = run_cli("--config", str(config), "rollback")
     assert missing.returncode == 2  # usage: --out is required

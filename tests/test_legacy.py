@@ -461,7 +461,9 @@ def test_round_trip_legacy_migrate_rollback(tmp_path: Path, source: str) -> None
         )
         assert state.upgrade_plan is not None
         assert state.upgrade_plan.model_dump() == before["plan"]
-        assert [v.model_dump() for v in state.node_versions or []] == before["schedule"]
+        # Both files list the schedule as the Go stack does: highest first.
+        listed = [v.model_dump() for v in state.node_versions or []]
+        assert listed == sorted(before["schedule"], key=lambda v: -v["height"])
         if doc.get("validation_params"):
             assert state.validation_params is not None
             assert state.validation_params.model_dump() == before["validation"]
@@ -488,8 +490,10 @@ def test_rollback_is_in_the_go_writer_layout(tmp_path: Path) -> None:
     text = out.read_text()
     top = [line.split(":")[0] for line in text.splitlines() if line and not line[0].isspace()]
     assert top == sorted(top)
-    assert "\n    versions:\n        - height: 190000\n          version: v0.2.0\n" in text
-    assert '          version: "2.1"\n' in text
+    assert (
+        '\n    versions:\n        - height: 250000\n          version: "2.1"\n'
+        "        - height: 190000\n          version: v0.2.0\n" in text
+    )
     assert 'signature: "0011223344"' in text
     assert "            Args:\n" not in text  # the new writer uses args
     doc = plain_load(out)

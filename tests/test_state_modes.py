@@ -26,6 +26,7 @@ from dapi_config import (
     ValidationParamsCache,
 )
 from dapi_config.legacy import parse_legacy_state
+from dapi_config.schedule import go_stack_order
 from tests.test_legacy import GO_WRITER, HAND_EDITED, dynamic_view, plain_load, write
 
 
@@ -44,7 +45,8 @@ def assert_legacy_file_valid(path: Path, cm: ConfigManager) -> None:
     assert state.current_height == cm.get_height()
     assert [n.model_dump() for n in state.nodes or []] == [n.model_dump() for n in cm.get_nodes()]
     assert state.seeds["current"] == cm.get_current_seed()
-    assert (state.node_versions or []) == cm.get_node_versions()
+    # The file lists the schedule as the Go stack does: highest first.
+    assert (state.node_versions or []) == go_stack_order(cm.get_node_versions())
     for section in ("api", "chain_node", "nats"):
         assert section in doc
 

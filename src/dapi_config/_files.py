@@ -18,15 +18,6 @@ T = TypeVar("T")
 SQLITE_COMPANIONS = ("-journal", "-wal", "-shm")
 
 
-def fsync_directory(directory: str | os.PathLike[str]) -> None:
-    """fsync a directory so a rename inside it survives power loss."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_file(path: str | os.PathLike[str]) -> None:
     """fsync a file's data (and size) to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -34,6 +25,12 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """fsync a directory so the entries created, renamed or removed in it survive power loss
+    (a file's own fsync does not make its name durable)."""
+    fsync_file(directory)
 
 
 def remove_with_companions(path: str | os.PathLike[str]) -> None:

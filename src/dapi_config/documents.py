@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from dapi_config.models import BandwidthParamsCache, StaticConfig, ValidationParamsCache
+from dapi_config.schedule import go_stack_order
 from dapi_config.secrets import Secrets
 from dapi_config.security import REDACTED
 from dapi_config.store.backend import SEED_KINDS, StateBackend
@@ -73,7 +74,10 @@ def full_config(
         "ml_node_key_config": keys.model_dump(mode="json"),
         "nats": static.nats.model_dump(mode="json"),
         "current_node_version": chain.get("current_node_version", ""),
-        "node_versions": {"versions": [v.model_dump(mode="json") for v in versions]},
+        # The Go stack's order (highest first), which the old binary pops from the end.
+        "node_versions": {
+            "versions": [v.model_dump(mode="json") for v in go_stack_order(versions)]
+        },
         "validation_params": validation.model_dump(mode="json"),
         "bandwidth_params": bandwidth.model_dump(mode="json"),
     }

@@ -25,6 +25,7 @@ from dapi_config.models import (
     UpgradePlan,
     ValidationParamsCache,
 )
+from dapi_config.schedule import from_go_stack
 from dapi_config.static import LEGACY_DYNAMIC_KEYS
 
 if TYPE_CHECKING:
@@ -328,7 +329,7 @@ def apply_legacy_state(store: StateBackend, state: LegacyState) -> None:
     if state.upgrade_plan is not None:
         store.set_upgrade_plan(state.upgrade_plan)
     if state.node_versions is not None:
-        store.replace_node_versions(state.node_versions)
+        store.replace_node_versions(from_go_stack(state.node_versions))
     if state.validation_params is not None:
         store.set_params("validation", state.validation_params)
     if state.bandwidth_params is not None:

@@ -54,6 +54,7 @@ from dapi_config.models import (
     UpgradePlan,
     ValidationParamsCache,
 )
+from dapi_config.schedule import due_winner, from_go_stack, go_stack_order
 from dapi_config.security import WORKER_KEY_SECRET, KeyParams, MasterKeySource, is_sealed
 from dapi_config.store.backend import SEED_KINDS, AuditEntry, SecurityKeyRow, SeedKind
 from dapi_config.store.backup import BackupInfo, backup_dir_for
@@ -175,7 +176,7 @@ class YamlStateStore:
             if parsed.bandwidth_params is not None:
                 state.params["bandwidth"] = parsed.bandwidth_params.model_dump(mode="json")
             state.plan = parsed.upgrade_plan or UpgradePlan()
-            state.versions = sorted(parsed.node_versions or [], key=lambda v: v.height)
+            state.versions = from_go_stack(parsed.node_versions or [])
             state.nodes = list(parsed.nodes or [])
             state.merged = bool(parsed.merged_node_config)
             keys = plain.get(KEY_SECTION)
@@ -195,7 +196,9 @@ class YamlStateStore:
             "current_node_version": state.chain.get(NODE_VERSION, ""),
             "nodes": [n.model_dump(mode="json") for n in state.nodes],
             "merged_node_config": state.merged,
-            "node_versions": {"versions": [v.model_dump(mode="json") for v in state.versions]},
+            "node_versions": {
+                "versions": [v.model_dump(mode="json") for v in go_stack_order(state.versions)]
+            },
             "upgrade_plan": state.plan.model_dump(mode="json"),
             "validation_params": state.params.get("validation", _defaults("validation")),
             "bandwidth_params": state.params.get("bandwidth", _defaults("bandwidth")),
@@ -428,7 +431,7 @@ class YamlStateStore:
         due = [v for v in work.versions if v.height <= height]
         new_version: str | None = None
         if due:
-            new_version = due[-1].version
+            new_version = due_winner(due)
             work.versions = [v for v in work.versions if v.height > height]
             work.chain[NODE_VERSION] = new_version
         return old, new_version
@@ -449,7 +452,7 @@ class YamlStateStore:
         for v in versions:
             if v not in unique:
                 unique.append(v.model_copy())
-        self._work().versions = sorted(unique, key=lambda v: v.height)
+        self._work().versions = from_go_stack(unique)
 
     def set_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
         self._work().seeds[kind] = seed.model_copy()

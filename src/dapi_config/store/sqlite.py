@@ -40,6 +40,7 @@ from dapi_config.models import (
     SeedInfo,
     UpgradePlan,
 )
+from dapi_config.schedule import due_winner
 from dapi_config.security import WORKER_KEY_SECRET
 from dapi_config.settings import AuditRetention
 from dapi_config.store import backup as _backup
@@ -480,7 +481,7 @@ class StateStore:
         )
         new_version: str | None = None
         if due:
-            new_version = str(due[-1][1])
+            new_version = due_winner([NodeVersion(height=h, version=v) for h, v in due])
             old_version = self._chain_value(NODE_VERSION) or ""
             self.db.execute("DELETE FROM node_versions WHERE height <= ?", (height,))
             self._put_chain_value(NODE_VERSION, new_version)
