@@ -387,3 +387,25 @@ def test_closed_manager_refuses_use(config_file: Path) -> None:
 
     with pytest.raises(StateUnavailableError):
         cm.set_height(1)
+
+
+@pytest.mark.parametrize("epoch", [0, 2**63 - 1, 2**63, 2**64 - 1])
+def test_epoch_index_is_a_uint64_over_its_full_range(config_file: Path, epoch: int) -> None:
+    """Reproduction: Go's epoch_index is a uint64; values >= 2**63 ended in an OverflowError
+    traceback from the SQLite driver."""
+    with ConfigManager.open(config_file) as cm:
+        cm.set_upcoming_seed(SeedInfo(seed=-5, epoch_index=epoch, signature="ab"))
+        cm.rotate_seeds()
+        assert cm.get_current_seed().epoch_index == epoch
+        assert cm.export_full_config()["current_seed"]["epoch_index"] == epoch
+    with ConfigManager.open(config_file) as cm:
+        assert cm.get_current_seed().epoch_index == epoch
+
+
+@pytest.mark.parametrize("epoch", [-1, 2**64, 1.5, "x"])
+def test_epoch_index_outside_uint64_is_a_validation_error(
+    manager: ConfigManager, epoch: object
+) -> None:
+    with pytest.raises(ValidationError, match="epoch_index"):
+        manager.set_current_seed({"seed": 1, "epoch_index": epoch, "signature": ""})  # type: ignore[arg-type]
+    assert manager.get_current_seed() == SeedInfo()

@@ -24,6 +24,8 @@ from pydantic import (
 Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535")]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+#: Go's uint64 (a seed's ``epoch_index``): the full range 0 ... 2**64 - 1.
+Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 
@@ -125,7 +127,7 @@ class SeedInfo(_State):
     """One epoch seed. The all-zero value means "unset"."""
 
     seed: Int64 = 0
-    epoch_index: NonNegativeInt = 0
+    epoch_index: Uint64 = 0
     signature: str = ""
     claimed: StrictBool = False
 

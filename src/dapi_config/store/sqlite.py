@@ -93,6 +93,16 @@ AUDIT_PAGE_MAX = 1000
 KEY_PARAMS_SECRET = "master_key_params"  # noqa: S105 - a row name
 
 
+def _as_int64(value: int) -> int:
+    """A uint64 in SQLite's signed 64-bit INTEGER: values >= 2**63 are stored as their two's
+    complement (negative), as Go's uint64 -> int64 conversion does; :func:`_uint64` undoes it."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _uint64(stored: int) -> int:
+    return stored + 2**64 if stored < 0 else stored
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -542,7 +552,9 @@ class StateStore:
         )
         if row is None:
             return SeedInfo()
-        return SeedInfo(seed=row[0], epoch_index=row[1], signature=row[2], claimed=bool(row[3]))
+        return SeedInfo(
+            seed=row[0], epoch_index=_uint64(row[1]), signature=row[2], claimed=bool(row[3])
+        )
 
     def set_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
         """Make ``seed`` the active ``kind`` seed; the old row stays as history."""
@@ -557,7 +569,7 @@ class StateStore:
         self.db.execute(
             "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed) "
             "VALUES (?, ?, ?, ?, ?)",
-            (kind, seed.seed, seed.epoch_index, seed.signature, seed.claimed),
+            (kind, seed.seed, _as_int64(seed.epoch_index), seed.signature, seed.claimed),
         )
 
     def rotate_seeds(self) -> None:
