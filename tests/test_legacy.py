@@ -372,8 +372,6 @@ def test_upgrade_plan_node_version_and_claimed(tmp_path: Path) -> None:
         ("nodes: {a: 1}\n", ["nodes", "{'a': 1}"]),
         ("nodes:\n  - id: a\n    host: h\n    inference_port: 99999\n    poc_port: 1\n",
          ["nodes[0].inference_port", "99999"]),
-        ("nodes:\n  - {id: a, host: h, inference_port: 1, poc_port: 1}\n"
-         "  - {id: a, host: h, inference_port: 1, poc_port: 1}\n", ["nodes", "'a'"]),
         ("current_seed: {seed: abc}\n", ["current_seed.seed", "abc"]),
         ("current_seed: 5\n", ["current_seed", "5"]),
         ("merged_node_config: maybe\n", ["merged_node_config", "maybe"]),

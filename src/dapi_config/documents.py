@@ -89,4 +89,7 @@ def full_config(
         out["last_used_version"] = chain["last_used_version"]
     for key, value in (static.model_extra or {}).items():
         out.setdefault(key, value)
+    if isinstance(out.get("key_config"), dict):
+        # A file of the key_config era: its binary reads the worker key there.
+        out["key_config"] = dict(out["ml_node_key_config"])
     return out

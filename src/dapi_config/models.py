@@ -68,7 +68,9 @@ class ApiConfig(_Section):
         default=None, description="When set, every /admin/v1 route needs this bearer token."
     )
 
-    _urls = field_validator("poc_callback_url", "public_url")(_check_url)
+    # poc_callback_url is not checked: every Go binary accepted any text there (``localhost``
+    # in real files); the loader warns when it is not a URL.
+    _urls = field_validator("public_url")(_check_url)
 
 
 class ChainNodeConfig(_Section):
@@ -200,14 +202,17 @@ class InferenceNodeConfig(_State):
     @field_validator("models", mode="before")
     @classmethod
     def _models_list_of_maps(cls, value: Any) -> Any:
-        """Accept ``[{name: {...}}, ...]`` (hand-edited files) as well as ``{name: {...}}``."""
+        """Accept ``[{name: {...}}, ...]`` (hand-edited files) and ``[name, ...]`` (most of the
+        predecessor's eras) as well as ``{name: {...}}``."""
         if value is None:
             return {}
         if isinstance(value, list):
             merged: dict[Any, Any] = {}
             for item in value:
+                if isinstance(item, str):
+                    item = {item: {}}  # noqa: PLW2901 - one shape for both forms below
                 if not isinstance(item, dict):
-                    raise ValueError("each item of a models list must be a one-key map")
+                    raise ValueError("each item of a models list must be a name or a one-key map")
                 for name, cfg in item.items():
                     if name in merged:
                         raise ValueError(f"model {name!r} is listed twice")

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pydantic
 
@@ -56,6 +57,9 @@ LEGACY_ENV: dict[str, tuple[str, str]] = {
     "KEYRING_BACKEND": ("chain_node", "keyring_backend"),
     "KEYRING_PASSWORD": ("chain_node", "keyring_password"),
 }
+
+#: The worker-key section's name in the predecessor from 2025-01 to 2025-08.
+LEGACY_KEY_SECTION = "key_config"
 
 #: The old writer persisted the keyring password under this key of ``chain_node``.
 LEGACY_PASSWORD_KEY = "KeyringPassword"  # noqa: S105 - a key name
@@ -117,8 +121,15 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
                 )
             merged[key] = dict(section)
         elif key not in LEGACY_DYNAMIC_KEYS:
-            unknown.append(str(key))
+            if key != LEGACY_KEY_SECTION:
+                unknown.append(str(key))
             merged[key] = value
+    legacy_keys = data.get(LEGACY_KEY_SECTION)
+    if isinstance(legacy_keys, dict) and "ml_node_key_config" not in data:
+        # 2025-01 to 2025-08 the predecessor called the worker-key section key_config; it
+        # stays in the file (and in exports) and is read as ml_node_key_config.
+        merged["ml_node_key_config"] = dict(legacy_keys)
+        log.info("%s: key_config read as ml_node_key_config (its earlier name)", source)
     for key in unknown:
         _warn_once(source, f"unknown top-level key {key!r} kept as is")
 
@@ -150,6 +161,12 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
         extra = getattr(config, section).model_extra or {}
         for key in extra:
             _warn_once(source, f"unknown key {section}.{key} kept as is")
+    if config.api.poc_callback_url and not _looks_like_url(config.api.poc_callback_url):
+        _warn_once(
+            source,
+            f"api.poc_callback_url {config.api.poc_callback_url!r} is not a URL such as "
+            "http://host:port; kept as the predecessor accepted it",
+        )
     return LoadedConfig(
         path=path, config=config, document=data, unknown_keys=unknown, raw=raw, tree=doc
     )
@@ -199,3 +216,8 @@ def _warn_if_readable_by_others(path: Path) -> None:
             f"config file is readable by group/others (mode {mode & 0o777:o}); "
             "it may hold keys: chmod 600 it",
         )
+
+
+def _looks_like_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return bool(parsed.scheme and parsed.netloc)

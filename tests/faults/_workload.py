@@ -136,7 +136,9 @@ class Model:
         self.height = h
         due = [v for v in self.schedule if v[0] <= h]
         if due:
-            self.version = due[-1][1]
+            # As Go's PopIf: the greatest due height; of several there, the first scheduled.
+            top = max(height for height, _ in due)
+            self.version = next(version for height, version in due if height == top)
             self.schedule = [v for v in self.schedule if v[0] > h]
 
     def _rotate(self) -> None:

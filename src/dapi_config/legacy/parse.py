@@ -197,8 +197,13 @@ class LegacyParser:
         if isinstance(models, list):
             merged: dict[str, Any] = {}
             for item in models:
+                if isinstance(item, str):
+                    # Most eras' configs list plain model names: ``- Qwen/Qwen2.5-7B-Instruct``.
+                    item = {item: None}  # noqa: PLW2901 - one shape for both forms below
                 if not isinstance(item, dict):
-                    raise self.fail(f"{key}.models", "expected one-key maps in the list", item)
+                    raise self.fail(
+                        f"{key}.models", "expected model names or one-key maps in the list", item
+                    )
                 for name, cfg in item.items():
                     if name in merged:
                         raise self.fail(f"{key}.models", "model listed twice", name)
@@ -255,13 +260,23 @@ def parse_legacy_state(
             raw = []
         if not isinstance(raw, list):
             raise p.fail("nodes", "expected a list of nodes", raw)
-        nodes = [p.node(i, item) for i, item in enumerate(raw)]
-        seen: set[str] = set()
-        for node in nodes:
-            if node.id in seen:
-                raise p.fail("nodes", "node id listed twice", node.id)
-            seen.add(node.id)
-        state.nodes = nodes
+        # The Go add handler appended a re-POSTed node without checking its id, so real files
+        # hold an id twice; the Go loader accepted that and its broker kept the last entry.
+        by_id: dict[str, InferenceNodeConfig] = {}
+        twice: list[str] = []
+        for i, item in enumerate(raw):
+            node = p.node(i, item)
+            if node.id in by_id and node.id not in twice:
+                twice.append(node.id)
+            by_id[node.id] = node
+        if twice:
+            p.logger.warning(
+                "%s: node id(s) %s listed more than once; the last entry of each is used, as "
+                "the predecessor's broker did (the others stay in the pre-migration backup)",
+                source,
+                ", ".join(repr(t) for t in twice),
+            )
+        state.nodes = list(by_id.values())
     if "merged_node_config" in document:
         flag = document["merged_node_config"]
         if flag is not None and not isinstance(flag, bool):
