@@ -99,7 +99,7 @@ NOT_WRITES = {
     "stop_periodic_export", "check_master_key", "verify_security_key", "get_audit",
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
     "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode",
-    "write_rollback", "before_risky_operation", "import_nodes_file",
+    "write_rollback", "before_risky_operation", "import_nodes_file", "migrate_legacy",
 }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ I/O failures) finishes on the next open, without loss and without a second impor
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import signal
@@ -18,7 +19,7 @@ import pytest
 
 from dapi_config import ConfigError, ConfigManager
 from dapi_config.legacy import migrate as legacy_migrate
-from tests.conftest import sqlite_file
+from tests.conftest import run_cli, sqlite_file
 from tests.test_legacy import GO_WRITER, backups, dynamic_view, plain_load, write
 
 # Runs the three steps by hand and kills itself with SIGKILL at the named point.
@@ -196,17 +197,29 @@ def test_injected_backup_failure_changes_nothing(
     assert legacy_import_count(tmp_path / "state.db") == 0
 
 
-def test_operator_edit_between_runs_is_imported_again(tmp_path: Path) -> None:
-    """A changed legacy file (new checksum) is a new import, never skipped."""
+def test_dynamic_keys_added_after_the_import_need_force(tmp_path: Path) -> None:
+    """Once the state took a legacy import, dynamic keys that reappear are backed up and
+    stripped, not imported; ``migrate --force`` imports them on purpose."""
     config = write(tmp_path, GO_WRITER)
     with ConfigManager.open(config):
         pass
     config.write_text(config.read_text() + "current_height: 200000\n")
     with ConfigManager.open(config) as cm:
+        assert cm.legacy_report is not None and cm.legacy_report.action == "ignored"
+        assert cm.legacy_report.not_imported == ["current_height"]
+        assert cm.get_height() == 183467
+    assert "current_height" not in config.read_text()
+    assert legacy_import_count(tmp_path / "state.db") == 1
+    newest = backups(config)[-1]
+    assert len(backups(config)) == 2 and "current_height: 200000" in newest.read_text()
+    config.write_bytes(newest.read_bytes())
+    with ConfigManager.open(config, migrate_legacy=False) as cm:
+        report = cm.migrate_legacy(force=True)
+        assert report.action == "migrated"
         assert cm.get_height() == 200000
         assert cm.get_nodes()  # keys absent from the second file were left alone
+        assert [b.reason for b in cm.list_backups()] == ["pre-legacy-reimport"]
     assert legacy_import_count(tmp_path / "state.db") == 2
-    assert len(backups(config)) == 2
 
 
 def test_two_processes_migrating_at_once(tmp_path: Path, expected: dict[str, Any]) -> None:
@@ -232,15 +245,76 @@ def test_two_processes_migrating_at_once(tmp_path: Path, expected: dict[str, Any
 
 
 def test_state_backup_before_a_migration_over_existing_state(tmp_path: Path) -> None:
-    """A legacy file showing up again (e.g. after a rollback) is imported over live state:
-    the state file is backed up first (SPEC §10 automatic backup)."""
+    """A legacy file showing up again (e.g. after running the old binary on a rollback) is
+    imported over live state with ``migrate --force``: the state file is backed up first."""
     config = write(tmp_path, GO_WRITER)
     with ConfigManager.open(config) as cm:
         cm.set_height(183500)
         out = cm.write_rollback(tmp_path / "rollback.yaml")
     config.write_bytes(out.read_bytes().replace(b"current_height: 183500", b"current_height: 9"))
-    with ConfigManager.open(config) as cm:
+    with ConfigManager.open(config, migrate_legacy=False) as cm:
+        cm.migrate_legacy(force=True)
         assert cm.get_height() == 9
         (info,) = cm.list_backups()
-    assert "pre-legacy-migration" in str(info.path)
+    assert "pre-legacy-reimport" in str(info.path)
     assert len(backups(config)) == 2
+
+
+# v0.2.0's init-docker.sh copied the image's seed config over the live config at every start
+# (gonka PR #306): the same static sections, an empty registry, zeros, different bytes.
+SEED_CONFIG = """\
+api:
+    port: 8080
+chain_node:
+    url: http://node:26657
+current_height: 0
+merged_node_config: false
+nodes: null
+"""
+
+
+def test_recopied_seed_config_does_not_empty_the_registry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reproduction: the re-copied seed file was taken for a new legacy file, ``nodes: null``
+    imported as an empty list, and the registry went from three nodes to none."""
+    config = write(tmp_path, GO_WRITER)
+    with ConfigManager.open(config) as cm:
+        before = dynamic_view(cm)
+        assert len(cm.get_nodes()) == 3
+    for _ in range(2):  # every container start copies it again
+        config.write_text(SEED_CONFIG)
+        with ConfigManager.open(config) as cm:
+            assert dynamic_view(cm) == before
+        assert "nodes" not in config.read_text() and "current_height" not in config.read_text()
+    warnings = [r.getMessage() for r in caplog.records if "were NOT imported" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "current_height, nodes" in warnings[0] and "migrate --force" in warnings[0]
+    assert legacy_import_count(tmp_path / "state.db") == 1
+
+
+def test_empty_values_never_replace_non_empty_ones_without_force(tmp_path: Path) -> None:
+    """Even on a first import: a ``nodes: null`` does not wipe nodes the state already has."""
+    config = tmp_path / "config.yaml"
+    config.write_text("api:\n    port: 8080\n")
+    with ConfigManager.open(config) as cm:
+        cm.add_node({"id": "n1", "host": "h", "inference_port": 1, "poc_port": 2})  # type: ignore[arg-type]
+    config.write_text("api:\n    port: 8080\ncurrent_height: 42\nnodes: null\n")
+    with ConfigManager.open(config) as cm:
+        assert cm.legacy_report is not None and cm.legacy_report.not_imported == ["nodes"]
+        assert [n.id for n in cm.get_nodes()] == ["n1"]
+        assert cm.get_height() == 42
+
+
+def test_migrate_force_cli_reimports_after_a_state_backup(tmp_path: Path) -> None:
+    config = write(tmp_path, GO_WRITER)
+    with ConfigManager.open(config):
+        pass
+    config.write_text(SEED_CONFIG)
+    result = run_cli("--config", str(config), "migrate", "--force", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["action"] == "migrated"
+    with ConfigManager.open(config) as cm:
+        assert cm.get_nodes() == [] and cm.get_height() == 0  # --force imports empty values too
+        assert [b.reason for b in cm.list_backups()] == ["pre-legacy-reimport"]

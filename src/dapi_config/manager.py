@@ -436,6 +436,21 @@ class ConfigManager:
         """
         return self._secrets.create_worker_key()
 
+    def migrate_legacy(self, *, force: bool = False) -> legacy.MigrationReport:
+        """Run the legacy migration of the config file now (``open`` does it too).
+
+        ``force``: import the file's dynamic values even though the state took a legacy
+        import before, empty values included (the state is backed up first). Raises
+        :class:`ConfigError` (malformed legacy values; nothing changed), :class:`BackupError`.
+        """
+        self.legacy_report = legacy.migrate_legacy_file(
+            self._store,
+            self._loaded.path,
+            before_risky_operation=self.before_risky_operation,
+            force=force,
+        )
+        return self.legacy_report
+
     def import_nodes_file(
         self, path: str | os.PathLike[str], *, replace: bool = False
     ) -> list[InferenceNodeConfig]:

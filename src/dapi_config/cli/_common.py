@@ -175,7 +175,11 @@ def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
 
 @contextmanager
 def open_manager(
-    config: Path | None = None, state: Path | None = None, *, actor: str = "cli"
+    config: Path | None = None,
+    state: Path | None = None,
+    *,
+    actor: str = "cli",
+    migrate_legacy: bool = True,
 ) -> Iterator[ConfigManager]:
     """Open the manager for a command, mapping every product error to one stderr line + exit 1.
 
@@ -188,6 +192,7 @@ def open_manager(
             state or context.state,
             actor=actor,
             settings=context.settings,
+            migrate_legacy=migrate_legacy,
         ) as cm:
             yield cm
     except DapiConfigError as exc:

@@ -26,6 +26,14 @@ def migrate(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would move; change nothing.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Import the file's dynamic keys even though the state took a legacy import "
+            "before (empty values too); the state is backed up first.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Move the dynamic keys of a legacy single-file config into the state file.
@@ -33,7 +41,9 @@ def migrate(
     Writes a byte-identical backup <config>.pre-migration.<UTC time> first, imports in one
     transaction, then rewrites the config file to its static keys (comments kept). Safe to
     interrupt and to run again; a static-only file is left untouched. Every start does the
-    same automatically.
+    same automatically. Once the state has taken a legacy import, dynamic keys that appear in
+    the file again are not imported (the file is backed up and stripped; a warning names the
+    keys that differ); --force imports them, after a backup of the state.
 
     Example: dapi-config --config config.yaml migrate --dry-run
     """
@@ -47,20 +57,28 @@ def migrate(
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     else:
-        with open_manager() as cm:
+        with open_manager(migrate_legacy=not force) as cm:
             if cm.state_mode == "yaml":
                 raise fail(
                     "API_STATE_MODE=yaml keeps the state in the config file itself; "
                     "unset it (or set db) to migrate into the state database"
                 )
-            report = cm.legacy_report or legacy.MigrationReport(str(cm.config_path), "none")
+            if force:
+                report = cm.migrate_legacy(force=True)
+            else:
+                report = cm.legacy_report or legacy.MigrationReport(str(cm.config_path), "none")
     if as_json:
         print_json(report.as_dict())
         return
     if report.action == "none":
         stdout.print(f"{report.config_path}: no dynamic keys; nothing to migrate", markup=False)
         return
-    verb = {"dry_run": "would move", "migrated": "moved", "resumed": "finished moving"}
+    verb = {
+        "dry_run": "would move",
+        "migrated": "moved",
+        "resumed": "finished moving",
+        "ignored": "did NOT import (the state took a legacy import before; see --force)",
+    }
     stdout.print(
         f"{report.config_path}: {verb[report.action]} {', '.join(report.keys)}", markup=False
     )

@@ -28,8 +28,13 @@ from dapi_config.legacy.parse import (
     _jsonable,
     apply_legacy_state,
     checksum_of,
+    current_state,
+    differing_keys,
     dynamic_keys_in,
     parse_legacy_state,
+    without_emptying,
+    without_marker,
+    written_by_yaml_mode,
 )
 from dapi_config.legacy.text import static_text
 
@@ -45,11 +50,16 @@ class MigrationReport:
     """What a legacy migration did (or, for a dry run, would do)."""
 
     config_path: str
-    action: Literal["none", "migrated", "resumed", "dry_run"]
+    #: ``ignored``: the state had already taken a legacy import, so this file's dynamic keys
+    #: were not imported (only stripped from the file); ``migrate --force`` imports them.
+    action: Literal["none", "migrated", "resumed", "ignored", "dry_run"]
     keys: list[str] = field(default_factory=list)
     backup_path: str | None = None
     checksum: str | None = None
     moved: dict[str, Any] = field(default_factory=dict)
+    #: Keys whose value in the file differed from the state's (``ignored``), or empty values
+    #: that were not allowed to replace non-empty ones.
+    not_imported: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +69,7 @@ class MigrationReport:
             "backup_path": self.backup_path,
             "checksum": self.checksum,
             "moved": self.moved,
+            "not_imported": self.not_imported,
         }
 
 
@@ -92,6 +103,9 @@ def write_backup(config: Path, raw: bytes) -> Path:
     return target
 
 
+ImportOutcome = Literal["imported", "already", "ignored"]
+
+
 def import_state(
     store: StateBackend,
     state: LegacyState,
@@ -100,18 +114,34 @@ def import_state(
     checksum: str,
     backup: Path | None,
     keys: list[str],
-) -> bool:
+    force: bool = False,
+    skipped: list[str] | None = None,
+) -> ImportOutcome:
     """Step 2: import ``state`` and record the import, in one transaction.
 
-    Returns False (and changes nothing) when an import of this checksum is already recorded,
-    which also makes two processes migrating at once safe: the transaction takes the write
-    lock before checking.
+    ``already`` (nothing changed) when an import of this checksum is recorded, which also makes
+    two processes migrating at once safe: the transaction takes the write lock before checking.
+    ``ignored`` (nothing changed) when the state took another legacy import before and not
+    ``force``: dynamic keys that reappear in the YAML (an image that copies its seed config
+    over the live one at each start) are never imported again by accident. Unless ``force``,
+    an empty or null value never replaces a non-empty one; such keys are appended to
+    ``skipped`` (and ``ignored`` appends every key whose value differs from the state).
     """
     # durable: the next step strips the dynamic keys from the config file; under
     # durability="normal" an unsynced import could vanish with a power cut after that rewrite.
     with store.transaction(durable=True), store.acting_as(MIGRATION_ACTOR):
-        if _already_imported(store, checksum):
-            return False
+        previous = store.find_import(LEGACY_KIND)
+        if previous is not None and previous["checksum"] == checksum:
+            return "already"
+        current = current_state(store)
+        if previous is not None and not force:
+            if skipped is not None:
+                skipped.extend(sorted(differing_keys(state, current)))
+            return "ignored"
+        if not force:
+            state, left_out = without_emptying(state, current)
+            if skipped is not None:
+                skipped.extend(sorted(left_out))
         apply_legacy_state(store, state)
         if state.merged_node_config and store.find_import(NODE_CONFIG_KIND) is None:
             # The predecessor already merged its NODE_CONFIG_PATH file: never merge it again.
@@ -128,7 +158,7 @@ def import_state(
                 "ignored": {k: _jsonable(v) for k, v in state.ignored.items()},
             },
         )
-    return True
+    return "imported"
 
 
 def _already_imported(store: StateBackend, checksum: str) -> bool:
@@ -136,7 +166,7 @@ def _already_imported(store: StateBackend, checksum: str) -> bool:
     return found is not None and found["checksum"] == checksum
 
 
-def rewrite_static(config: Path, raw: bytes, new_text: str) -> bool:
+def rewrite_static(config: Path, raw: bytes, new_text: str, *, imported: bool = True) -> bool:
     """Step 3: replace the legacy file by its static part, atomically, keeping its owner; the
     mode becomes 0600 (SPEC §11), or stays stricter when it already was.
 
@@ -150,7 +180,10 @@ def rewrite_static(config: Path, raw: bytes, new_text: str) -> bool:
     except FileNotFoundError:
         return False
     atomic_write(config, new_text, mode=st.st_mode & 0o600, owner=file_owner(st))
-    log.warning("%s: dynamic keys moved to the state file; the file now holds static keys", config)
+    if imported:
+        log.warning(
+            "%s: dynamic keys moved to the state file; the file now holds static keys", config
+        )
     return True
 
 
@@ -160,8 +193,14 @@ def migrate_legacy_file(
     *,
     before_risky_operation: Callable[[str], None] | None = None,
     parsed: tuple[bytes, Any] | None = None,
+    force: bool = False,
 ) -> MigrationReport:
     """Run (or resume) the legacy migration of ``config`` into ``store``.
+
+    Once the state has taken a legacy import, a file with other dynamic values is backed up
+    and stripped to its static part without importing them (one WARNING names the keys whose
+    value differs from the state); ``force`` imports them, empty values included, after the
+    ``before_risky_operation("legacy-reimport")`` backup of the state.
 
     ``parsed`` = (bytes, round-trip tree) of the file as already read: reused when the file
     still holds those bytes (a large legacy file takes seconds to parse). A file without
@@ -185,21 +224,35 @@ def migrate_legacy_file(
     plain = to_plain(doc)
     state = parse_legacy_state(plain, source)
     checksum = checksum_of(raw)
-    new_text = static_text(raw.decode("utf-8"), doc, source, set(keys))
+    new_text = without_marker(static_text(raw.decode("utf-8"), doc, source, set(keys)))
+    # API_STATE_MODE=yaml's own file holds the newest state: switching back imports it.
+    force = force or written_by_yaml_mode(raw)
     moved = state.summary()
     source_path = str(config.resolve())
     resumed = _already_imported(store, checksum)
     backup: Path | None = None
+    skipped: list[str] = []
+    outcome: ImportOutcome = "already"
     if not resumed:
         backup = write_backup(config, raw)
-        if before_risky_operation is not None:
-            before_risky_operation("legacy-migration")
-        imported = import_state(
-            store, state, source=source_path, checksum=checksum, backup=backup, keys=keys
+        earlier = store.find_import(LEGACY_KIND) is not None
+        if before_risky_operation is not None and (force or not earlier):
+            # Only when this import will write (a re-appearing file is not imported).
+            before_risky_operation("legacy-reimport" if earlier else "legacy-migration")
+        outcome = import_state(
+            store,
+            state,
+            source=source_path,
+            checksum=checksum,
+            backup=backup,
+            keys=keys,
+            force=force,
+            skipped=skipped,
         )
         # Test-only crash point: imported, config file not yet rewritten (see _failpoints).
         _failpoints.hit("legacy.mid_migration")
-        resumed = not imported
+        resumed = outcome == "already"
+        _warn_not_imported(config, outcome, skipped, backup)
     else:
         found = store.find_import(LEGACY_KIND) or {}
         backup_raw = (found.get("details") or {}).get("backup")
@@ -210,20 +263,49 @@ def migrate_legacy_file(
             checksum,
         )
     try:
-        rewrite_static(config, raw, new_text)
+        rewrite_static(config, raw, new_text, imported=outcome != "ignored")
     except OSError as exc:
         raise ConfigError(
             f"{config}: dynamic keys were imported into the state file but the config file "
             f"could not be rewritten ({exc.strerror or exc}); the next start finishes the job"
         ) from None
+    action: Literal["resumed", "ignored", "migrated"] = (
+        "resumed" if resumed else "ignored" if outcome == "ignored" else "migrated"
+    )
     return MigrationReport(
         source,
-        "resumed" if resumed else "migrated",
+        action,
         keys,
         None if backup is None else str(backup),
         checksum,
         moved,
+        skipped,
     )
+
+
+def _warn_not_imported(
+    config: Path, outcome: ImportOutcome, skipped: list[str], backup: Path
+) -> None:
+    if outcome == "ignored":
+        differing = ", ".join(skipped) if skipped else "none"
+        log.warning(
+            "%s: dynamic keys found again, but the state already took a legacy import, so "
+            "they were NOT imported (values that differ from the state: %s); the file is "
+            "backed up to %s and now holds its static keys. To import them on purpose (e.g. "
+            "after running the old binary): cp %s %s && dapi-config migrate --force",
+            config,
+            differing,
+            backup,
+            backup,
+            config,
+        )
+    elif skipped:
+        log.warning(
+            "%s: empty values of %s were not imported over the state's non-empty ones "
+            "(dapi-config migrate --force imports them)",
+            config,
+            ", ".join(skipped),
+        )
 
 
 def plan_migration(config: Path) -> MigrationReport:

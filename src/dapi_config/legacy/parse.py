@@ -3,6 +3,7 @@ parsed and checked into a :class:`LegacyState` (every era's shapes; odd ones war
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -324,6 +325,109 @@ def parse_legacy_state(
         )
     state.ignored = p.ignored
     return state
+
+
+#: The comment ``API_STATE_MODE=yaml`` writes above the state it keeps in the config file: such
+#: a file is this product's own live state, so switching back to the database imports it as
+#: the newest state. The Go binary drops comments when it rewrites the file, so a file it
+#: wrote has none (and is treated as any re-appearing legacy file).
+YAML_MODE_MARKER = "# dapi-config API_STATE_MODE=yaml: the keys below are the live state"
+
+
+def written_by_yaml_mode(raw: bytes) -> bool:
+    """True when the file carries :data:`YAML_MODE_MARKER` on a line of its own."""
+    return YAML_MODE_MARKER.encode("utf-8") in raw.splitlines()
+
+
+def without_marker(text: str) -> str:
+    """``text`` without :data:`YAML_MODE_MARKER` lines."""
+    return "".join(
+        line for line in text.splitlines(keepends=True) if line.rstrip("\r\n") != YAML_MODE_MARKER
+    )
+
+
+#: LegacyState attributes per top-level key of the legacy file.
+_VALUE_KEYS = (
+    "nodes",
+    "current_height",
+    "current_node_version",
+    "last_processed_height",
+    "last_used_version",
+    "upgrade_plan",
+    "node_versions",
+    "validation_params",
+    "bandwidth_params",
+)
+
+
+def state_values(state: LegacyState) -> dict[str, Any]:
+    """The values ``state`` holds, as plain data per top-level legacy key (absent keys left
+    out): what a comparison with another state, or an emptiness check, looks at."""
+    out: dict[str, Any] = {}
+    for key in _VALUE_KEYS:
+        value = getattr(state, key)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            out[key] = [item.model_dump(mode="json") for item in value]
+        elif isinstance(value, BaseModel):
+            out[key] = value.model_dump(mode="json")
+        else:
+            out[key] = value
+    for kind, seed in state.seeds.items():
+        out[f"{kind}_seed"] = seed.model_dump(mode="json")
+    return out
+
+
+def current_state(store: StateBackend) -> LegacyState:
+    """What ``store`` holds now, as the legacy keys would carry it (one consistent read)."""
+    with store.snapshot():
+        chain = store.chain_state()
+        return LegacyState(
+            nodes=store.nodes(),
+            current_height=int(chain.get("current_height", 0)),
+            current_node_version=chain.get("current_node_version", ""),
+            last_processed_height=int(chain.get("last_processed_height", 0)),
+            last_used_version=chain.get("last_used_version", ""),
+            seeds={kind: store.seed(kind) for kind in ("current", "previous", "upcoming")},
+            upgrade_plan=store.upgrade_plan(),
+            node_versions=store.node_versions(),
+            validation_params=store.params("validation", ValidationParamsCache),
+            bandwidth_params=store.params("bandwidth", BandwidthParamsCache),
+        )
+
+
+def _is_empty(value: Any) -> bool:
+    """Null, zero, empty text or collection, or a mapping of nothing but such values (the
+    all-zero seed, the empty plan)."""
+    if isinstance(value, dict):
+        return all(_is_empty(v) for v in value.values())
+    return value in (None, 0, "", False) or value == []
+
+
+def differing_keys(file_state: LegacyState, current: LegacyState) -> list[str]:
+    """The keys of the file whose value differs from the state's."""
+    mine, theirs = state_values(file_state), state_values(current)
+    return [key for key, value in mine.items() if theirs.get(key) != value]
+
+
+def without_emptying(
+    file_state: LegacyState, current: LegacyState
+) -> tuple[LegacyState, list[str]]:
+    """``file_state`` minus the keys whose value is empty or null where the state holds a
+    non-empty one (a seed config copied over the live file must never empty the registry);
+    returns the kept state and the keys left out."""
+    mine, theirs = state_values(file_state), state_values(current)
+    kept = dataclasses.replace(file_state, seeds=dict(file_state.seeds))
+    skipped: list[str] = []
+    for key, value in mine.items():
+        if _is_empty(value) and not _is_empty(theirs.get(key)):
+            skipped.append(key)
+            if key.endswith("_seed"):
+                del kept.seeds[key.removesuffix("_seed")]  # type: ignore[arg-type]
+            else:
+                setattr(kept, key, None)
+    return kept, skipped
 
 
 def apply_legacy_state(store: StateBackend, state: LegacyState) -> None:

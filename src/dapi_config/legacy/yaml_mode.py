@@ -44,7 +44,12 @@ from dapi_config.errors import (
     NotSupportedError,
     StateUnavailableError,
 )
-from dapi_config.legacy.parse import dynamic_keys_in, parse_legacy_state
+from dapi_config.legacy.parse import (
+    YAML_MODE_MARKER,
+    dynamic_keys_in,
+    parse_legacy_state,
+    without_marker,
+)
 from dapi_config.legacy.text import static_text
 from dapi_config.models import (
     BandwidthParamsCache,
@@ -183,7 +188,9 @@ class YamlStateStore:
             state.keys = dict(keys) if isinstance(keys, dict) else {}
             self._has_dynamic = bool(dynamic)
             if isinstance(doc, dict):
-                self._static = static_text(raw.decode("utf-8"), doc, source, set(dynamic))
+                self._static = without_marker(
+                    static_text(raw.decode("utf-8"), doc, source, set(dynamic))
+                )
             else:
                 self._static = raw.decode("utf-8")
             self._state = state
@@ -217,7 +224,7 @@ class YamlStateStore:
                 static = static_text(static, doc, str(self.file), {KEY_SECTION})
         if static and not static.endswith("\n"):
             static += "\n"
-        return static + render_go_yaml(dynamic)
+        return static + YAML_MODE_MARKER + "\n" + render_go_yaml(dynamic)
 
     def _write(self, state: _Doc) -> None:
         text = self._render(state)
