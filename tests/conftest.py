@@ -39,7 +39,7 @@ _OUR_VARS = (
     "API_",
     "DAPI_",
     "CONFIG_EXPORT_",
-    "NODE_CONFIG_PATH",
+    "NODE_CONFIG_",
     "KEY_NAME",
     "ACCOUNT_PUBKEY",
     "KEYRING_BACKEND",

@@ -160,3 +160,59 @@ def test_node_config_path_in_yaml_mode(config_file: Path, tmp_path: Path) -> Non
     with ConfigManager.open(config_file, env=env) as cm:
         assert [n.id for n in cm.get_nodes()] == ["mlnode2"]
     assert "merged_node_config: true" in config_file.read_text()
+
+
+def test_edited_node_file_is_warned_about_in_once_mode(
+    config_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reproduction (gonka issue #415): an edited NODE_CONFIG_PATH file (a Kubernetes
+    ConfigMap) was silently ignored on restart."""
+    path = node_file(tmp_path, NODES)
+    env = {"NODE_CONFIG_PATH": str(path)}
+    with ConfigManager.open(config_file, env=env):
+        pass
+    node_file(tmp_path, NODES[:1])
+    with ConfigManager.open(config_file, env=env) as cm:
+        assert [n.id for n in cm.get_nodes()] == ["mlnode1", "mlnode2"]  # once: not applied
+    (warning,) = [
+        r.getMessage() for r in caplog.records if "changed since it was merged" in r.getMessage()
+    ]
+    assert f"dapi-config nodes import {path} --replace" in warning
+    assert "NODE_CONFIG_MODE=sync" in warning
+    assert node_imports(tmp_path / "state.db") == 1
+
+
+def test_sync_mode_makes_the_file_authoritative(config_file: Path, tmp_path: Path) -> None:
+    path = node_file(tmp_path, NODES)
+    env = {"NODE_CONFIG_PATH": str(path), "NODE_CONFIG_MODE": "sync"}
+    with ConfigManager.open(config_file, env=env) as cm:
+        cm.add_node({"id": "by-api", "host": "h", "inference_port": 1, "poc_port": 2})  # type: ignore[arg-type]
+    with ConfigManager.open(config_file, env=env) as cm:  # unchanged file: nothing replaced
+        assert [n.id for n in cm.get_nodes()] == ["mlnode1", "mlnode2", "by-api"]
+    node_file(tmp_path, NODES[1:])
+    with ConfigManager.open(config_file, env=env) as cm:
+        assert [n.id for n in cm.get_nodes()] == ["mlnode2"]
+        assert [b.reason for b in cm.list_backups()] == ["pre-node-file-replace"]
+    assert node_imports(tmp_path / "state.db") == 2
+
+
+def test_bad_node_config_mode_is_a_clear_error(config_file: Path) -> None:
+    with pytest.raises(ConfigError, match="NODE_CONFIG_MODE: expected once or sync"):
+        ConfigManager.open(config_file, env={"NODE_CONFIG_MODE": "always"})
+
+
+def test_merged_flag_of_a_legacy_file_adopts_the_node_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After migrating a file with merged_node_config: true the node file is not merged (as
+    the predecessor), and is taken as the merged one, so a later edit is warned about."""
+    config = write(tmp_path, GO_WRITER)
+    path = node_file(tmp_path, NODES)
+    env = {"NODE_CONFIG_PATH": str(path)}
+    with ConfigManager.open(config, env=env) as cm:
+        assert "mlnode1" not in [n.id for n in cm.get_nodes()]
+    assert not [r for r in caplog.records if "changed since it was merged" in r.getMessage()]
+    node_file(tmp_path, NODES[:1])
+    with ConfigManager.open(config, env=env):
+        pass
+    assert [r for r in caplog.records if "changed since it was merged" in r.getMessage()]

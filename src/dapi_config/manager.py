@@ -148,7 +148,12 @@ class ConfigManager:
             )
         # The file's text and tree are only needed for the migration: don't keep them.
         loaded.raw, loaded.tree = None, None
-        node_import.import_node_config_env(self._store, self._settings.node_config_path)
+        node_import.import_node_config_env(
+            self._store,
+            self._settings.node_config_path,
+            mode=self._settings.node_config_mode,
+            before_risky_operation=self.before_risky_operation,
+        )
 
     def close(self) -> None:
         """Stop the periodic export (if running) and close the state file. Idempotent."""

@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from dapi_config.store.backend import StateBackend
 
 
-from dapi_config.legacy.parse import MIGRATION_ACTOR, NODE_CONFIG_KIND, LegacyParser, checksum_of
+from dapi_config.legacy.parse import (
+    MERGED_FLAG_ORIGIN,
+    MIGRATION_ACTOR,
+    NODE_CONFIG_KIND,
+    LegacyParser,
+    checksum_of,
+)
+from dapi_config.settings import NodeConfigMode
 
 log = logging.getLogger("dapi_config.legacy")
 
@@ -103,31 +110,71 @@ def import_node_file(
 
 
 def import_node_config_env(
-    store: StateBackend, path: Path | None
+    store: StateBackend,
+    path: Path | None,
+    *,
+    mode: NodeConfigMode = "once",
+    before_risky_operation: Callable[[str], None] | None = None,
 ) -> list[InferenceNodeConfig] | None:
-    """``NODE_CONFIG_PATH`` (``path``): merge its nodes once; later starts skip it with a log line.
+    """``NODE_CONFIG_PATH`` (``path``) at start-up.
 
-    Returns the imported nodes, or None when there was nothing to do. Raises
+    ``once`` (the predecessor's ``merged_node_config``): merge its nodes the first time; later
+    starts leave the registry alone, with a WARNING when the file changed since it was merged
+    (naming the command that applies it). ``sync``: the file is authoritative: when it differs
+    from what was last applied, the registry is replaced by it in one transaction, after a
+    backup. Returns the nodes imported, or None when nothing was done. Raises
     :class:`ConfigError` (a duplicate id included: nothing is imported then).
     """
     if path is None:
         return None
     done = store.find_import(NODE_CONFIG_KIND)
     if done is not None:
-        log.info(
-            "NODE_CONFIG_PATH=%s skipped: a node file was already merged (%s, from %s); "
-            "use `dapi-config nodes import FILE --replace` to apply it again",
-            path,
-            done.get("imported_at", "earlier"),
-            done.get("source_path"),
-        )
-        return None
+        try:
+            checksum = checksum_of(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"environment NODE_CONFIG_PATH: {path}: cannot read it: {exc.strerror or exc}"
+            ) from None
+        if checksum == done.get("checksum"):
+            log.info(
+                "NODE_CONFIG_PATH=%s skipped: this file was already merged (%s); use "
+                "`dapi-config nodes import FILE --replace` to apply it again",
+                path,
+                done.get("imported_at", "earlier"),
+            )
+            return None
+        if mode == "once" and (done.get("details") or {}).get("from") == MERGED_FLAG_ORIGIN:
+            # The predecessor's merged_node_config flag says the file was merged, not which
+            # bytes: take the file as it is now as the merged one, so later edits are noticed.
+            with store.transaction(), store.acting_as(MIGRATION_ACTOR):
+                store.record_import(
+                    NODE_CONFIG_KIND,
+                    str(path.resolve()),
+                    checksum,
+                    {"adopted": MERGED_FLAG_ORIGIN, "nodes": None},
+                )
+            log.info("NODE_CONFIG_PATH=%s: taken as the file the predecessor merged", path)
+            return None
+        if mode == "once":
+            log.warning(
+                "NODE_CONFIG_PATH=%s changed since it was merged (%s) and was NOT applied "
+                "(NODE_CONFIG_MODE=once): apply it with `dapi-config nodes import %s "
+                "--replace`, or set NODE_CONFIG_MODE=sync to apply it at every start",
+                path,
+                done.get("imported_at", "earlier"),
+                path,
+            )
+            return None
+    replace = done is not None  # sync: the file replaces the registry
     try:
         with store.acting_as(MIGRATION_ACTOR):
-            nodes = import_node_file(store, path)
+            nodes = import_node_file(
+                store, path, replace=replace, before_risky_operation=before_risky_operation
+            )
     except DuplicateNodeError as exc:
         raise ConfigError(f"environment NODE_CONFIG_PATH: {exc}") from None
     except ValidationError as exc:
         raise ConfigError(f"environment NODE_CONFIG_PATH: {path}: {exc}") from None
-    log.warning("NODE_CONFIG_PATH=%s: %d node(s) merged into the registry", path, len(nodes))
+    verb = "replaced the registry with" if replace else "merged into the registry"
+    log.warning("NODE_CONFIG_PATH=%s: %s %d node(s)", path, verb, len(nodes))
     return nodes

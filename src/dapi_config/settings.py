@@ -18,7 +18,9 @@ variable, which beats the default.
 - ``CONFIG_EXPORT_INTERVAL``: the periodic full export, ``0`` disables (default 10m);
 - ``CONFIG_EXPORT_KEEP``: timestamped export copies kept (default 0);
 - ``CONFIG_EXPORT_SECRETS``: ``true`` includes secrets in exports (default false);
-- ``NODE_CONFIG_PATH``: a JSON node file merged once into the registry;
+- ``NODE_CONFIG_PATH``: a JSON node file for the registry;
+- ``NODE_CONFIG_MODE``: ``once`` (default: merged the first time, a change is warned about)
+  or ``sync`` (the file replaces the registry at each start when it changed);
 - ``DAPI_<SECTION>__<FIELD>`` and the predecessor's ``KEY_NAME``, ``ACCOUNT_PUBKEY``,
   ``KEYRING_BACKEND``, ``KEYRING_PASSWORD``: overrides of static keys (:mod:`.static`).
 
@@ -41,6 +43,7 @@ from dapi_config.errors import ConfigError, MasterKeyError
 StateMode = Literal["db", "dual", "yaml"]
 STATE_MODES: Final[tuple[StateMode, ...]] = ("db", "dual", "yaml")
 Encryption = Literal["sqlcipher"]
+NodeConfigMode = Literal["once", "sync"]
 
 STATE_KEY_ENV: Final = "API_STATE_KEY"
 ENCRYPTION_ENV: Final = "API_STATE_ENCRYPTION"
@@ -177,6 +180,15 @@ def _encryption(raw: str, key: str | None) -> Encryption | None:
     return "sqlcipher"
 
 
+def _node_config_mode(raw: str) -> NodeConfigMode:
+    value = raw.strip().lower() or "once"
+    if value == "once":
+        return "once"
+    if value == "sync":
+        return "sync"
+    raise ConfigError(f"environment NODE_CONFIG_MODE: expected once or sync, got {raw!r}")
+
+
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     value = env.get(name, "")
     return Path(value) if value.strip() else None
@@ -199,6 +211,7 @@ class Settings:
     export_keep: int = 0
     export_secrets: bool = False
     node_config_path: Path | None = None
+    node_config_mode: NodeConfigMode = "once"
     #: The variables that override static keys (``DAPI_*`` and the predecessor's names).
     static_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: The whole mapping it was read from, for a variable named at run time (``rekey``'s
@@ -245,6 +258,7 @@ class Settings:
             export_keep=count(EXPORT_KEEP_ENV, 0),
             export_secrets=parse_bool(source.get(EXPORT_SECRETS_ENV, ""), EXPORT_SECRETS_ENV),
             node_config_path=_path(source, "NODE_CONFIG_PATH"),
+            node_config_mode=_node_config_mode(source.get("NODE_CONFIG_MODE", "")),
             static_env=MappingProxyType(static),
             _source=MappingProxyType(source),
         )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 from dapi_config.legacy.parse import (
     LEGACY_KIND,
+    MERGED_FLAG_ORIGIN,
     MIGRATION_ACTOR,
     NODE_CONFIG_KIND,
     LegacyState,
@@ -145,9 +146,7 @@ def import_state(
         apply_legacy_state(store, state)
         if state.merged_node_config and store.find_import(NODE_CONFIG_KIND) is None:
             # The predecessor already merged its NODE_CONFIG_PATH file: never merge it again.
-            store.record_import(
-                NODE_CONFIG_KIND, source, checksum, {"from": "merged_node_config flag"}
-            )
+            store.record_import(NODE_CONFIG_KIND, source, checksum, {"from": MERGED_FLAG_ORIGIN})
         store.record_import(
             LEGACY_KIND,
             source,

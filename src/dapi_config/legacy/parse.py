@@ -38,6 +38,8 @@ log = logging.getLogger("dapi_config.legacy")
 LEGACY_KIND = "legacy_yaml"
 #: ``legacy_imports.kind`` of a merged node file (``NODE_CONFIG_PATH``, ``nodes import``).
 NODE_CONFIG_KIND = "node_config"
+#: ``details.from`` of the node-file import recorded for the predecessor's ``merged_node_config``.
+MERGED_FLAG_ORIGIN = "merged_node_config flag"
 MIGRATION_ACTOR = "migration"
 SEED_KEYS: dict[str, Literal["current", "previous", "upcoming"]] = {
     "current_seed": "current",

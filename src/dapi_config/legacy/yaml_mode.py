@@ -45,6 +45,7 @@ from dapi_config.errors import (
     StateUnavailableError,
 )
 from dapi_config.legacy.parse import (
+    MERGED_FLAG_ORIGIN,
     YAML_MODE_MARKER,
     dynamic_keys_in,
     parse_legacy_state,
@@ -425,7 +426,7 @@ class YamlStateStore:
                 "source_path": str(self.file),
                 "checksum": "",
                 "imported_at": None,
-                "details": {"from": "merged_node_config flag"},
+                "details": {"from": MERGED_FLAG_ORIGIN},
             }
         return None
 
