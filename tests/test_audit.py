@@ -82,6 +82,8 @@ WRITES: dict[str, tuple[Callable[[ConfigManager], Any], str, str]] = {
     "add_node": (lambda cm: cm.add_node(node("c")), "add_node", "c"),
     "add_nodes": (lambda cm: cm.add_nodes([node("c"), node("d")]), "add_nodes", "nodes"),
     "update_node": (lambda cm: cm.update_node(node("a", host="h2")), "update_node", "a"),
+    "put_node (new)": (lambda cm: cm.put_node(node("c")), "add_node", "c"),
+    "put_node (existing)": (lambda cm: cm.put_node(node("a", host="h3")), "update_node", "a"),
     "remove_node": (lambda cm: cm.remove_node("a"), "remove_node", "a"),
     "set_node_enabled": (lambda cm: cm.set_node_enabled("a", False), "disable_node", "a"),
     "create_worker_key": (lambda cm: cm.create_worker_key(), "set_secret", "worker_key"),
@@ -100,6 +102,7 @@ NOT_WRITES = {
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
     "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode",
     "write_rollback", "before_risky_operation", "import_nodes_file", "migrate_legacy",
+    "export_tables",
 }  # fmt: skip
 
 

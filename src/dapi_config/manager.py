@@ -27,7 +27,7 @@ from dapi_config._validation import (
     validate,
     validate_nodes,
 )
-from dapi_config.errors import ValidationError
+from dapi_config.errors import NodeNotFoundError, PreconditionFailedError, ValidationError
 from dapi_config.export import ExportSettings, PeriodicExporter
 from dapi_config.legacy.yaml_mode import YamlStateStore
 from dapi_config.models import (
@@ -46,7 +46,7 @@ from dapi_config.models import (
     ValidationParamsCache,
 )
 from dapi_config.secrets import Secrets
-from dapi_config.security import MasterKeySource
+from dapi_config.security import REDACTED, MasterKeySource
 from dapi_config.settings import Settings, StateMode
 from dapi_config.static import LoadedConfig, load_static_config
 from dapi_config.store import AuditEntry, Durability, StateStore
@@ -57,7 +57,10 @@ from dapi_config.store.cipher import cipher_for
 from dapi_config.store.recovery import CheckResult, RestoreResult
 from dapi_config.store.sqlite import AUDIT_PAGE_MAX
 
-__all__ = ["INT64_MAX", "ConfigManager", "node_etag", "validate_nodes"]
+__all__ = ["INT64_MAX", "MAX_NODE_PAGE", "ConfigManager", "node_etag", "validate_nodes"]
+
+#: Largest page of nodes one :meth:`ConfigManager.get_nodes_page` call returns.
+MAX_NODE_PAGE = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +300,13 @@ class ConfigManager:
         """Every registered inference node, in registration order."""
         return self._store.nodes()
 
+    def get_nodes_page(self, *, limit: int, after: str | None = None) -> list[InferenceNodeConfig]:
+        """At most ``limit`` (1-10,000) nodes in registration order, after the node ``after``.
+        Raises :class:`ValidationError` (bad limit), :class:`NodeNotFoundError` (unknown
+        ``after``)."""
+        limit = check_int(limit, "limit", 1, MAX_NODE_PAGE)
+        return self._store.nodes_page(None if after is None else known_node_id(after), limit)
+
     def get_node(self, node_id: str) -> InferenceNodeConfig:
         """One node. Raises :class:`NodeNotFoundError`."""
         return self._store.node(known_node_id(node_id))
@@ -380,6 +390,34 @@ class ConfigManager:
         with self._store.transaction():
             self._store.add_node(value)
         return value.model_copy(deep=True)
+
+    def put_node(
+        self, node: InferenceNodeConfig, *, if_match: Collection[str] | None = None
+    ) -> tuple[InferenceNodeConfig, bool]:
+        """Register ``node`` or replace the node with its id, in one transaction; returns the
+        stored node and whether it was created (the predecessor's re-POST replaced a node).
+
+        ``if_match`` as in :meth:`update_node`; given for an id that does not exist, it fails
+        (:class:`PreconditionFailedError`). Raises :class:`ValidationError`.
+        """
+        value = validate(InferenceNodeConfig, node, "node")
+        with self._store.transaction():
+            try:
+                current: InferenceNodeConfig | None = self._store.node(value.id)
+            except NodeNotFoundError:
+                current = None
+            if current is None:
+                if if_match is not None:
+                    raise PreconditionFailedError(
+                        f"node {value.id!r} does not exist, so no If-Match can hold; send the "
+                        "request without If-Match to create it. Nothing was written."
+                    )
+                self._store.add_node(value)
+            else:
+                if if_match is not None:
+                    check_etag(current, if_match)
+                self._store.update_node(value)
+        return value.model_copy(deep=True), current is None
 
     def add_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
         """Register several nodes, all or nothing; returns the stored nodes."""
@@ -596,6 +634,12 @@ class ConfigManager:
             return self._store.prune_audit()
 
     # --- summaries and export ------------------------------------------------------------
+
+    def export_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Every table of the state as rows of plain values (one consistent read), secrets
+        redacted: ``GET /admin/v1/export/db``. Raises :class:`NotSupportedError` in ``yaml``
+        mode (no database)."""
+        return self._store.export_tables(REDACTED)
 
     def state_summary(self) -> dict[str, Any]:
         """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``), from

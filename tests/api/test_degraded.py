@@ -28,7 +28,7 @@ def test_service_degrades_and_recovers(running_server: RunningServer) -> None:
         assert "Retry-After" in write.headers
         reads = client.get("/admin/v1/state")
         assert reads.status_code == 200 and reads.json()["height"] == 42
-        assert [n["id"] for n in client.get("/admin/v1/nodes").json()] == ["n1"]
+        assert [n["node"]["id"] for n in client.get("/admin/v1/nodes").json()] == ["n1"]
     finally:
         os.replace(aside, state)
     assert client.get("/readyz").status_code == 200

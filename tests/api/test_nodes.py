@@ -42,8 +42,10 @@ def test_add_list_get_delete_roundtrip(running_server: RunningServer) -> None:
 
     listed = c.get(NODES)
     assert listed.status_code == 200
-    assert listed.json() == [stored(node("n1"))]
-    assert listed.json()[0]["is_enabled"] is True
+    # The predecessor's NodeResponse shape: {"node": ..., "state": {"admin_state": ...}}.
+    assert listed.json() == [
+        {"node": stored(node("n1")), "state": {"admin_state": {"enabled": True, "epoch": 0}}}
+    ]
 
     one = c.get(f"{NODES}/n1")
     assert one.status_code == 200
@@ -84,24 +86,58 @@ def test_unknown_node_is_404_everywhere(running_server: RunningServer) -> None:
         c.delete(f"{NODES}/ghost"),
         c.post(f"{NODES}/ghost/enable"),
         c.post(f"{NODES}/ghost/disable"),
-        c.put(f"{NODES}/ghost", json=node("ghost")),
     ):
         assert response.status_code == 404, response.text
         assert response.json() == expected
     assert running_server.manager.backend.latest_revision() == 0
 
 
-def test_duplicate_is_409_and_keeps_the_first(running_server: RunningServer) -> None:
+def test_put_creates_a_missing_node_unless_if_match_is_given(
+    running_server: RunningServer,
+) -> None:
+    """As the later predecessor: PUT on a new id creates the node (201); with If-Match
+    nothing can match a missing node (412, nothing written)."""
+    c = running_server.client
+    stale = c.put(f"{NODES}/ghost", json=node("ghost"), headers={"If-Match": "*"})
+    assert stale.status_code == 412 and running_server.manager.get_nodes() == []
+    created = c.put(f"{NODES}/ghost", json=node("ghost"))
+    assert created.status_code == 201 and created.json() == stored(node("ghost"))
+    assert created.headers["etag"]
+    again = c.put(f"{NODES}/ghost", json=node("ghost", host="10.2.2.2"))
+    assert again.status_code == 200 and again.json()["host"] == "10.2.2.2"
+
+
+def test_reposting_an_id_replaces_the_node(running_server: RunningServer) -> None:
+    """As the predecessor's add handler: POSTing an existing id replaces that node (200), one
+    audit row as an update; the batch keeps "add" semantics (409, nothing stored)."""
     c = running_server.client
     c.post(NODES, json=node("n1")).raise_for_status()
     r = c.post(NODES, json=node("n1", host="10.9.9.9"))
+    assert r.status_code == 200 and r.json() == stored(node("n1", host="10.9.9.9"))
+    assert running_server.manager.get_node("n1").host == "10.9.9.9"
+    assert [n.id for n in running_server.manager.get_nodes()] == ["n1"]
+    actions = [e.action for e in running_server.manager.backend.audit_entries()]
+    assert actions == ["add_node", "update_node"]
+    r = c.post(f"{NODES}/batch", json=[node("n1", host="10.7.7.7")])
     assert r.status_code == 409
     assert r.json() == {
         "error": "node 'n1' already exists",
         "code": "duplicate_node",
         "node_id": "n1",
     }
-    assert running_server.manager.get_node("n1").host == "10.0.0.1"
+    assert running_server.manager.get_node("n1").host == "10.9.9.9"
+
+
+def test_list_pages_with_limit_and_after(running_server: RunningServer) -> None:
+    c = running_server.client
+    c.post(f"{NODES}/batch", json=[node(f"p{i}") for i in range(5)]).raise_for_status()
+    first = c.get(NODES, params={"limit": 2}).json()
+    assert [item["node"]["id"] for item in first] == ["p0", "p1"]
+    rest = c.get(NODES, params={"limit": 10, "after": "p1"}).json()
+    assert [item["node"]["id"] for item in rest] == ["p2", "p3", "p4"]
+    assert c.get(NODES, params={"after": "p4"}).json() == []
+    assert c.get(NODES, params={"after": "gone"}).status_code == 404
+    assert c.get(NODES, params={"limit": 0}).status_code == 422
 
 
 def test_invalid_node_is_422_naming_the_field(running_server: RunningServer) -> None:

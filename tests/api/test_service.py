@@ -95,10 +95,11 @@ def test_concurrent_clients_then_restart_keep_exactly_the_acknowledged(
                         failures.append(f"delete {victim}: {r.status_code} {r.text}")
                     continue
                 if k % 6 == 0:
-                    # Every thread races for the same id: exactly one may win.
+                    # Every thread races to create the same id (the batch route adds, POST
+                    # /nodes would replace): exactly one may win.
                     shared = f"shared-{k}"
-                    r = client.post(NODES, json=small_node(shared))
-                    if r.status_code == 200:
+                    r = client.post(f"{NODES}/batch", json=[small_node(shared)])
+                    if r.status_code == 201:
                         with lock:
                             shared_winners.append(shared)
                             acknowledged_adds.append(shared)
@@ -130,7 +131,7 @@ def test_concurrent_clients_then_restart_keep_exactly_the_acknowledged(
     again = serve_process(config_file)
     listed = httpx.get(f"{again.url}{NODES}").json()
     assert len(listed) == len(expected)
-    assert {n["id"] for n in listed} == expected
+    assert {n["node"]["id"] for n in listed} == expected
     state_body = httpx.get(f"{again.url}/admin/v1/state").json()
     # One audit row per acknowledged change, nothing else.
     assert state_body["revision"] == len(acknowledged_adds) + len(acknowledged_removes)
@@ -229,7 +230,7 @@ def test_readme_walkthrough_on_the_example_config(tmp_path: Path, serve_process:
         },
     )
     assert added.status_code == 200
-    assert [n["id"] for n in httpx.get(f"{base}/admin/v1/nodes").json()] == ["node1"]
+    assert [n["node"]["id"] for n in httpx.get(f"{base}/admin/v1/nodes").json()] == ["node1"]
     assert httpx.get(f"{base}/admin/v1/nodes/node1").headers["etag"]
     assert httpx.post(f"{base}/admin/v1/nodes/node1/disable").json()["node_id"] == "node1"
     assert httpx.get(f"{base}/admin/v1/state").json()["node_count"] == 1
@@ -295,7 +296,7 @@ def _kill_under_load(
     state = config.parent / "state.db"
     assert integrity(state) == "ok"
     again = serve(config)
-    stored = {n["id"] for n in httpx.get(f"{again.url}{NODES}").json()}
+    stored = {n["node"]["id"] for n in httpx.get(f"{again.url}{NODES}").json()}
     unknown = [i for i, (_, acked) in last_op.items() if not acked]
     assert len(unknown) <= threads
     for node_id, (present, acked) in last_op.items():

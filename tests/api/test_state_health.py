@@ -98,7 +98,7 @@ def test_openapi_and_docs(running_server: RunningServer) -> None:
 def test_metrics_plain_route(running_server: RunningServer) -> None:
     c = running_server.client
     c.post(NODES, json=node("n1")).raise_for_status()
-    c.post(NODES, json=node("n1"))  # 409
+    c.post(f"{NODES}/batch", json=[node("n1")])  # 409
     c.get(f"{NODES}/n1")
     c.get("/wp-login.php")  # a scanner's path: one "unmatched" label, not one per path
     r = c.get("/metrics", follow_redirects=False)
@@ -110,8 +110,8 @@ def test_metrics_plain_route(running_server: RunningServer) -> None:
         in text
     )
     assert (
-        'dapi_config_http_requests_total{method="POST",route="/admin/v1/nodes",status="409"} 1.0'
-        in text
+        'dapi_config_http_requests_total{method="POST",route="/admin/v1/nodes/batch",'
+        'status="409"} 1.0' in text
     )
     assert 'route="/admin/v1/nodes/{node_id}",status="200"' in text
     assert 'route="unmatched",status="404"' in text
@@ -156,7 +156,7 @@ def test_locked_state_is_503_and_reads_keep_working(
             # Readers are not blocked by a writer (WAL): the last committed state is served.
             listed = server.client.get(NODES)
             assert listed.status_code == 200
-            assert [n["id"] for n in listed.json()] == ["n1"]
+            assert [n["node"]["id"] for n in listed.json()] == ["n1"]
         finally:
             holder.execute("ROLLBACK")
             holder.close()

@@ -29,7 +29,7 @@ def test_serve_in_transition_mode(
         assert "api-node" in [n["id"] for n in plain_load(legacy_file)["nodes"]]
         assert client.delete("/admin/v1/nodes/node2").status_code == 200
         assert [n["id"] for n in plain_load(legacy_file)["nodes"]] == ["node1", "3", "api-node"]
-        assert client.post("/admin/v1/nodes", json=NODE).status_code == 409
+        assert client.post("/admin/v1/nodes/batch", json=[NODE]).status_code == 409
         assert client.get("/readyz").status_code == 200  # still ready after file rewrites
         state = client.get("/admin/v1/state").json()
         assert state["height"] == 183467

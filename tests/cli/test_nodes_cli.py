@@ -129,7 +129,10 @@ def test_cli_writes_beside_a_running_service(config_file: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert run_cli("--config", str(config_file), "nodes", "disable", "n1").returncode == 0
         listed = httpx.get(f"{proc.url}/admin/v1/nodes").json()
-        assert [(n["id"], n["is_enabled"]) for n in listed] == [("n1", False), ("n2", True)]
+        assert [(n["node"]["id"], n["node"]["is_enabled"]) for n in listed] == [
+            ("n1", False),
+            ("n2", True),
+        ]
         assert proc.terminate() == 0
     finally:
         proc.stop()

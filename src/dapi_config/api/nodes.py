@@ -1,8 +1,12 @@
 """``/admin/v1/nodes``: the inference-node registry (predecessor-compatible routes + new ones).
 
-Status codes of the predecessor's routes are kept: ``POST /nodes`` 200, ``POST /nodes/batch``
-201, ``DELETE /nodes/{id}`` 200 with the removed node, enable/disable 200 with
-``{"message", "node_id"}``. Node reads and writes carry an ``ETag``; ``PUT`` and ``DELETE`` honour
+The predecessor's replies are kept, as its own clients (testermint's ``ApplicationAPI``) parse
+them: ``GET /nodes`` is a list of ``{"node": ..., "state": {"admin_state": ...}}`` (runtime
+statuses belong to the broker and are absent here), ``POST /nodes`` 200 (an existing id is
+replaced), ``POST /nodes/batch`` 201, ``DELETE /nodes/{id}`` 200 with the removed node,
+enable/disable 200 with ``{"message", "node_id"}``. Differences on purpose: the batch is all
+or nothing (the predecessor kept the nodes that succeeded), and ``PUT /nodes/{id}`` creates a
+missing node (201). Node reads and writes carry an ``ETag``; ``PUT`` and ``DELETE`` honour
 ``If-Match`` (412 when stale, nothing written).
 """
 
@@ -10,14 +14,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import ApiError, error_responses
 from dapi_config.errors import ValidationError
-from dapi_config.manager import node_etag
+from dapi_config.manager import MAX_NODE_PAGE, node_etag
 from dapi_config.models import NODE_ID_PATTERN, InferenceNodeConfig
 
 #: Most nodes one ``POST /nodes/batch`` accepts (413 beyond).
@@ -40,6 +44,34 @@ IfMatch = Annotated[
         description='ETag(s) from a previous read, or "*"; a stale value gives 412.',
     ),
 ]
+
+
+class AdminState(BaseModel):
+    """The predecessor's ``admin_state``: whether the node is enabled. ``epoch`` (when the
+    state was last set, in the Go broker) is not tracked here and is always 0."""
+
+    enabled: bool
+    epoch: int = 0
+
+
+class NodeState(BaseModel):
+    """What this service knows of a node's state (the broker's runtime statuses are absent)."""
+
+    admin_state: AdminState
+
+
+class NodeWithState(BaseModel):
+    """One item of ``GET /admin/v1/nodes``, as the predecessor's ``NodeResponse``."""
+
+    node: InferenceNodeConfig
+    state: NodeState
+
+
+def _with_state(node: InferenceNodeConfig) -> dict[str, Any]:
+    return {
+        "node": node.model_dump(mode="json"),
+        "state": {"admin_state": {"enabled": node.is_enabled, "epoch": 0}},
+    }
 
 
 class NodeMessage(BaseModel):
@@ -67,25 +99,46 @@ def parse_if_match(value: str | None) -> list[str] | None:
 
 @router.get(
     "",
-    response_model=list[InferenceNodeConfig],
-    responses=error_responses(503),
+    response_model=list[NodeWithState],
+    responses=error_responses(404, 422, 503),
     summary="List nodes",
 )
-def list_nodes(cm: Manager) -> Any:
-    """Every registered node, in registration order (with ``is_enabled``)."""
-    return JSONResponse([n.model_dump(mode="json") for n in cm.get_nodes()])
+def list_nodes(
+    cm: Manager,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_NODE_PAGE, description="At most this many nodes (default: all)."),
+    ] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            pattern=NODE_ID_PATTERN,
+            max_length=128,
+            description="Start after the node with this id (the last id of the previous page).",
+        ),
+    ] = None,
+) -> Any:
+    """Registered nodes in registration order, each as ``{"node", "state"}`` (the
+    predecessor's reply). Without ``limit``/``after`` the whole registry, as its clients
+    expect; page with ``limit`` and pass the last id back as ``after`` (404 when that node no
+    longer exists)."""
+    if limit is None and after is None:
+        nodes = cm.get_nodes()
+    else:
+        nodes = cm.get_nodes_page(limit=limit or MAX_NODE_PAGE, after=after)
+    return JSONResponse([_with_state(n) for n in nodes])
 
 
 @router.post(
     "",
     response_model=InferenceNodeConfig,
-    responses=error_responses(400, 409, 413, 415, 422, 503),
-    summary="Add one node",
+    responses=error_responses(400, 413, 415, 422, 503),
+    summary="Add or replace one node",
 )
 def create_node(node: InferenceNodeConfig, cm: Manager) -> Any:
-    """Register one node; 200 with the stored node (the predecessor's status), 409 if the id
-    exists."""
-    stored = cm.add_node(node)
+    """Register one node, or replace the node with its id (as the predecessor did when a
+    node was posted again); 200 with the stored node."""
+    stored, _ = cm.put_node(node)
     return _node_response(stored)
 
 
@@ -122,21 +175,25 @@ def get_node(node_id: NodeId, cm: Manager) -> Any:
 @router.put(
     "/{node_id}",
     response_model=InferenceNodeConfig,
-    responses=error_responses(400, 404, 412, 413, 415, 422, 503),
-    summary="Replace one node",
+    responses={
+        201: {"description": "Created", "model": InferenceNodeConfig},
+        **error_responses(400, 412, 413, 415, 422, 503),
+    },
+    summary="Replace (or create) one node",
 )
 def replace_node(
     node_id: NodeId, node: InferenceNodeConfig, cm: Manager, if_match: IfMatch = None
 ) -> Any:
-    """Replace a node (the body's ``id`` must equal the path's). With ``If-Match``, a node that
-    changed since that read gives 412 and nothing is written."""
+    """Replace a node (200), or create it when the id is new (201); the body's ``id`` must
+    equal the path's. With ``If-Match``, a node that changed since that read (or does not
+    exist) gives 412 and nothing is written."""
     if node.id != node_id:
         raise ValidationError(
             f"id: the body's id {node.id!r} differs from the path's {node_id!r}",
             [{"field": "id", "message": "must equal the id in the path", "input": node.id}],
         )
-    stored = cm.update_node(node, if_match=parse_if_match(if_match))
-    return _node_response(stored)
+    stored, created = cm.put_node(node, if_match=parse_if_match(if_match))
+    return _node_response(stored, 201 if created else 200)
 
 
 @router.delete(

@@ -1,4 +1,5 @@
-"""``/admin/v1/state`` and ``/admin/v1/config/export``: read-only views of the whole state."""
+"""``/admin/v1/state``, ``/admin/v1/config``, ``/admin/v1/config/export`` and
+``/admin/v1/export/db``: read-only views of the whole state, secrets always redacted."""
 
 from __future__ import annotations
 
@@ -85,3 +86,38 @@ def export_config(
     if fmt == "yaml":
         return Response(render_legacy_yaml(data), media_type="application/yaml")
     return JSONResponse(data)
+
+
+@router.get(
+    "/config",
+    responses={
+        200: {
+            "description": "The merged configuration, redacted",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **error_responses(503),
+    },
+    summary="Merged configuration (redacted)",
+)
+def get_config(cm: Manager) -> Any:
+    """The merged static + dynamic configuration (the later predecessor's ``GET
+    /admin/v1/config``), secrets redacted."""
+    return JSONResponse(cm.export_full_config(include_secrets=False))
+
+
+@router.get(
+    "/export/db",
+    responses={
+        200: {
+            "description": "Every state table as rows, secrets redacted",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **error_responses(503),
+    },
+    summary="Every state table as JSON (redacted)",
+)
+def export_db(cm: Manager) -> Any:
+    """Every table of the state file (the later predecessor's ``GET /admin/v1/export/db``):
+    ``{"tables": {name: [row, ...]}}``; secret columns hold ``<redacted>``. 503 in
+    ``API_STATE_MODE=yaml`` (no database)."""
+    return JSONResponse({"tables": cm.export_tables()})

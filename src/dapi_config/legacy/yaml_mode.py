@@ -408,6 +408,18 @@ class YamlStateStore:
                 return n.model_copy(deep=True)
         raise NodeNotFoundError(node_id)
 
+    def nodes_page(self, after: str | None, limit: int) -> list[InferenceNodeConfig]:
+        nodes = self._view().nodes
+        start = 0
+        if after is not None:
+            start = next((i + 1 for i, n in enumerate(nodes) if n.id == after), -1)
+            if start < 0:
+                raise NodeNotFoundError(after)
+        return [n.model_copy(deep=True) for n in nodes[start : start + limit]]
+
+    def export_tables(self, redacted: str) -> dict[str, list[dict[str, Any]]]:
+        raise self._unsupported("table exports")
+
     def node_count(self) -> int:
         return len(self._view().nodes)
 

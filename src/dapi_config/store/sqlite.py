@@ -682,6 +682,25 @@ class StateStore:
         rows = self.db.query_all(f"SELECT {_NODE_COLUMNS} FROM inference_nodes ORDER BY position")
         return [self._node_from_row(r) for r in rows]
 
+    def nodes_page(self, after: str | None, limit: int) -> list[InferenceNodeConfig]:
+        """At most ``limit`` nodes in registration order, after the node ``after`` (from the
+        start when None). Raises :class:`NodeNotFoundError` for an unknown ``after``."""
+        if after is None:
+            rows = self.db.query_all(
+                f"SELECT {_NODE_COLUMNS} FROM inference_nodes ORDER BY position LIMIT ?",
+                (limit,),
+            )
+        else:
+            start = self.db.query_one("SELECT position FROM inference_nodes WHERE id = ?", (after,))
+            if start is None:
+                raise NodeNotFoundError(after)
+            rows = self.db.query_all(
+                f"SELECT {_NODE_COLUMNS} FROM inference_nodes WHERE position > ? "
+                "ORDER BY position LIMIT ?",
+                (start[0], limit),
+            )
+        return [self._node_from_row(r) for r in rows]
+
     def node_count(self) -> int:
         return int(self.db.query_one("SELECT COUNT(*) FROM inference_nodes")[0])
 
@@ -914,6 +933,35 @@ class StateStore:
         """``PRAGMA quick_check`` problems (empty when the file is sound)."""
         rows = self.db.query_all("PRAGMA quick_check")
         return [] if [r[0] for r in rows] == ["ok"] else [str(r[0]) for r in rows]
+
+    #: Columns whose values are secrets: :meth:`export_tables` shows them redacted.
+    _SECRET_COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "secrets": ("value",),
+        "mlnode_security": ("security_key",),
+    }
+
+    def export_tables(self, redacted: str) -> dict[str, list[dict[str, Any]]]:
+        """Every table of the state file as rows of ``{column: value}``, from one consistent
+        read; secret columns hold ``redacted`` instead of their (sealed) value."""
+        with self.snapshot():
+            names = [
+                str(r[0])
+                for r in self.db.query_all(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
+            out: dict[str, list[dict[str, Any]]] = {}
+            for name in names:
+                cursor = self.db.execute(f'SELECT * FROM "{name}"')
+                columns = [d[0] for d in cursor.description]
+                rows = cursor.fetchall()
+                hidden = self._SECRET_COLUMNS.get(name, ())
+                out[name] = [
+                    {c: redacted if c in hidden else v for c, v in zip(columns, row, strict=True)}
+                    for row in rows
+                ]
+            return out
 
     def probe(self) -> None:
         """Read the file once; raises :class:`StateUnavailableError` when it is unusable."""

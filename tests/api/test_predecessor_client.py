@@ -1,0 +1,173 @@
+"""The admin API driven the way the predecessor's own client drives it: testermint's
+``ApplicationAPI.kt`` (``getNodes``, ``addNode``, ``addNodes``, ``removeNode``, ``enableNode``,
+``disableNode``, ``setNodesTo``), decoding replies into its data classes (``NodeResponse``,
+``InferenceNode``, ``AdminState``) with its snake_case field names. Plus the later
+predecessor's ``GET /admin/v1/config`` and ``GET /admin/v1/export/db``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import httpx
+
+from dapi_config.security import REDACTED
+from tests.api.conftest import RunningServer
+
+
+@dataclass
+class InferenceNode:
+    """testermint data/inferenceNodes.kt ``InferenceNode`` (optional fields default)."""
+
+    host: str
+    inference_port: int
+    poc_port: int
+    models: dict[str, dict[str, list[str]]]
+    id: str
+    max_concurrent: int
+    inference_segment: str = ""
+    poc_segment: str = ""
+    node_num: int | None = None
+    hardware: list[dict[str, Any]] | None = None
+    version: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """What Gson sends: every field that is not null."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    @classmethod
+    def decode(cls, data: dict[str, Any]) -> InferenceNode:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class AdminState:
+    enabled: bool
+    epoch: int
+
+
+@dataclass
+class NodeResponse:
+    node: InferenceNode
+    admin_state: AdminState | None
+
+
+class ApplicationApi:
+    """The admin calls of testermint's ``ApplicationAPI``."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def get_nodes(self) -> list[NodeResponse]:
+        response = self.client.get("/admin/v1/nodes")
+        response.raise_for_status()
+        out = []
+        for item in response.json():
+            state = item["state"].get("admin_state")
+            out.append(
+                NodeResponse(
+                    InferenceNode.decode(item["node"]),
+                    None if state is None else AdminState(state["enabled"], state["epoch"]),
+                )
+            )
+        return out
+
+    def add_node(self, node: InferenceNode) -> InferenceNode:
+        response = self.client.post("/admin/v1/nodes", json=node.body())
+        response.raise_for_status()
+        return InferenceNode.decode(response.json())
+
+    def add_nodes(self, nodes: list[InferenceNode]) -> list[InferenceNode]:
+        response = self.client.post("/admin/v1/nodes/batch", json=[n.body() for n in nodes])
+        response.raise_for_status()
+        return [InferenceNode.decode(n) for n in response.json()]
+
+    def remove_node(self, node_id: str) -> str:
+        response = self.client.delete(f"/admin/v1/nodes/{node_id}")
+        response.raise_for_status()
+        return response.text
+
+    def enable_node(self, node_id: str) -> dict[str, Any]:
+        response = self.client.post(f"/admin/v1/nodes/{node_id}/enable")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def disable_node(self, node_id: str) -> dict[str, Any]:
+        response = self.client.post(f"/admin/v1/nodes/{node_id}/disable")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def set_nodes_to(self, nodes: list[InferenceNode]) -> None:
+        for existing in self.get_nodes():
+            self.remove_node(existing.node.id)
+        self.add_nodes(nodes)
+
+
+def ml_node(node_id: str, port: int = 8080) -> InferenceNode:
+    return InferenceNode(
+        host=f"{node_id}-host",
+        inference_port=port,
+        poc_port=port + 1,
+        models={"Qwen/Qwen2.5-7B-Instruct": {"args": ["--quantization", "fp8"]}},
+        id=node_id,
+        max_concurrent=500,
+    )
+
+
+def as_returned(node: InferenceNode) -> InferenceNode:
+    """``node`` as the service answers it: empty hardware and version filled in."""
+    return replace(node, hardware=node.hardware or [], version=node.version or "")
+
+
+def test_testermint_node_management_flow(running_server: RunningServer) -> None:
+    api = ApplicationApi(running_server.client)
+    assert api.get_nodes() == []
+    api.set_nodes_to([ml_node("mlnode1"), ml_node("mlnode2", 9090)])
+    listed = api.get_nodes()
+    assert [r.node.id for r in listed] == ["mlnode1", "mlnode2"]
+    assert listed[0].node == as_returned(ml_node("mlnode1"))
+    assert all(r.admin_state == AdminState(enabled=True, epoch=0) for r in listed)
+
+    assert api.disable_node("mlnode2") == {
+        "message": "node disabled successfully",
+        "node_id": "mlnode2",
+    }
+    assert [r.admin_state.enabled for r in api.get_nodes() if r.admin_state] == [True, False]
+    api.enable_node("mlnode2")
+
+    # Re-adding an id (the predecessor's add handler replaced it) and replacing the set.
+    changed = ml_node("mlnode1", 7000)
+    assert api.add_node(changed) == as_returned(changed)
+    assert [r.node.inference_port for r in api.get_nodes()] == [7000, 9090]
+    api.set_nodes_to([ml_node("mlnode3")])
+    assert [r.node.id for r in api.get_nodes()] == ["mlnode3"]
+    assert '"id":"mlnode3"' in api.remove_node("mlnode3").replace(" ", "")
+    assert api.get_nodes() == []
+
+
+def test_get_config_is_the_merged_configuration_redacted(running_server: RunningServer) -> None:
+    cm = running_server.manager
+    cm.create_worker_key()
+    cm.set_height(77)
+    body = running_server.client.get("/admin/v1/config").json()
+    assert body["current_height"] == 77
+    assert body["ml_node_key_config"]["worker_private"] == REDACTED
+    assert body["api"]["admin_server_port"] == cm.get_api_config().admin_server_port
+
+
+def test_export_db_has_every_table_with_secrets_redacted(running_server: RunningServer) -> None:
+    cm = running_server.manager
+    api = ApplicationApi(running_server.client)
+    api.add_node(ml_node("n1"))
+    issued = cm.create_security_key("n1")
+    cm.create_worker_key()
+    body = running_server.client.get("/admin/v1/export/db").json()
+    tables = body["tables"]
+    assert {"inference_nodes", "chain_state", "seed_info", "audit_log", "secrets"} <= set(tables)
+    assert [row["id"] for row in tables["inference_nodes"]] == ["n1"]
+    assert [row["security_key"] for row in tables["mlnode_security"]] == [REDACTED]
+    assert {row["value"] for row in tables["secrets"]} == {REDACTED}
+    assert issued.security_key not in running_server.client.get("/admin/v1/export/db").text
