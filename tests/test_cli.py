@@ -28,6 +28,7 @@ def test_status_json_is_the_only_stdout(config_file: Path) -> None:
 
 
 def test_status_table_for_people(config_file: Path) -> None:
+    ConfigManager.open(config_file).close()  # status only looks: the state must exist
     result = run_cli("--config", str(config_file), "status")
     assert result.returncode == 0, result.stderr
     assert "height" in result.stdout
@@ -35,6 +36,7 @@ def test_status_table_for_people(config_file: Path) -> None:
 
 
 def test_env_config_path(config_file: Path) -> None:
+    ConfigManager.open(config_file).close()
     result = run_cli("status", "--json", env={"API_CONFIG_PATH": str(config_file)})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["config_path"] == str(config_file)

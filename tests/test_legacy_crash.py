@@ -145,7 +145,7 @@ def _kill_rounds(tmp_path: Path, expected: dict[str, Any], delays: Sequence[floa
         workdir.mkdir()
         config = write(workdir, GO_WRITER)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dapi_config", "--config", str(config), "status", "--json"],
+            [sys.executable, "-m", "dapi_config", "--config", str(config), "migrate", "--json"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -227,7 +227,7 @@ def test_two_processes_migrating_at_once(tmp_path: Path, expected: dict[str, Any
     env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_"))}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "dapi_config", "--config", str(config), "status", "--json"],
+            [sys.executable, "-m", "dapi_config", "--config", str(config), "migrate", "--json"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,

@@ -93,6 +93,7 @@ def test_installed_wheel_runs_without_dev_dependencies(dist: Path, tmp_path: Pat
     config = tmp_path / "config.yaml"
     config.write_text(EXAMPLE_CONFIG)
     config.chmod(0o600)
+    _run(cli, "--config", config, "migrate", cwd=tmp_path)  # creates the state file
     status = _run(cli, "--config", config, "status", "--json", cwd=tmp_path)
     assert '"height": 0' in status
 

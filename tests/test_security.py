@@ -446,6 +446,7 @@ def test_config_readable_by_others_warns_once(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(EXAMPLE_CONFIG)
     config.chmod(0o644)
+    ConfigManager.open(config).close()
     result = run_cli("--config", str(config), "status", "--json")
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("readable by group/others") == 1

@@ -214,6 +214,14 @@ def test_status_json_in_every_mode(tmp_path: Path) -> None:
     for mode in ("yaml", "dual", "db"):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_"))}
         env["API_STATE_MODE"] = mode
+        if mode != "yaml":  # status only looks: the file is migrated first
+            subprocess.run(
+                [sys.executable, "-m", "dapi_config", "--config", str(config), "migrate"],
+                env=env,
+                timeout=60,
+                check=True,
+                capture_output=True,
+            )
         proc = subprocess.run(
             [sys.executable, "-m", "dapi_config", "--config", str(config), "status", "--json"],
             capture_output=True,

@@ -27,7 +27,12 @@ from dapi_config._validation import (
     validate,
     validate_nodes,
 )
-from dapi_config.errors import NodeNotFoundError, PreconditionFailedError, ValidationError
+from dapi_config.errors import (
+    ConfigError,
+    NodeNotFoundError,
+    PreconditionFailedError,
+    ValidationError,
+)
 from dapi_config.export import ExportSettings, PeriodicExporter
 from dapi_config.legacy.yaml_mode import YamlStateStore
 from dapi_config.models import (
@@ -101,6 +106,7 @@ class ConfigManager:
         env: Mapping[str, str] | None = None,
         settings: Settings | None = None,
         migrate_legacy: bool = True,
+        read_only: bool = False,
     ) -> ConfigManager:
         """Load the static config and open (creating and migrating) the state file.
 
@@ -114,6 +120,9 @@ class ConfigManager:
         Secrets are sealed under the master key from ``API_STATE_KEY`` (>= 16 characters) or
         the key file ``<state>.key``; ``API_AUDIT_KEEP`` sets the audit retention. Whole-file
         encryption follows ``API_STATE_ENCRYPTION``/``API_STATE_KEY``.
+        ``read_only`` (commands that only look): nothing is migrated, imported, created or
+        rewritten; a missing state file is a :class:`StateUnavailableError`, a legacy file
+        not migrated yet a :class:`ConfigError` saying what it holds and how to migrate.
         Raises :class:`ConfigError` (bad static config or legacy values, bad mode or setting,
         bad encryption setting; :class:`MasterKeyError` for a short ``API_STATE_KEY``),
         :class:`SchemaTooNewError`, :class:`StateUnavailableError` (also: wrong or missing
@@ -123,6 +132,8 @@ class ConfigManager:
         loaded = load_static_config(settings.config_file(config_path), settings.static_env)
         path = settings.state_file(state_path, loaded.path)
         keys = MasterKeySource(path, settings.state_key)
+        if read_only:
+            return cls._open_read_only(settings, loaded, path, keys, actor)
         migrate = migrate_legacy and settings.state_mode != "yaml"
         if migrate and legacy.dynamic_keys_in(loaded.document):
             # Malformed legacy values stop here, before the state file is even created.
@@ -137,6 +148,35 @@ class ConfigManager:
             cm.close()
             raise
         return cm
+
+    @classmethod
+    def _open_read_only(
+        cls,
+        settings: Settings,
+        loaded: LoadedConfig,
+        path: Path,
+        keys: MasterKeySource,
+        actor: str,
+    ) -> ConfigManager:
+        pending = settings.state_mode != "yaml" and legacy.dynamic_keys_in(loaded.document)
+        if pending and not path.is_file():
+            held = legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
+            raise ConfigError(
+                f"{loaded.path} is a legacy single-file config that was not migrated yet "
+                f"(it holds: {legacy.describe_state(held)}); nothing was changed. Run "
+                "`dapi-config migrate` (or start the service) to move its state into "
+                f"{path}; `dapi-config migrate --dry-run` shows what would move"
+            )
+        store = _open_backend(settings, loaded, path, keys, actor=actor, read_only=True)
+        if pending:
+            log.warning(
+                "%s still holds dynamic keys (%s) that were not migrated; showing the state "
+                "file. `dapi-config migrate` handles them",
+                loaded.path,
+                ", ".join(pending),
+            )
+        loaded.raw, loaded.tree = None, None
+        return cls(loaded, store, settings, keys=keys)
 
     def _startup_imports(self, *, migrate_legacy: bool) -> None:
         """The legacy single-file migration and the one-time ``NODE_CONFIG_PATH`` merge."""
@@ -707,8 +747,9 @@ def _open_backend(
     path: Path,
     keys: MasterKeySource,
     *,
-    durability: Durability,
+    durability: Durability = "full",
     actor: str,
+    read_only: bool = False,
 ) -> StateBackend:
     """The backend ``API_STATE_MODE`` names: the SQLite state file (``db``, ``dual``) or the
     legacy single file itself (``yaml``). The only place that tells them apart."""
@@ -719,6 +760,7 @@ def _open_backend(
             default_actor=actor,
             keys=keys,
             parsed=None if loaded.raw is None else (loaded.raw, loaded.tree),
+            read_only=read_only,
         )
     return StateStore.open(
         path,
@@ -726,4 +768,5 @@ def _open_backend(
         default_actor=actor,
         audit_retention=settings.audit_retention,
         cipher=cipher_for(settings),
+        read_only=read_only,
     )

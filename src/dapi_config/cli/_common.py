@@ -180,6 +180,7 @@ def open_manager(
     *,
     actor: str = "cli",
     migrate_legacy: bool = True,
+    read_only: bool = False,
 ) -> Iterator[ConfigManager]:
     """Open the manager for a command, mapping every product error to one stderr line + exit 1.
 
@@ -193,6 +194,7 @@ def open_manager(
             actor=actor,
             settings=context.settings,
             migrate_legacy=migrate_legacy,
+            read_only=read_only,
         ) as cm:
             yield cm
     except DapiConfigError as exc:

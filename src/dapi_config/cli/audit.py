@@ -34,7 +34,7 @@ def audit(
     Secrets appear only as fingerprints. Follow changes with the last revision seen.
     Example: dapi-config audit --since 1200 --limit 50 --json
     """
-    with open_manager() as cm:
+    with open_manager(read_only=True) as cm:
         entries = cm.get_audit(since=since, limit=limit)
     if as_json:
         print_json([asdict(e) for e in entries])

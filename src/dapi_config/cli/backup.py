@@ -23,8 +23,9 @@ from dapi_config.cli._common import (
     print_json,
     stdout,
 )
-from dapi_config.errors import DapiConfigError
+from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.settings import parse_duration
+from dapi_config.static import load_static_config
 from dapi_config.store import backup as backups_mod
 from dapi_config.store import recovery
 
@@ -143,11 +144,18 @@ def check(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the state file: integrity, schema version, permissions, backup freshness.
+    """Check the config file (it loads and validates) and the state file: integrity, schema
+    version, permissions, backup freshness.
 
     Changes nothing. Exit 1 when there is a problem. Example: dapi-config check --json
     """
+    context = cli_context()
     state = _state_path()
+    config_problem: str | None = None
+    try:
+        load_static_config(context.config_file(), context.settings.static_env)
+    except ConfigError as exc:
+        config_problem = str(exc)
     try:
         limit = (
             parse_duration(max_backup_age, "--max-backup-age")
@@ -157,6 +165,9 @@ def check(
         result = recovery.check_state(state, max_backup_age=limit, cipher=cli_context().cipher())
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
+    result.items["config"] = "ok" if config_problem is None else "invalid"
+    if config_problem is not None:
+        result.problems.insert(0, config_problem)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -33,7 +33,7 @@ def export_command(
     """
     from dapi_config.export import render_legacy_yaml  # noqa: PLC0415
 
-    with open_manager() as cm:
+    with open_manager(read_only=True) as cm:
         if out is not None and str(out) == "-":
             text = render_legacy_yaml(cm.export_full_config(include_secrets=include_secrets))
             typer.echo(text, nl=False)

@@ -21,7 +21,7 @@ def nodes_list(as_json: JsonOpt = False) -> None:
 
     Example: dapi-config nodes list --json
     """
-    with open_manager() as cm:
+    with open_manager(read_only=True) as cm:
         nodes = cm.get_nodes()
     if as_json:
         print_json([n.model_dump(mode="json") for n in nodes])

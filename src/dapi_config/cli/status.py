@@ -15,7 +15,7 @@ def status(as_json: JsonOpt = False) -> None:
 
     Example: dapi-config --config config.yaml status --json
     """
-    with open_manager() as cm:
+    with open_manager(read_only=True) as cm:
         summary = cm.state_summary()
         summary["state_path"] = str(cm.state_path)
         summary["config_path"] = str(cm.config_path)

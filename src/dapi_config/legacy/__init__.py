@@ -50,6 +50,7 @@ from dapi_config.legacy.parse import (
     LegacyState,
     apply_legacy_state,
     checksum_of,
+    describe_state,
     dynamic_keys_in,
     parse_legacy_state,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "apply_legacy_state",
     "attach_mirror",
     "checksum_of",
+    "describe_state",
     "dynamic_keys_in",
     "import_state",
     "migrate_legacy_file",

@@ -381,6 +381,20 @@ def state_values(state: LegacyState) -> dict[str, Any]:
     return out
 
 
+def describe_state(state: LegacyState) -> str:
+    """A short human summary of what a legacy file holds (for messages)."""
+    parts = []
+    if state.nodes is not None:
+        parts.append(f"{len(state.nodes)} node(s)")
+    if state.current_height is not None:
+        parts.append(f"height {state.current_height}")
+    if state.node_versions:
+        parts.append(f"{len(state.node_versions)} scheduled version(s)")
+    if any(seed != SeedInfo() for seed in state.seeds.values()):
+        parts.append("seeds")
+    return ", ".join(parts) or "dynamic keys with empty values"
+
+
 def current_state(store: StateBackend) -> LegacyState:
     """What ``store`` holds now, as the legacy keys would carry it (one consistent read)."""
     with store.snapshot():

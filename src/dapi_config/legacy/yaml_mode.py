@@ -122,6 +122,7 @@ class YamlStateStore:
         default_actor: str = "library",
         keys: MasterKeySource | None = None,
         parsed: tuple[bytes, Any] | None = None,
+        read_only: bool = False,
     ) -> YamlStateStore:
         """Open the config file as the state; seed it from ``state_path`` (a state database
         left by ``db``/``dual`` mode) when the file holds no dynamic state yet; ``keys``
@@ -131,7 +132,8 @@ class YamlStateStore:
         :class:`StateUnavailableError` when it cannot be written.
         """
         store = cls(Path(config_path), default_actor=default_actor, parsed=parsed)
-        if state_path is not None and Path(state_path).exists() and not store._has_dynamic:
+        seed = not read_only and state_path is not None and Path(state_path).exists()
+        if seed and state_path is not None and not store._has_dynamic:
             store._seed_from_database(Path(state_path), keys)
         return store
 

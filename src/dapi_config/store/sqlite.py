@@ -204,6 +204,7 @@ class StateStore:
         recover: bool = True,
         backup_dir: str | os.PathLike[str] | None = None,
         cipher: StateCipher | None = None,
+        read_only: bool = False,
     ) -> StateStore:
         """Check, open (creating if needed, 0600) and migrate the state file at ``path``.
 
@@ -215,11 +216,15 @@ class StateStore:
         :class:`StateCorruptError` for a damaged file with no good backup,
         :class:`StateUnavailableError` when the file cannot be opened or is not a state file,
         :class:`BackupError` when the backup before a schema change fails.
+        ``read_only``: for commands that only look: the file must exist and be current; it is
+        never created, recovered, migrated or marked (:class:`StateUnavailableError` instead).
         ``cipher``: the key of an encrypted file (None: plain; default: from
         ``API_STATE_ENCRYPTION``/``API_STATE_KEY``, see :mod:`.cipher`); a wrong or missing key
         raises :class:`StateUnavailableError`, a bad setting :class:`ConfigError`.
         """
         key = cipher
+        if read_only:
+            return cls._open_read_only(Path(path), key, default_actor, audit_retention)
         backups = Path(backup_dir) if backup_dir is not None else backup_dir_for(path)
         if recover:
             recover_if_damaged(path, backups, cipher=key)
@@ -239,6 +244,36 @@ class StateStore:
             store = cls(db, default_actor=default_actor, audit_retention=audit_retention)
             _sync_marker(db.path, key)
             return store
+        except BaseException:
+            db.close()
+            raise
+
+    @classmethod
+    def _open_read_only(
+        cls,
+        path: Path,
+        key: StateCipher | None,
+        default_actor: str,
+        audit_retention: AuditRetention | None,
+    ) -> StateStore:
+        """For commands that only look: never create, recover, migrate or mark the file."""
+        if not path.is_file():
+            raise StateUnavailableError(
+                f"{path}: no state file here (nothing was created). Check --state / "
+                "API_STATE_DB_PATH, or start the service (or run a command that writes) to "
+                "create it"
+            )
+        db = Database(path, cipher=key)
+        migrations.preflight(db)
+        try:
+            steps = migrations.pending(db)
+            if steps:
+                raise StateUnavailableError(
+                    f"{path}: its schema (version {steps[0].version - 1}) is older than this "
+                    f"dapi-config's ({steps[-1].version}); the service or a command that writes "
+                    "upgrades it (after a backup). It was not changed"
+                )
+            return cls(db, default_actor=default_actor, audit_retention=audit_retention)
         except BaseException:
             db.close()
             raise
