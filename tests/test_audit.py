@@ -102,7 +102,7 @@ NOT_WRITES = {
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
     "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode",
     "write_rollback", "before_risky_operation", "import_nodes_file", "migrate_legacy",
-    "export_tables",
+    "export_tables", "seal_secrets", "sealed_keyring_password",
 }  # fmt: skip
 
 

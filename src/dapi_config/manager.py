@@ -15,6 +15,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from dapi_config import documents, legacy, node_import
 from dapi_config._validation import (
     INT64_MAX,
@@ -30,6 +32,7 @@ from dapi_config._validation import (
 from dapi_config.errors import (
     ConfigError,
     NodeNotFoundError,
+    NotSupportedError,
     PreconditionFailedError,
     ValidationError,
 )
@@ -280,8 +283,34 @@ class ConfigManager:
         return self._loaded.config.api.model_copy(deep=True)
 
     def get_chain_node_config(self) -> ChainNodeConfig:
-        """The ``chain_node`` section (a copy); ``keyring_password`` from the environment."""
-        return self._loaded.config.chain_node.model_copy(deep=True)
+        """The ``chain_node`` section (a copy); ``keyring_password`` from the environment, else
+        the one ``secrets seal`` stored sealed."""
+        config = self._loaded.config.chain_node.model_copy(deep=True)
+        if config.keyring_password is None and (sealed := self.sealed_keyring_password()):
+            config.keyring_password = SecretStr(sealed)
+        return config
+
+    def sealed_keyring_password(self) -> str | None:
+        """The keyring password moved into sealed state by :meth:`seal_secrets` (None: none).
+        Raises :class:`MasterKeyError`."""
+        return self._secrets.stored_keyring_password()
+
+    def seal_secrets(self) -> legacy.SealReport:
+        """Move ``worker_private`` (with its public key) and ``chain_node.KeyringPassword``
+        from the config file into sealed state: the file is backed up first, the secrets are
+        stored in one durable transaction, then the file is rewritten without them.
+        Raises :class:`ConfigError`, :class:`MasterKeyError`, :class:`NotSupportedError`
+        (``yaml`` mode keeps them in its file for the old binary)."""
+        if not self._store.supports_backups:
+            raise NotSupportedError(
+                "API_STATE_MODE=yaml keeps the secrets in its file, where the old binary reads "
+                "them; switch to db (or dual) mode to seal them"
+            )
+        report = legacy.seal_file_secrets(self._loaded.path, self._secrets.seal)
+        if "ml_node_key_config.worker_private" in report.sealed:
+            # This process still holds the values read at open: the stored pair serves now.
+            self._loaded.config.ml_node_key_config.worker_private = ""
+        return report
 
     def get_nats_config(self) -> NatsServerConfig:
         """The ``nats`` section (a copy)."""

@@ -32,6 +32,9 @@ from dapi_config.security import (
 )
 from dapi_config.store.backend import SecurityKeyRow, StateBackend
 
+#: The row holding the keyring password that ``secrets seal`` moved out of the YAML file.
+KEYRING_PASSWORD_SECRET = "keyring_password"  # noqa: S105 - a row name
+
 
 class Secrets:
     """Sealed secrets of one state backend, under one master key."""
@@ -102,6 +105,33 @@ class Secrets:
                 seal=lambda plain, context: self.box().seal(plain, context),
             )
         return pair.public
+
+    def seal(self, worker: tuple[str, str] | None, keyring_password: str | None) -> None:
+        """Store a worker pair (public, private) and/or the keyring password sealed, in one
+        durable transaction (the caller then removes them from the YAML file). Raises
+        :class:`MasterKeyError`, :class:`NotSupportedError` (``yaml`` mode)."""
+        self.warm()
+        with self._store.transaction(durable=True):
+            if worker is not None:
+                self._store.set_worker_key(
+                    worker[0],
+                    worker[1],
+                    fingerprint=fingerprint(worker[1]),
+                    seal=lambda plain, context: self.box().seal(plain, context),
+                )
+            if keyring_password is not None:
+                old = self._store.secret(KEYRING_PASSWORD_SECRET)
+                self._store.set_secret(
+                    KEYRING_PASSWORD_SECRET,
+                    self.box().seal(keyring_password, KEYRING_PASSWORD_SECRET),
+                    fingerprint=fingerprint(keyring_password),
+                    old_fingerprint=None if old is None else "<replaced>",
+                )
+
+    def stored_keyring_password(self) -> str | None:
+        """The keyring password sealed by ``secrets seal``, opened (None when none)."""
+        sealed = self._store.secret(KEYRING_PASSWORD_SECRET)
+        return None if sealed is None else self.box().open(sealed, KEYRING_PASSWORD_SECRET)
 
     def worker_keys(self, static: MLNodeKeyConfig, *, include_secrets: bool) -> MLNodeKeyConfig:
         """The pair an export shows: the YAML values where set, else the stored pair; the

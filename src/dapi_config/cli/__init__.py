@@ -19,6 +19,7 @@ from dapi_config.cli import (  # noqa: F401 - importing registers the commands
     keys,
     legacy,
     nodes,
+    secrets,
     serve,
     status,
 )

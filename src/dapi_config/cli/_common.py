@@ -60,6 +60,10 @@ app = typer.Typer(
 )
 nodes_app = typer.Typer(help="Inspect and edit the inference-node registry.", no_args_is_help=True)
 app.add_typer(nodes_app, name="nodes")
+secrets_app = typer.Typer(
+    help="Move secrets out of the YAML file into sealed state.", no_args_is_help=True
+)
+app.add_typer(secrets_app, name="secrets")
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)

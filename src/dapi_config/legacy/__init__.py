@@ -37,10 +37,12 @@ from dapi_config.legacy.layout import (
 from dapi_config.legacy.migrate import (
     BACKUP_INFIX,
     MigrationReport,
+    SealReport,
     import_state,
     migrate_legacy_file,
     plan_migration,
     rewrite_static,
+    seal_file_secrets,
     write_backup,
 )
 from dapi_config.legacy.parse import (
@@ -65,6 +67,7 @@ __all__ = [
     "ExportSource",
     "LegacyState",
     "MigrationReport",
+    "SealReport",
     "apply_legacy_state",
     "attach_mirror",
     "checksum_of",
@@ -78,6 +81,7 @@ __all__ = [
     "render_legacy_yaml",
     "rewrite_static",
     "rollback_document",
+    "seal_file_secrets",
     "static_text",
     "strip_keys_text",
     "write_backup",

@@ -34,6 +34,8 @@ class ExportSource(Protocol):
 
     def on_commit(self, hook: Callable[[], None]) -> Callable[[], None]: ...
 
+    def sealed_keyring_password(self) -> str | None: ...
+
 
 def mirror_path_for(state_path: Path, settings: Settings) -> Path:
     """The legacy-layout mirror of ``dual`` mode: ``API_STATE_MIRROR_PATH``, else
@@ -60,6 +62,9 @@ def rollback_document(cm: ExportSource) -> dict[str, Any]:
     chain = document.get("chain_node")
     if isinstance(chain, dict) and chain.get(LEGACY_PASSWORD_KEY) is not None:
         data.setdefault("chain_node", {})[LEGACY_PASSWORD_KEY] = str(chain[LEGACY_PASSWORD_KEY])
+    elif (sealed := cm.sealed_keyring_password()) is not None:
+        # Moved out of the file by `secrets seal`: the old binary reads it there again.
+        data.setdefault("chain_node", {})[LEGACY_PASSWORD_KEY] = sealed
     return data
 
 

@@ -15,6 +15,7 @@ from dapi_config import _failpoints
 from dapi_config._files import atomic_write, file_owner
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.errors import ConfigError
+from dapi_config.static import LEGACY_PASSWORD_KEY
 
 if TYPE_CHECKING:
     from dapi_config.store.backend import StateBackend
@@ -37,7 +38,7 @@ from dapi_config.legacy.parse import (
     without_marker,
     written_by_yaml_mode,
 )
-from dapi_config.legacy.text import static_text
+from dapi_config.legacy.text import edit_nested_scalars, static_text
 
 log = logging.getLogger("dapi_config.legacy")
 
@@ -321,3 +322,88 @@ def plan_migration(config: Path) -> MigrationReport:
     state = parse_legacy_state(to_plain(doc), source)
     static_text(raw.decode("utf-8"), doc, source, set(keys))
     return MigrationReport(source, "dry_run", keys, None, checksum_of(raw), state.summary())
+
+
+@dataclass
+class SealReport:
+    """What ``secrets seal`` moved out of the config file."""
+
+    config_path: str
+    sealed: list[str] = field(default_factory=list)
+    backup_path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config_path": self.config_path,
+            "sealed": self.sealed,
+            "backup_path": self.backup_path,
+        }
+
+
+def seal_file_secrets(
+    config: Path,
+    store_sealed: Callable[[tuple[str, str] | None, str | None], None],
+) -> SealReport:
+    """Move ``ml_node_key_config.worker_private`` (with its public key) and
+    ``chain_node.KeyringPassword`` out of the config file into sealed state.
+
+    The file protocol of a migration: a byte copy of the file first
+    (``<config>.pre-seal.<UTC time>``), then ``store_sealed(worker, password)`` (one durable
+    transaction), then the file rewritten atomically without them (``worker_private: ""``; the
+    ``KeyringPassword`` line removed), every other byte kept. A crash in between leaves the
+    secrets in the file and maybe also in the state: running it again finishes the job.
+    Raises :class:`ConfigError` (nothing changed) when the file cannot be edited in place.
+    """
+    source = str(config)
+    try:
+        raw = config.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{config}: cannot read the config file: {exc.strerror}") from None
+    doc = parse_yaml(raw, source)
+    plain = to_plain(doc) if isinstance(doc, dict) else {}
+    keys = plain.get("ml_node_key_config") or {}
+    chain = plain.get("chain_node") or {}
+    worker = None
+    edits: dict[tuple[str, str], str | None] = {}
+    if isinstance(keys, dict) and keys.get("worker_private"):
+        worker = (str(keys.get("worker_public") or ""), str(keys["worker_private"]))
+        edits[("ml_node_key_config", "worker_private")] = '""'
+    password = None
+    if isinstance(chain, dict) and chain.get(LEGACY_PASSWORD_KEY):
+        password = str(chain[LEGACY_PASSWORD_KEY])
+        edits[("chain_node", LEGACY_PASSWORD_KEY)] = None
+    report = SealReport(source, [f"{s}.{k}" for s, k in edits])
+    if not edits:
+        return report
+    try:
+        new_text = edit_nested_scalars(raw.decode("utf-8"), doc, edits)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{config}: cannot take the secrets out of the file in place ({exc}); nothing "
+            "was changed. Move them by hand: delete the values from the file after "
+            "`dapi-config secrets seal` has stored them"
+        ) from None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = config.with_name(f"{config.name}.pre-seal.{stamp}")
+    try:
+        atomic_write(backup, raw, mode=0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"{config}: cannot write the backup {backup}: {exc.strerror or exc}; nothing was "
+            "changed"
+        ) from None
+    report.backup_path = str(backup)
+    store_sealed(worker, password)
+    _failpoints.hit("seal.before_rewrite")
+    try:
+        st = config.stat()
+        atomic_write(config, new_text, mode=st.st_mode & 0o600, owner=file_owner(st))
+    except OSError as exc:
+        raise ConfigError(
+            f"{config}: the secrets are sealed in the state but the file could not be "
+            f"rewritten ({exc.strerror or exc}); run `dapi-config secrets seal` again"
+        ) from None
+    log.warning(
+        "%s: %s moved into sealed state (backup %s)", config, ", ".join(report.sealed), backup
+    )
+    return report

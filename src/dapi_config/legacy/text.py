@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dapi_config._yaml import dump_yaml, parse_yaml, to_plain
-
-if TYPE_CHECKING:
-    pass
-
 from dapi_config.legacy.parse import dynamic_keys_in
 
 log = logging.getLogger("dapi_config.legacy")
@@ -114,3 +110,40 @@ def static_text(text: str, doc: Any, source: str, remove: set[str] | None = None
     for key in remove:
         del doc[key]
     return dump_yaml(doc) if len(doc) else ""
+
+
+# --- blanking secrets inside sections ---------------------------------------------------------
+
+
+def edit_nested_scalars(text: str, doc: Any, edits: dict[tuple[str, str], str | None]) -> str:
+    """``text`` with ``section.key`` scalars replaced (``edits`` value: the new plain-YAML text
+    of the value, e.g. ``'""'``) or their lines removed (None); every other byte kept.
+
+    Only one-line entries are edited (a key whose value continues on following lines is
+    refused). Raises ``ValueError`` when an entry cannot be edited in place or the result does
+    not parse to exactly the intended data; the caller changes nothing then.
+    """
+    lines = _LINE.findall(text)
+    expected = to_plain(doc)
+    drop: set[int] = set()
+    for (section, key), new in edits.items():
+        mapping = doc.get(section)
+        try:
+            line, col = mapping.lc.key(key)
+        except (AttributeError, KeyError, TypeError):
+            raise ValueError(f"{section}.{key}: not a plain block entry") from None
+        following = lines[line + 1] if line + 1 < len(lines) else ""
+        if following.strip() and len(following) - len(following.lstrip(" ")) > col:
+            raise ValueError(f"{section}.{key}: its value spans several lines")
+        ending = "\n" if lines[line].endswith("\n") else ""
+        if new is None:
+            drop.add(line)
+            del expected[section][key]
+        else:
+            lines[line] = f"{' ' * col}{key}: {new}{ending}"
+            expected[section][key] = to_plain(parse_yaml(new, "value"))
+    result = "".join(line for i, line in enumerate(lines) if i not in drop)
+    again = parse_yaml(result, "edited")
+    if (to_plain(again) if again is not None else {}) != expected:
+        raise ValueError("the edited file would not read back as intended")
+    return result

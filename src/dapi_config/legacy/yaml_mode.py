@@ -577,6 +577,11 @@ class YamlStateStore:
     def set_key_params(self, raw: str) -> None:
         raise self._unsupported("sealed secrets")
 
+    def set_secret(
+        self, name: str, value: str, *, fingerprint: str, old_fingerprint: str | None = None
+    ) -> None:
+        raise self._unsupported("sealed secrets")
+
     def security_key(self, node_id: str) -> SecurityKeyRow | None:
         return None
 

@@ -154,6 +154,10 @@ class StateBackend(Protocol):
 
     def set_key_params(self, raw: str) -> None: ...
 
+    def set_secret(
+        self, name: str, value: str, *, fingerprint: str, old_fingerprint: str | None = None
+    ) -> None: ...
+
     def put_security_key(
         self,
         node_id: str,
