@@ -208,10 +208,7 @@ def migrate_legacy_file(
     :class:`ConfigError` for malformed legacy values (before anything is written).
     """
     source = str(config)
-    try:
-        raw = config.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{config}: cannot read the config file: {exc.strerror}") from None
+    raw = _read_config(config)
     if parsed is not None and parsed[0] == raw and parsed[1] is not None:
         doc = parsed[1]
     else:
@@ -308,13 +305,17 @@ def _warn_not_imported(
         )
 
 
+def _read_config(config: Path) -> bytes:
+    try:
+        return config.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{config}: cannot read the config file: {exc.strerror}") from None
+
+
 def plan_migration(config: Path) -> MigrationReport:
     """What :func:`migrate_legacy_file` would do, changing nothing (``migrate --dry-run``)."""
     source = str(config)
-    try:
-        raw = config.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{config}: cannot read the config file: {exc.strerror}") from None
+    raw = _read_config(config)
     doc = parse_yaml(raw, source)
     keys = dynamic_keys_in(doc) if isinstance(doc, dict) else []
     if not keys:
@@ -355,10 +356,7 @@ def seal_file_secrets(
     Raises :class:`ConfigError` (nothing changed) when the file cannot be edited in place.
     """
     source = str(config)
-    try:
-        raw = config.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{config}: cannot read the config file: {exc.strerror}") from None
+    raw = _read_config(config)
     doc = parse_yaml(raw, source)
     plain = to_plain(doc) if isinstance(doc, dict) else {}
     keys = plain.get("ml_node_key_config") or {}
