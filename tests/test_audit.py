@@ -19,6 +19,8 @@ from dapi_config import (
     ConfigManager,
     DapiConfigError,
     InferenceNodeConfig,
+    PoCModelParams,
+    PoCParamsCache,
     SeedInfo,
     UpgradePlan,
     ValidationError,
@@ -72,6 +74,11 @@ WRITES: dict[str, tuple[Callable[[ConfigManager], Any], str, str]] = {
         "set_bandwidth_params",
         "bandwidth",
     ),
+    "set_poc_params": (
+        lambda cm: cm.set_poc_params(PoCParamsCache(models=[PoCModelParams(model_id="m")])),
+        "set_poc_params",
+        "poc",
+    ),
     "set_upgrade_plan": (
         lambda cm: cm.set_upgrade_plan(UpgradePlan(name="u", height=9)),
         "set_upgrade_plan",
@@ -102,6 +109,7 @@ NOT_WRITES = {
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
     "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode",
     "write_rollback", "before_risky_operation", "import_nodes_file", "migrate_legacy",
+    "import_gonka_db",
     "export_tables", "seal_secrets", "sealed_keyring_password",
 }  # fmt: skip
 

@@ -191,7 +191,10 @@ def test_hand_edited_file_odd_shapes(tmp_path: Path) -> None:
         assert small.is_enabled is False
         assert small.models["Qwen/Qwen2.5-7B-Instruct"].args == []
         assert cm.get_height() == 98000  # quoted number
-        assert cm.get_current_seed() == SeedInfo(seed=77, epoch_index=12, signature="abc")
+        # The old writer's seed height is no field today: kept, and written back by rollback.
+        current = cm.get_current_seed()
+        assert current == SeedInfo(seed=77, epoch_index=12, signature="abc", height=97000)
+        assert current.model_extra == {"height": 97000}
         assert cm.get_previous_seed().seed == 76
         assert cm.get_upcoming_seed() == SeedInfo()
         assert cm.get_node_versions() == []
@@ -205,15 +208,20 @@ def test_hand_edited_file_odd_shapes(tmp_path: Path) -> None:
         export = cm.export_full_config()
         assert export["telemetry"] == {"endpoint": "http://otel:4317"}
         assert export["last_processed_height"] == 97999
-    # The ignored unknown keys are recorded with the import.
+        # Fields no model knows are stored with their entry and come back in exports.
+        assert big.model_extra == {"owner": "dana"}
+        assert big.hardware[0].model_extra == {"vendor": "nvidia"}
+        exported = {n["id"]: n for n in export["nodes"]}["gpu-big"]
+        assert exported["owner"] == "dana"
+        assert exported["hardware"][0]["vendor"] == "nvidia"
+        assert export["current_seed"]["height"] == 97000
+    # ... and the import records where they were.
     with sqlite_file(tmp_path / "state.db") as conn:
         (details,) = conn.execute(
             "SELECT details FROM legacy_imports WHERE kind = 'legacy_yaml'"
         ).fetchone()
-    ignored = json.loads(details)["ignored"]
-    assert ignored["nodes[0].owner"] == "dana"
-    assert ignored["nodes[0].hardware[0].vendor"] == "nvidia"
-    assert ignored["current_seed.height"] == 97000
+    kept = json.loads(details)["kept_unknown_fields"]
+    assert {"nodes[0].owner", "nodes[0].hardware[0].vendor", "current_seed.height"} <= set(kept)
 
 
 def test_rewrite_keeps_every_comment_and_unknown_key(tmp_path: Path) -> None:

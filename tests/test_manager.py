@@ -117,7 +117,7 @@ def test_bad_seed_changes_nothing(manager: ConfigManager) -> None:
     for bad in (
         {"seed": "nope", "epoch_index": 1, "signature": ""},
         {"seed": 1, "epoch_index": -1, "signature": ""},
-        {"seed": 1, "epoch_index": 1, "signature": "", "extra": 1},
+        {"seed": 1, "epoch_index": 1, "signature": "", "claimed": "maybe"},
         {"seed": 2**64, "epoch_index": 1, "signature": ""},
     ):
         with pytest.raises(ValidationError):
@@ -195,7 +195,7 @@ def test_node_errors_change_nothing(manager: ConfigManager) -> None:
         {"id": "", "host": "h", "inference_port": 1, "poc_port": 1},
         {"id": "a/b", "host": "h", "inference_port": 1, "poc_port": 1},
         {"id": "x", "host": "", "inference_port": 1, "poc_port": 1},
-        {"id": "x", "host": "h", "inference_port": 1, "poc_port": 1, "bogus": 1},
+        {"id": "x", "host": "h", "inference_port": 1, "poc_port": 1, "base_url": "not a url"},
         {"id": "x", "host": "h", "inference_port": 1, "poc_port": 1, "is_enabled": "maybe"},
         {"id": "x", "host": "h", "inference_port": 1, "poc_port": 1, "hardware": [{"type": ""}]},
     ]

@@ -31,7 +31,7 @@ NODES: list[dict[str, Any]] = [
         "inference_port": 5000,
         "poc_port": 8080,
         "models": {"Qwen/QwQ-32B": {"Args": []}},
-        "comment": "unknown keys are ignored like the predecessor's JSON decoder did",
+        "comment": "an unknown key: kept with the node (the predecessor's decoder ignored it)",
     },
 ]
 
@@ -60,6 +60,7 @@ def test_node_config_path_is_merged_once(
         nodes = cm.get_nodes()
         assert [n.id for n in nodes] == ["mlnode1", "mlnode2"]
         assert nodes[0].models["Qwen/Qwen2.5-7B-Instruct"].args == ["--quantization", "fp8"]
+        assert nodes[1].model_extra == {"comment": NODES[1]["comment"]}
         assert cm.export_full_config()["merged_node_config"] is True
         cm.remove_node("mlnode2")
     with (

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 import pydantic
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from dapi_config.errors import (
     DuplicateNodeError,
@@ -16,8 +16,8 @@ from dapi_config.errors import (
     PreconditionFailedError,
     ValidationError,
 )
-from dapi_config.models import InferenceNodeConfig, is_valid_node_id
-from dapi_config.security import REDACTED, SECRET_FIELDS
+from dapi_config.models import REDACTED, InferenceNodeConfig, is_valid_node_id
+from dapi_config.security import SECRET_FIELDS
 
 INT64_MAX = 2**63 - 1
 
@@ -61,14 +61,23 @@ def _short(value: Any) -> Any:
 def validate(model: type[ModelT], value: Any, what: str) -> ModelT:
     """``value`` as a ``model`` instance (a fresh copy), or :class:`ValidationError`."""
     try:
-        if isinstance(value, model):
-            return model.model_validate(value.model_dump())
         if isinstance(value, BaseModel):
-            value = value.model_dump()
+            value = _plain_with_secrets(value)
         return model.model_validate(value)
     except pydantic.ValidationError as exc:
         items = error_items(exc)
         raise ValidationError(f"invalid {what}: {describe(items)}", items) from None
+
+
+def _plain_with_secrets(value: BaseModel) -> dict[str, Any]:
+    """``value`` as plain data for revalidation, its secret fields passed as the objects they
+    are (a dump would redact them; a sealed token stays sealed)."""
+    secret = {
+        name: item
+        for name in type(value).model_fields
+        if isinstance(item := getattr(value, name, None), SecretStr)
+    }
+    return {**value.model_dump(exclude=set(secret)), **secret}
 
 
 def node_etag(node: InferenceNodeConfig) -> str:

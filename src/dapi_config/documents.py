@@ -6,10 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from dapi_config.models import BandwidthParamsCache, StaticConfig, ValidationParamsCache
+from dapi_config.legacy.layout import (
+    legacy_node,
+    trim_unset_later_fields,
+    with_models_as_names,
+)
+from dapi_config.legacy.parse import LEGACY_KIND
+from dapi_config.models import (
+    REDACTED,
+    BandwidthParamsCache,
+    PoCParamsCache,
+    StaticConfig,
+    ValidationParamsCache,
+)
 from dapi_config.schedule import go_stack_order
 from dapi_config.secrets import Secrets
-from dapi_config.security import REDACTED
 from dapi_config.store.backend import SEED_KINDS, StateBackend
 
 
@@ -24,6 +35,7 @@ def state_summary(store: StateBackend) -> dict[str, Any]:
             "seeds": {kind: store.seed(kind).model_dump() for kind in SEED_KINDS},
             "validation_params": store.params("validation", ValidationParamsCache).model_dump(),
             "bandwidth_params": store.params("bandwidth", BandwidthParamsCache).model_dump(),
+            "poc_params": store.params("poc", PoCParamsCache).model_dump(),
             "upgrade_plan": store.upgrade_plan().model_dump(),
             "node_count": store.node_count(),
             "revision": store.latest_revision(),
@@ -49,7 +61,9 @@ def full_config(
         versions = store.node_versions()
         validation = store.params("validation", ValidationParamsCache)
         bandwidth = store.params("bandwidth", BandwidthParamsCache)
+        poc = store.params("poc", PoCParamsCache)
         merged = store.find_import("node_config") is not None
+        imported = store.find_import(LEGACY_KIND)
         keys = secrets.worker_keys(static.ml_node_key_config, include_secrets=include_secrets)
         security = (
             secrets.exported_security_keys(include_secrets=include_secrets)
@@ -63,7 +77,7 @@ def full_config(
         )
     out: dict[str, Any] = {
         "api": api,
-        "nodes": [n.model_dump(mode="json") for n in nodes],
+        "nodes": [legacy_node(n, reveal_secrets=include_secrets) for n in nodes],
         "merged_node_config": merged,
         "chain_node": static.chain_node.model_dump(mode="json", exclude={"keyring_password"}),
         "upcoming_seed": seeds["upcoming"].model_dump(mode="json"),
@@ -80,7 +94,12 @@ def full_config(
         },
         "validation_params": validation.model_dump(mode="json"),
         "bandwidth_params": bandwidth.model_dump(mode="json"),
+        "poc_params": poc.model_dump(mode="json"),
     }
+    trim_unset_later_fields(out)
+    if imported is not None and imported["details"].get("models_as_names"):
+        # The imported file was of an era whose binary reads models only as plain names.
+        out["nodes"] = [with_models_as_names(n) for n in out["nodes"]]
     if security:
         out["mlnode_security"] = security
     if "last_processed_height" in chain:

@@ -39,6 +39,7 @@ from dapi_config.errors import (
 from dapi_config.export import ExportSettings, PeriodicExporter
 from dapi_config.legacy.yaml_mode import YamlStateStore
 from dapi_config.models import (
+    REDACTED,
     ApiConfig,
     BandwidthParamsCache,
     ChainNodeConfig,
@@ -47,14 +48,15 @@ from dapi_config.models import (
     MLNodeKeyConfig,
     NatsServerConfig,
     NodeVersion,
+    PoCParamsCache,
     SecurityKeyInfo,
     SeedInfo,
     StaticConfig,
     UpgradePlan,
     ValidationParamsCache,
 )
-from dapi_config.secrets import Secrets
-from dapi_config.security import REDACTED, MasterKeySource
+from dapi_config.secrets import Secrets, has_new_token, keep_redacted_tokens
+from dapi_config.security import MasterKeySource
 from dapi_config.settings import Settings, StateMode
 from dapi_config.static import LoadedConfig, load_static_config
 from dapi_config.store import AuditEntry, Durability, StateStore
@@ -97,6 +99,7 @@ class ConfigManager:
         self.legacy_report: legacy.MigrationReport | None = None
         self._keys = keys or MasterKeySource(store.path, settings.state_key)
         self._secrets = Secrets(store, self._keys)
+        store.use_sealer(self._secrets.sealer())
 
     @classmethod
     def open(
@@ -194,6 +197,10 @@ class ConfigManager:
             )
         # The file's text and tree are only needed for the migration: don't keep them.
         loaded.raw, loaded.tree = None, None
+        if migrate_legacy:
+            gonka_db = legacy.gonka_db_to_import(self._settings, loaded.path)
+            if gonka_db is not None and self._store.find_import(legacy.GONKA_DB_KIND) is None:
+                self.import_gonka_db(gonka_db)
         node_import.import_node_config_env(
             self._store,
             self._settings.node_config_path,
@@ -357,6 +364,10 @@ class ConfigManager:
         """The cached validation parameters."""
         return self._store.params("validation", ValidationParamsCache)
 
+    def get_poc_params(self) -> PoCParamsCache:
+        """The cached proof-of-compute parameters (the predecessor's later ``poc_params``)."""
+        return self._store.params("poc", PoCParamsCache)
+
     def get_bandwidth_params(self) -> BandwidthParamsCache:
         """The cached bandwidth parameters."""
         return self._store.params("bandwidth", BandwidthParamsCache)
@@ -420,6 +431,12 @@ class ConfigManager:
         with self._store.transaction():
             self._store.set_params("validation", value)
 
+    def set_poc_params(self, params: PoCParamsCache) -> None:
+        """Replace the cached proof-of-compute parameters. Raises :class:`ValidationError`."""
+        value = validate(PoCParamsCache, params, "poc params")
+        with self._store.transaction():
+            self._store.set_params("poc", value)
+
     def set_bandwidth_params(self, params: BandwidthParamsCache) -> None:
         """Replace the cached bandwidth parameters. Raises :class:`ValidationError`."""
         value = validate(BandwidthParamsCache, params, "bandwidth params")
@@ -444,19 +461,25 @@ class ConfigManager:
 
         Raises :class:`ValidationError` or :class:`DuplicateNodeError` (nothing changed).
         """
-        values = validate_nodes(nodes)
+        values = self._prepared_nodes(validate_nodes(nodes))
         # A bulk replace can wipe the registry with one call: back up first (SPEC §10).
         self.before_risky_operation("set-nodes")
         with self._store.transaction():
-            self._store.replace_nodes(values)
+            self._store.replace_nodes(keep_redacted_tokens(values, self._store))
+
+    def _prepared_nodes(self, values: list[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
+        if has_new_token(values):
+            self._secrets.warm()  # seal tokens without deriving the key under the writer lock
+        return values
 
     def add_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
         """Register a node; returns the stored node.
 
         Raises :class:`ValidationError`, :class:`DuplicateNodeError`.
         """
-        value = validate(InferenceNodeConfig, node, "node")
+        (value,) = self._prepared_nodes([validate(InferenceNodeConfig, node, "node")])
         with self._store.transaction():
+            (value,) = keep_redacted_tokens([value], self._store)
             self._store.add_node(value)
         return value.model_copy(deep=True)
 
@@ -469,8 +492,9 @@ class ConfigManager:
         ``if_match`` as in :meth:`update_node`; given for an id that does not exist, it fails
         (:class:`PreconditionFailedError`). Raises :class:`ValidationError`.
         """
-        value = validate(InferenceNodeConfig, node, "node")
+        (value,) = self._prepared_nodes([validate(InferenceNodeConfig, node, "node")])
         with self._store.transaction():
+            (value,) = keep_redacted_tokens([value], self._store)
             try:
                 current: InferenceNodeConfig | None = self._store.node(value.id)
             except NodeNotFoundError:
@@ -490,8 +514,9 @@ class ConfigManager:
 
     def add_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
         """Register several nodes, all or nothing; returns the stored nodes."""
-        values = validate_nodes(nodes)
+        values = self._prepared_nodes(validate_nodes(nodes))
         with self._store.transaction():
+            values = keep_redacted_tokens(values, self._store)
             self._store.add_nodes(values)
         return [v.model_copy(deep=True) for v in values]
 
@@ -505,8 +530,9 @@ class ConfigManager:
         Raises :class:`ValidationError`, :class:`NodeNotFoundError`,
         :class:`PreconditionFailedError` (stale ETag; nothing written).
         """
-        value = validate(InferenceNodeConfig, node, "node")
+        (value,) = self._prepared_nodes([validate(InferenceNodeConfig, node, "node")])
         with self._store.transaction():
+            (value,) = keep_redacted_tokens([value], self._store)
             if if_match is not None:
                 check_etag(self._store.node(value.id), if_match)
             self._store.update_node(value)
@@ -562,6 +588,22 @@ class ConfigManager:
             force=force,
         )
         return self.legacy_report
+
+    def import_gonka_db(self, path: str | os.PathLike[str]) -> legacy.GonkaDbReport:
+        """Import the later predecessor's ``gonka.db`` (``open`` does it once, from
+        ``API_SQLITE_PATH`` or a ``gonka.db`` beside the config): nodes (tokens sealed), every
+        ``kv_config`` key (the worker key sealed), seeds with history, BLS dealer openings
+        (sealed); after a backup, in one transaction; a second run is a no-op. Raises
+        :class:`ConfigError` (not the predecessor's file, bad values: nothing changed)."""
+        self._secrets.warm()
+        sealer = self._secrets.sealer()
+        return legacy.import_gonka_db(
+            self._store,
+            Path(path),
+            seal_worker=self._secrets.store_worker_key,
+            seal=sealer.seal,
+            before_risky_operation=self.before_risky_operation,
+        )
 
     def import_nodes_file(
         self, path: str | os.PathLike[str], *, replace: bool = False

@@ -15,17 +15,30 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     StrictBool,
+    field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import ValidationError as PydanticValidationError
 
 Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535")]
+#: A node's port: 1-65535, or 0 (none) for a node reached at a base URL.
+OptionalPort = Annotated[int, Field(ge=0, le=65535, description="TCP port, 1-65535 (0: none)")]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 #: Go's uint64 (a seed's ``epoch_index``): the full range 0 ... 2**64 - 1.
 Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+#: What reads and exports show in place of a secret; given back in a write, it keeps the secret.
+REDACTED = "<redacted>"
+#: ``model_dump(context=REVEAL_SECRETS)`` writes secrets in clear (rollback files only).
+REVEAL_SECRETS = {"reveal_secrets": True}
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 
@@ -120,7 +133,15 @@ STATIC_SECTIONS: tuple[str, ...] = ("api", "chain_node", "ml_node_key_config", "
 
 
 class _State(BaseModel):
-    """Dynamic values: strict about unknown fields so a typo never silently drops data."""
+    """A dynamic entry. Fields the model does not know are kept (``model_extra``), stored and
+    returned unchanged: a predecessor's later fields are never dropped. The HTTP API refuses
+    unknown fields on input (a typo there is an error, see ``api.nodes``)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+
+class _Exact(BaseModel):
+    """A value with a fixed shape (a schedule entry): unknown fields are an error."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -140,6 +161,7 @@ class ValidationParamsCache(_State):
     timestamp_expiration: Int64 = 0
     timestamp_advance: Int64 = 0
     expiration_blocks: Int64 = 0
+    logprobs_mode: str = ""
 
 
 class BandwidthParamsCache(_State):
@@ -148,9 +170,36 @@ class BandwidthParamsCache(_State):
     estimated_limits_per_block_kb: NonNegativeInt = 0
     kb_per_input_token: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     kb_per_output_token: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    max_inferences_per_block: Uint64 = 0
 
 
-class NodeVersion(_State):
+class PoCModelParams(_State):
+    """One model of the cached proof-of-compute parameters."""
+
+    model_id: str = ""
+    seq_len: Int64 = 0
+
+
+class PoCParamsCache(_State):
+    """Cached chain proof-of-compute parameters (the predecessor's later ``poc_params``)."""
+
+    models: list[PoCModelParams] = Field(default_factory=list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_none(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+#: The parameter caches by the name the state stores them under.
+PARAMS_MODELS: dict[str, type[_State]] = {
+    "validation": ValidationParamsCache,
+    "bandwidth": BandwidthParamsCache,
+    "poc": PoCParamsCache,
+}
+
+
+class NodeVersion(_Exact):
     """One entry of the node-version schedule: ``version`` becomes current at ``height``."""
 
     height: NonNegativeInt
@@ -166,10 +215,26 @@ class UpgradePlan(_State):
     node_version: str = ""
 
 
+class ModelOverride(_State):
+    """A model served from another Hugging Face repository and commit (later eras)."""
+
+    hf_repo: str = ""
+    hf_commit: str = ""
+
+
 class ModelConfig(_State):
     """Arguments for one model on an inference node. Accepts the Go writer's ``Args`` key."""
 
     args: list[str] = Field(default_factory=list, validation_alias=AliasChoices("args", "Args"))
+    model_override: ModelOverride | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_override(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # As the predecessor's ``json:"model_override,omitempty"``: absent when unset.
+        data: dict[str, Any] = handler(self)
+        if data.get("model_override", ...) is None:
+            del data["model_override"]
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -184,20 +249,65 @@ class Hardware(_State):
     count: Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
+_ADDRESS_REQUIRED = PydanticCustomError(
+    "node_address",
+    "required: a node needs host, inference_port and poc_port (1-65535), or a base_url",
+)
+
+
 class InferenceNodeConfig(_State):
-    """One inference node of the registry."""
+    """One inference node of the registry.
+
+    A node is reached at ``host`` and its two ports, or — in the predecessor's later
+    ``base_url`` mode, and its 2024 ``url`` era — at a base URL, and then host and ports are
+    optional (0 = none). ``auth_token`` is a secret: sealed at rest, shown as ``<redacted>``.
+    """
 
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")]
-    host: Annotated[str, Field(min_length=1, max_length=253)]
+    host: Annotated[str, Field(max_length=253)] = ""
     inference_segment: str = ""
-    inference_port: Port
+    inference_port: OptionalPort = 0
     poc_segment: str = ""
-    poc_port: Port
+    poc_port: OptionalPort = 0
     models: dict[Annotated[str, Field(min_length=1)], ModelConfig] = Field(default_factory=dict)
     max_concurrent: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     hardware: list[Hardware] = Field(default_factory=list)
     version: str = ""
     is_enabled: StrictBool = True
+    base_url: str = Field(default="", description="the node's base URL (base_url mode)")
+    auth_token: SecretStr | None = Field(
+        default=None, description="bearer token for base_url mode; a secret"
+    )
+    url: str = Field(default="", description="the 2024 era's single node URL")
+
+    _urls = field_validator("base_url", "url")(_check_url)
+
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value  # the Go writer's "" means no token
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _reachable(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        node = handler(data)
+        if node.base_url or node.url:
+            return node
+        missing = [
+            InitErrorDetails(type=_ADDRESS_REQUIRED, loc=(name,), input=getattr(node, name))
+            for name in ("host", "inference_port", "poc_port")
+            if not getattr(node, name)
+        ]
+        if missing:
+            raise PydanticValidationError.from_exception_data(cls.__name__, missing)
+        return node
+
+    @field_serializer("auth_token", when_used="always")
+    def _token(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        if value is None:
+            return None
+        context = info.context or {}
+        return value.get_secret_value() if context.get("reveal_secrets") else REDACTED
 
     @field_validator("models", mode="before")
     @classmethod
@@ -255,6 +365,9 @@ def is_valid_node_id(node_id: str) -> bool:
 
 
 __all__ = [
+    "PARAMS_MODELS",
+    "REDACTED",
+    "REVEAL_SECRETS",
     "STATIC_SECTIONS",
     "ApiConfig",
     "BandwidthParamsCache",
@@ -264,8 +377,11 @@ __all__ = [
     "IssuedSecurityKey",
     "MLNodeKeyConfig",
     "ModelConfig",
+    "ModelOverride",
     "NatsServerConfig",
     "NodeVersion",
+    "PoCModelParams",
+    "PoCParamsCache",
     "SecurityKeyInfo",
     "SeedInfo",
     "StaticConfig",

@@ -35,8 +35,9 @@ log = logging.getLogger("dapi_config.legacy")
 def read_node_file(path: Path) -> list[InferenceNodeConfig]:
     """Parse and validate a JSON list of nodes (the predecessor's node-config file).
 
-    Unknown keys in a node are ignored with a warning. Raises :class:`ConfigError` for an
-    unreadable or malformed file, :class:`DuplicateNodeError` for an id listed twice.
+    Keys in a node that no model knows are kept with it (stored and shown). Raises
+    :class:`ConfigError` for an unreadable or malformed file, :class:`DuplicateNodeError` for
+    an id listed twice.
     """
     source = str(path)
     try:

@@ -13,12 +13,19 @@ from pathlib import Path
 
 from dapi_config.errors import (
     MasterKeyError,
+    NodeNotFoundError,
     SecurityKeyExistsError,
     SecurityKeyNotFoundError,
+    ValidationError,
 )
-from dapi_config.models import IssuedSecurityKey, MLNodeKeyConfig, SecurityKeyInfo
-from dapi_config.security import (
+from dapi_config.models import (
     REDACTED,
+    InferenceNodeConfig,
+    IssuedSecurityKey,
+    MLNodeKeyConfig,
+    SecurityKeyInfo,
+)
+from dapi_config.security import (
     WORKER_KEY_SECRET,
     KeyParams,
     MasterKeySource,
@@ -30,10 +37,57 @@ from dapi_config.security import (
     keys_equal,
     security_key_context,
 )
-from dapi_config.store.backend import SecurityKeyRow, StateBackend
+from dapi_config.store.backend import SealedToken, Sealer, SecurityKeyRow, StateBackend
 
 #: The row holding the keyring password that ``secrets seal`` moved out of the YAML file.
 KEYRING_PASSWORD_SECRET = "keyring_password"  # noqa: S105 - a row name
+
+
+def keep_redacted_tokens(
+    nodes: list[InferenceNodeConfig], store: StateBackend
+) -> list[InferenceNodeConfig]:
+    """``nodes`` with every ``auth_token`` given as ``<redacted>`` (what reads show) replaced
+    by the token stored for that node, so a read-modify-write keeps it. Call inside the write
+    transaction. Raises :class:`ValidationError` when the node has no stored token."""
+    out: list[InferenceNodeConfig] = []
+    for node in nodes:
+        token = node.auth_token
+        if (
+            token is not None
+            and not isinstance(token, SealedToken)
+            and token.get_secret_value() == REDACTED
+        ):
+            try:
+                stored = store.node(node.id).auth_token
+            except NodeNotFoundError:
+                stored = None
+            if stored is None:
+                raise ValidationError(
+                    f"node {node.id!r}: auth_token {REDACTED!r} stands for the stored "
+                    "token and this node has none; give the token itself",
+                    [{"field": "auth_token", "message": "no stored token to keep"}],
+                )
+            node = node.model_copy(update={"auth_token": stored})  # noqa: PLW2901
+        out.append(node)
+    return out
+
+
+def has_new_token(nodes: list[InferenceNodeConfig]) -> bool:
+    """True when a write of ``nodes`` will seal a token (so the master key is needed)."""
+    return any(
+        n.auth_token is not None and not isinstance(n.auth_token, SealedToken) for n in nodes
+    )
+
+
+class _BoxSealer:
+    def __init__(self, secrets: Secrets) -> None:
+        self._secrets = secrets
+
+    def seal(self, plaintext: str, context: str) -> str:
+        return self._secrets.box().seal(plaintext, context)
+
+    def open(self, token: str, context: str) -> str:
+        return self._secrets.box().open(token, context)
 
 
 class Secrets:
@@ -75,6 +129,11 @@ class Secrets:
             self.box()
         return self._keys.description
 
+    def sealer(self) -> Sealer:
+        """What the backend seals node auth tokens with: this file's master key (the first
+        seal records the key's parameters, so it must run inside the write transaction)."""
+        return _BoxSealer(self)
+
     # --- the worker key ------------------------------------------------------------------
 
     def stored_worker_record(self) -> dict[str, str] | None:
@@ -105,6 +164,15 @@ class Secrets:
                 seal=lambda plain, context: self.box().seal(plain, context),
             )
         return pair.public
+
+    def store_worker_key(self, public: str, private: str) -> None:
+        """Store a worker pair sealed, inside the caller's write transaction."""
+        self._store.set_worker_key(
+            public,
+            private,
+            fingerprint=fingerprint(private),
+            seal=lambda plain, context: self.box().seal(plain, context),
+        )
 
     def seal(self, worker: tuple[str, str] | None, keyring_password: str | None) -> None:
         """Store a worker pair (public, private) and/or the keyring password sealed, in one

@@ -42,11 +42,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dapi_config._files import fsync_directory, make_durable_dir
 from dapi_config.errors import MasterKeyError
+from dapi_config.models import REDACTED
 from dapi_config.settings import STATE_KEY_ENV
 
 log = logging.getLogger(__name__)
 
-REDACTED = "<redacted>"
 #: The name under which the worker key pair is stored (a row name, not a secret).
 WORKER_KEY_SECRET = "worker_key"  # noqa: S105
 
@@ -64,7 +64,14 @@ KEY_FILE_BYTES = 32
 
 #: Field names whose values are secrets: never echoed in error messages, logs or audit rows.
 SECRET_FIELDS = frozenset(
-    {"admin_token", "keyring_password", "KeyringPassword", "worker_private", "security_key"}
+    {
+        "admin_token",
+        "keyring_password",
+        "KeyringPassword",
+        "worker_private",
+        "security_key",
+        "auth_token",
+    }
 )
 
 _TOKEN_PREFIX = "v1."  # noqa: S105 - a format marker

@@ -212,6 +212,8 @@ class Settings:
     export_secrets: bool = False
     node_config_path: Path | None = None
     node_config_mode: NodeConfigMode = "once"
+    #: The later predecessor's own SQLite state (``API_SQLITE_PATH``), imported once at open.
+    gonka_db_path: Path | None = None
     #: The variables that override static keys (``DAPI_*`` and the predecessor's names).
     static_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: The whole mapping it was read from, for a variable named at run time (``rekey``'s
@@ -259,6 +261,7 @@ class Settings:
             export_secrets=parse_bool(source.get(EXPORT_SECRETS_ENV, ""), EXPORT_SECRETS_ENV),
             node_config_path=_path(source, "NODE_CONFIG_PATH"),
             node_config_mode=_node_config_mode(source.get("NODE_CONFIG_MODE", "")),
+            gonka_db_path=_path(source, "API_SQLITE_PATH"),
             static_env=MappingProxyType(static),
             _source=MappingProxyType(source),
         )

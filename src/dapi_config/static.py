@@ -46,6 +46,7 @@ LEGACY_DYNAMIC_KEYS: tuple[str, ...] = (
     "node_versions",
     "validation_params",
     "bandwidth_params",
+    "poc_params",
     "last_processed_height",
     "last_used_version",
 )

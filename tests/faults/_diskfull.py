@@ -113,10 +113,11 @@ def run(mode: str, directory: Path) -> dict[str, Any]:
         acked, error = write_until_failure(cm, "a")
     elif mode == "enospc":
         # Take all free space, then give back a little so some writes fit before the end.
-        with open(filler, "wb") as handle, contextlib.suppress(OSError):
+        # Unbuffered: a partly written block must not stay in a buffer that close() would
+        # try (and fail) to write again.
+        with open(filler, "wb", buffering=0) as handle, contextlib.suppress(OSError):
             while True:
                 handle.write(b"\0" * 65536)
-                handle.flush()
         os.truncate(filler, max(0, filler.stat().st_size - 256 * 1024))
         acked, error = write_until_failure(cm, "a")
     elif mode == "readonly":

@@ -14,6 +14,7 @@ import pytest
 from dapi_config import ConfigManager, InferenceNodeConfig
 from dapi_config._failpoints import ENV_VAR
 from dapi_config.store.backup import backup_dir_for, inspect_backup, list_backups
+from dapi_config.store.migrations import LATEST_VERSION
 from dapi_config.store.recovery import QUARANTINE_DIR_NAME, diagnose, staged_path
 from tests.faults.campaign import ROOT, integrity_ok
 
@@ -61,10 +62,11 @@ def test_failpoints_are_off_unless_armed(config_file: Path) -> None:
 
 
 def test_killed_after_commit_before_ack_keeps_the_commit(config_file: Path) -> None:
-    # The first commit of a new file is schema step 1: killed right after it, the next start
-    # finds a sound, migrated file.
-    first = run_child("open", str(config_file), failpoint="commit.before_ack")
-    assert killed(first)
+    # The first commits of a new file are its schema steps, one per start here: killed right
+    # after each, the next start finds a sound file and applies the next step.
+    for _ in range(LATEST_VERSION):
+        step = run_child("open", str(config_file), failpoint="commit.before_ack")
+        assert killed(step)
     res = run_child("set-height", str(config_file), "77", failpoint="commit.before_ack")
     assert killed(res)
     state = config_file.parent / "state.db"

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import ApiError, error_responses
@@ -44,6 +44,14 @@ IfMatch = Annotated[
         description='ETag(s) from a previous read, or "*"; a stale value gives 412.',
     ),
 ]
+
+
+class NodeInput(InferenceNodeConfig):
+    """A node as a client sends it: a field the registry does not know is an error (422
+    naming it), so a typo such as ``is_enabeld`` is never stored silently. Fields that a
+    predecessor's files brought in are kept on the stored node and shown by reads."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class AdminState(BaseModel):
@@ -135,7 +143,7 @@ def list_nodes(
     responses=error_responses(400, 413, 415, 422, 503),
     summary="Add or replace one node",
 )
-def create_node(node: InferenceNodeConfig, cm: Manager) -> Any:
+def create_node(node: NodeInput, cm: Manager) -> Any:
     """Register one node, or replace the node with its id (as the predecessor did when a
     node was posted again); 200 with the stored node."""
     stored, _ = cm.put_node(node)
@@ -149,7 +157,7 @@ def create_node(node: InferenceNodeConfig, cm: Manager) -> Any:
     responses=error_responses(400, 409, 413, 415, 422, 503),
     summary="Add several nodes, all or nothing",
 )
-def create_nodes(nodes: list[InferenceNodeConfig], cm: Manager) -> Any:
+def create_nodes(nodes: list[NodeInput], cm: Manager) -> Any:
     """Register up to 1,000 nodes in one transaction: all are stored or none (201)."""
     if len(nodes) > MAX_BATCH:
         raise ApiError(
@@ -181,9 +189,7 @@ def get_node(node_id: NodeId, cm: Manager) -> Any:
     },
     summary="Replace (or create) one node",
 )
-def replace_node(
-    node_id: NodeId, node: InferenceNodeConfig, cm: Manager, if_match: IfMatch = None
-) -> Any:
+def replace_node(node_id: NodeId, node: NodeInput, cm: Manager, if_match: IfMatch = None) -> Any:
     """Replace a node (200), or create it when the id is new (201); the body's ``id`` must
     equal the path's. With ``If-Match``, a node that changed since that read (or does not
     exist) gives 412 and nothing is written."""

@@ -34,6 +34,14 @@ def migrate(
             "before (empty values too); the state is backed up first.",
         ),
     ] = False,
+    gonka_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--gonka-db",
+            help="Also import this gonka.db (the later predecessor's own SQLite state), once.",
+            dir_okay=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Move the dynamic keys of a legacy single-file config into the state file.
@@ -47,6 +55,9 @@ def migrate(
 
     Example: dapi-config --config config.yaml migrate --dry-run
     """
+    if gonka_db is not None and dry_run:
+        raise fail("--gonka-db cannot be combined with --dry-run")
+    imported: legacy.GonkaDbReport | None = None
     if dry_run:
         try:
             # Validate the static part too: a real run would stop on it.
@@ -67,9 +78,17 @@ def migrate(
                 report = cm.migrate_legacy(force=True)
             else:
                 report = cm.legacy_report or legacy.MigrationReport(str(cm.config_path), "none")
+            if gonka_db is not None:
+                imported = cm.import_gonka_db(gonka_db)
     if as_json:
-        print_json(report.as_dict())
+        print_json(
+            report.as_dict()
+            if imported is None
+            else {**report.as_dict(), "gonka_db": imported.as_dict()}
+        )
         return
+    if imported is not None:
+        _print_gonka_db(imported)
     if report.action == "none":
         stdout.print(f"{report.config_path}: no dynamic keys; nothing to migrate", markup=False)
         return
@@ -84,6 +103,17 @@ def migrate(
     )
     if report.backup_path:
         stdout.print(f"backup: {report.backup_path}", markup=False)
+
+
+def _print_gonka_db(report: legacy.GonkaDbReport) -> None:
+    if report.action == "already":
+        stdout.print(f"{report.source}: imported before; nothing to do", markup=False)
+        return
+    stdout.print(
+        f"{report.source}: imported {report.nodes} node(s), {len(report.keys)} kv_config "
+        f"key(s), {report.seeds} seed row(s), {report.openings} BLS dealer opening(s)",
+        markup=False,
+    )
 
 
 @app.command()

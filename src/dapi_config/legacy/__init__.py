@@ -20,11 +20,19 @@ layout (static + dynamic), which the old binary loads.
 Modules: :mod:`.parse` (which keys are dynamic, their values checked), :mod:`.text` (pure text
 surgery that drops them and keeps the comments), :mod:`.migrate` (the three steps),
 :mod:`.layout` (the rollback file and the ``dual`` mirror), :mod:`.yaml_mode` (the
-``API_STATE_MODE=yaml`` backend). ``NODE_CONFIG_PATH`` lives in :mod:`dapi_config.node_import`.
+``API_STATE_MODE=yaml`` backend), :mod:`.gonka_db` (the later predecessor's own SQLite state).
+``NODE_CONFIG_PATH`` lives in :mod:`dapi_config.node_import`.
 """
 
 from __future__ import annotations
 
+from dapi_config.legacy.gonka_db import (
+    GONKA_DB_KIND,
+    GonkaDbReport,
+    gonka_db_to_import,
+    import_gonka_db,
+    read_gonka_db,
+)
 from dapi_config.legacy.layout import (
     MIRROR_SUFFIX,
     ExportSource,
@@ -60,11 +68,13 @@ from dapi_config.legacy.text import static_text, strip_keys_text
 
 __all__ = [
     "BACKUP_INFIX",
+    "GONKA_DB_KIND",
     "LEGACY_KIND",
     "MIGRATION_ACTOR",
     "MIRROR_SUFFIX",
     "NODE_CONFIG_KIND",
     "ExportSource",
+    "GonkaDbReport",
     "LegacyState",
     "MigrationReport",
     "SealReport",
@@ -73,11 +83,14 @@ __all__ = [
     "checksum_of",
     "describe_state",
     "dynamic_keys_in",
+    "gonka_db_to_import",
+    "import_gonka_db",
     "import_state",
     "migrate_legacy_file",
     "mirror_path_for",
     "parse_legacy_state",
     "plan_migration",
+    "read_gonka_db",
     "render_legacy_yaml",
     "rewrite_static",
     "rollback_document",

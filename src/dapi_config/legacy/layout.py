@@ -12,6 +12,7 @@ from dapi_config._files import atomic_write, file_lock
 from dapi_config._goyaml import render_go_yaml
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.errors import ConfigError
+from dapi_config.models import REVEAL_SECRETS, InferenceNodeConfig
 from dapi_config.static import LEGACY_PASSWORD_KEY
 
 if TYPE_CHECKING:
@@ -44,6 +45,53 @@ def mirror_path_for(state_path: Path, settings: Settings) -> Path:
 
 
 # --- rollback and the legacy layout ----------------------------------------------------------
+
+
+#: Node fields of later eras (or the 2024 one), written only when set: the binary of an era
+#: without them reads the file exactly as the one it wrote itself.
+_NODE_FIELDS_WHEN_SET = ("base_url", "auth_token", "url")
+
+
+def legacy_node(node: InferenceNodeConfig, *, reveal_secrets: bool) -> dict[str, Any]:
+    """One node in the predecessor's layout: every field it knows, the fields of other eras
+    when set, and the fields nobody here knows as they were read. ``auth_token`` is in clear
+    only with ``reveal_secrets`` (the rollback file), else ``<redacted>``."""
+    data = node.model_dump(mode="json", context=REVEAL_SECRETS if reveal_secrets else None)
+    for name in _NODE_FIELDS_WHEN_SET:
+        if not data.get(name):
+            data.pop(name, None)
+    return data
+
+
+def with_models_as_names(node: dict[str, Any]) -> dict[str, Any]:
+    """A legacy-layout node with its models as a list of names (the ``[]string`` of binaries
+    before 2025-03), when nothing but names is there to write; else unchanged."""
+    models = node.get("models")
+    if isinstance(models, dict) and all(cfg == {"args": []} for cfg in models.values()):
+        node["models"] = list(models)
+    return node
+
+
+#: Fields of later eras inside the top-level sections, written only when set (see above).
+_SECTION_FIELDS_WHEN_SET = {
+    "validation_params": ("logprobs_mode",),
+    "bandwidth_params": ("max_inferences_per_block",),
+}
+
+
+def trim_unset_later_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop from a legacy-layout document the later eras' fields that hold their zero value
+    (``poc_params`` without models included): the Go binary of any era reads the same."""
+    for section, names in _SECTION_FIELDS_WHEN_SET.items():
+        values = data.get(section)
+        if isinstance(values, dict):
+            for name in names:
+                if not values.get(name):
+                    values.pop(name, None)
+    poc = data.get("poc_params")
+    if isinstance(poc, dict) and poc == {"models": []}:
+        del data["poc_params"]
+    return data
 
 
 def render_legacy_yaml(data: Mapping[str, Any]) -> str:

@@ -156,6 +156,8 @@ def import_state(
                 "backup": None if backup is None else str(backup),
                 "keys": keys,
                 "ignored": {k: _jsonable(v) for k, v in state.ignored.items()},
+                "kept_unknown_fields": list(state.kept),
+                "models_as_names": state.models_as_names,
             },
         )
     return "imported"

@@ -21,7 +21,11 @@ from dapi_config.models import (
     BandwidthParamsCache,
     Hardware,
     InferenceNodeConfig,
+    ModelConfig,
+    ModelOverride,
     NodeVersion,
+    PoCModelParams,
+    PoCParamsCache,
     SeedInfo,
     UpgradePlan,
     ValidationParamsCache,
@@ -41,13 +45,17 @@ NODE_CONFIG_KIND = "node_config"
 #: ``details.from`` of the node-file import recorded for the predecessor's ``merged_node_config``.
 MERGED_FLAG_ORIGIN = "merged_node_config flag"
 MIGRATION_ACTOR = "migration"
+#: The seed keys of the later predecessor's ``kv_config`` (gonka.db).
+SEED_KINDS_BY_KV: dict[str, Literal["current", "previous", "upcoming"]] = {
+    "seed_current": "current",
+    "seed_previous": "previous",
+    "seed_upcoming": "upcoming",
+}
 SEED_KEYS: dict[str, Literal["current", "previous", "upcoming"]] = {
     "current_seed": "current",
     "previous_seed": "previous",
     "upcoming_seed": "upcoming",
 }
-#: Fields the predecessor wrote in older versions that carry nothing today (logged at info).
-_RETIRED_FIELDS = {"current_seed.height", "previous_seed.height", "upcoming_seed.height"}
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -80,7 +88,14 @@ class LegacyState:
     node_versions: list[NodeVersion] | None = None
     validation_params: ValidationParamsCache | None = None
     bandwidth_params: BandwidthParamsCache | None = None
-    #: Unknown keys inside known sections: dotted path -> value (ignored, kept in the backup).
+    poc_params: PoCParamsCache | None = None
+    #: The file listed a node's models as plain names (``[]string`` before 2025-03): its
+    #: binary reads them only in that shape.
+    models_as_names: bool = False
+    #: Fields no model here knows, inside dynamic entries: dotted paths (stored as they are).
+    kept: list[str] = field(default_factory=list)
+    #: Keys beside the schedule's list (``node_versions.<key>``): path -> value (not stored;
+    #: they stay in the pre-migration backup).
     ignored: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -109,6 +124,10 @@ class LegacyState:
             out["validation_params"] = self.validation_params.model_dump(mode="json")
         if self.bandwidth_params is not None:
             out["bandwidth_params"] = self.bandwidth_params.model_dump(mode="json")
+        if self.poc_params is not None:
+            out["poc_params"] = self.poc_params.model_dump(mode="json")
+        if self.kept:
+            out["kept_unknown_fields"] = list(self.kept)
         if self.ignored:
             out["ignored_keys"] = sorted(self.ignored)
         return out
@@ -120,6 +139,8 @@ class LegacyParser:
     def __init__(self, source: str, *, warn: bool = True) -> None:
         self.source = source
         self.ignored: dict[str, Any] = {}
+        self.kept: list[str] = []
+        self.models_as_names = False
         self.logger = log if warn else logging.getLogger(f"{__name__}.quiet")
         if not warn:
             self.logger.disabled = True
@@ -135,9 +156,10 @@ class LegacyParser:
             raise self.fail(key, "expected a mapping", value)
         return value
 
-    def known_only(self, key: str, value: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
-        """Drop (and remember) keys the model doesn't know; turn whole numbers given for
-        string fields into strings (hand edits such as ``version: 2``)."""
+    def prepared(self, key: str, value: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+        """``value`` ready for ``model``: whole numbers given for string fields become strings
+        (hand edits such as ``version: 2``); fields the model does not know are kept (and
+        noted), so they are stored and written back as they were."""
         names = set(model.model_fields)
         for finfo in model.model_fields.values():
             alias = finfo.validation_alias
@@ -148,18 +170,10 @@ class LegacyParser:
             v = item
             if k not in names:
                 path = f"{key}.{k}"
-                self.ignored[path] = v
-                if _generic_path(path) in _RETIRED_FIELDS:
-                    self.logger.info(
-                        "%s: %s is an old field with no use today; ignored", self.source, path
-                    )
-                else:
-                    self.logger.warning(
-                        "%s: unknown key %s ignored (it stays in the pre-migration backup)",
-                        self.source,
-                        path,
-                    )
-                continue
+                self.kept.append(path)
+                self.logger.info(
+                    "%s: %s is not a field dapi-config knows; kept as it is", self.source, path
+                )
             known = model.model_fields.get(k)
             if (
                 known is not None
@@ -168,11 +182,11 @@ class LegacyParser:
                 and not isinstance(v, bool)
             ):
                 v = str(v)
-            out[k] = v
+            out[str(k)] = v
         return out
 
     def model(self, key: str, value: Any, model: type[ModelT]) -> ModelT:
-        data = self.known_only(key, self.mapping(key, value), model)
+        data = self.prepared(key, self.mapping(key, value), model)
         try:
             return model.model_validate(data)
         except pydantic.ValidationError as exc:
@@ -193,15 +207,16 @@ class LegacyParser:
             raise self.fail(key, "expected a string (put it in quotes)", value)
         return value
 
-    def node(self, index: int, value: Any) -> InferenceNodeConfig:
-        key = f"nodes[{index}]"
-        data = self.known_only(key, self.mapping(key, value), InferenceNodeConfig)
+    def node(self, index: int, value: Any, *, table: str = "nodes") -> InferenceNodeConfig:
+        key = f"{table}[{index}]"
+        data = self.prepared(key, self.mapping(key, value), InferenceNodeConfig)
         models = data.get("models")
         if isinstance(models, list):
             merged: dict[str, Any] = {}
             for item in models:
                 if isinstance(item, str):
                     # Most eras' configs list plain model names: ``- Qwen/Qwen2.5-7B-Instruct``.
+                    self.models_as_names = True
                     item = {item: None}  # noqa: PLW2901 - one shape for both forms below
                 if not isinstance(item, dict):
                     raise self.fail(
@@ -220,7 +235,7 @@ class LegacyParser:
         hardware = data.get("hardware")
         if isinstance(hardware, list):
             data["hardware"] = [
-                self.known_only(
+                self.prepared(
                     f"{key}.hardware[{i}]", self.mapping(f"{key}.hardware[{i}]", h), Hardware
                 )
                 for i, h in enumerate(hardware)
@@ -236,22 +251,28 @@ class LegacyParser:
         if lower is not None and upper is not None and lower != upper:
             raise self.fail(key, "both args and Args given with different values", cfg)
         args = lower if lower is not None else upper
-        for k, v in cfg.items():
-            if k not in ("args", "Args"):
-                self.ignored[f"{key}.{k}"] = v
-                self.logger.warning("%s: unknown key %s.%s ignored", self.source, key, k)
+        rest = self.prepared(
+            key, {k: v for k, v in cfg.items() if k not in ("args", "Args")}, ModelConfig
+        )
+        override = rest.get("model_override")
+        if override is not None:
+            rest["model_override"] = self.prepared(
+                f"{key}.model_override",
+                self.mapping(f"{key}.model_override", override),
+                ModelOverride,
+            )
         if args is None:
-            return {"args": []}
+            return {**rest, "args": []}
         if not isinstance(args, list):
             raise self.fail(f"{key}.args", "expected a list of strings", args)
-        return {"args": [self.string(f"{key}.args", a) for a in args]}
+        return {**rest, "args": [self.string(f"{key}.args", a) for a in args]}
 
 
 def parse_legacy_state(
     document: Mapping[str, Any], source: str, *, warn: bool = True
 ) -> LegacyState:
     """Validate the dynamic keys of a legacy document (plain data); ``warn`` logs the
-    ignored unknown keys.
+    unknown fields kept and the keys ignored.
 
     Raises :class:`ConfigError` naming ``source``, the key and the bad value.
     """
@@ -325,7 +346,25 @@ def parse_legacy_state(
         state.bandwidth_params = p.model(
             "bandwidth_params", document["bandwidth_params"], BandwidthParamsCache
         )
+    if "poc_params" in document:
+        poc = p.mapping("poc_params", document["poc_params"])
+        models = poc.get("models")
+        if isinstance(models, list):
+            poc = {
+                **poc,
+                "models": [
+                    p.prepared(
+                        f"poc_params.models[{i}]",
+                        p.mapping(f"poc_params.models[{i}]", m),
+                        PoCModelParams,
+                    )
+                    for i, m in enumerate(models)
+                ],
+            }
+        state.poc_params = p.model("poc_params", poc, PoCParamsCache)
     state.ignored = p.ignored
+    state.kept = p.kept
+    state.models_as_names = p.models_as_names
     return state
 
 
@@ -359,6 +398,7 @@ _VALUE_KEYS = (
     "node_versions",
     "validation_params",
     "bandwidth_params",
+    "poc_params",
 )
 
 
@@ -410,6 +450,7 @@ def current_state(store: StateBackend) -> LegacyState:
             node_versions=store.node_versions(),
             validation_params=store.params("validation", ValidationParamsCache),
             bandwidth_params=store.params("bandwidth", BandwidthParamsCache),
+            poc_params=store.params("poc", PoCParamsCache),
         )
 
 
@@ -469,10 +510,8 @@ def apply_legacy_state(store: StateBackend, state: LegacyState) -> None:
         store.set_params("validation", state.validation_params)
     if state.bandwidth_params is not None:
         store.set_params("bandwidth", state.bandwidth_params)
-
-
-def _generic_path(path: str) -> str:
-    return re.sub(r"\[\d+\]", "", path)
+    if state.poc_params is not None:
+        store.set_params("poc", state.poc_params)
 
 
 def _short(value: Any) -> str:

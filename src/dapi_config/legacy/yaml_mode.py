@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from dapi_config._files import atomic_write, file_lock, file_owner
 from dapi_config._goyaml import render_go_yaml
@@ -44,6 +44,7 @@ from dapi_config.errors import (
     NotSupportedError,
     StateUnavailableError,
 )
+from dapi_config.legacy.layout import legacy_node, trim_unset_later_fields, with_models_as_names
 from dapi_config.legacy.parse import (
     MERGED_FLAG_ORIGIN,
     YAML_MODE_MARKER,
@@ -53,16 +54,28 @@ from dapi_config.legacy.parse import (
 )
 from dapi_config.legacy.text import static_text
 from dapi_config.models import (
-    BandwidthParamsCache,
+    PARAMS_MODELS,
     InferenceNodeConfig,
     NodeVersion,
     SeedInfo,
     UpgradePlan,
-    ValidationParamsCache,
 )
 from dapi_config.schedule import due_winner, from_go_stack, go_stack_order
-from dapi_config.security import WORKER_KEY_SECRET, KeyParams, MasterKeySource, is_sealed
-from dapi_config.store.backend import SEED_KINDS, AuditEntry, SecurityKeyRow, SeedKind
+from dapi_config.security import (
+    WORKER_KEY_SECRET,
+    KeyParams,
+    MasterKeySource,
+    SecretBox,
+    is_sealed,
+)
+from dapi_config.store.backend import (
+    SEED_KINDS,
+    AuditEntry,
+    BlsDealerOpening,
+    Sealer,
+    SecurityKeyRow,
+    SeedKind,
+)
 from dapi_config.store.backup import BackupInfo, backup_dir_for
 from dapi_config.store.connection import register_hook
 from dapi_config.store.recovery import CheckResult, RestoreResult
@@ -109,6 +122,8 @@ class YamlStateStore:
         self._static = ""
         self._signature: tuple[int, int, int] | None = None
         self._closed = False
+        self._has_dynamic = False
+        self._models_as_names = False
         self._commit_hooks: list[Callable[[], None]] = []
         self._observers: list[Callable[[float, bool], None]] = []
         self._refresh(parsed)
@@ -183,6 +198,8 @@ class YamlStateStore:
                 state.params["validation"] = parsed.validation_params.model_dump(mode="json")
             if parsed.bandwidth_params is not None:
                 state.params["bandwidth"] = parsed.bandwidth_params.model_dump(mode="json")
+            if parsed.poc_params is not None:
+                state.params["poc"] = parsed.poc_params.model_dump(mode="json")
             state.plan = parsed.upgrade_plan or UpgradePlan()
             state.versions = from_go_stack(parsed.node_versions or [])
             state.nodes = list(parsed.nodes or [])
@@ -190,6 +207,7 @@ class YamlStateStore:
             keys = plain.get(KEY_SECTION)
             state.keys = dict(keys) if isinstance(keys, dict) else {}
             self._has_dynamic = bool(dynamic)
+            self._models_as_names = parsed.models_as_names
             if isinstance(doc, dict):
                 self._static = without_marker(
                     static_text(raw.decode("utf-8"), doc, source, set(dynamic))
@@ -204,7 +222,9 @@ class YamlStateStore:
         dynamic: dict[str, Any] = {
             "current_height": int(state.chain.get(HEIGHT, "0")),
             "current_node_version": state.chain.get(NODE_VERSION, ""),
-            "nodes": [n.model_dump(mode="json") for n in state.nodes],
+            # The file is the predecessor's own: a node's auth_token is in clear there, as the
+            # old binary needs it.
+            "nodes": [self._node_layout(n) for n in state.nodes],
             "merged_node_config": state.merged,
             "node_versions": {
                 "versions": [v.model_dump(mode="json") for v in go_stack_order(state.versions)]
@@ -212,7 +232,9 @@ class YamlStateStore:
             "upgrade_plan": state.plan.model_dump(mode="json"),
             "validation_params": state.params.get("validation", _defaults("validation")),
             "bandwidth_params": state.params.get("bandwidth", _defaults("bandwidth")),
+            "poc_params": state.params.get("poc", _defaults("poc")),
         }
+        trim_unset_later_fields(dynamic)
         for kind in SEED_KINDS:
             dynamic[f"{kind}_seed"] = state.seeds.get(kind, SeedInfo()).model_dump(mode="json")
         for key in ("last_processed_height", "last_used_version"):
@@ -228,6 +250,11 @@ class YamlStateStore:
         if static and not static.endswith("\n"):
             static += "\n"
         return static + YAML_MODE_MARKER + "\n" + render_go_yaml(dynamic)
+
+    def _node_layout(self, node: InferenceNodeConfig) -> dict[str, Any]:
+        data = legacy_node(node, reveal_secrets=True)
+        # Kept in the shape the file had: binaries before 2025-03 read only plain names.
+        return with_models_as_names(data) if self._models_as_names else data
 
     def _write(self, state: _Doc) -> None:
         text = self._render(state)
@@ -251,20 +278,18 @@ class YamlStateStore:
     def _seed_from_database(self, state_path: Path, keys: MasterKeySource | None) -> None:
         db = StateStore.open(state_path)
         try:
+            db.use_sealer(_DatabaseSealer(db.key_params(), state_path, keys))
             with db.snapshot():
                 state = _Doc(
                     chain=db.chain_state(),
                     seeds={k: db.seed(k) for k in SEED_KINDS},
                     params={
-                        k: json.loads(v)
-                        for k, v in (
-                            ("validation", _params_json(db, "validation")),
-                            ("bandwidth", _params_json(db, "bandwidth")),
-                        )
+                        kind: db.params(kind, model).model_dump(mode="json")
+                        for kind, model in PARAMS_MODELS.items()
                     },
                     plan=db.upgrade_plan(),
                     versions=db.node_versions(),
-                    nodes=db.nodes(),
+                    nodes=[_in_clear(n) for n in db.nodes()],
                     merged=db.find_import("node_config") is not None,
                     keys=dict(self._state.keys),
                 )
@@ -562,6 +587,20 @@ class YamlStateStore:
     def observe_transactions(self, observer: Callable[[float, bool], None]) -> Callable[[], None]:
         return register_hook(self._observers, observer)
 
+    def add_seed_history(self, kind: SeedKind, seed: SeedInfo) -> None:
+        raise self._unsupported("seed history")
+
+    def put_predecessor_kv(self, key: str, value_json: str) -> None:
+        raise self._unsupported("imports of gonka.db")
+
+    def put_bls_openings(
+        self, openings: Sequence[BlsDealerOpening], *, seal: Callable[[str, str], str]
+    ) -> None:
+        raise self._unsupported("imports of gonka.db")
+
+    def use_sealer(self, sealer: Sealer) -> None:
+        """Nothing to seal: the predecessor's file holds node tokens in clear."""
+
     def probe(self) -> None:
         self.hot_values()  # re-reads the file if it changed; raises when it is unusable
 
@@ -666,13 +705,33 @@ def _unseal_worker_key(
     return box.open(sealed, WORKER_KEY_SECRET)
 
 
+def _in_clear(node: InferenceNodeConfig) -> InferenceNodeConfig:
+    """``node`` with its token opened (the file holds it in clear)."""
+    if node.auth_token is None:
+        return node
+    return node.model_copy(update={"auth_token": SecretStr(node.auth_token.get_secret_value())})
+
+
 def _defaults(kind: str) -> dict[str, Any]:
-
-    model = ValidationParamsCache if kind == "validation" else BandwidthParamsCache
-    return model().model_dump(mode="json")
+    return PARAMS_MODELS[kind]().model_dump(mode="json")
 
 
-def _params_json(db: Any, kind: str) -> str:
+class _DatabaseSealer:
+    """Opens the node tokens of the state database being copied into the file."""
 
-    model = ValidationParamsCache if kind == "validation" else BandwidthParamsCache
-    return str(db.params(kind, model).model_dump_json())
+    def __init__(self, params: str | None, state_path: Path, keys: MasterKeySource | None):
+        self.params, self.state_path, self.keys = params, state_path, keys
+
+    def _box(self) -> SecretBox:
+        if self.params is None or self.keys is None:
+            raise MasterKeyError(
+                f"{self.state_path}: the node tokens in the state database are encrypted and "
+                "no master key was given to decrypt them"
+            )
+        return self.keys.box(KeyParams.from_json(self.params, str(self.state_path)))[0]
+
+    def seal(self, plaintext: str, context: str) -> str:
+        return self._box().seal(plaintext, context)
+
+    def open(self, token: str, context: str) -> str:
+        return self._box().open(token, context)

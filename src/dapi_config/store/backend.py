@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from dapi_config.models import InferenceNodeConfig, NodeVersion, SeedInfo, UpgradePlan
 
@@ -57,6 +57,58 @@ class AuditEntry:
     new_value: Any
 
 
+class Sealer(Protocol):
+    """Seals and opens secrets under the master key (given to a backend by the manager)."""
+
+    def seal(self, plaintext: str, context: str) -> str: ...
+
+    def open(self, token: str, context: str) -> str: ...
+
+
+def auth_token_context(node_id: str) -> str:
+    """The sealing context of a node's ``auth_token``: a token sealed for one node never
+    opens as another's."""
+    return f"node_auth_token:{node_id}"
+
+
+class SealedToken(SecretStr):
+    """A node's ``auth_token`` as read from the state: kept sealed until someone asks for the
+    value, so reads and redacted exports never need the master key."""
+
+    def __init__(self, sealed: str, context: str, sealer: Sealer) -> None:
+        super().__init__(sealed)
+        self.context = context
+        self._sealer = sealer
+
+    def __copy__(self) -> SealedToken:
+        return self  # immutable; a copy must not copy the sealer (and the store behind it)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SealedToken:
+        return self
+
+    @property
+    def sealed(self) -> str:
+        """The stored ciphertext."""
+        return super().get_secret_value()
+
+    def get_secret_value(self) -> str:
+        """The token in clear; raises :class:`~dapi_config.errors.MasterKeyError`."""
+        return self._sealer.open(self.sealed, self.context)
+
+
+@dataclass(frozen=True)
+class BlsDealerOpening:
+    """One BLS dealer opening of the later predecessor's ``gonka.db`` (share and seed are
+    secrets: sealed at rest)."""
+
+    epoch_id: int
+    recipient_index: int
+    ciphertext_index: int
+    slot_index: int
+    share_bytes: bytes
+    seed: bytes
+
+
 class StateBackend(Protocol):
     """Dynamic state storage. Writes run inside :meth:`transaction`; reads return copies."""
 
@@ -81,6 +133,9 @@ class StateBackend(Protocol):
     ) -> Callable[[], None]: ...
 
     def probe(self) -> None: ...
+
+    def use_sealer(self, sealer: Sealer) -> None:
+        """Seal node ``auth_token`` values with ``sealer`` (the manager sets it at open)."""
 
     # reads
     def hot_values(self) -> tuple[int, str]: ...
@@ -131,6 +186,14 @@ class StateBackend(Protocol):
     def set_seed(self, kind: SeedKind, seed: SeedInfo) -> None: ...
 
     def rotate_seeds(self) -> None: ...
+
+    def add_seed_history(self, kind: SeedKind, seed: SeedInfo) -> None: ...
+
+    def put_predecessor_kv(self, key: str, value_json: str) -> None: ...
+
+    def put_bls_openings(
+        self, openings: Sequence[BlsDealerOpening], *, seal: Callable[[str, str], str]
+    ) -> None: ...
 
     def set_params(self, kind: str, params: BaseModel) -> None: ...
 

@@ -14,6 +14,7 @@ them from SQL after recording its proof, so the cache cannot go back in time.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 import json
@@ -26,16 +27,22 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from dapi_config._files import atomic_write
-from dapi_config.errors import DuplicateNodeError, NodeNotFoundError, StateUnavailableError
+from dapi_config.errors import (
+    DuplicateNodeError,
+    MasterKeyError,
+    NodeNotFoundError,
+    StateUnavailableError,
+)
 from dapi_config.models import (
     Hardware,
     InferenceNodeConfig,
     ModelConfig,
+    ModelOverride,
     NodeVersion,
     SeedInfo,
     UpgradePlan,
@@ -51,9 +58,13 @@ from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
 from dapi_config.store.backend import (
     SEED_KINDS,
     AuditEntry,
+    BlsDealerOpening,
     ParamsT,
+    SealedToken,
+    Sealer,
     SecurityKeyRow,
     SeedKind,
+    auth_token_context,
 )
 from dapi_config.store.backup import BackupInfo, backup_dir_for, create_backup
 from dapi_config.store.cipher import StateCipher
@@ -74,8 +85,9 @@ NODE_VERSION = "current_node_version"
 
 _NODE_COLUMNS = (
     "id, host, inference_segment, inference_port, poc_segment, poc_port, models, "
-    "max_concurrent, hardware, version, is_enabled"
+    "max_concurrent, hardware, version, is_enabled, base_url, auth_token, url, extra"
 )
+_NODE_VALUES = ", ".join("?" for _ in _NODE_COLUMNS.split(","))
 
 #: Who is changing state, recorded in every audit row.
 current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -115,6 +127,48 @@ def _json(value: Any) -> str:
 
 def _dump(model: BaseModel | None) -> Any:
     return None if model is None else model.model_dump(mode="json")
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _extra_of(raw: str) -> dict[str, Any]:
+    """The stored unknown fields of an entry (a JSON object)."""
+    return {} if raw == "{}" else dict(json.loads(raw))
+
+
+def _construct_extra(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """A stored (already validated) value: known fields set, unknown ones kept as extras."""
+    return model.model_construct(**data)
+
+
+def _construct_model_config(data: dict[str, Any]) -> ModelConfig:
+    values = dict(data)
+    values["args"] = list(values.get("args", []))
+    override = values.get("model_override")
+    if isinstance(override, dict):
+        values["model_override"] = _construct_extra(ModelOverride, override)
+    return ModelConfig.model_construct(**values)
+
+
+class _NoMasterKey:
+    """The sealer of a store opened without one: reads show tokens redacted; opening or
+    sealing one says why it cannot."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _fail(self) -> MasterKeyError:
+        return MasterKeyError(
+            f"{self.path}: node auth tokens are sealed and this store was opened without the "
+            "master key (open it through ConfigManager)"
+        )
+
+    def seal(self, plaintext: str, context: str) -> str:
+        raise self._fail()
+
+    def open(self, token: str, context: str) -> str:
+        raise self._fail()
 
 
 class _HotCache:
@@ -188,6 +242,7 @@ class StateStore:
         self.default_actor = default_actor
         self.audit_retention = audit_retention or AuditRetention()
         self._hot = _HotCache()
+        self._sealer: Sealer = _NoMasterKey(str(db.path))
         db.add_fork_hook(self._hot.renew_lock)
         self._load_hot()
 
@@ -581,14 +636,18 @@ class StateStore:
     def seed(self, kind: SeedKind) -> SeedInfo:
         """The active seed of ``kind`` (the all-zero seed when unset)."""
         row = self.db.query_one(
-            "SELECT seed, epoch_index, signature, claimed FROM seed_info "
+            "SELECT seed, epoch_index, signature, claimed, extra FROM seed_info "
             "WHERE type = ? AND is_active",
             (kind,),
         )
         if row is None:
             return SeedInfo()
         return SeedInfo(
-            seed=row[0], epoch_index=_uint64(row[1]), signature=row[2], claimed=bool(row[3])
+            seed=row[0],
+            epoch_index=_uint64(row[1]),
+            signature=row[2],
+            claimed=bool(row[3]),
+            **_extra_of(row[4]),
         )
 
     def set_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
@@ -600,12 +659,25 @@ class StateStore:
         self._insert_seed(kind, seed)
         self._audit(f"set_{kind}_seed", f"{kind}_seed", _dump(old), _dump(seed))
 
-    def _insert_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
+    def _insert_seed(self, kind: SeedKind, seed: SeedInfo, *, active: bool = True) -> None:
         self.db.execute(
-            "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (kind, seed.seed, _as_int64(seed.epoch_index), seed.signature, seed.claimed),
+            "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed, extra, "
+            "is_active) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                kind,
+                seed.seed,
+                _as_int64(seed.epoch_index),
+                seed.signature,
+                seed.claimed,
+                _json(seed.model_extra or {}),
+                active,
+            ),
         )
+
+    def add_seed_history(self, kind: SeedKind, seed: SeedInfo) -> None:
+        """Keep ``seed`` as an old (inactive) ``kind`` seed: an imported predecessor's history."""
+        self._insert_seed(kind, seed, active=False)
+        self._audit(f"import_{kind}_seed_history", f"{kind}_seed", None, _dump(seed))
 
     def rotate_seeds(self) -> None:
         """previous <- current <- upcoming; upcoming cleared. Old rows stay as history."""
@@ -652,12 +724,16 @@ class StateStore:
     def upgrade_plan(self) -> UpgradePlan:
         """The active upgrade plan (the empty plan when none)."""
         row = self.db.query_one(
-            "SELECT name, height, binaries, node_version FROM upgrade_plans WHERE is_active"
+            "SELECT name, height, binaries, node_version, extra FROM upgrade_plans WHERE is_active"
         )
         if row is None:
             return UpgradePlan()
         return UpgradePlan(
-            name=row[0], height=row[1], binaries=json.loads(row[2]), node_version=row[3]
+            name=row[0],
+            height=row[1],
+            binaries=json.loads(row[2]),
+            node_version=row[3],
+            **_extra_of(row[4]),
         )
 
     def set_upgrade_plan(self, plan: UpgradePlan) -> None:
@@ -665,22 +741,32 @@ class StateStore:
         old = self.upgrade_plan()
         self.db.execute("UPDATE upgrade_plans SET is_active = FALSE WHERE is_active")
         self.db.execute(
-            "INSERT INTO upgrade_plans(name, height, binaries, node_version) VALUES (?, ?, ?, ?)",
-            (plan.name, plan.height, _json(plan.binaries), plan.node_version),
+            "INSERT INTO upgrade_plans(name, height, binaries, node_version, extra) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                plan.name,
+                plan.height,
+                _json(plan.binaries),
+                plan.node_version,
+                _json(plan.model_extra or {}),
+            ),
         )
         self._audit("set_upgrade_plan", "upgrade_plan", _dump(old), _dump(plan))
 
     # --- inference-node registry ---------------------------------------------------------
 
-    @staticmethod
-    def _node_from_row(row: Sequence[Any]) -> InferenceNodeConfig:
+    def use_sealer(self, sealer: Sealer) -> None:
+        """Seal node ``auth_token`` values with ``sealer`` (the manager sets it at open)."""
+        self._sealer = sealer
+
+    def _node_from_row(self, row: Sequence[Any]) -> InferenceNodeConfig:
         # Rows were validated on the way in; model_construct skips a second validation so
         # reading a 10,000-node registry stays cheap. Every read builds fresh objects.
-        models = {
-            name: ModelConfig.model_construct(args=list(cfg.get("args", [])))
-            for name, cfg in json.loads(row[6]).items()
-        }
-        hardware = [Hardware.model_construct(**h) for h in json.loads(row[8])]
+        models = {name: _construct_model_config(cfg) for name, cfg in json.loads(row[6]).items()}
+        hardware = [_construct_extra(Hardware, h) for h in json.loads(row[8])]
+        token: SecretStr | None = None
+        if row[12]:
+            token = SealedToken(row[12], auth_token_context(row[0]), self._sealer)
         return InferenceNodeConfig.model_construct(
             id=row[0],
             host=row[1],
@@ -693,11 +779,23 @@ class StateStore:
             hardware=hardware,
             version=row[9],
             is_enabled=bool(row[10]),
+            base_url=row[11],
+            auth_token=token,
+            url=row[13],
+            **_extra_of(row[14]),
         )
 
-    @staticmethod
-    def _node_params(node: InferenceNodeConfig) -> tuple[Any, ...]:
-        data = node.model_dump(mode="json")
+    def _sealed_token(self, node: InferenceNodeConfig) -> str:
+        token = node.auth_token
+        if token is None:
+            return ""
+        context = auth_token_context(node.id)
+        if isinstance(token, SealedToken) and token.context == context:
+            return token.sealed  # unchanged: no need to open it
+        return self._sealer.seal(token.get_secret_value(), context)
+
+    def _node_params(self, node: InferenceNodeConfig) -> tuple[Any, ...]:
+        data = node.model_dump(mode="json", exclude={"auth_token"})
         return (
             node.id,
             node.host,
@@ -710,6 +808,10 @@ class StateStore:
             _json(data["hardware"]),
             node.version,
             node.is_enabled,
+            node.base_url,
+            self._sealed_token(node),
+            node.url,
+            _json({k: data[k] for k in node.model_extra or {}}),
         )
 
     def nodes(self) -> list[InferenceNodeConfig]:
@@ -752,8 +854,7 @@ class StateStore:
         try:
             self.db.execute(
                 f"INSERT INTO inference_nodes({_NODE_COLUMNS}, position) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "(SELECT COALESCE(MAX(position), 0) + 1 FROM inference_nodes))",
+                f"({_NODE_VALUES}, (SELECT COALESCE(MAX(position), 0) + 1 FROM inference_nodes))",
                 self._node_params(node),
             )
         except INTEGRITY_ERRORS:
@@ -777,7 +878,8 @@ class StateStore:
         self.db.execute(
             "UPDATE inference_nodes SET host = ?, inference_segment = ?, inference_port = ?, "
             "poc_segment = ?, poc_port = ?, models = ?, max_concurrent = ?, hardware = ?, "
-            "version = ?, is_enabled = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?",
+            "version = ?, is_enabled = ?, base_url = ?, auth_token = ?, url = ?, extra = ?, "
+            "updated_at = CURRENT_TIMESTAMP WHERE id = ?",
             (*params[1:], node.id),
         )
         self._audit("update_node", node.id, _dump(old), _dump(node))
@@ -815,12 +917,14 @@ class StateStore:
         for position, node in enumerate(nodes, start=1):
             self.db.execute(
                 f"INSERT INTO inference_nodes({_NODE_COLUMNS}, position) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                f"({_NODE_VALUES}, ?) ON CONFLICT(id) DO UPDATE SET "
                 "host = excluded.host, inference_segment = excluded.inference_segment, "
                 "inference_port = excluded.inference_port, poc_segment = excluded.poc_segment, "
                 "poc_port = excluded.poc_port, models = excluded.models, "
                 "max_concurrent = excluded.max_concurrent, hardware = excluded.hardware, "
                 "version = excluded.version, is_enabled = excluded.is_enabled, "
+                "base_url = excluded.base_url, auth_token = excluded.auth_token, "
+                "url = excluded.url, extra = excluded.extra, "
                 "position = excluded.position, updated_at = CURRENT_TIMESTAMP",
                 (*self._node_params(node), position),
             )
@@ -850,6 +954,46 @@ class StateStore:
             "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at",
             (name, value),
+        )
+
+    def put_predecessor_kv(self, key: str, value_json: str) -> None:
+        """Keep a ``kv_config`` row of an imported ``gonka.db`` that no column here holds."""
+        self.db.execute(
+            "INSERT INTO predecessor_kv(key, value_json, imported_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value_json = excluded.value_json, "
+            "imported_at = excluded.imported_at",
+            (key, value_json, _now()),
+        )
+        self._audit("import_predecessor_kv", key, None, json.loads(value_json))
+
+    def put_bls_openings(
+        self, openings: Sequence[BlsDealerOpening], *, seal: Callable[[str, str], str]
+    ) -> None:
+        """Keep the BLS dealer openings of an imported ``gonka.db``, share and seed sealed by
+        ``seal(base64, context)``; one audit row with their keys only."""
+        for o in openings:
+            where = f"bls_dealer_opening:{o.epoch_id}:{o.recipient_index}:{o.ciphertext_index}"
+            self.db.execute(
+                "INSERT INTO bls_dealer_openings(epoch_id, recipient_index, ciphertext_index, "
+                "slot_index, share_bytes, seed, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(epoch_id, recipient_index, ciphertext_index) DO UPDATE SET "
+                "slot_index = excluded.slot_index, share_bytes = excluded.share_bytes, "
+                "seed = excluded.seed, imported_at = excluded.imported_at",
+                (
+                    _as_int64(o.epoch_id),
+                    o.recipient_index,
+                    o.ciphertext_index,
+                    o.slot_index,
+                    seal(base64.b64encode(o.share_bytes).decode("ascii"), f"{where}:share"),
+                    seal(base64.b64encode(o.seed).decode("ascii"), f"{where}:seed"),
+                    _now(),
+                ),
+            )
+        self._audit(
+            "import_bls_dealer_openings",
+            "bls_dealer_openings",
+            None,
+            [[o.epoch_id, o.recipient_index, o.ciphertext_index] for o in openings],
         )
 
     def key_params(self) -> str | None:
@@ -973,6 +1117,8 @@ class StateStore:
     _SECRET_COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
         "secrets": ("value",),
         "mlnode_security": ("security_key",),
+        "inference_nodes": ("auth_token",),
+        "bls_dealer_openings": ("share_bytes", "seed"),
     }
 
     def export_tables(self, redacted: str) -> dict[str, list[dict[str, Any]]]:
@@ -993,7 +1139,10 @@ class StateStore:
                 rows = cursor.fetchall()
                 hidden = self._SECRET_COLUMNS.get(name, ())
                 out[name] = [
-                    {c: redacted if c in hidden else v for c, v in zip(columns, row, strict=True)}
+                    {
+                        c: redacted if c in hidden and v not in ("", None) else v
+                        for c, v in zip(columns, row, strict=True)
+                    }
                     for row in rows
                 ]
             return out

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from dapi_config.errors import SchemaTooNewError, StateCorruptError, StateUnavailableError
 from dapi_config.store.connection import APPLICATION_ID, SQLITE_ERRORS, Database
-from dapi_config.store.migrations import m0001_initial
+from dapi_config.store.migrations import m0001_initial, m0002_predecessor_fields
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "initial schema (the proposal's tables, audit, keys, bookkeeping)", m0001_initial.SQL
+    ),
+    Migration(
+        2,
+        "predecessor fields: node base_url/auth_token/url/extra, seed and plan extra, "
+        "gonka.db kv rows and BLS dealer openings",
+        m0002_predecessor_fields.SQL,
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

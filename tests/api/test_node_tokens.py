@@ -1,0 +1,80 @@
+"""A ``base_url`` node's ``auth_token`` over the admin API: accepted, sealed at rest, never
+shown (``<redacted>``), kept by a read-modify-write that sends ``<redacted>`` back; and unknown
+fields in a node body are refused (a typo is never stored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dapi_config.models import REDACTED
+from tests.api.conftest import RunningServer
+from tests.conftest import sqlite_file
+
+NODES = "/admin/v1/nodes"
+TOKEN = "bearer-7c1d2e3f4a5b"
+
+
+def cloud_node(**extra: object) -> dict[str, object]:
+    return {
+        "id": "cloud-1",
+        "base_url": "https://svc.provider.example/v1",
+        "auth_token": TOKEN,
+        "max_concurrent": 8,
+        "models": {"Qwen/Qwen3-32B": {"args": []}},
+        **extra,
+    }
+
+
+def test_token_is_sealed_and_never_shown(running_server: RunningServer, tmp_path: Path) -> None:
+    c = running_server.client
+    r = c.post(NODES, json=cloud_node())
+    assert r.status_code == 200, r.text
+    assert r.json()["auth_token"] == REDACTED
+    assert (r.json()["host"], r.json()["inference_port"]) == ("", 0)
+    for body in (c.get(NODES).text, c.get(f"{NODES}/cloud-1").text, c.get("/admin/v1/config").text):
+        assert TOKEN not in body
+    tables = c.get("/admin/v1/export/db").json()["tables"]
+    (row,) = tables["inference_nodes"]
+    assert row["auth_token"] == REDACTED and row["base_url"] == "https://svc.provider.example/v1"
+    # The library (a dapi port using this service's state) gets the token itself.
+    stored = running_server.manager.get_node("cloud-1").auth_token
+    assert stored is not None and stored.get_secret_value() == TOKEN
+    state = running_server.manager.state_path
+    assert TOKEN.encode() not in Path(state).read_bytes()
+    with sqlite_file(Path(state)) as conn:
+        (sealed,) = conn.execute("SELECT auth_token FROM inference_nodes").fetchone()
+    assert sealed.startswith("v1.")
+
+
+def test_redacted_token_sent_back_keeps_the_stored_one(running_server: RunningServer) -> None:
+    c = running_server.client
+    assert c.post(NODES, json=cloud_node()).status_code == 200
+    node = c.get(f"{NODES}/cloud-1").json()
+    node["max_concurrent"] = 16
+    r = c.put(f"{NODES}/cloud-1", json=node)  # auth_token is "<redacted>" here
+    assert r.status_code == 200, r.text
+    stored = running_server.manager.get_node("cloud-1")
+    assert stored.max_concurrent == 16
+    assert stored.auth_token is not None and stored.auth_token.get_secret_value() == TOKEN
+    # A new node cannot "keep" a token it never had.
+    r = c.post(NODES, json=cloud_node(id="cloud-2", auth_token=REDACTED))
+    assert r.status_code == 422
+    assert "auth_token" in r.text
+    assert [n["node"]["id"] for n in c.get(NODES).json()] == ["cloud-1"]
+
+
+def test_unknown_field_in_a_node_body_is_refused(running_server: RunningServer) -> None:
+    c = running_server.client
+    r = c.post(NODES, json=cloud_node(is_enabeld=False))
+    assert r.status_code == 422
+    assert "is_enabeld" in r.text
+    assert c.get(NODES).json() == []
+
+
+def test_node_without_address_names_the_missing_fields(running_server: RunningServer) -> None:
+    c = running_server.client
+    r = c.post(NODES, json={"id": "n1", "max_concurrent": 1})
+    assert r.status_code == 422
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert fields == {"host", "inference_port", "poc_port"}
+    assert "base_url" in r.text
