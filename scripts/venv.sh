@@ -7,4 +7,4 @@ VENV="${VENV:-.venv}"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 # encryption: the SQLCipher extra is tested too. --only-binary: its wheel bundles the library;
 # building it from source would need system SQLCipher headers, so fail clearly instead.
-"$VENV/bin/python" -m pip install --quiet --only-binary sqlcipher3 -e ".[dev,bench,encryption]"
+"$VENV/bin/python" -m pip install --quiet --only-binary sqlcipher3 -e ".[dev,bench,encryption,postgres]"

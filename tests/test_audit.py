@@ -107,7 +107,7 @@ NOT_WRITES = {
     "static_config", "state_summary", "export_full_config", "start_periodic_export",
     "stop_periodic_export", "check_master_key", "verify_security_key", "get_audit",
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
-    "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode",
+    "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode", "state_location",
     "write_rollback", "before_risky_operation", "import_nodes_file", "migrate_legacy",
     "import_gonka_db",
     "export_tables", "seal_secrets", "sealed_keyring_password",

@@ -64,6 +64,7 @@ from dapi_config.store.backend import SeedKind, StateBackend
 from dapi_config.store.backup import MANUAL as MANUAL_BACKUP
 from dapi_config.store.backup import BackupInfo
 from dapi_config.store.cipher import cipher_for
+from dapi_config.store.postgres import PgStateStore
 from dapi_config.store.recovery import CheckResult, RestoreResult
 from dapi_config.store.sqlite import AUDIT_PAGE_MAX
 
@@ -136,7 +137,12 @@ class ConfigManager:
         """
         settings = settings or Settings.from_env(env)
         loaded = load_static_config(settings.config_file(config_path), settings.static_env)
-        path = settings.state_file(state_path, loaded.path)
+        location = settings.state_location(state_path, loaded.path)
+        if isinstance(location, str):
+            return cls._open_shared(
+                settings, loaded, location, actor, read_only=read_only, migrate=migrate_legacy
+            )
+        path = location
         keys = MasterKeySource(path, settings.state_key)
         if read_only:
             return cls._open_read_only(settings, loaded, path, keys, actor)
@@ -150,6 +156,40 @@ class ConfigManager:
             cm._startup_imports(migrate_legacy=migrate)
             if settings.state_mode == "dual":
                 legacy.attach_mirror(cm, legacy.mirror_path_for(path, settings))
+        except BaseException:
+            cm.close()
+            raise
+        return cm
+
+    @classmethod
+    def _open_shared(
+        cls,
+        settings: Settings,
+        loaded: LoadedConfig,
+        url: str,
+        actor: str,
+        *,
+        read_only: bool,
+        migrate: bool,
+    ) -> ConfigManager:
+        """A PostgreSQL state (``API_STATE_URL`` / ``--state postgresql://...``)."""
+        if settings.state_mode != "db":
+            raise ConfigError(
+                f"API_STATE_MODE={settings.state_mode} keeps a legacy-layout file beside a "
+                "SQLite state; a PostgreSQL state (API_STATE_URL) runs in db mode: unset "
+                "API_STATE_MODE"
+            )
+        keys = MasterKeySource(url, settings.state_key, shared=True)
+        pending = legacy.dynamic_keys_in(loaded.document)
+        if pending and not read_only and migrate:
+            legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
+        store = _open_backend(settings, loaded, url, keys, actor=actor, read_only=read_only)
+        cm = cls(loaded, store, settings, keys=keys)
+        if read_only:
+            loaded.raw, loaded.tree = None, None
+            return cm
+        try:
+            cm._startup_imports(migrate_legacy=migrate)
         except BaseException:
             cm.close()
             raise
@@ -228,8 +268,13 @@ class ConfigManager:
 
     @property
     def state_path(self) -> Path:
-        """The SQLite state file."""
+        """The SQLite state file (for a PostgreSQL state, see :attr:`state_location`)."""
         return Path(self._store.path)
+
+    @property
+    def state_location(self) -> str:
+        """Where the state is: the state file's path, or the PostgreSQL URL (no password)."""
+        return self._store.path
 
     @property
     def backend(self) -> StateBackend:
@@ -815,15 +860,20 @@ class ConfigManager:
 def _open_backend(
     settings: Settings,
     loaded: LoadedConfig,
-    path: Path,
+    path: Path | str,
     keys: MasterKeySource,
     *,
     durability: Durability = "full",
     actor: str,
     read_only: bool = False,
 ) -> StateBackend:
-    """The backend ``API_STATE_MODE`` names: the SQLite state file (``db``, ``dual``) or the
-    legacy single file itself (``yaml``). The only place that tells them apart."""
+    """The backend the settings name: PostgreSQL (a URL), the SQLite state file (``db``,
+    ``dual``) or the legacy single file itself (``yaml``). The only place that tells them
+    apart."""
+    if isinstance(path, str):
+        return PgStateStore.open(
+            path, default_actor=actor, audit_retention=settings.audit_retention, read_only=read_only
+        )
     if settings.state_mode == "yaml":
         return YamlStateStore.open(
             loaded.path,

@@ -217,12 +217,16 @@ class MasterKeySource:
     state file for a command that never touches secrets costs nothing.
     """
 
-    def __init__(self, state_path: str | os.PathLike[str], passphrase: str | None) -> None:
+    def __init__(
+        self, state_path: str | os.PathLike[str], passphrase: str | None, *, shared: bool = False
+    ) -> None:
         """``passphrase``: the checked ``API_STATE_KEY`` (:attr:`Settings.state_key`), or None
-        to use the key file ``<state>.key``."""
-        self._state_path = Path(state_path)
+        to use the key file ``<state>.key``. ``shared``: a state several replicas share (on
+        PostgreSQL): no key file, the key must come from ``API_STATE_KEY``."""
+        self._state_path: str | Path = str(state_path) if shared else Path(state_path)
         self._passphrase = passphrase
-        self.key_file = key_file_path(state_path)
+        self._shared = shared
+        self.key_file = key_file_path(state_path) if not shared else Path(os.devnull)
         self._lock = threading.Lock()
         self._cache: tuple[KeyParams, SecretBox] | None = None
 
@@ -233,6 +237,14 @@ class MasterKeySource:
     def description(self) -> str:
         return STATE_KEY_ENV if self._passphrase is not None else f"key file {self.key_file}"
 
+    def _require_passphrase(self) -> None:
+        if self._shared and self._passphrase is None:
+            raise MasterKeyError(
+                f"{self._state_path}: on PostgreSQL the master key must come from "
+                f"{STATE_KEY_ENV} (16 characters or more, the same on every replica): there is "
+                "no directory for a key file. Set it and retry; nothing was changed"
+            )
+
     def box(self, params: KeyParams | None) -> tuple[SecretBox, KeyParams | None]:
         """The box for a state file whose stored parameters are ``params``.
 
@@ -240,6 +252,7 @@ class MasterKeySource:
         created when needed); they are returned for the caller to store in the same transaction
         as the first secret. Raises :class:`MasterKeyError` when the master key does not match.
         """
+        self._require_passphrase()
         with self._lock:
             if params is not None and self._cache is not None and self._cache[0] == params:
                 return self._cache[1], None

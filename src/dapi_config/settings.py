@@ -8,6 +8,7 @@ variable, which beats the default.
 
 - ``API_CONFIG_PATH``: the static YAML file (default ``./config.yaml``);
 - ``API_STATE_DB_PATH``: the state file (default ``state.db`` beside the config);
+- ``API_STATE_URL``: ``postgresql://...``: the state in PostgreSQL instead (shared by replicas);
 - ``API_STATE_MODE``: ``db`` (default), ``dual`` (plus a legacy mirror) or ``yaml``;
 - ``API_STATE_MIRROR_PATH``: the ``dual`` mirror (default ``<state>.legacy.yaml``);
 - ``API_STATE_KEY``: the master-key secret, >= 16 characters (default: the key file);
@@ -189,6 +190,29 @@ def _node_config_mode(raw: str) -> NodeConfigMode:
     raise ConfigError(f"environment NODE_CONFIG_MODE: expected once or sync, got {raw!r}")
 
 
+STATE_URL_ENV = "API_STATE_URL"
+OWN_ENV_PREFIX = "DAPI_CONFIG_"
+_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_state_url(value: str) -> bool:
+    """True when ``value`` is a PostgreSQL URL (``postgresql://`` or ``postgres://``)."""
+    return value.strip().lower().startswith(_URL_SCHEMES)
+
+
+def _state_url(raw: str) -> str | None:
+    value = raw.strip()
+    if not value:
+        return None
+    if not is_state_url(value):
+        shown = value.split("@")[-1]  # never echo a password
+        raise ConfigError(
+            f"{STATE_URL_ENV}: expected a postgresql://user@host:port/database URL, got "
+            f"{shown!r}; unset it to keep the state in a SQLite file"
+        )
+    return value
+
+
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     value = env.get(name, "")
     return Path(value) if value.strip() else None
@@ -200,6 +224,8 @@ class Settings:
 
     config_path: Path | None = None
     state_path: Path | None = None
+    #: ``API_STATE_URL``: a PostgreSQL state (wins over ``API_STATE_DB_PATH``).
+    state_url: str | None = field(default=None, repr=False)
     state_mode: StateMode = "db"
     mirror_path: Path | None = None
     state_key: str | None = field(default=None, repr=False)
@@ -242,11 +268,13 @@ class Settings:
             name: value
             for name, value in source.items()
             if name in STATIC_ENV_NAMES
-            or (name.startswith(STATIC_ENV_PREFIX) and name != FAILPOINT_ENV)
+            # DAPI_CONFIG_* are this product's own knobs (fail points, test settings).
+            or (name.startswith(STATIC_ENV_PREFIX) and not name.startswith(OWN_ENV_PREFIX))
         }
         return cls(
             config_path=_path(source, "API_CONFIG_PATH"),
             state_path=_path(source, "API_STATE_DB_PATH"),
+            state_url=_state_url(source.get(STATE_URL_ENV, "")),
             state_mode=_state_mode(source.get("API_STATE_MODE", "")),
             mirror_path=_path(source, "API_STATE_MIRROR_PATH"),
             state_key=key,
@@ -276,6 +304,17 @@ class Settings:
         if explicit is not None:
             return Path(explicit)
         return self.config_path or Path("config.yaml")
+
+    def state_location(
+        self, explicit: str | os.PathLike[str] | None, config_file: Path
+    ) -> Path | str:
+        """Where the state is: ``explicit`` (a path or a ``postgresql://`` URL), else
+        ``API_STATE_URL``, else the state file (:meth:`state_file`)."""
+        if isinstance(explicit, str) and is_state_url(explicit):
+            return explicit
+        if explicit is None and self.state_url is not None:
+            return self.state_url
+        return self.state_file(explicit, config_file)
 
     def state_file(self, explicit: str | os.PathLike[str] | None, config_file: Path) -> Path:
         """``explicit``, else ``API_STATE_DB_PATH``, else ``state.db`` beside the config."""

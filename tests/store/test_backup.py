@@ -301,7 +301,8 @@ def test_schema_change_takes_a_backup_of_the_old_schema_first(
         cm.set_height(12)
         backup_dir = cm.backup_dir
         old_version = cm.backend.schema_version()
-    step = migrations.Migration(old_version + 1, "test step", "CREATE TABLE extra (x INTEGER);")
+    ddl = "CREATE TABLE extra (x INTEGER);"
+    step = migrations.Migration(old_version + 1, "test step", ddl, ddl)
     monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, step))
     monkeypatch.setattr(migrations, "LATEST_VERSION", step.version)
     with ConfigManager.open(config_file) as cm:

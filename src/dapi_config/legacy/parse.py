@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from dapi_config._validation import describe, error_items
 from dapi_config.errors import ConfigError
@@ -177,7 +177,7 @@ class LegacyParser:
             known = model.model_fields.get(k)
             if (
                 known is not None
-                and known.annotation is str
+                and known.annotation in (str, SecretStr | None)
                 and isinstance(v, int)
                 and not isinstance(v, bool)
             ):

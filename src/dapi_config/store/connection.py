@@ -414,6 +414,16 @@ class Database:
 
     # --- statements ----------------------------------------------------------------------
 
+    integrity_errors: tuple[type[BaseException], ...] = INTEGRITY_ERRORS
+
+    def table_names(self) -> list[str]:
+        """The state's tables, by name."""
+        rows = self.query_all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+        return [str(r[0]) for r in rows]
+
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         """Run one statement on this thread's connection, mapping SQLite errors."""
         conn = self.connection()

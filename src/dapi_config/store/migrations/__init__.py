@@ -32,17 +32,23 @@ class Migration:
     version: int
     name: str
     script: str
+    #: The same step in PostgreSQL's DDL (see :mod:`dapi_config.store.postgres`).
+    postgres_script: str
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
-        1, "initial schema (the proposal's tables, audit, keys, bookkeeping)", m0001_initial.SQL
+        1,
+        "initial schema (the proposal's tables, audit, keys, bookkeeping)",
+        m0001_initial.SQL,
+        m0001_initial.PG_SQL,
     ),
     Migration(
         2,
         "predecessor fields: node base_url/auth_token/url/extra, seed and plan extra, "
         "gonka.db kv rows and BLS dealer openings",
         m0002_predecessor_fields.SQL,
+        m0002_predecessor_fields.PG_SQL,
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

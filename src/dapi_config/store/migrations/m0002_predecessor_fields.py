@@ -33,3 +33,6 @@ CREATE TABLE bls_dealer_openings (
     PRIMARY KEY (epoch_id, recipient_index, ciphertext_index)
 );
 """
+
+#: The same step in PostgreSQL's DDL (64-bit epoch ids as BIGINT).
+PG_SQL = SQL.replace("    epoch_id INTEGER NOT NULL,", "    epoch_id BIGINT NOT NULL,")

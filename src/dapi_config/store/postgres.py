@@ -1,0 +1,558 @@
+"""The PostgreSQL backend (SPEC §13): several replicas share one state.
+
+:class:`PgStateStore` runs the statements every backend shares (:mod:`.queries`) on a
+connection pool. What differs from SQLite, and why:
+
+- **One writer at a time, across replicas.** Every write transaction first takes one
+  transaction-scoped advisory lock (:data:`WRITE_LOCK`), so writes serialise as on SQLite's
+  single writer. Audit revisions (an identity column) are therefore handed out in commit
+  order: a poller following ``since=REV`` never sees 11 before 10 commits. No write is retried
+  (a retry could repeat one that committed before the connection broke).
+- **Hot reads** (height, node version) are cached and invalidated by ``LISTEN/NOTIFY``: every
+  write transaction notifies :data:`CHANGES_CHANNEL` at commit; a listener thread drops the cache
+  when a notice arrives. Until the listener is connected (at start, after PostgreSQL or the
+  network dropped it) hot reads read through. Staleness bound: the notice's delivery time (well
+  under a second on a healthy link); every other read is fresh.
+- **Session settings** are made in one place, :meth:`PgDatabase._configure`: time zone UTC, the
+  application name, timestamps read as text (as SQLite returns them).
+- **Schema steps** are the same numbered steps as SQLite's, in PostgreSQL's DDL, applied under a
+  session advisory lock (:data:`MIGRATION_LOCK`) so replicas starting at once do not race.
+- **The master key** must come from ``API_STATE_KEY``: there is no directory for a key file.
+- A password in the URL never appears in a message: :func:`redact_url` is all that is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+from dapi_config.errors import (
+    ConfigError,
+    NotSupportedError,
+    SchemaTooNewError,
+    StateUnavailableError,
+)
+from dapi_config.settings import AuditRetention
+from dapi_config.store.backend import Sealer
+from dapi_config.store.connection import register_hook
+from dapi_config.store.migrations import MIGRATIONS, Migration
+from dapi_config.store.queries import HEIGHT, NODE_VERSION, NoMasterKeySealer, StateQueries
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from dapi_config.store.backup import BackupInfo
+    from dapi_config.store.cipher import StateCipher
+    from dapi_config.store.recovery import CheckResult, RestoreResult
+
+log = logging.getLogger("dapi_config.state")
+
+#: Advisory lock every write transaction takes first (one writer at a time, every replica).
+WRITE_LOCK = 0x6461_7069_0001
+#: Session advisory lock held while schema steps run.
+MIGRATION_LOCK = 0x6461_7069_0002
+#: ``NOTIFY`` channel of committed changes.
+CHANGES_CHANNEL = "dapi_config_changes"
+#: Seconds a replica waits for a connection from its pool before a read or write fails.
+POOL_TIMEOUT_S = 10.0
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (in the authority or a ``password=`` parameter) hidden."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = "&".join(
+        "password=***" if item.lower().startswith("password=") else item
+        for item in parts.query.split("&")
+        if item
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _psycopg() -> Any:
+    try:
+        # An optional extra: imported only when a PostgreSQL state is used.
+        import psycopg  # noqa: PLC0415
+        import psycopg_pool  # noqa: F401, PLC0415
+    except ImportError:
+        raise ConfigError(
+            "API_STATE_URL names a PostgreSQL state, but psycopg is not installed: "
+            "pip install 'dapi-config[postgres]'"
+        ) from None
+    return psycopg
+
+
+def _message(url: str, exc: BaseException) -> str:
+    """An error text safe to show: the URL redacted, the password never repeated."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{redact_url(url)}: {text}".replace(urlsplit(url).password or "\0", "***")
+
+
+@dataclass
+class _Result:
+    """A statement's outcome, fully read (the connection may go back to the pool)."""
+
+    rowcount: int
+    description: Any
+    rows: list[Any]
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self.rows)
+
+
+@dataclass
+class _ThreadState:
+    conn: Any = None
+    depth: int = 0
+    writing: bool = False
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+
+class PgDatabase:
+    """A pool of connections to one PostgreSQL database, with the transactions the shared
+    statements expect (``?`` placeholders are translated here)."""
+
+    def __init__(self, url: str, *, max_connections: int = 10) -> None:
+        psycopg = _psycopg()
+        from psycopg_pool import ConnectionPool  # noqa: PLC0415 - after _psycopg's check
+
+        self.url = url
+        #: What messages show: the URL without its password.
+        self.path = redact_url(url)
+        self.integrity_errors: tuple[type[BaseException], ...] = (psycopg.errors.IntegrityError,)
+        self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        self._local = threading.local()
+        self._sql: dict[str, str] = {}
+        self._commit_hooks: list[Callable[[], None]] = []
+        self._observers: list[Callable[[float, bool], None]] = []
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            configure=self._configure,
+            timeout=POOL_TIMEOUT_S,
+            open=False,
+            name="dapi-config",
+        )
+        try:
+            self._pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+        except Exception as exc:
+            self._pool.close()
+            raise StateUnavailableError(
+                f"{self.path}: cannot connect to PostgreSQL: {_message(url, exc)}"
+            ) from None
+
+    @staticmethod
+    def _configure(conn: psycopg.Connection[Any]) -> None:
+        """The one place that sets session settings (each pooled connection, once)."""
+        from psycopg.types.string import TextLoader  # noqa: PLC0415 - optional extra
+
+        # Timestamps read as text, as SQLite returns them; stored and shown in UTC.
+        for name in ("timestamp", "timestamptz", "date"):
+            conn.adapters.register_loader(name, TextLoader)
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute("SET application_name = 'dapi-config'")
+        conn.commit()
+
+    # --- transactions --------------------------------------------------------------------
+
+    def _state(self) -> _ThreadState:
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = _ThreadState()
+        return state
+
+    @property
+    def in_transaction(self) -> bool:
+        state = self._state()
+        return state.depth > 0 and state.writing
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        try:
+            conn = self._pool.getconn()
+        except Exception as exc:
+            raise StateUnavailableError(
+                f"{self.path}: PostgreSQL is not reachable: {_message(self.url, exc)}"
+            ) from None
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    @contextlib.contextmanager
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:
+        """One write transaction (nested: a savepoint). Every commit is durable
+        (``synchronous_commit`` stays on), so ``durable`` asks for nothing more."""
+        state = self._state()
+        if state.depth:
+            if not state.writing:
+                raise StateUnavailableError(f"{self.path}: a write inside a read snapshot")
+            with self._mapped(), state.conn.transaction():
+                state.depth += 1
+                try:
+                    yield
+                finally:
+                    state.depth -= 1
+            return
+        start = time.perf_counter()
+        committed = False
+        try:
+            with self._connection() as conn:
+                state.conn, state.depth, state.writing = conn, 1, True
+                try:
+                    with self._mapped(), conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                        yield
+                        conn.execute("SELECT pg_notify(%s, '')", (CHANGES_CHANNEL,))
+                    committed = True
+                finally:
+                    callbacks = state.callbacks
+                    state.conn, state.depth, state.writing, state.callbacks = None, 0, False, []
+                    if conn.broken:
+                        log.warning("%s: connection lost during a write", self.path)
+        finally:
+            seconds = time.perf_counter() - start
+            for observer in list(self._observers):
+                _run_hook(lambda o=observer: o(seconds, committed))  # type: ignore[misc]
+        if committed:
+            for callback in [*callbacks, *self._commit_hooks]:
+                _run_hook(callback)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A consistent read (REPEATABLE READ, read only), or the caller's transaction."""
+        state = self._state()
+        if state.depth:
+            state.depth += 1
+            try:
+                yield
+            finally:
+                state.depth -= 1
+            return
+        with self._connection() as conn:
+            state.conn, state.depth, state.writing = conn, 1, False
+            try:
+                with self._mapped(), conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield
+            finally:
+                state.conn, state.depth, state.writing = None, 0, False
+
+    @contextlib.contextmanager
+    def _mapped(self) -> Iterator[None]:
+        try:
+            yield
+        except self.integrity_errors:
+            raise
+        except self._errors as exc:
+            raise StateUnavailableError(
+                f"{self.path}: PostgreSQL: {_message(self.url, exc)}"
+            ) from None
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        state = self._state()
+        if state.depth and state.writing:
+            state.callbacks.append(callback)
+        else:
+            _run_hook(callback)
+
+    def add_commit_hook(self, hook: Callable[[], None]) -> Callable[[], None]:
+        return register_hook(self._commit_hooks, hook)
+
+    def add_transaction_observer(
+        self, observer: Callable[[float, bool], None]
+    ) -> Callable[[], None]:
+        return register_hook(self._observers, observer)
+
+    # --- statements ----------------------------------------------------------------------
+
+    def _translate(self, sql: str) -> str:
+        translated = self._sql.get(sql)
+        if translated is None:
+            # The shared statements hold no '?' or '%' inside literals.
+            translated = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return translated
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
+        state = self._state()
+        if state.depth:
+            return self._run(state.conn, sql, params)
+        with self._connection() as conn, self._mapped(), conn.transaction():
+            return self._run(conn, sql, params)
+
+    def _run(self, conn: Any, sql: str, params: Sequence[Any]) -> _Result:
+        with self._mapped():
+            cur = conn.execute(self._translate(sql), tuple(params))
+            rows = cur.fetchall() if cur.description is not None else []
+            description = None if cur.description is None else [(c.name,) for c in cur.description]
+            return _Result(cur.rowcount, description, rows)
+
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def query_all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.execute(sql, params).fetchall()
+
+    def table_names(self) -> list[str]:
+        rows = self.query_all(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name"
+        )
+        return [str(r[0]) for r in rows]
+
+    def listen_connection(self) -> Any:
+        """A new autocommit connection of its own (the change listener's), configured."""
+        psycopg = _psycopg()
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        conn.execute("SET application_name = 'dapi-config listener'")
+        return conn
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _run_hook(hook: Callable[[], None]) -> None:
+    try:
+        hook()
+    except Exception:  # a failing hook never undoes a commit
+        log.exception("commit hook failed")
+
+
+class _ChangeListener:
+    """``LISTEN`` on :data:`CHANGES_CHANNEL` in a daemon thread; ``generation`` grows with each
+    notice (and each reconnect), ``healthy`` says whether notices can be trusted now."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+        self.generation = 0
+        self.healthy = False
+        self._stop = threading.Event()
+        self._conn: Any = None
+        self._thread = threading.Thread(target=self._run, name="dapi-config-listen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                conn = self._db.listen_connection()
+            except Exception as exc:
+                log.warning("change listener cannot connect (%s); hot reads read through", exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._conn = conn
+            try:
+                conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                self.generation += 1  # anything may have changed while we were away
+                self.healthy = True
+                delay = 0.1
+                while not self._stop.is_set():
+                    for _ in conn.notifies(timeout=0.5, stop_after=1000):
+                        self.generation += 1
+            except Exception as exc:
+                if not self._stop.is_set():
+                    log.warning("change listener lost its connection (%s); reconnecting", exc)
+            finally:
+                self.healthy = False
+                self.generation += 1
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._conn = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class PgStateStore(StateQueries):
+    """The dynamic state in one PostgreSQL database, shared by every replica."""
+
+    db: PgDatabase
+    supports_backups: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        db: PgDatabase,
+        *,
+        default_actor: str = "library",
+        audit_retention: AuditRetention | None = None,
+    ) -> None:
+        self.db = db
+        self.default_actor = default_actor
+        self.audit_retention = audit_retention or AuditRetention()
+        self._sealer: Sealer = NoMasterKeySealer(db.path)
+        self._hot_lock = threading.Lock()
+        self._hot: tuple[int, tuple[int, str]] | None = None  # (generation, values)
+        db.add_commit_hook(self._forget_hot)
+        self._listener = _ChangeListener(db)
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        default_actor: str = "library",
+        audit_retention: AuditRetention | None = None,
+        read_only: bool = False,
+        max_connections: int = 10,
+    ) -> PgStateStore:
+        """Connect, apply pending schema steps (not with ``read_only``: then a schema older
+        than this code is an error) and start the change listener.
+
+        Raises :class:`StateUnavailableError` (unreachable, not a dapi-config database),
+        :class:`SchemaTooNewError`, :class:`ConfigError` (psycopg missing)."""
+        db = PgDatabase(url, max_connections=max_connections)
+        try:
+            _migrate(db, read_only=read_only)
+            return cls(db, default_actor=default_actor, audit_retention=audit_retention)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        self._listener.stop()
+        self.db.close()
+
+    # --- hot values ------------------------------------------------------------------------
+
+    def _forget_hot(self) -> None:
+        with self._hot_lock:
+            self._hot = None
+
+    def hot_values(self) -> tuple[int, str]:
+        """(height, node version): from memory while the listener vouches for it, else read."""
+        if self.db.in_transaction:
+            return self._read_hot()
+        listener = self._listener
+        generation = listener.generation
+        with self._hot_lock:
+            hot = self._hot
+        if listener.healthy and hot is not None and hot[0] == generation:
+            return hot[1]
+        values = self._read_hot()
+        if listener.healthy:
+            with self._hot_lock:
+                # Recorded under the generation seen before the read: a notice that arrived
+                # meanwhile makes the next read refresh again.
+                self._hot = (generation, values)
+        return values
+
+    # --- what a PostgreSQL state does not have (yet) ---------------------------------------
+
+    @property
+    def cipher(self) -> StateCipher | None:
+        return None
+
+    @property
+    def backup_dir(self) -> Path:
+        raise self._unsupported("backups")
+
+    def _unsupported(self, what: str) -> NotSupportedError:
+        return NotSupportedError(
+            f"{self.path}: {what} of a PostgreSQL state are not available in this version; "
+            "use PostgreSQL's own tools (pg_dump, base backups)"
+        )
+
+    def backup(self, out: Any, *, reason: str) -> BackupInfo:
+        raise self._unsupported("file backups")
+
+    def backup_before(self, reason: str, *, keep: int) -> BackupInfo | None:
+        log.info("%s: no automatic pre-%s backup of a PostgreSQL state", self.path, reason)
+        return None
+
+    def list_backups(self) -> list[BackupInfo]:
+        raise self._unsupported("file backups")
+
+    def restore_backup(self, backup: Any) -> RestoreResult:
+        raise self._unsupported("restores")
+
+    def check(self, *, max_backup_age: float | None = None) -> CheckResult:
+        raise self._unsupported("file checks")
+
+    def schema_version(self) -> int:
+        return _schema_version(self.db)
+
+
+# --- schema steps ----------------------------------------------------------------------------
+
+
+def _schema_version(db: PgDatabase) -> int:
+    exists = db.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL")[0]
+    if not exists:
+        return 0
+    return int(db.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0])
+
+
+def _migrate(db: PgDatabase, *, read_only: bool) -> None:
+    latest = MIGRATIONS[-1].version
+    current = _schema_version(db)
+    if current > latest:
+        raise SchemaTooNewError(db.path, current, latest)
+    if current == 0 and not read_only:
+        foreign = [t for t in db.table_names() if t != "schema_migrations"]
+        if foreign:
+            raise StateUnavailableError(
+                f"{db.path}: this database holds other tables ({', '.join(foreign[:5])}) and "
+                "no dapi-config schema; give dapi-config a database of its own. Nothing changed"
+            )
+    if current == latest:
+        return
+    if read_only:
+        raise StateUnavailableError(
+            f"{db.path}: its schema (version {current}) is older than this dapi-config's "
+            f"({latest}); the service or a command that writes upgrades it. It was not changed"
+        )
+    with db._connection() as conn, db._mapped():
+        conn.autocommit = True
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            try:
+                for step in MIGRATIONS:
+                    _apply(conn, step)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        finally:
+            conn.autocommit = False
+
+
+def _apply(conn: Any, step: Migration) -> None:
+    with conn.transaction():
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
+        if exists:
+            done = conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = %s", (step.version,)
+            ).fetchone()
+            if done:
+                return  # another replica applied it while we waited for the lock
+        log.info("applying state schema step %d (PostgreSQL): %s", step.version, step.name)
+        conn.execute(step.postgres_script)
+        conn.execute(
+            "INSERT INTO schema_migrations(version, name, applied_at) VALUES (%s, %s, %s)",
+            (step.version, step.name, time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())),
+        )
+
+
+__all__ = [
+    "CHANGES_CHANNEL",
+    "HEIGHT",
+    "NODE_VERSION",
+    "PgDatabase",
+    "PgStateStore",
+    "redact_url",
+]
