@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dapi_config import ConfigManager
+from tests._postgres import PgServer, local_server
 
 EXAMPLE_CONFIG = """\
 # operator's note: keep this comment
@@ -64,14 +65,66 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+#: The master key the PostgreSQL runs use (there is no key file on a shared state).
+TEST_STATE_KEY = "test-master-key-0123456789"
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_backends`` (the contract tests) run once per state backend."""
+    definition = metafunc.definition
+    if (
+        "state_backend" in metafunc.fixturenames
+        and definition.get_closest_marker("both_backends")
+        and not definition.get_closest_marker("sqlite_only")
+    ):
+        metafunc.parametrize("state_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL for the session (see tests/_postgres.py)."""
+    with local_server() as server:
+        yield server
+
+
 @pytest.fixture
-def manager(config_file: Path) -> Iterator[ConfigManager]:
-    """An open ConfigManager on a fresh state file (closed after the test)."""
-    cm = ConfigManager.open(config_file)
+def state_backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` (the default), or ``postgres`` in the contract tests' second run."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def state_env(request: pytest.FixtureRequest, state_backend: str) -> dict[str, str]:
+    """The environment that puts a manager's state on the backend under test: empty for
+    SQLite (the state file beside the config), a fresh PostgreSQL database otherwise."""
+    if state_backend == "sqlite":
+        return {}
+    server: PgServer = request.getfixturevalue("pg_server")
+    return {"API_STATE_URL": server.fresh_database(), "API_STATE_KEY": TEST_STATE_KEY}
+
+
+@pytest.fixture
+def manager(config_file: Path, state_env: dict[str, str]) -> Iterator[ConfigManager]:
+    """An open ConfigManager on a fresh state (closed after the test)."""
+    cm = ConfigManager.open(config_file, env=state_env)
     try:
         yield cm
     finally:
         cm.close()
+
+
+def raw_rows(cm: ConfigManager, sql: str) -> list[tuple[object, ...]]:
+    """Rows of ``sql`` read straight from ``cm``'s state, past the library: with the stdlib on a
+    SQLite file, with psycopg on PostgreSQL."""
+    location = cm.state_location
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location) as conn:
+            return [tuple(r) for r in conn.execute(sql)]
+    with sqlite_file(location) as conn:
+        return [tuple(r) for r in conn.execute(sql)]
 
 
 @contextlib.contextmanager
@@ -117,8 +170,10 @@ def run_cli(
     cwd: Path | None = None,
     timeout: float = 60,
     prefix: list[str] | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m dapi_config ARGS`` as a real subprocess (optionally under ``prefix``)."""
+    """Run ``python -m dapi_config ARGS`` as a real subprocess (optionally under ``prefix``),
+    with ``input`` on its stdin."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARS)}
     full_env.update(env or {})
     return subprocess.run(
@@ -129,4 +184,5 @@ def run_cli(
         cwd=cwd,
         timeout=timeout,
         check=False,
+        input=input,
     )

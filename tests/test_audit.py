@@ -30,6 +30,8 @@ from dapi_config.settings import DEFAULT_AUDIT_KEEP_ROWS, AuditRetention, parse_
 from dapi_config.store.sqlite import AUDIT_PRUNE_EVERY
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.both_backends
+
 
 def node(node_id: str, **changes: Any) -> InferenceNodeConfig:
     data = {"id": node_id, "host": "10.0.0.5", "inference_port": 5000, "poc_port": 8080}
@@ -129,12 +131,14 @@ ACTORS = ("library", "cli", "api", "migration")
     ("name", "actor"), [(name, ACTORS[i % len(ACTORS)]) for i, name in enumerate(WRITES)]
 )
 def test_each_write_adds_exactly_one_row_with_its_actor(
-    config_file: Path, name: str, actor: str
+    state_env: dict[str, str], config_file: Path, name: str, actor: str
 ) -> None:
     """Every actor is exercised on several writes: the default of open(actor=...) for library
     and cli, acting_as() for api and migration."""
     call, action, target = WRITES[name]
-    with ConfigManager.open(config_file, actor="cli" if actor == "cli" else "library") as cm:
+    with ConfigManager.open(
+        config_file, env=state_env, actor="cli" if actor == "cli" else "library"
+    ) as cm:
         _prepare(cm)
         before = cm.latest_revision()
         if actor in ("api", "migration"):
@@ -269,13 +273,15 @@ def test_parse_audit_keep() -> None:
             parse_audit_keep(bad)
 
 
-def test_bad_retention_setting_stops_open(config_file: Path) -> None:
+def test_bad_retention_setting_stops_open(state_env: dict[str, str], config_file: Path) -> None:
     with pytest.raises(ConfigError, match="API_AUDIT_KEEP"):
-        ConfigManager.open(config_file, env={"API_AUDIT_KEEP": "forever"})
+        ConfigManager.open(config_file, env={**state_env, "API_AUDIT_KEEP": "forever"})
 
 
-def test_row_retention_is_applied_every_n_writes(config_file: Path) -> None:
-    with ConfigManager.open(config_file, env={"API_AUDIT_KEEP": "100"}) as cm:
+def test_row_retention_is_applied_every_n_writes(
+    state_env: dict[str, str], config_file: Path
+) -> None:
+    with ConfigManager.open(config_file, env={**state_env, "API_AUDIT_KEEP": "100"}) as cm:
         with cm.transaction():
             for height in range(1, AUDIT_PRUNE_EVERY):
                 cm.set_height(height)
@@ -290,8 +296,8 @@ def test_row_retention_is_applied_every_n_writes(config_file: Path) -> None:
         assert cm.get_audit(since=AUDIT_PRUNE_EVERY)[0].revision == AUDIT_PRUNE_EVERY + 1
 
 
-def test_prune_is_bounded_per_call(config_file: Path) -> None:
-    with ConfigManager.open(config_file, env={"API_AUDIT_KEEP": "all"}) as cm:
+def test_prune_is_bounded_per_call(state_env: dict[str, str], config_file: Path) -> None:
+    with ConfigManager.open(config_file, env={**state_env, "API_AUDIT_KEEP": "all"}) as cm:
         with cm.transaction():
             for height in range(1, 60):
                 cm.set_height(height)
@@ -303,9 +309,9 @@ def test_prune_is_bounded_per_call(config_file: Path) -> None:
         assert [r.revision for r in cm.get_audit()] == [55, 56, 57, 58, 59]
 
 
-def test_day_retention_drops_old_rows(config_file: Path) -> None:
+def test_day_retention_drops_old_rows(state_env: dict[str, str], config_file: Path) -> None:
     # 0.000002 days is about 0.17 s: rows written before the pause are older than that.
-    with ConfigManager.open(config_file, env={"API_AUDIT_KEEP": "0.000002d"}) as cm:
+    with ConfigManager.open(config_file, env={**state_env, "API_AUDIT_KEEP": "0.000002d"}) as cm:
         for height in range(1, 11):
             cm.set_height(height)
         time.sleep(0.3)
@@ -314,8 +320,8 @@ def test_day_retention_drops_old_rows(config_file: Path) -> None:
         assert [r.new_value for r in cm.get_audit()] == [11]
 
 
-def test_unlimited_retention_keeps_everything(config_file: Path) -> None:
-    with ConfigManager.open(config_file, env={"API_AUDIT_KEEP": "all"}) as cm:
+def test_unlimited_retention_keeps_everything(state_env: dict[str, str], config_file: Path) -> None:
+    with ConfigManager.open(config_file, env={**state_env, "API_AUDIT_KEEP": "all"}) as cm:
         with cm.transaction():
             for height in range(1, AUDIT_PRUNE_EVERY + 5):
                 cm.set_height(height)
@@ -326,13 +332,13 @@ def test_unlimited_retention_keeps_everything(config_file: Path) -> None:
 # --- the CLI ----------------------------------------------------------------------------------
 
 
-def test_cli_audit_json_text_and_since(config_file: Path) -> None:
-    with ConfigManager.open(config_file) as cm:
+def test_cli_audit_json_text_and_since(state_env: dict[str, str], config_file: Path) -> None:
+    with ConfigManager.open(config_file, env=state_env) as cm:
         cm.add_node(node("a"))
         cm.set_height(5)
-    result = run_cli("--config", str(config_file), "keys", "create", "a")
+    result = run_cli("--config", str(config_file), "keys", "create", "a", env=state_env)
     assert result.returncode == 0, result.stderr
-    out = run_cli("--config", str(config_file), "audit", "--json")
+    out = run_cli("--config", str(config_file), "audit", "--json", env=state_env)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert [(r["revision"], r["actor"], r["action"]) for r in rows] == [
@@ -343,12 +349,20 @@ def test_cli_audit_json_text_and_since(config_file: Path) -> None:
     assert result.stdout.strip() not in out.stdout
     page = json.loads(
         run_cli(
-            "--config", str(config_file), "audit", "--since", "1", "--limit", "1", "--json"
+            "--config",
+            str(config_file),
+            "audit",
+            "--since",
+            "1",
+            "--limit",
+            "1",
+            "--json",
+            env=state_env,
         ).stdout
     )
     assert [r["revision"] for r in page] == [2]
-    text = run_cli("--config", str(config_file), "audit", "--since", "2")
+    text = run_cli("--config", str(config_file), "audit", "--since", "2", env=state_env)
     assert text.returncode == 0
     assert text.stdout.startswith("r3 ") and "cli create_security_key a" in text.stdout
-    bad = run_cli("--config", str(config_file), "audit", "--limit", "0")
+    bad = run_cli("--config", str(config_file), "audit", "--limit", "0", env=state_env)
     assert bad.returncode == 2 and bad.stdout == ""

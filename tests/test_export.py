@@ -20,6 +20,8 @@ from dapi_config.security import REDACTED
 from dapi_config.settings import Settings, parse_duration
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.mark.parametrize(
     ("text", "seconds"),

@@ -22,6 +22,8 @@ from dapi_config import (
     ValidationParamsCache,
 )
 
+pytestmark = pytest.mark.both_backends
+
 
 def node(node_id: str = "node1", **changes: object) -> InferenceNodeConfig:
     data: dict[str, object] = {

@@ -36,6 +36,8 @@ from dapi_config.security import (
 from dapi_config.settings import STATE_KEY_ENV
 from tests.conftest import EXAMPLE_CONFIG, run_cli
 
+pytestmark = pytest.mark.both_backends
+
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -177,6 +179,7 @@ def test_a_rotated_worker_key_is_audited_by_fingerprint(manager: ConfigManager) 
 # --- the master key ---------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_key_file_is_created_0600_only_when_a_secret_is_stored(manager: ConfigManager) -> None:
     key_file = key_file_path(manager.state_path)
     manager.set_height(5)
@@ -271,6 +274,7 @@ def test_missing_or_damaged_key_file_is_a_clear_error(config_file: Path) -> None
     assert key_file.stat().st_mode & 0o777 == 0o600  # tightened on use
 
 
+@pytest.mark.sqlite_only
 def test_check_reports_a_readable_key_file(manager: ConfigManager) -> None:
     manager.create_worker_key()
     key_file = key_file_path(manager.state_path)
@@ -300,6 +304,7 @@ def test_sealed_values_are_bound_to_their_record(tmp_path: Path) -> None:
 _CONCURRENT = """
 import sys
 from dapi_config import ConfigManager
+
 with ConfigManager.open(sys.argv[1]) as cm:
     for _ in range(3):
         cm.create_worker_key()

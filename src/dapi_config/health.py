@@ -33,11 +33,15 @@ class Readiness:
 
     def __init__(self, manager: ConfigManager) -> None:
         self.manager = manager
+        if not manager.backend.file_backed:
+            # A database server (PostgreSQL): no file or directory here to watch.
+            self.checks: list[Check] = [_state_readable]
+            return
         # The file the service opened. If it is later deleted or replaced, the open connections
         # keep writing to the old inode, which nobody will ever read again: not ready.
         st = os.stat(manager.state_path)
         self._identity = (st.st_dev, st.st_ino)
-        self.checks: list[Check] = [self._file_in_place, _directory_writable, _state_readable]
+        self.checks = [self._file_in_place, _directory_writable, _state_readable]
         if manager.state_mode == "yaml":
             # The state is the legacy YAML file, replaced (new inode) by every atomic write.
             self.checks = [_directory_writable, _state_readable]

@@ -63,7 +63,7 @@ def _start_backups(
     cm: ConfigManager, on_backup: Callable[[BackupInfo], None]
 ) -> BackupScheduler | None:
     if not cm.backend.supports_backups:
-        log.warning("API_STATE_MODE=yaml: no state database, so no scheduled backups")
+        log.warning("%s: no scheduled backups of this state (see the README)", cm.state_location)
         return None
     settings = cm.settings
     scheduler = BackupScheduler(
@@ -127,7 +127,10 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
             )
         )
         log.info(
-            "serving the admin API on http://%s:%d (state %s)", options.host, port, cm.state_path
+            "serving the admin API on http://%s:%d (state %s)",
+            options.host,
+            port,
+            cm.state_location,
         )
         previous = {
             sig: signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))

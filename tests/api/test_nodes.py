@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from dapi_config import InferenceNodeConfig
 from tests.api.conftest import RunningServer
+
+pytestmark = pytest.mark.both_backends
 
 NODES = "/admin/v1/nodes"
 

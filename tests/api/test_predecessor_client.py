@@ -10,9 +10,12 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import httpx
+import pytest
 
 from dapi_config.security import REDACTED
 from tests.api.conftest import RunningServer
+
+pytestmark = pytest.mark.both_backends
 
 
 @dataclass

@@ -15,6 +15,8 @@ from dapi_config.api import ADMIN_PREFIX
 from tests.api.conftest import RunningServer, ServeProcess, StartServer
 from tests.conftest import EXAMPLE_CONFIG, run_cli
 
+pytestmark = pytest.mark.both_backends
+
 TOKEN = "s3cr3t-admin-token-for-tests-0123456789"
 NODE = {"id": "n1", "host": "10.0.0.1", "inference_port": 5000, "poc_port": 8080}
 OPEN_PATHS = ("/livez", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")

@@ -23,10 +23,11 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from dapi_config import __version__
-from dapi_config.errors import DapiConfigError
+from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.manager import ConfigManager
 from dapi_config.settings import Settings
 from dapi_config.store.cipher import StateCipher, cipher_for
+from dapi_config.store.postgres import redact_url
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -74,7 +75,8 @@ class CliContext:
     """The global options of this invocation and the settings read from the environment."""
 
     config: Path | None = None
-    state: Path | None = None
+    #: --state: a file path or a postgresql:// URL (kept as text: a Path would mangle "//").
+    state: str | None = None
     _settings: Settings | None = None
 
     @property
@@ -90,8 +92,16 @@ class CliContext:
         return self.settings.config_file(self.config)
 
     def state_file(self) -> Path:
-        """--state, else API_STATE_DB_PATH, else state.db beside the config file."""
-        return self.settings.state_file(self.state, self.config_file())
+        """--state, else API_STATE_DB_PATH, else state.db beside the config file (commands on
+        the SQLite file itself: backups, encryption). Raises :class:`ConfigError` for a
+        PostgreSQL state."""
+        location = self.settings.state_location(self.state, self.config_file())
+        if isinstance(location, str):
+            raise ConfigError(
+                "this command works on a SQLite state file; the state is in PostgreSQL "
+                f"({redact_url(location)}): use PostgreSQL's own tools for it"
+            )
+        return location
 
     def cipher(self) -> StateCipher | None:
         """The state file's SQLCipher key (API_STATE_ENCRYPTION), None for a plain file."""
@@ -118,10 +128,12 @@ ConfigOpt = Annotated[
     ),
 ]
 StateOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--state",
-        help="SQLite state file [env: API_STATE_DB_PATH; default state.db beside config].",
+        metavar="PATH|URL",
+        help="SQLite state file, or postgresql://user@host/db [env: API_STATE_DB_PATH, "
+        "API_STATE_URL; default state.db beside config].",
         show_default=False,
         readable=False,
     ),
@@ -180,7 +192,7 @@ def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
 @contextmanager
 def open_manager(
     config: Path | None = None,
-    state: Path | None = None,
+    state: str | None = None,
     *,
     actor: str = "cli",
     migrate_legacy: bool = True,

@@ -17,7 +17,7 @@ def status(as_json: JsonOpt = False) -> None:
     """
     with open_manager(read_only=True) as cm:
         summary = cm.state_summary()
-        summary["state_path"] = str(cm.state_path)
+        summary["state_path"] = cm.state_location
         summary["config_path"] = str(cm.config_path)
     if as_json:
         print_json(summary)

@@ -575,6 +575,7 @@ class YamlStateStore:
         )
 
     supports_backups: ClassVar[bool] = False
+    file_backed: ClassVar[bool] = True
     cipher: ClassVar[None] = None
 
     @property

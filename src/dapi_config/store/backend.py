@@ -244,6 +244,12 @@ class StateBackend(Protocol):
     def supports_backups(self) -> bool: ...
 
     @property
+    def file_backed(self) -> bool:
+        """True when the state is a local file (SQLite, the legacy YAML), False for a server
+        database shared by replicas (PostgreSQL)."""
+        ...
+
+    @property
     def cipher(self) -> StateCipher | None: ...
 
     @property

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -139,6 +141,14 @@ class PgDatabase:
         self._sql: dict[str, str] = {}
         self._commit_hooks: list[Callable[[], None]] = []
         self._observers: list[Callable[[float, bool], None]] = []
+        try:
+            # One direct attempt first: a wrong host, port or password fails at once with the
+            # server's reason (the pool would retry until its timeout).
+            psycopg.connect(url, connect_timeout=POOL_TIMEOUT_S).close()
+        except psycopg.Error as exc:
+            raise StateUnavailableError(
+                f"{self.path}: cannot connect to PostgreSQL: {_message(url, exc)}"
+            ) from None
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -342,7 +352,8 @@ class _ChangeListener:
         self.generation = 0
         self.healthy = False
         self._stop = threading.Event()
-        self._conn: Any = None
+        # Written to by stop(): wakes the thread at once from its wait on the socket.
+        self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="dapi-config-listen", daemon=True)
         self._thread.start()
 
@@ -356,15 +367,20 @@ class _ChangeListener:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._conn = conn
             try:
                 conn.execute(f"LISTEN {CHANGES_CHANNEL}")
                 self.generation += 1  # anything may have changed while we were away
                 self.healthy = True
                 delay = 0.1
                 while not self._stop.is_set():
-                    for _ in conn.notifies(timeout=0.5, stop_after=1000):
+                    # Drain what arrived (queued ones first); a lost connection raises here.
+                    for _ in conn.notifies(timeout=0, stop_after=10_000):
                         self.generation += 1
+                    if conn.closed or conn.broken:
+                        raise OSError("the listening connection closed")
+                    ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], 5.0)
+                    if self._wake_r in ready:
+                        break
             except Exception as exc:
                 if not self._stop.is_set():
                     log.warning("change listener lost its connection (%s); reconnecting", exc)
@@ -373,11 +389,15 @@ class _ChangeListener:
                 self.generation += 1
                 with contextlib.suppress(Exception):
                     conn.close()
-                self._conn = None
 
     def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class PgStateStore(StateQueries):
@@ -385,6 +405,7 @@ class PgStateStore(StateQueries):
 
     db: PgDatabase
     supports_backups: ClassVar[bool] = False
+    file_backed: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -398,7 +419,9 @@ class PgStateStore(StateQueries):
         self.audit_retention = audit_retention or AuditRetention()
         self._sealer: Sealer = NoMasterKeySealer(db.path)
         self._hot_lock = threading.Lock()
-        self._hot: tuple[int, tuple[int, str]] | None = None  # (generation, values)
+        #: ((listener generation, local commits) when read, values); None: read through.
+        self._hot: tuple[tuple[int, int], tuple[int, str]] | None = None
+        self._local_commits = 0
         db.add_commit_hook(self._forget_hot)
         self._listener = _ChangeListener(db)
 
@@ -433,24 +456,27 @@ class PgStateStore(StateQueries):
 
     def _forget_hot(self) -> None:
         with self._hot_lock:
+            self._local_commits += 1
             self._hot = None
 
     def hot_values(self) -> tuple[int, str]:
-        """(height, node version): from memory while the listener vouches for it, else read."""
+        """(height, node version): from memory while the listener vouches for it, else read.
+
+        The cache is keyed by the listener's generation and this process's commit count as
+        seen *before* the read, so a notice or a local commit that lands meanwhile makes the
+        next read refresh again: a value is never older than the last notice received."""
         if self.db.in_transaction:
             return self._read_hot()
         listener = self._listener
-        generation = listener.generation
         with self._hot_lock:
+            key = (listener.generation, self._local_commits)
             hot = self._hot
-        if listener.healthy and hot is not None and hot[0] == generation:
+        if listener.healthy and hot is not None and hot[0] == key:
             return hot[1]
         values = self._read_hot()
         if listener.healthy:
             with self._hot_lock:
-                # Recorded under the generation seen before the read: a notice that arrived
-                # meanwhile makes the next read refresh again.
-                self._hot = (generation, values)
+                self._hot = (key, values)
         return values
 
     # --- what a PostgreSQL state does not have (yet) ---------------------------------------

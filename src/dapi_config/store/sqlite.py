@@ -334,6 +334,7 @@ class StateStore(StateQueries):
     # --- backups and recovery (SPEC §10) -------------------------------------------------
 
     supports_backups: ClassVar[bool] = True
+    file_backed: ClassVar[bool] = True
 
     @property
     def cipher(self) -> StateCipher | None:

@@ -186,8 +186,9 @@ CREATE TABLE mlnode_security (
     node_id TEXT PRIMARY KEY,
     security_key TEXT NOT NULL,
     key_version INTEGER NOT NULL DEFAULT 1,
-    created_at TIMESTAMP(0) DEFAULT LOCALTIMESTAMP(0),
-    updated_at TIMESTAMP(0) DEFAULT LOCALTIMESTAMP(0),
+    -- ISO 8601 text, as the code writes them (SQLite keeps the text it is given).
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
     FOREIGN KEY (node_id) REFERENCES inference_nodes(id) ON DELETE CASCADE
 );
 
