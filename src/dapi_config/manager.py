@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -766,6 +767,18 @@ class ConfigManager:
         return self._secrets.verify_security_key(node_id, key)
 
     # --- audit trail (§11) ---------------------------------------------------------------
+
+    def wait_for_revision(self, since: int, *, timeout: float) -> int:
+        """Wait until a change newer than revision ``since`` has committed (by any process or
+        replica), at most ``timeout`` seconds; returns the newest revision then."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = 0.005
+        while True:
+            latest = self._store.latest_revision()
+            if latest > since or time.monotonic() >= deadline:
+                return latest
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.05)
 
     def get_audit(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
         """Audit rows with ``revision > since``, oldest first, at most ``limit`` (1-1000).

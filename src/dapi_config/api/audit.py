@@ -1,15 +1,19 @@
 """``/admin/v1/audit``: the audit trail, paged by revision (§11).
 
 A poller keeps the ``next_since`` of each reply and passes it as ``since`` next time; it sees
-every change once, in commit order.
+every change once, in commit order. With ``wait=SECONDS`` the request is a watch: it answers as
+soon as a newer revision exists (or after that long, empty).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -18,6 +22,11 @@ from dapi_config.api.errors import error_responses
 from dapi_config.store.sqlite import AUDIT_PAGE_MAX
 
 router = APIRouter(tags=["audit"])
+
+#: Longest ``wait`` one request may ask for (a watcher asks again).
+MAX_WAIT_S = 60.0
+#: How often a waiting request looks for a new revision (one indexed MAX() read).
+WATCH_POLL_S = 0.05
 
 
 class AuditRecord(BaseModel):
@@ -46,14 +55,30 @@ class AuditPage(BaseModel):
     responses=error_responses(401, 422, 503),
     summary="Read the audit trail",
 )
-def read_audit(
+async def read_audit(
     cm: Manager,
     since: Annotated[int, Query(ge=0, description="Only revisions after this one")] = 0,
     limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX, description="Page size")] = 100,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Seconds to wait for a change after `since` when there is none yet "
+            "(a watch: the reply comes as soon as one commits)",
+        ),
+    ] = 0,
 ) -> Any:
-    """Changes with ``revision > since``, oldest first, at most ``limit``."""
-    entries = cm.get_audit(since=since, limit=limit)
-    latest = cm.latest_revision()
+    """Changes with ``revision > since``, oldest first, at most ``limit``; with ``wait``, the
+    reply waits (up to that many seconds) until there is at least one."""
+    entries = await run_in_threadpool(cm.get_audit, since=since, limit=limit)
+    deadline = time.monotonic() + wait
+    while not entries and time.monotonic() < deadline:
+        # The wait happens on the event loop, not in a worker thread: many watchers are cheap.
+        await asyncio.sleep(WATCH_POLL_S)
+        if await run_in_threadpool(cm.latest_revision) > since:
+            entries = await run_in_threadpool(cm.get_audit, since=since, limit=limit)
+    latest = await run_in_threadpool(cm.latest_revision)
     return JSONResponse(
         {
             "entries": [asdict(e) for e in entries],

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
 
 from dapi_config.cli._common import JsonOpt, app, open_manager, print_json
+from dapi_config.store import AuditEntry
 from dapi_config.store.sqlite import AUDIT_PAGE_MAX
+
+#: How long --follow waits for a change before looking again (it returns at once on one).
+FOLLOW_WAIT_S = 5.0
 
 _CELL = 120
 
@@ -27,21 +32,52 @@ def audit(
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=AUDIT_PAGE_MAX, help="At most this many rows.")
     ] = 100,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep printing changes as they commit (JSON: one object per line) until "
+            "interrupted.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show recorded state changes, oldest first: revision, time, actor, action, old -> new.
 
-    Secrets appear only as fingerprints. Follow changes with the last revision seen.
+    Secrets appear only as fingerprints. Follow changes with the last revision seen, or with
+    --follow (which starts after --since; 0 prints the whole trail first).
     Example: dapi-config audit --since 1200 --limit 50 --json
     """
     with open_manager(read_only=True) as cm:
-        entries = cm.get_audit(since=since, limit=limit)
-    if as_json:
-        print_json([asdict(e) for e in entries])
-        return
+        if not follow:
+            entries = cm.get_audit(since=since, limit=limit)
+            if as_json:
+                print_json([asdict(e) for e in entries])
+                return
+            for e in entries:
+                _print(e)
+            return
+        try:
+            while True:
+                entries = cm.get_audit(since=since, limit=AUDIT_PAGE_MAX)
+                for e in entries:
+                    if as_json:
+                        typer.echo(json.dumps(asdict(e)))
+                    else:
+                        _print(e)
+                if entries:
+                    since = entries[-1].revision
+                    sys.stdout.flush()
+                else:
+                    cm.wait_for_revision(since, timeout=FOLLOW_WAIT_S)
+        except KeyboardInterrupt:
+            return
+
+
+def _print(e: AuditEntry) -> None:
     # One line per change (greppable, never wrapped): rev time actor action target: old -> new
-    for e in entries:
-        typer.echo(
-            f"r{e.revision} {e.at} {e.actor} {e.action} {e.target}: "
-            f"{_short(e.old_value)} -> {_short(e.new_value)}"
-        )
+    typer.echo(
+        f"r{e.revision} {e.at} {e.actor} {e.action} {e.target}: "
+        f"{_short(e.old_value)} -> {_short(e.new_value)}"
+    )

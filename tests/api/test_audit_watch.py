@@ -1,0 +1,78 @@
+"""Watching the audit trail: ``GET /admin/v1/audit?since=REV&wait=SECONDS`` answers as soon as
+a newer revision commits, and ``dapi-config audit --follow`` prints changes as they commit; on
+both backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dapi_config import ConfigManager
+from tests.api.conftest import RunningServer
+
+pytestmark = pytest.mark.both_backends
+
+AUDIT = "/admin/v1/audit"
+
+
+def test_wait_answers_when_a_change_commits(running_server: RunningServer) -> None:
+    c, cm = running_server.client, running_server.manager
+    cm.set_height(1)
+    writer = threading.Timer(0.3, lambda: cm.set_height(2))
+    writer.start()
+    start = time.monotonic()
+    r = c.get(AUDIT, params={"since": 1, "wait": 20})
+    elapsed = time.monotonic() - start
+    writer.join()
+    assert r.status_code == 200
+    body = r.json()
+    assert [e["revision"] for e in body["entries"]] == [2]
+    assert body["next_since"] == 2 and body["latest_revision"] == 2
+    assert elapsed < 15  # it answered on the commit, not at the end of the wait
+
+
+def test_wait_without_a_change_returns_empty(running_server: RunningServer) -> None:
+    c = running_server.client
+    running_server.manager.set_height(1)
+    r = c.get(AUDIT, params={"since": 1, "wait": 0.2})
+    assert r.status_code == 200
+    assert r.json() == {"entries": [], "next_since": 1, "latest_revision": 1}
+    # An entry already there is returned at once, whatever the wait.
+    r = c.get(AUDIT, params={"since": 0, "wait": 30})
+    assert [e["revision"] for e in r.json()["entries"]] == [1]
+    for bad in ("-1", "61", "soon"):
+        assert c.get(AUDIT, params={"wait": bad}).status_code == 422
+
+
+def test_cli_follow_prints_changes_as_they_commit(
+    config_file: Path, state_env: dict[str, str]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_"))}
+    env.update(state_env)
+    with ConfigManager.open(config_file, env=state_env) as cm:
+        cm.set_height(1)  # the state exists before the read-only follower opens it
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "dapi_config", "--config", str(config_file),
+             "audit", "--follow", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        try:
+            assert follower.stdout is not None
+            first = json.loads(follower.stdout.readline())
+            assert first["revision"] == 1
+            cm.set_height(2)
+            cm.set_height(3)
+            seen = [json.loads(follower.stdout.readline())["revision"] for _ in range(2)]
+            assert seen == [2, 3]
+        finally:
+            follower.send_signal(signal.SIGINT)
+            _, errors = follower.communicate(timeout=30)  # also closes its pipes
+    assert follower.returncode == 0, errors
