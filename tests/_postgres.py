@@ -34,6 +34,19 @@ class PgServer:
     admin_url: str
     host: str
     port: int
+    #: How to stop and start it again (None for a server given by URL).
+    control: _Control | None = None
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``immediate``: as a crash would, recovery at the next start)."""
+        if self.control is None:
+            pytest.skip("the server given by DAPI_CONFIG_TEST_PG_URL cannot be stopped here")
+        self.control.pg_ctl("-m", mode, "stop")
+
+    def start(self) -> None:
+        if self.control is None:
+            pytest.skip("the server given by DAPI_CONFIG_TEST_PG_URL cannot be started here")
+        self.control.start()
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/{database}"
@@ -74,6 +87,26 @@ class PgServer:
             PgStateStore.open(url).close()  # applies every schema step
             self.template = url.rsplit("/", 1)[1]
         return self.template
+
+
+@dataclass
+class _Control:
+    bins: Path
+    data: Path
+    log: Path
+    options: str
+    as_user: list[str]
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bins / "pg_ctl"), "-D", str(self.data), "-w", *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        self.pg_ctl("-l", str(self.log), "-t", "60", "start", "-o", self.options)
 
 
 def unavailable(reason: str) -> None:
@@ -129,21 +162,28 @@ def local_server(*, durable: bool = False) -> Iterator[PgServer]:
     port = _free_port()
     log = root / "server.log"
 
-    def run(*cmd: str) -> None:
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)
-
+    control = _Control(
+        bins,
+        data,
+        log,
+        f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=300 {tuning}",
+        as_user,
+    )
     try:
-        run(str(bins / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        run(
-            str(bins / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
-            "-o", f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=300 {tuning}",
+        subprocess.run(
+            [*as_user, str(bins / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8"],
+            check=True, capture_output=True, timeout=120,
         )  # fmt: skip
+        control.start()
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         detail = getattr(exc, "stderr", b"") or b""
         shutil.rmtree(root, ignore_errors=True)
         unavailable(f"the throwaway cluster did not start: {detail.decode(errors='replace')}")
     try:
-        yield PgServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", "127.0.0.1", port)
+        yield PgServer(
+            f"postgresql://postgres@127.0.0.1:{port}/postgres", "127.0.0.1", port, control
+        )
     finally:
         subprocess.run(
             [*as_user, str(bins / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],

@@ -64,6 +64,8 @@ MIGRATION_LOCK = 0x6461_7069_0002
 CHANGES_CHANNEL = "dapi_config_changes"
 #: Seconds a replica waits for a connection from its pool before a read or write fails.
 POOL_TIMEOUT_S = 10.0
+#: Seconds a read or write waits for a pooled connection before opening one of its own.
+POOL_WAIT_S = 2.0
 
 
 def redact_url(url: str) -> str:
@@ -96,9 +98,9 @@ def _psycopg() -> Any:
 
 
 def _message(url: str, exc: BaseException) -> str:
-    """An error text safe to show: the URL redacted, the password never repeated."""
+    """An error's text, safe to show after the (redacted) URL: the password never repeated."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{redact_url(url)}: {text}".replace(urlsplit(url).password or "\0", "***")
+    return text.replace(urlsplit(url).password or "\0", "***")
 
 
 @dataclass
@@ -130,8 +132,6 @@ class PgDatabase:
 
     def __init__(self, url: str, *, max_connections: int = 10) -> None:
         psycopg = _psycopg()
-        from psycopg_pool import ConnectionPool  # noqa: PLC0415 - after _psycopg's check
-
         self.url = url
         #: What messages show: the URL without its password.
         self.path = redact_url(url)
@@ -149,22 +149,36 @@ class PgDatabase:
             raise StateUnavailableError(
                 f"{self.path}: cannot connect to PostgreSQL: {_message(url, exc)}"
             ) from None
-        self._pool = ConnectionPool(
-            url,
+        self._max_connections = max_connections
+        #: Set while the server is unreachable: every attempt then tries one direct connection
+        #: (refused at once) instead of waiting on a pool that backs off between retries.
+        self._down = False
+        self._pool_lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> Any:
+        from psycopg_pool import ConnectionPool  # noqa: PLC0415 - after _psycopg's check
+
+        pool = ConnectionPool(
+            self.url,
             min_size=1,
-            max_size=max_connections,
+            max_size=self._max_connections,
             configure=self._configure,
+            # A connection handed out is checked first: after a server restart the idle ones
+            # are dead, and a write must not fail on one when a fresh one would work.
+            check=ConnectionPool.check_connection,
             timeout=POOL_TIMEOUT_S,
             open=False,
             name="dapi-config",
         )
         try:
-            self._pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+            pool.open(wait=True, timeout=POOL_TIMEOUT_S)
         except Exception as exc:
-            self._pool.close()
+            pool.close()
             raise StateUnavailableError(
-                f"{self.path}: cannot connect to PostgreSQL: {_message(url, exc)}"
+                f"{self.path}: cannot connect to PostgreSQL: {_message(self.url, exc)}"
             ) from None
+        return pool
 
     @staticmethod
     def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -193,16 +207,43 @@ class PgDatabase:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
-        try:
-            conn = self._pool.getconn()
-        except Exception as exc:
-            raise StateUnavailableError(
-                f"{self.path}: PostgreSQL is not reachable: {_message(self.url, exc)}"
-            ) from None
+        pool = self._pool
+        conn: Any = None
+        if not self._down:
+            with contextlib.suppress(Exception):
+                conn = pool.getconn(timeout=POOL_WAIT_S)
+        if conn is None:
+            # The pool is busy, or the server was unreachable (the pool then retries with
+            # growing delays): one direct connection says at once whether it is there.
+            try:
+                direct = _psycopg().connect(self.url, connect_timeout=POOL_TIMEOUT_S)
+                self._configure(direct)
+            except Exception as exc:
+                self._down = True
+                raise StateUnavailableError(
+                    f"{self.path}: PostgreSQL is not reachable: {_message(self.url, exc)}"
+                ) from None
+            if self._down:
+                self._recovered()
+            try:
+                yield direct
+            finally:
+                direct.close()
+            return
         try:
             yield conn
         finally:
-            self._pool.putconn(conn)
+            pool.putconn(conn)
+
+    def _recovered(self) -> None:
+        """The server answers again: a fresh pool (the old one may still be backing off)."""
+        with self._pool_lock:
+            if not self._down:
+                return
+            old, self._pool = self._pool, self._new_pool()
+            self._down = False
+        log.warning("%s: PostgreSQL is reachable again", self.path)
+        old.close(timeout=0)
 
     @contextlib.contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[None]:
@@ -343,6 +384,10 @@ def _run_hook(hook: Callable[[], None]) -> None:
         log.exception("commit hook failed")
 
 
+#: The key of hot values kept only as the fallback for an unreachable server.
+_STALE = (-1, -1)
+
+
 class _ChangeListener:
     """``LISTEN`` on :data:`CHANGES_CHANNEL` in a daemon thread; ``generation`` grows with each
     notice (and each reconnect), ``healthy`` says whether notices can be trusted now."""
@@ -363,7 +408,10 @@ class _ChangeListener:
             try:
                 conn = self._db.listen_connection()
             except Exception as exc:
-                log.warning("change listener cannot connect (%s); hot reads read through", exc)
+                # Said once per outage, not at every retry.
+                (log.debug if delay > 0.1 else log.warning)(
+                    "change listener cannot connect (%s); hot reads read through", exc
+                )
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -473,10 +521,17 @@ class PgStateStore(StateQueries):
             hot = self._hot
         if listener.healthy and hot is not None and hot[0] == key:
             return hot[1]
-        values = self._read_hot()
-        if listener.healthy:
-            with self._hot_lock:
-                self._hot = (key, values)
+        try:
+            values = self._read_hot()
+        except StateUnavailableError:
+            if hot is None:
+                raise
+            # The server is unreachable: serve the last values read (writes fail meanwhile,
+            # so nothing newer can have been acknowledged by this replica).
+            return hot[1]
+        with self._hot_lock:
+            # Kept even while the listener is down: then it is only the fallback above.
+            self._hot = (key, values) if listener.healthy else (_STALE, values)
         return values
 
     # --- what a PostgreSQL state does not have (yet) ---------------------------------------
