@@ -21,6 +21,7 @@ from dapi_config.cli import (  # noqa: F401 - importing registers the commands
     nodes,
     secrets,
     serve,
+    state,
     status,
 )
 from dapi_config.cli._common import app

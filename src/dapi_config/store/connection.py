@@ -416,6 +416,13 @@ class Database:
 
     integrity_errors: tuple[type[BaseException], ...] = INTEGRITY_ERRORS
 
+    def prepare_rows(self, table: str, columns: list[str], rows: list[Any]) -> list[Any]:
+        """SQLite stores what it is given (booleans as 0/1 by the driver)."""
+        return [tuple(r) for r in rows]
+
+    def reset_identities(self) -> None:
+        """Nothing to do: AUTOINCREMENT follows the largest id inserted."""
+
     def table_names(self) -> list[str]:
         """The state's tables, by name."""
         rows = self.query_all(

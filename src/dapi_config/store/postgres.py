@@ -366,6 +366,37 @@ class PgDatabase:
         )
         return [str(r[0]) for r in rows]
 
+    def prepare_rows(self, table: str, columns: list[str], rows: list[Any]) -> list[Any]:
+        """Rows from either backend as PostgreSQL takes them: SQLite's 0/1 as booleans."""
+        types = dict(
+            self.query_all(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = ?",
+                (table,),
+            )
+        )
+        booleans = [i for i, c in enumerate(columns) if types.get(c) == "boolean"]
+        out = []
+        for row in rows:
+            values = list(row)
+            for i in booleans:
+                if values[i] is not None:
+                    values[i] = bool(values[i])
+            out.append(tuple(values))
+        return out
+
+    def reset_identities(self) -> None:
+        """Each identity column's sequence continues after the largest id loaded."""
+        for table, column in self.query_all(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE "
+            "table_schema = current_schema() AND is_identity = 'YES'"
+        ):
+            self.execute(
+                f"SELECT setval(pg_get_serial_sequence(?, ?), "
+                f'COALESCE((SELECT MAX("{column}") FROM "{table}"), 0) + 1, false)',
+                (table, column),
+            )
+
     def listen_connection(self) -> Any:
         """A new autocommit connection of its own (the change listener's), configured."""
         psycopg = _psycopg()

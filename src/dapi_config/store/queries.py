@@ -73,6 +73,24 @@ AUDIT_PAGE_MAX = 1000
 KEY_PARAMS_SECRET = "master_key_params"  # noqa: S105 - a row name
 
 
+#: Every state table, in an order that loads without breaking a foreign key (a copy of the
+#: state between backends goes through these; ``schema_migrations`` belongs to each backend).
+STATE_TABLES: tuple[str, ...] = (
+    "chain_state",
+    "seed_info",
+    "network_params",
+    "node_versions",
+    "upgrade_plans",
+    "inference_nodes",
+    "mlnode_security",
+    "secrets",
+    "audit_log",
+    "legacy_imports",
+    "predecessor_kv",
+    "bls_dealer_openings",
+)
+
+
 class Cursor(Protocol):
     """What a statement returns (``sqlite3.Cursor`` and psycopg's cursor both fit)."""
 
@@ -118,6 +136,14 @@ class SqlDatabase(Protocol):
     ) -> Callable[[], None]: ...
 
     def table_names(self) -> list[str]: ...
+
+    def prepare_rows(self, table: str, columns: list[str], rows: list[Any]) -> list[Any]:
+        """``rows`` (from either backend) as this backend stores them (e.g. 0/1 -> bool)."""
+        ...
+
+    def reset_identities(self) -> None:
+        """After rows were loaded with their ids: the next generated ids follow them."""
+        ...
 
 
 def _as_int64(value: int) -> int:
@@ -904,6 +930,40 @@ class StateQueries:
                     for row in rows
                 ]
             return out
+
+    # --- whole-state copies (``state copy``, backups of a PostgreSQL state) ----------------
+
+    def dump_table(self, table: str) -> tuple[list[str], list[Any]]:
+        """Every row of a state table as stored (sealed values sealed), with its column names;
+        call inside :meth:`snapshot` for a consistent copy."""
+        cursor = self.db.execute(f'SELECT * FROM "{table}"')
+        columns = [str(d[0]) for d in cursor.description]
+        return columns, cursor.fetchall()
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per state table (what a copy is verified by, with the latest revision)."""
+        return {t: int(self.db.query_one(f'SELECT COUNT(*) FROM "{t}"')[0]) for t in STATE_TABLES}
+
+    def clear_state(self) -> None:
+        """Delete every row of every state table (a copy with ``--force``), in the caller's
+        transaction; not audited: the copy that follows brings its own audit trail."""
+        for table in reversed(STATE_TABLES):
+            self.db.execute(f'DELETE FROM "{table}"')
+
+    def load_table(self, table: str, columns: list[str], rows: list[Any]) -> None:
+        """Insert ``rows`` as they are, ids included, in the caller's transaction (not
+        audited: they carry their own audit rows)."""
+        if not rows:
+            return
+        names = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f'INSERT INTO "{table}" ({names}) VALUES ({marks})'
+        for row in self.db.prepare_rows(table, columns, rows):
+            self.db.execute(sql, row)
+
+    def finish_load(self) -> None:
+        """After :meth:`load_table` calls: generated ids continue after the loaded ones."""
+        self.db.reset_identities()
 
     def probe(self) -> None:
         """Read the state once; raises :class:`StateUnavailableError` when it is unusable."""
