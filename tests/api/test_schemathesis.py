@@ -30,6 +30,8 @@ CHECKS: list[Any] = [
     content_type_conformance,
     response_schema_conformance,
 ]
+pytestmark = pytest.mark.both_backends
+
 EXAMPLES = {schemathesis.GenerationMode.POSITIVE: 20, schemathesis.GenerationMode.NEGATIVE: 12}
 
 
@@ -54,7 +56,19 @@ def test_api_conforms_to_its_schema(
             database=None,
         )
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=CHECKS)
+            wait = (case.query or {}).get("wait")
+            if isinstance(wait, (int, float)) and not isinstance(wait, bool) and 0 <= wait <= 60:
+                # A valid watch would wait up to a minute for a change that never comes here
+                # (its behaviour is tested in test_audit_watch); a short one keeps the shape.
+                case.query["wait"] = min(wait, 0.05)  # type: ignore[index]
+            response = case.call()
+            checks = CHECKS
+            if response.status_code == 501:
+                # A capability this backend lacks (e.g. file backups of a PostgreSQL state):
+                # declared and documented, not a server error.
+                assert response.json()["code"] == "not_supported"
+                checks = [c for c in CHECKS if c is not not_a_server_error]
+            case.validate_response(response, checks=checks)
 
         check()
         tested += 1

@@ -52,7 +52,7 @@ class AuditPage(BaseModel):
 @router.get(
     "/audit",
     response_model=AuditPage,
-    responses=error_responses(401, 422, 503),
+    responses=error_responses(401, 422, 501, 503),
     summary="Read the audit trail",
 )
 async def read_audit(

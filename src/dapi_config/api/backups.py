@@ -33,7 +33,7 @@ class Backup(BaseModel):
     "/backups",
     status_code=201,
     response_model=Backup,
-    responses=error_responses(401, 503),
+    responses=error_responses(401, 501, 503),
     summary="Take a backup",
 )
 def create_backup(cm: Manager, metrics: Metrics) -> Any:
@@ -49,7 +49,7 @@ def create_backup(cm: Manager, metrics: Metrics) -> Any:
 @router.get(
     "/backups",
     response_model=list[Backup],
-    responses=error_responses(401, 503),
+    responses=error_responses(401, 501, 503),
     summary="List backups",
 )
 def list_backups(cm: Manager) -> Any:

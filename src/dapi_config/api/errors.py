@@ -26,6 +26,7 @@ from dapi_config.errors import (
     DuplicateNodeError,
     MasterKeyError,
     NodeNotFoundError,
+    NotSupportedError,
     PreconditionFailedError,
     SecurityKeyExistsError,
     SecurityKeyNotFoundError,
@@ -47,6 +48,9 @@ ERROR_STATUS: dict[type[DapiConfigError], int] = {
     # The service cannot open its own secrets: its configuration is wrong, not the request.
     MasterKeyError: 500,
     StateUnavailableError: 503,
+    # The state backend cannot do this at all (no backups of a PostgreSQL state, no audit in
+    # yaml mode): retrying will not help, so not 503.
+    NotSupportedError: 501,
     # A backup fails for the same reasons a write does (full disk, damaged file): retry later.
     BackupError: 503,
     DapiConfigError: 500,
@@ -67,6 +71,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     428: "precondition_required",
+    501: "not_supported",
     503: "service_unavailable",
 }
 
@@ -255,6 +260,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         412: "Stale If-Match: the node changed since it was read",
         413: "Request body or batch too large",
         422: "Invalid input; `errors` names each field",
+        501: "This state backend cannot do that (the message says what to use)",
         503: "The state file cannot be used right now",
     }
     return {s: {"model": ErrorBody, "description": descriptions.get(s, "Error")} for s in statuses}

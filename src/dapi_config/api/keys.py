@@ -29,7 +29,7 @@ def _issued(key: IssuedSecurityKey, status: int) -> JSONResponse:
     "/nodes/{node_id}/security-key",
     status_code=201,
     response_model=IssuedSecurityKey,
-    responses=error_responses(401, 404, 409, 422, 503),
+    responses=error_responses(401, 404, 409, 422, 501, 503),
     summary="Create a node's security key",
 )
 def create_security_key(node_id: NodeId, cm: Manager) -> Any:
@@ -41,7 +41,7 @@ def create_security_key(node_id: NodeId, cm: Manager) -> Any:
 @router.post(
     "/nodes/{node_id}/security-key/rotate",
     response_model=IssuedSecurityKey,
-    responses=error_responses(401, 404, 422, 503),
+    responses=error_responses(401, 404, 422, 501, 503),
     summary="Rotate a node's security key",
 )
 def rotate_security_key(node_id: NodeId, cm: Manager) -> Any:
@@ -53,7 +53,7 @@ def rotate_security_key(node_id: NodeId, cm: Manager) -> Any:
 @router.get(
     "/nodes/{node_id}/security-key",
     response_model=SecurityKeyInfo,
-    responses=error_responses(401, 404, 422, 503),
+    responses=error_responses(401, 404, 422, 501, 503),
     summary="Show a node's key version (never the key)",
 )
 def get_security_key(node_id: NodeId, cm: Manager) -> Any:
@@ -64,7 +64,7 @@ def get_security_key(node_id: NodeId, cm: Manager) -> Any:
 @router.delete(
     "/nodes/{node_id}/security-key",
     response_model=SecurityKeyInfo,
-    responses=error_responses(401, 404, 422, 503),
+    responses=error_responses(401, 404, 422, 501, 503),
     summary="Revoke a node's security key",
 )
 def delete_security_key(node_id: NodeId, cm: Manager) -> Any:
@@ -75,7 +75,7 @@ def delete_security_key(node_id: NodeId, cm: Manager) -> Any:
 @router.get(
     "/security-keys",
     response_model=list[SecurityKeyInfo],
-    responses=error_responses(401, 503),
+    responses=error_responses(401, 501, 503),
     summary="List key versions of all nodes (never the keys)",
 )
 def list_security_keys(cm: Manager) -> Any:

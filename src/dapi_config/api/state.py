@@ -112,7 +112,7 @@ def get_config(cm: Manager) -> Any:
             "description": "Every state table as rows, secrets redacted",
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
-        **error_responses(503),
+        **error_responses(501, 503),
     },
     summary="Every state table as JSON (redacted)",
 )
