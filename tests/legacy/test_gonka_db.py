@@ -253,7 +253,7 @@ def test_a_file_that_is_not_gonka_db_is_refused(tmp_path: Path) -> None:
     config.write_text(ZEROED_YAML)
     config.chmod(0o600)
     other = tmp_path / "other.db"
-    with sqlite3.connect(other) as conn:
+    with sqlite_file(other) as conn:
         conn.execute("CREATE TABLE t (x)")
     result = run_cli("--config", str(config), "migrate", "--gonka-db", str(other))
     assert result.returncode == 1
@@ -264,7 +264,7 @@ def test_a_file_that_is_not_gonka_db_is_refused(tmp_path: Path) -> None:
 
 def test_bad_value_in_gonka_db_changes_nothing(later_era: tuple[Path, Path]) -> None:
     config, gonka = later_era
-    with sqlite3.connect(gonka) as conn:
+    with sqlite_file(gonka) as conn:
         conn.execute("UPDATE inference_nodes SET inference_port = 70000 WHERE id = 'gpu-a'")
     with ConfigManager.open(config) as cm:
         before = cm.latest_revision()
