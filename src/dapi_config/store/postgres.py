@@ -42,10 +42,9 @@ from dapi_config.errors import (
     StateUnavailableError,
 )
 from dapi_config.settings import AuditRetention
-from dapi_config.store.backend import Sealer
 from dapi_config.store.connection import register_hook
 from dapi_config.store.migrations import MIGRATIONS, Migration
-from dapi_config.store.queries import HEIGHT, NODE_VERSION, NoMasterKeySealer, StateQueries
+from dapi_config.store.queries import HEIGHT, NODE_VERSION, StateQueries
 
 if TYPE_CHECKING:
     import psycopg
@@ -494,9 +493,7 @@ class PgStateStore(StateQueries):
         audit_retention: AuditRetention | None = None,
     ) -> None:
         self.db = db
-        self.default_actor = default_actor
-        self.audit_retention = audit_retention or AuditRetention()
-        self._sealer: Sealer = NoMasterKeySealer(db.path)
+        super().__init__(default_actor=default_actor, audit_retention=audit_retention)
         self._hot_lock = threading.Lock()
         #: ((listener generation, local commits) when read, values); None: read through.
         self._hot: tuple[tuple[int, int], tuple[int, str]] | None = None

@@ -221,6 +221,14 @@ class StateQueries:
     audit_retention: AuditRetention
     _sealer: Sealer
 
+    def __init__(
+        self, *, default_actor: str = "library", audit_retention: AuditRetention | None = None
+    ) -> None:
+        """Call with ``self.db`` already set."""
+        self.default_actor = default_actor
+        self.audit_retention = audit_retention or AuditRetention()
+        self._sealer = NoMasterKeySealer(self.path)
+
     @property
     def path(self) -> str:
         return str(self.db.path)

@@ -31,7 +31,6 @@ from dapi_config.store import cipher as _cipher
 from dapi_config.store import migrations
 from dapi_config.store import recovery as _recovery
 from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
-from dapi_config.store.backend import Sealer
 from dapi_config.store.backup import BackupInfo, backup_dir_for, create_backup
 from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
@@ -47,7 +46,6 @@ from dapi_config.store.queries import (
     HEIGHT,
     KEY_PARAMS_SECRET,
     NODE_VERSION,
-    NoMasterKeySealer,
     StateQueries,
     current_actor,
 )
@@ -137,10 +135,8 @@ class StateStore(StateQueries):
         audit_retention: AuditRetention | None = None,
     ) -> None:
         self.db = db
-        self.default_actor = default_actor
-        self.audit_retention = audit_retention or AuditRetention()
+        super().__init__(default_actor=default_actor, audit_retention=audit_retention)
         self._hot = _HotCache()
-        self._sealer: Sealer = NoMasterKeySealer(str(db.path))
         db.add_fork_hook(self._hot.renew_lock)
         self._load_hot()
 
