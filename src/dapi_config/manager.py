@@ -63,7 +63,7 @@ from dapi_config.static import LoadedConfig, load_static_config
 from dapi_config.store import AuditEntry, Durability, StateStore
 from dapi_config.store.backend import SeedKind, StateBackend
 from dapi_config.store.backup import MANUAL as MANUAL_BACKUP
-from dapi_config.store.backup import BackupInfo
+from dapi_config.store.backup import BackupInfo, backup_dir_for
 from dapi_config.store.cipher import cipher_for
 from dapi_config.store.postgres import PgStateStore
 from dapi_config.store.recovery import CheckResult, RestoreResult
@@ -674,7 +674,8 @@ class ConfigManager:
 
     @property
     def backup_dir(self) -> Path:
-        """Where automatic and scheduled backups go: ``<state dir>/backups``."""
+        """Where automatic and scheduled backups go: ``<state dir>/backups`` (for a
+        PostgreSQL state, ``<config dir>/backups`` on each replica)."""
         return self._store.backup_dir
 
     def backup(
@@ -693,7 +694,7 @@ class ConfigManager:
         return self._store.backup_before(reason, keep=self._settings.backup_keep)
 
     def list_backups(self) -> list[BackupInfo]:
-        """Backups of this state file, newest first, each checked."""
+        """Backups of this state, newest first, each checked."""
         return self._store.list_backups()
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
@@ -706,7 +707,8 @@ class ConfigManager:
         return self._store.restore_backup(backup)
 
     def check(self, *, max_backup_age: float | None = None) -> CheckResult:
-        """Integrity, schema version, permissions and backup freshness of the state file."""
+        """Integrity, schema version, permissions and backup freshness of the state (for a
+        PostgreSQL state: the server, the schema version and the backups)."""
         return self._store.check(max_backup_age=max_backup_age)
 
     # --- secrets (SPEC §11; see :mod:`dapi_config.secrets`) --------------------------------
@@ -885,7 +887,13 @@ def _open_backend(
     apart."""
     if isinstance(path, str):
         return PgStateStore.open(
-            path, default_actor=actor, audit_retention=settings.audit_retention, read_only=read_only
+            path,
+            default_actor=actor,
+            audit_retention=settings.audit_retention,
+            read_only=read_only,
+            # A shared state has no directory of its own: each replica keeps its snapshot
+            # files beside its config file.
+            backup_dir=backup_dir_for(loaded.path),
         )
     if settings.state_mode == "yaml":
         return YamlStateStore.open(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from dapi_config.errors import ListenError
 from dapi_config.manager import ConfigManager
-from dapi_config.store.backup import BackupInfo, BackupScheduler, list_backups
+from dapi_config.store.backup import BackupInfo, BackupScheduler
 
 log = logging.getLogger("dapi_config.serve")
 
@@ -65,16 +65,13 @@ def _start_backups(
     if not cm.backend.supports_backups:
         log.warning("%s: no scheduled backups of this state (see the README)", cm.state_location)
         return None
-    settings = cm.settings
+    keep = cm.settings.backup_keep
     scheduler = BackupScheduler(
-        cm.state_path,
-        interval=settings.backup_interval,
-        keep=settings.backup_keep,
-        backup_dir=cm.backup_dir,
+        lambda: cm.backend.scheduled_backup(keep=keep),
+        interval=cm.settings.backup_interval,
         on_backup=on_backup,
-        cipher=cm.backend.cipher,
     )
-    existing = list_backups(scheduler.backup_dir, cm.state_path, verify=False)
+    existing = cm.backend.list_backups(verify=False)
     if existing:
         on_backup(existing[0])
     scheduler.start()

@@ -31,13 +31,13 @@ from dapi_config.security import (
 from dapi_config.settings import Settings, is_state_url
 from dapi_config.store.backend import StateBackend, auth_token_context
 from dapi_config.store.postgres import PgStateStore, redact_url
-from dapi_config.store.queries import KEY_PARAMS_SECRET, STATE_TABLES
+from dapi_config.store.queries import KEY_PARAMS_SECRET
+from dapi_config.store.snapshot import Tables, read_snapshot, write_snapshot
 from dapi_config.store.sqlite import StateStore
 
 log = logging.getLogger("dapi_config.state")
 
 Location = Path | str
-Tables = dict[str, tuple[list[str], list[list[Any]]]]
 
 
 @dataclass
@@ -64,9 +64,11 @@ def _shown(location: Location) -> str:
     return redact_url(location) if isinstance(location, str) else str(location)
 
 
-def _open(location: Location, settings: Settings, *, read_only: bool) -> StateStore | PgStateStore:
+def _open(
+    location: Location, settings: Settings, *, read_only: bool, backup_dir: Path | None = None
+) -> StateStore | PgStateStore:
     if isinstance(location, str):
-        return PgStateStore.open(location, read_only=read_only)
+        return PgStateStore.open(location, read_only=read_only, backup_dir=backup_dir)
     if read_only and not location.is_file():
         raise ConfigError(f"{location}: no state file here; nothing was copied")
     return StateStore.open(location, read_only=read_only, audit_retention=settings.audit_retention)
@@ -87,11 +89,13 @@ def copy_state(
     *,
     force: bool = False,
     before_replace: Callable[[StateBackend], None] | None = None,
+    backup_dir: Path | None = None,
 ) -> CopyReport:
     """Copy the whole state at ``source`` to ``target`` (each a file path or a URL).
 
     A target that holds state is refused unless ``force`` (then ``before_replace(target)``
-    runs first, e.g. a backup). Raises :class:`ConfigError` (missing source, non-empty target,
+    runs first, e.g. a backup; ``backup_dir`` is where a PostgreSQL target keeps its backups).
+    Raises :class:`ConfigError` (missing source, non-empty target,
     same place), :class:`MasterKeyError` (the source's secrets cannot be opened),
     :class:`StateUnavailableError`. On any error the target is unchanged.
     """
@@ -103,39 +107,24 @@ def copy_state(
         raise ConfigError(f"{_shown(source)}: source and target are the same state")
     src = _open(source, settings, read_only=True)
     try:
-        with src.snapshot():
-            tables: Tables = {t: src.dump_table(t) for t in STATE_TABLES}
-            counts = {t: len(rows) for t, (_, rows) in tables.items()}
-            revision = src.latest_revision()
+        snapshot = read_snapshot(src)
     finally:
         src.close()
-    dst = _open(target, settings, read_only=False)
+    dst = _open(target, settings, read_only=False, backup_dir=backup_dir)
     try:
         occupied = {t: n for t, n in dst.row_counts().items() if n}
         if occupied and not force:
             raise ConfigError(
                 f"{_shown(target)} already holds state ({', '.join(sorted(occupied))}); "
-                "nothing was copied. Pass --force to replace it (it is backed up first when "
-                "it is a file)"
+                "nothing was copied. Pass --force to replace it (it is backed up first)"
             )
         if occupied and before_replace is not None:
             before_replace(dst)
-        resealed = _reseal_if_needed(tables, source, _keys(target, settings), settings)
-        with dst.transaction(durable=True):
-            if occupied:
-                dst.clear_state()
-            for table in STATE_TABLES:
-                columns, rows = tables[table]
-                dst.load_table(table, columns, rows)
-            dst.finish_load()
-            got = dst.row_counts()
-            if got != counts or dst.latest_revision() != revision:
-                raise ConfigError(
-                    f"{_shown(target)}: the copy does not match the source (rows {got} vs "
-                    f"{counts}); nothing was written"
-                )
+        resealed = _reseal_if_needed(snapshot.tables, source, _keys(target, settings), settings)
+        write_snapshot(dst, snapshot, where=_shown(target))
     finally:
         dst.close()
+    counts, revision = snapshot.counts, snapshot.revision
     log.warning(
         "state copied from %s to %s (%d rows, revision %d%s)",
         _shown(source),

@@ -1,4 +1,5 @@
-"""``POST/GET /admin/v1/backups`` and the scheduled backups of ``dapi-config serve``."""
+"""``POST/GET /admin/v1/backups`` and the scheduled backups of ``dapi-config serve``, on both
+backends (a PostgreSQL state is backed up to SQLite snapshot files, SPEC §13)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dapi_config import ConfigManager
 from dapi_config.store.backup import inspect_backup
 from tests.api.conftest import RunningServer, ServeProcess, free_port
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.both_backends
 
 
 def test_post_takes_a_verified_backup_and_get_lists_it(running_server: RunningServer) -> None:
@@ -48,12 +52,14 @@ def test_backups_route_is_in_openapi(running_server: RunningServer) -> None:
 
 
 def test_serve_takes_scheduled_backups_and_keeps_only_the_newest(
-    config_file: Path, serve_process: Callable[..., ServeProcess]
+    config_file: Path, serve_process: Callable[..., ServeProcess], state_env: dict[str, str]
 ) -> None:
-    with ConfigManager.open(config_file) as cm:
+    with ConfigManager.open(config_file, env=state_env) as cm:
         cm.set_height(5)
         backup_dir = cm.backup_dir
-    server = serve_process(config_file, env={"API_BACKUP_INTERVAL": "0.2s", "API_BACKUP_KEEP": "2"})
+    server = serve_process(
+        config_file, env={**state_env, "API_BACKUP_INTERVAL": "0.2s", "API_BACKUP_KEEP": "2"}
+    )
     try:
         seen: set[str] = set()
         for _ in range(600):  # bounded wait (up to ~60 s on a loaded machine)

@@ -1,4 +1,7 @@
-"""Online backups: verified copies, 0600, listing, retention, restore, scheduler."""
+"""Online backups: verified copies, 0600, listing, retention, restore, scheduler.
+
+On both backends: a PostgreSQL state is backed up to the same SQLite snapshot files (SPEC §13).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from dapi_config import ConfigManager, InferenceNodeConfig, SeedInfo
 from dapi_config.errors import BackupError, ConfigError
 from dapi_config.settings import Settings, parse_count, parse_duration
 from dapi_config.store import backup as bk
+
+pytestmark = pytest.mark.both_backends
 
 
 def node(node_id: str) -> InferenceNodeConfig:
@@ -113,11 +118,11 @@ def test_retention_keeps_newest_per_reason_and_never_manual(manager: ConfigManag
     manual = manager.backup()
     scheduled = [manager.backup(reason="scheduled") for _ in range(5)]
     pre = [manager.backup(reason="pre-restore") for _ in range(3)]
-    removed = bk.prune_backups(manager.backup_dir, manager.state_path, 2)
+    removed = bk.prune_backups(manager.backup_dir, None, 2)
     assert set(removed) == {b.path for b in scheduled[:3]} | {pre[0].path}
     left = {b.path for b in manager.list_backups()}
     assert left == {manual.path, *(b.path for b in scheduled[3:]), *(b.path for b in pre[1:])}
-    assert bk.prune_backups(manager.backup_dir, manager.state_path, 0) == []
+    assert bk.prune_backups(manager.backup_dir, None, 0) == []
 
 
 def test_restore_brings_back_state_and_backs_up_current_first(manager: ConfigManager) -> None:
@@ -142,14 +147,23 @@ def test_restore_brings_back_state_and_backs_up_current_first(manager: ConfigMan
     assert manager.get_height() == 201
 
 
-def test_restore_is_seen_by_another_open_manager(manager: ConfigManager) -> None:
+def test_restore_is_seen_by_another_open_manager(
+    manager: ConfigManager, state_env: dict[str, str]
+) -> None:
     manager.set_height(10)
     good = manager.backup()
     manager.set_height(11)
-    other = ConfigManager.open(manager.config_path)
+    manager.add_node(node("later"))
+    other = ConfigManager.open(manager.config_path, env=state_env)
     try:
         assert other.get_height() == 11
         manager.restore_backup(good.path)
+        assert other.get_nodes() == []  # a fresh read
+        # The other replica's hot read follows within the documented bound (SPEC §13).
+        for _ in range(200):
+            if other.get_height() == 10:
+                break
+            threading.Event().wait(0.01)
         assert other.get_height() == 10
         assert manager.get_height() == 10
     finally:
@@ -257,12 +271,11 @@ def test_scheduler_takes_and_prunes_backups(manager: ConfigManager) -> None:
     seen: list[bk.BackupInfo] = []
     settings = Settings.from_env({"API_BACKUP_INTERVAL": "0.05s", "API_BACKUP_KEEP": "2"})
     sched = bk.BackupScheduler(
-        manager.state_path,
+        lambda: manager.backend.scheduled_backup(keep=settings.backup_keep),
         interval=settings.backup_interval,
-        keep=settings.backup_keep,
         on_backup=seen.append,
     )
-    assert sched.interval == 0.05 and sched.keep == 2
+    assert sched.interval == 0.05
     sched.start()
     try:
         deadline = threading.Event()
@@ -278,7 +291,7 @@ def test_scheduler_takes_and_prunes_backups(manager: ConfigManager) -> None:
 
 
 def test_scheduler_failure_is_logged_not_raised(tmp_path: Path) -> None:
-    sched = bk.BackupScheduler(tmp_path / "missing.db", interval=3600)
+    sched = bk.BackupScheduler(lambda: bk.create_backup(tmp_path / "missing.db"), interval=3600)
     assert sched.run_once() is None and sched.last is None
 
 
@@ -292,6 +305,7 @@ def test_backup_file_modes_even_with_permissive_umask(manager: ConfigManager) ->
     assert stat.S_IMODE(info.path.stat().st_mode) == 0o600
 
 
+@pytest.mark.sqlite_only
 def test_schema_change_takes_a_backup_of_the_old_schema_first(
     config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from dapi_config import ConfigManager, InferenceNodeConfig, MasterKeyError, StateUnavailableError
+from dapi_config.errors import BackupError
 from dapi_config.store.postgres import PgStateStore, redact_url
 from tests._postgres import PgServer
 from tests.conftest import TEST_STATE_KEY
@@ -167,3 +168,105 @@ def test_a_database_of_something_else_is_refused(pg_server: PgServer, config_fil
             for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         ]
     assert tables == ["invoices"]
+
+
+# --- backups: SQLite snapshot files (SPEC §13) --------------------------------------------------
+
+
+def sealed_node(node_id: str) -> InferenceNodeConfig:
+    return InferenceNodeConfig.model_validate(
+        {"id": node_id, "base_url": "http://10.0.0.9:8000", "auth_token": f"token-{node_id}"}
+    )
+
+
+def test_a_backup_opens_as_a_sqlite_state_of_its_own(
+    pg_server: PgServer, config_file: Path, tmp_path: Path
+) -> None:
+    """The fall-back to one machine: a PostgreSQL backup is a whole SQLite state, secrets
+    sealed under API_STATE_KEY and opened there with the same key."""
+    url = pg_server.fresh_database()
+    with replica(config_file, url) as cm:
+        cm.set_height(77)
+        cm.add_node(sealed_node("n1"))
+        issued = cm.create_security_key("n1")
+        info = cm.backup()
+        revision = cm.latest_revision()
+    assert info.ok and info.path.parent == config_file.parent / "backups"
+    assert info.revision == revision and info.path.name.startswith(url.rsplit("/", 1)[1] + "-")
+    alone = tmp_path / "one-machine" / "state.db"
+    alone.parent.mkdir()
+    alone.write_bytes(info.path.read_bytes())
+    env = {"API_STATE_DB_PATH": str(alone), "API_STATE_KEY": TEST_STATE_KEY}
+    with ConfigManager.open(config_file, env=env) as cm:
+        assert cm.state_location == str(alone)
+        assert cm.get_height() == 77
+        token = cm.get_node("n1").auth_token
+        assert token is not None and token.get_secret_value() == "token-n1"
+        assert cm.verify_security_key("n1", issued.security_key)
+        assert cm.latest_revision() == revision
+        cm.set_height(78)  # and it takes writes
+
+
+def test_restore_replaces_the_shared_state_for_every_replica(
+    pg_server: PgServer, config_file: Path
+) -> None:
+    url = pg_server.fresh_database()
+    with replica(config_file, url) as a, replica(config_file, url) as b:
+        a.add_node(sealed_node("n1"))
+        issued = a.create_security_key("n1")
+        good = a.backup()
+        a.remove_node("n1")
+        a.add_node(node("later"))
+        a.set_height(500)
+        assert b.get_height() == 500
+        result = b.restore_backup(good.path)
+        assert result.pre_restore is not None and result.pre_restore.revision > good.revision
+        assert [n.id for n in a.get_nodes()] == ["n1"]
+        assert a.verify_security_key("n1", issued.security_key)
+        eventually(lambda: a.get_height() == 0, HOT_READ_BOUND_S)
+        assert a.latest_revision() == good.revision
+        # New changes continue the restored audit trail.
+        a.set_height(501)
+        assert [e.revision for e in b.get_audit(since=good.revision)] == [good.revision + 1]
+
+
+def test_a_backup_moves_a_state_to_another_database(pg_server: PgServer, config_file: Path) -> None:
+    with replica(config_file, pg_server.fresh_database()) as old:
+        old.add_node(sealed_node("n1"))
+        info = old.backup()
+    with replica(config_file, pg_server.fresh_database()) as new:
+        result = new.restore_backup(info.path)
+        assert result.pre_restore is None  # the new database held nothing to keep
+        token = new.get_node("n1").auth_token
+        assert token is not None and token.get_secret_value() == "token-n1"
+        assert new.latest_revision() == info.revision
+
+
+def test_check_reports_the_server_schema_and_backups(
+    pg_server: PgServer, config_file: Path
+) -> None:
+    with replica(config_file, pg_server.fresh_database()) as cm:
+        first = cm.check()
+        assert not first.ok and any("no good backup" in p for p in first.problems)
+        assert first.items["backend"] == "postgresql" and first.items["server"] == "reachable"
+        cm.set_height(1)
+        cm.backup()
+        again = cm.check(max_backup_age=3600)
+        assert again.ok, again.problems
+        assert again.to_dict()["state_path"] == cm.state_location
+        assert again.items["schema_version"] == again.items["supported_schema_version"]
+        assert cm.check(max_backup_age=0).problems  # older than a limit of zero
+
+
+def test_a_failed_restore_changes_nothing(
+    pg_server: PgServer, config_file: Path, tmp_path: Path
+) -> None:
+    with replica(config_file, pg_server.fresh_database()) as cm:
+        cm.add_node(node("n1"))
+        bad = tmp_path / "bad.db"
+        bad.write_bytes(b"SQLite format 3\x00" + b"\x00" * 8000)
+        with pytest.raises(BackupError, match="damaged"):
+            cm.restore_backup(bad)
+        assert [n.id for n in cm.get_nodes()] == ["n1"]
+        assert cm.list_backups() == []  # not even a pre-restore backup
+        assert not list((config_file.parent / "backups").glob(".restore-*"))

@@ -48,8 +48,8 @@ ERROR_STATUS: dict[type[DapiConfigError], int] = {
     # The service cannot open its own secrets: its configuration is wrong, not the request.
     MasterKeyError: 500,
     StateUnavailableError: 503,
-    # The state backend cannot do this at all (no backups of a PostgreSQL state, no audit in
-    # yaml mode): retrying will not help, so not 503.
+    # The state backend cannot do this at all (no backups or audit in yaml mode): retrying
+    # will not help, so not 503.
     NotSupportedError: 501,
     # A backup fails for the same reasons a write does (full disk, damaged file): retry later.
     BackupError: 503,

@@ -91,6 +91,10 @@ class CliContext:
         """--config, else API_CONFIG_PATH, else ./config.yaml."""
         return self.settings.config_file(self.config)
 
+    def state_is_shared(self) -> bool:
+        """Whether the state is in PostgreSQL (a URL), not in a SQLite file."""
+        return isinstance(self.settings.state_location(self.state, self.config_file()), str)
+
     def state_file(self) -> Path:
         """--state, else API_STATE_DB_PATH, else state.db beside the config file (commands on
         the SQLite file itself: backups, encryption). Raises :class:`ConfigError` for a

@@ -1,8 +1,9 @@
 """``dapi-config backup``, ``backups``, ``restore``, ``check`` and ``recover`` (SPEC §10).
 
-``check``, ``restore`` and ``recover`` work on the state file's path without opening the
-store: ``check`` must report a damaged file rather than repair it on the way in, and
-``restore`` must work when the live file is beyond use.
+For a SQLite state, ``check``, ``restore`` and ``recover`` work on the state file's path without
+opening the store: ``check`` must report a damaged file rather than repair it on the way in,
+and ``restore`` must work when the live file is beyond use. A PostgreSQL state has no file to
+repair: those commands go through the manager (its backups are SQLite snapshot files, SPEC §13).
 """
 
 from __future__ import annotations
@@ -76,17 +77,23 @@ def backups_list(as_json: JsonOpt = False) -> None:
 
     Example: dapi-config backups --json
     """
-    state = _state_path()
-    try:
-        infos = backups_mod.list_backups(
-            backups_mod.backup_dir_for(state), state, cipher=cli_context().cipher()
-        )
-    except DapiConfigError as exc:
-        raise fail(str(exc)) from None
+    if cli_context().state_is_shared():
+        with open_manager(read_only=True) as cm:
+            where = cm.state_location
+            infos = cm.list_backups()
+    else:
+        state = _state_path()
+        where = str(state)
+        try:
+            infos = backups_mod.list_backups(
+                backups_mod.backup_dir_for(state), state, cipher=cli_context().cipher()
+            )
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
     if as_json:
         print_json([i.to_dict() for i in infos])
         return
-    table = Table(title=f"{len(infos)} backup(s) of {state}")
+    table = Table(title=f"{len(infos)} backup(s) of {where}")
     for column in ("path", "age", "size", "schema", "revision", "reason", "ok"):
         table.add_column(column)
     for i in infos:
@@ -112,11 +119,16 @@ def restore(
     A damaged backup is refused and nothing changes. Running services see the restored state
     at their next read. Example: dapi-config restore backups/state-20261127T120000000000Z-manual.db
     """
-    state = _state_path()
-    try:
-        result = recovery.restore_backup(state, backup_file, cipher=cli_context().cipher())
-    except DapiConfigError as exc:
-        raise fail(str(exc)) from None
+    if cli_context().state_is_shared():
+        with open_manager() as cm:
+            result = cm.restore_backup(backup_file)
+    else:
+        try:
+            result = recovery.restore_backup(
+                _state_path(), backup_file, cipher=cli_context().cipher()
+            )
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
     if as_json:
         print_json(result.to_dict())
         return
@@ -150,7 +162,8 @@ def check(
     Changes nothing. Exit 1 when there is a problem. Example: dapi-config check --json
     """
     context = cli_context()
-    state = _state_path()
+    shared = context.state_is_shared()
+    state = None if shared else _state_path()
     config_problem: str | None = None
     try:
         load_static_config(context.config_file(), context.settings.static_env)
@@ -162,16 +175,23 @@ def check(
             if max_backup_age
             else _default_max_age()
         )
-        result = recovery.check_state(state, max_backup_age=limit, cipher=cli_context().cipher())
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
+    if state is None:
+        with open_manager(read_only=True) as cm:
+            result = cm.check(max_backup_age=limit)
+    else:
+        try:
+            result = recovery.check_state(state, max_backup_age=limit, cipher=context.cipher())
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
     result.items["config"] = "ok" if config_problem is None else "invalid"
     if config_problem is not None:
         result.problems.insert(0, config_problem)
     if as_json:
         print_json(result.to_dict())
     else:
-        print(f"state file: {state}")
+        print(f"state: {result.state_path}" if state is None else f"state file: {state}")
         for key, value in result.items.items():
             shown = value
             if key == "newest_backup" and isinstance(value, dict):

@@ -10,6 +10,7 @@ from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json,
 from dapi_config.errors import DapiConfigError
 from dapi_config.state_copy import copy_state, location_of
 from dapi_config.store.backend import StateBackend
+from dapi_config.store.backup import backup_dir_for
 
 state_app = typer.Typer(
     help="Move the whole state between backends (a SQLite file and PostgreSQL).",
@@ -29,7 +30,9 @@ def state_copy(
     force: Annotated[
         bool,
         typer.Option(
-            "--force", help="Replace a target that holds state (a file is backed up first)."
+            "--force",
+            help="Replace a target that holds state (it is backed up first; a PostgreSQL "
+            "target to <config dir>/backups).",
         ),
     ] = False,
     as_json: JsonOpt = False,
@@ -41,7 +44,8 @@ def state_copy(
 
     Example: dapi-config state copy state.db postgresql://dapi@db/dapi_config
     """
-    settings = cli_context().settings
+    context = cli_context()
+    settings = context.settings
 
     def backup_first(target_store: StateBackend) -> None:
         if target_store.supports_backups:
@@ -54,6 +58,7 @@ def state_copy(
             settings,
             force=force,
             before_replace=backup_first,
+            backup_dir=backup_dir_for(context.config_file()),
         )
     except DapiConfigError as exc:
         raise fail(str(exc)) from None

@@ -669,7 +669,10 @@ class YamlStateStore:
         log.warning("%s backed up to %s before %s", self.file, target, reason)
         return None
 
-    def list_backups(self) -> list[BackupInfo]:
+    def scheduled_backup(self, *, keep: int) -> BackupInfo:
+        raise self._unsupported("backups")
+
+    def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:
         raise self._unsupported("backups")
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:

@@ -209,6 +209,11 @@ def _clean_stale_temps(directory: Path) -> None:
                         entry.unlink()
 
 
+def _check_reason(reason: str) -> None:
+    if not _REASON_RE.match(reason):
+        raise BackupError(f"backup reason {reason!r}: use lower-case letters, digits, '-', '.'")
+
+
 def create_backup(
     state_path: str | os.PathLike[str],
     *,
@@ -228,17 +233,44 @@ def create_backup(
     """
     state = Path(state_path)
     key = cipher
-    if not _REASON_RE.match(reason):
-        raise BackupError(f"backup reason {reason!r}: use lower-case letters, digits, '-', '.'")
+    _check_reason(reason)
     if not state.is_file():
         raise BackupError(f"{state}: no state file to back up")
+    return write_backup(
+        state,
+        lambda tmp: _copy_snapshot(state, tmp, key),
+        out=out,
+        backup_dir=backup_dir or backup_dir_for(state),
+        reason=reason,
+        cipher=key,
+    )
+
+
+def write_backup(
+    state: Path | str,
+    fill: Callable[[Path], None],
+    *,
+    out: str | os.PathLike[str] | None,
+    backup_dir: str | os.PathLike[str],
+    reason: str,
+    cipher: StateCipher | None = None,
+    name_stem: str | None = None,
+) -> BackupInfo:
+    """The steps every backup goes through, whatever it copies: ``fill(tmp)`` writes a SQLite
+    state file into the private temp file ``tmp``; it is checked (:func:`inspect_backup`),
+    fsynced and renamed into place (``out``, or ``backup_dir`` under a generated name from
+    ``name_stem``, by default the state file's stem). ``state`` names what is backed up in
+    messages. Raises :class:`BackupError`; nothing is left behind then."""
+    key = cipher
+    _check_reason(reason)
     when = datetime.now(UTC)
+    stem = Path(f"{name_stem}.db") if name_stem is not None else Path(state)
     if out is None:
-        target = Path(backup_dir or backup_dir_for(state)) / backup_name(state, reason, when)
+        target = Path(backup_dir) / backup_name(stem, reason, when)
     else:
         target = Path(out)
         if target.is_dir():
-            target = target / backup_name(state, reason, when)
+            target = target / backup_name(stem, reason, when)
     directory = target.parent
 
     def verified(tmp: Path) -> BackupInfo:
@@ -256,7 +288,7 @@ def create_backup(
         _clean_stale_temps(directory)
         info = stage_verified(
             target,
-            lambda tmp: _copy_snapshot(state, tmp, key),
+            fill,
             verified,
             before_rename=lambda: _failpoints.hit("backup.before_rename"),
         )
@@ -444,7 +476,8 @@ def prune_backups(
 
 
 class BackupScheduler:
-    """Takes a ``scheduled`` backup every ``interval`` seconds and prunes to ``keep``.
+    """Runs ``take()`` (a ``scheduled`` backup, pruned to ``API_BACKUP_KEEP``) every
+    ``interval`` seconds, whatever the backend.
 
     ``on_backup(info)`` runs after each successful backup (metrics). A failed backup is logged
     and retried at the next tick; it never stops the service.
@@ -452,33 +485,24 @@ class BackupScheduler:
 
     def __init__(
         self,
-        state_path: str | os.PathLike[str],
+        take: Callable[[], BackupInfo],
         *,
         interval: float = DEFAULT_BACKUP_INTERVAL_S,
-        keep: int = DEFAULT_BACKUP_KEEP,
-        backup_dir: str | os.PathLike[str] | None = None,
         on_backup: Callable[[BackupInfo], None] | None = None,
-        cipher: StateCipher | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
-        self.state_path = Path(state_path)
-        self.backup_dir = Path(backup_dir or backup_dir_for(self.state_path))
+        self.take = take
         self.interval = interval
-        self.keep = keep
         self.on_backup = on_backup
-        self.cipher = cipher
         self.last: BackupInfo | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> BackupInfo | None:
-        """Take one scheduled backup and prune; None (logged) when it failed."""
+        """Take one scheduled backup; None (logged) when it failed."""
         try:
-            info = create_backup(
-                self.state_path, backup_dir=self.backup_dir, reason=SCHEDULED, cipher=self.cipher
-            )
-            prune_backups(self.backup_dir, self.state_path, self.keep, reasons=[SCHEDULED])
+            info = self.take()
         except DapiConfigError as exc:
             log.error("scheduled backup failed: %s", exc)
             return None

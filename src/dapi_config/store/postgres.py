@@ -18,6 +18,9 @@ connection pool. What differs from SQLite, and why:
 - **Schema steps** are the same numbered steps as SQLite's, in PostgreSQL's DDL, applied under a
   session advisory lock (:data:`MIGRATION_LOCK`) so replicas starting at once do not race.
 - **The master key** must come from ``API_STATE_KEY``: there is no directory for a key file.
+- **Backups** are SQLite snapshot files (:mod:`.snapshot`) read in one consistent snapshot,
+  kept by each replica in the backup directory it is given (``<config dir>/backups``); a
+  restore loads one back in a single verified transaction.
 - A password in the URL never appears in a message: :func:`redact_url` is all that is shown.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import select
 import threading
 import time
@@ -35,23 +39,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from dapi_config._files import copy_file, make_durable_dir, remove_with_companions
 from dapi_config.errors import (
+    BackupError,
     ConfigError,
     NotSupportedError,
     SchemaTooNewError,
     StateUnavailableError,
 )
 from dapi_config.settings import AuditRetention
-from dapi_config.store.connection import register_hook
+from dapi_config.store import backup as _backup
+from dapi_config.store.backup import BackupInfo
+from dapi_config.store.connection import create_private_file, register_hook
 from dapi_config.store.migrations import MIGRATIONS, Migration
 from dapi_config.store.queries import HEIGHT, NODE_VERSION, StateQueries
+from dapi_config.store.recovery import (
+    CheckResult,
+    RestoreResult,
+    check_backups,
+    check_schema_version,
+    restorable_backup,
+)
+from dapi_config.store.snapshot import (
+    read_snapshot,
+    read_snapshot_file,
+    write_snapshot,
+    write_snapshot_file,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
-    from dapi_config.store.backup import BackupInfo
     from dapi_config.store.cipher import StateCipher
-    from dapi_config.store.recovery import CheckResult, RestoreResult
 
 log = logging.getLogger("dapi_config.state")
 
@@ -482,7 +501,7 @@ class PgStateStore(StateQueries):
     """The dynamic state in one PostgreSQL database, shared by every replica."""
 
     db: PgDatabase
-    supports_backups: ClassVar[bool] = False
+    supports_backups: ClassVar[bool] = True
     file_backed: ClassVar[bool] = False
 
     def __init__(
@@ -491,9 +510,13 @@ class PgStateStore(StateQueries):
         *,
         default_actor: str = "library",
         audit_retention: AuditRetention | None = None,
+        backup_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.db = db
         super().__init__(default_actor=default_actor, audit_retention=audit_retention)
+        self._backup_dir = None if backup_dir is None else Path(backup_dir)
+        name = str(db.query_one("SELECT current_database()")[0])
+        self._database_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "state"
         self._hot_lock = threading.Lock()
         #: ((listener generation, local commits) when read, values); None: read through.
         self._hot: tuple[tuple[int, int], tuple[int, str]] | None = None
@@ -510,16 +533,23 @@ class PgStateStore(StateQueries):
         audit_retention: AuditRetention | None = None,
         read_only: bool = False,
         max_connections: int = 10,
+        backup_dir: str | os.PathLike[str] | None = None,
     ) -> PgStateStore:
         """Connect, apply pending schema steps (not with ``read_only``: then a schema older
-        than this code is an error) and start the change listener.
+        than this code is an error) and start the change listener. ``backup_dir``: where this
+        replica's SQLite snapshot files go (none: backups need an explicit ``out``).
 
         Raises :class:`StateUnavailableError` (unreachable, not a dapi-config database),
         :class:`SchemaTooNewError`, :class:`ConfigError` (psycopg missing)."""
         db = PgDatabase(url, max_connections=max_connections)
         try:
             _migrate(db, read_only=read_only)
-            return cls(db, default_actor=default_actor, audit_retention=audit_retention)
+            return cls(
+                db,
+                default_actor=default_actor,
+                audit_retention=audit_retention,
+                backup_dir=backup_dir,
+            )
         except BaseException:
             db.close()
             raise
@@ -562,37 +592,116 @@ class PgStateStore(StateQueries):
             self._hot = (key, values) if listener.healthy else (_STALE, values)
         return values
 
-    # --- what a PostgreSQL state does not have (yet) ---------------------------------------
+    # --- backups: SQLite snapshot files (SPEC §13) ---------------------------------------
 
     @property
     def cipher(self) -> StateCipher | None:
-        return None
+        return None  # snapshot files are plain SQLite; the secrets in them stay sealed
 
     @property
     def backup_dir(self) -> Path:
-        raise self._unsupported("backups")
+        """Where this replica keeps backups of the shared state (``<config dir>/backups``)."""
+        if self._backup_dir is None:
+            raise NotSupportedError(
+                f"{self.path}: no backup directory was given for this PostgreSQL state; "
+                "open it through the config file (backups go beside it) or pass --out"
+            )
+        return self._backup_dir
 
-    def _unsupported(self, what: str) -> NotSupportedError:
-        return NotSupportedError(
-            f"{self.path}: {what} of a PostgreSQL state are not available in this version; "
-            "use PostgreSQL's own tools (pg_dump, base backups)"
+    def _backup_name(self) -> Path:
+        """What backup names and listings go by: ``<database name>-<time>-<reason>.db``."""
+        return Path(f"{self._database_name}.db")
+
+    def backup(self, out: str | os.PathLike[str] | None, *, reason: str) -> BackupInfo:
+        """A verified SQLite snapshot file of the whole state, read in one consistent snapshot
+        (writers on every replica go on meanwhile). It opens as a SQLite state of its own
+        (secrets sealed under ``API_STATE_KEY``), and :meth:`restore_backup` reads it back."""
+        return _backup.write_backup(
+            self.path,
+            lambda tmp: write_snapshot_file(read_snapshot(self), tmp),
+            out=out,
+            backup_dir=self.backup_dir if out is None else Path(out).parent,
+            reason=reason,
+            name_stem=self._database_name,
         )
 
-    def backup(self, out: Any, *, reason: str) -> BackupInfo:
-        raise self._unsupported("file backups")
-
     def backup_before(self, reason: str, *, keep: int) -> BackupInfo | None:
-        log.info("%s: no automatic pre-%s backup of a PostgreSQL state", self.path, reason)
-        return None
+        """The automatic ``pre-<reason>`` backup, keeping ``keep`` of that reason; None when
+        the state holds nothing yet, or when no backup directory was given (logged)."""
+        if self.latest_revision() == 0:
+            return None
+        if self._backup_dir is None:
+            log.info("%s: no backup directory given; no pre-%s backup", self.path, reason)
+            return None
+        tag = reason if reason.startswith("pre-") else f"pre-{reason}"
+        info = self.backup(None, reason=tag)
+        _backup.prune_backups(self.backup_dir, self._backup_name(), keep, reasons=[tag])
+        return info
 
-    def list_backups(self) -> list[BackupInfo]:
-        raise self._unsupported("file backups")
+    def scheduled_backup(self, *, keep: int) -> BackupInfo:
+        """A ``scheduled`` backup, then the oldest beyond ``keep`` of them pruned."""
+        info = self.backup(None, reason=_backup.SCHEDULED)
+        _backup.prune_backups(
+            self.backup_dir, self._backup_name(), keep, reasons=[_backup.SCHEDULED]
+        )
+        return info
 
-    def restore_backup(self, backup: Any) -> RestoreResult:
-        raise self._unsupported("restores")
+    def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:
+        """This database's snapshot files in :attr:`backup_dir`, newest first, each checked
+        (``verify``; else only named)."""
+        return _backup.list_backups(self.backup_dir, self._backup_name(), verify=verify)
+
+    def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
+        """Replace the whole shared state with the snapshot file ``backup`` (made by
+        :meth:`backup`, or any SQLite state file whose secrets ``API_STATE_KEY`` opens), in one
+        verified transaction, after a ``pre-restore`` backup. Every replica sees the restored
+        state at its next read. Raises :class:`BackupError` (missing or damaged file; nothing
+        changed), :class:`SchemaTooNewError`."""
+        backups = self.backup_dir  # the pre-restore backup goes there: refuse early without
+        info = restorable_backup(backup)
+        # A private copy is read, so that bringing an older backup to the current schema
+        # leaves the backup itself as it was.
+        work = make_durable_dir(backups) / f".restore-{os.getpid()}.db"
+        try:
+            remove_with_companions(work)
+            create_private_file(work)
+            copy_file(info.path, work)
+            snapshot = read_snapshot_file(work)
+        except OSError as exc:
+            raise BackupError(
+                f"cannot read {info.path} for a restore: {exc.strerror or exc}; the state was "
+                "not changed"
+            ) from None
+        finally:
+            remove_with_companions(work)
+        pre = self.backup_before("restore", keep=0)
+        write_snapshot(self, snapshot, where=self.path)
+        log.warning(
+            "state %s restored from %s (taken %s, revision %d)%s",
+            self.path,
+            info.path,
+            info.created_at.isoformat(),
+            info.revision,
+            f"; the previous state is in {pre.path}" if pre else "",
+        )
+        return RestoreResult(info, pre, None)
 
     def check(self, *, max_backup_age: float | None = None) -> CheckResult:
-        raise self._unsupported("file checks")
+        """The server reachable, the schema version, and the backups in :attr:`backup_dir`
+        (modes, the newest good one and its age). Changes nothing."""
+        result = CheckResult(self.path)
+        result.items["backend"] = "postgresql"
+        try:
+            version = self.schema_version()
+        except StateUnavailableError as exc:
+            result.items["server"] = "unreachable"
+            result.problems.append(str(exc))
+            version = -1
+        else:
+            result.items["server"] = "reachable"
+        check_schema_version(result, self.path, version)
+        check_backups(result, self.backup_dir, self._backup_name(), max_backup_age=max_backup_age)
+        return result
 
     def schema_version(self) -> int:
         return _schema_version(self.db)

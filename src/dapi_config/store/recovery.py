@@ -367,6 +367,22 @@ def _copy_into_live(backup: BackupInfo, state: Path, key: StateCipher | None) ->
         src.close()
 
 
+def restorable_backup(
+    backup_path: str | os.PathLike[str], *, cipher: StateCipher | None = None
+) -> BackupInfo:
+    """``backup_path`` checked for a restore. Raises :class:`BackupError` (missing or
+    damaged), :class:`SchemaTooNewError` (from a newer dapi-config)."""
+    info = inspect_backup(backup_path, cipher=cipher)
+    if info.schema_version > LATEST_VERSION:
+        raise SchemaTooNewError(str(info.path), info.schema_version, LATEST_VERSION)
+    if not info.ok:
+        raise BackupError(
+            f"{info.path}: refusing to restore a damaged backup ({info.problem}); "
+            "the state was not changed"
+        )
+    return info
+
+
 def restore_backup(
     state_path: str | os.PathLike[str],
     backup_path: str | os.PathLike[str],
@@ -383,14 +399,7 @@ def restore_backup(
     state = Path(state_path)
     backups = Path(backup_dir or backup_dir_for(state))
     key = cipher
-    info = inspect_backup(backup_path, cipher=key)
-    if info.schema_version > LATEST_VERSION:
-        raise SchemaTooNewError(str(info.path), info.schema_version, LATEST_VERSION)
-    if not info.ok:
-        raise BackupError(
-            f"{info.path}: refusing to restore a damaged backup ({info.problem}); "
-            "the state file was not changed"
-        )
+    info = restorable_backup(backup_path, cipher=key)
     with _recovery_lock(state) if state.parent.is_dir() else contextlib.nullcontext():
         if staged_path(state).exists():
             finish_interrupted_swap(state)
@@ -429,7 +438,8 @@ def restore_backup(
 class CheckResult:
     """The findings of :func:`check_state`: ``problems`` empty means healthy."""
 
-    state_path: Path
+    #: The state file, or the PostgreSQL URL (no password).
+    state_path: Path | str
     items: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -487,15 +497,7 @@ def check_state(
         except SQLITE_ERRORS as exc:
             version = -1
             result.problems.append(f"{state}: {sqlite_error_message(exc)}")
-        result.items["schema_version"] = version
-        result.items["supported_schema_version"] = LATEST_VERSION
-        if version > LATEST_VERSION:
-            result.problems.append(
-                f"{state}: schema version {version} is newer than this dapi-config "
-                f"({LATEST_VERSION})"
-            )
-        elif 0 <= version < LATEST_VERSION:
-            result.items["pending_migrations"] = LATEST_VERSION - version
+        check_schema_version(result, state, version)
     modes: dict[str, str] = {}
     # The master key file (secrets at rest, SPEC §11) sits beside the state file.
     for path in (state, *(_companion(state, s) for s in COMPANIONS), key_file_path(state)):
@@ -507,15 +509,43 @@ def check_state(
                     f"{path}: mode {mode:04o} lets others read it; run chmod 600 {path}"
                 )
     result.items["permissions"] = modes
-    # Backups hold the same data (and encrypted secrets) as the state file.
-    for info in list_backups(backups, state, verify=False):
+    check_backups(result, backups, state, max_backup_age=max_backup_age, cipher=key)
+    return result
+
+
+def check_schema_version(result: CheckResult, where: str | Path, version: int) -> None:
+    """Add the state's schema ``version`` (-1: unreadable) to ``result``: newer than this
+    code is a problem, older means steps are pending."""
+    result.items["schema_version"] = version
+    result.items["supported_schema_version"] = LATEST_VERSION
+    if version > LATEST_VERSION:
+        result.problems.append(
+            f"{where}: schema version {version} is newer than this dapi-config ({LATEST_VERSION})"
+        )
+    elif 0 <= version < LATEST_VERSION:
+        result.items["pending_migrations"] = LATEST_VERSION - version
+
+
+def check_backups(
+    result: CheckResult,
+    backup_dir: Path,
+    state_path: str | os.PathLike[str],
+    *,
+    max_backup_age: float | None,
+    cipher: StateCipher | None = None,
+) -> None:
+    """Add to ``result`` what the backups of ``state_path``'s file in ``backup_dir`` say:
+    modes that let others read them, the newest good one and whether it is fresh enough."""
+    backups, key = backup_dir, cipher
+    # Backups hold the same data (and sealed secrets) as the state itself.
+    for info in list_backups(backups, state_path, verify=False):
         with contextlib.suppress(OSError):
             mode = stat.S_IMODE(info.path.stat().st_mode)
             if mode & 0o077:
                 result.problems.append(
                     f"{info.path}: mode {mode:04o} lets others read it; run chmod 600 {info.path}"
                 )
-    good = newest_good_backup(backups, state, cipher=key)
+    good = newest_good_backup(backups, state_path, cipher=key)
     if good is None:
         result.items["newest_backup"] = None
         result.problems.append(f"no good backup in {backups}; run `dapi-config backup`")
@@ -527,4 +557,3 @@ def check_state(
                 f"the newest good backup ({good.path}) is {age / 3600:.1f} h old "
                 f"(limit {max_backup_age / 3600:.1f} h); run `dapi-config backup`"
             )
-    return result

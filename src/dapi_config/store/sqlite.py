@@ -354,9 +354,17 @@ class StateStore(StateQueries):
             self.db.path, reason, backup_dir=self.backup_dir, cipher=self.cipher, keep=keep
         )
 
-    def list_backups(self) -> list[BackupInfo]:
-        """Backups of this file, newest first, each checked."""
-        return _backup.list_backups(self.backup_dir, self.db.path, cipher=self.cipher)
+    def scheduled_backup(self, *, keep: int) -> BackupInfo:
+        """A ``scheduled`` backup, then the oldest beyond ``keep`` of them pruned."""
+        info = self.backup(None, reason=_backup.SCHEDULED)
+        _backup.prune_backups(self.backup_dir, self.db.path, keep, reasons=[_backup.SCHEDULED])
+        return info
+
+    def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:
+        """Backups of this file, newest first, each checked (``verify``; else only named)."""
+        return _backup.list_backups(
+            self.backup_dir, self.db.path, verify=verify, cipher=self.cipher
+        )
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
         """Replace the state with ``backup`` (see :func:`.recovery.restore_backup`)."""
