@@ -6,6 +6,7 @@ legacy layout unchanged. This module does no I/O.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -41,6 +42,50 @@ REDACTED = "<redacted>"
 REVEAL_SECRETS = {"reveal_secrets": True}
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
+
+# Limits on what one node may hold (SPEC §9): far above any real node, low enough that one
+# request cannot make the registry, its audit trail or a reply huge.
+#: Models one node serves.
+MAX_MODELS = 256
+#: Arguments of one model, and the length of each.
+MAX_MODEL_ARGS = 256
+MAX_ARG_LENGTH = 4096
+#: Hardware items of one node.
+MAX_HARDWARE = 64
+#: Model names, versions, URL segments, Hugging Face repos and commits.
+MAX_NAME_LENGTH = 256
+#: Base URLs and 2024-era URLs.
+MAX_URL_LENGTH = 2048
+#: Bearer tokens.
+MAX_TOKEN_LENGTH = 4096
+
+#: No control characters (CR, LF, NUL, tabs...): a value may end up in a URL, a header or a log.
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+Text = Annotated[str, Field(max_length=MAX_NAME_LENGTH, pattern=_PRINTABLE)]
+ModelName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=_PRINTABLE)]
+Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH, pattern=_PRINTABLE)]
+UrlText = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=_PRINTABLE)]
+
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def _check_host(value: str) -> str:
+    """A DNS name (labels of letters, digits, ``-``, ``_``) or an IP literal, nothing else."""
+    if value == "":
+        return value
+    literal = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(literal)
+        return value
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    if len(value) <= 253 and name and all(_DNS_LABEL.match(p) for p in name.split(".")):
+        return value
+    raise ValueError(
+        "expected a host name (letters, digits, '-', '_', dot-separated) or an IP address, "
+        f"got {value!r}"
+    )
 
 
 def _check_url(value: str) -> str:
@@ -218,14 +263,18 @@ class UpgradePlan(_State):
 class ModelOverride(_State):
     """A model served from another Hugging Face repository and commit (later eras)."""
 
-    hf_repo: str = ""
-    hf_commit: str = ""
+    hf_repo: Text = ""
+    hf_commit: Text = ""
 
 
 class ModelConfig(_State):
     """Arguments for one model on an inference node. Accepts the Go writer's ``Args`` key."""
 
-    args: list[str] = Field(default_factory=list, validation_alias=AliasChoices("args", "Args"))
+    args: list[Arg] = Field(
+        default_factory=list,
+        max_length=MAX_MODEL_ARGS,
+        validation_alias=AliasChoices("args", "Args"),
+    )
     model_override: ModelOverride | None = None
 
     @model_serializer(mode="wrap")
@@ -245,7 +294,7 @@ class ModelConfig(_State):
 class Hardware(_State):
     """A hardware item of an inference node, e.g. ``{type: H100, count: 8}``."""
 
-    type: Annotated[str, Field(min_length=1, max_length=128)]
+    type: Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE)]
     count: Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
@@ -264,23 +313,28 @@ class InferenceNodeConfig(_State):
     """
 
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")]
-    host: Annotated[str, Field(max_length=253)] = ""
-    inference_segment: str = ""
+    host: Annotated[
+        str, Field(max_length=253, description="a DNS name or an IP address (no scheme, no port)")
+    ] = ""
+    inference_segment: Text = ""
     inference_port: OptionalPort = 0
-    poc_segment: str = ""
+    poc_segment: Text = ""
     poc_port: OptionalPort = 0
-    models: dict[Annotated[str, Field(min_length=1)], ModelConfig] = Field(default_factory=dict)
+    models: dict[ModelName, ModelConfig] = Field(default_factory=dict, max_length=MAX_MODELS)
     max_concurrent: Annotated[int, Field(ge=0, le=1_000_000)] = 0
-    hardware: list[Hardware] = Field(default_factory=list)
-    version: str = ""
+    hardware: list[Hardware] = Field(default_factory=list, max_length=MAX_HARDWARE)
+    version: Text = ""
     is_enabled: StrictBool = True
-    base_url: str = Field(default="", description="the node's base URL (base_url mode)")
+    base_url: UrlText = Field(default="", description="the node's base URL (base_url mode)")
     auth_token: SecretStr | None = Field(
-        default=None, description="bearer token for base_url mode; a secret"
+        default=None,
+        max_length=MAX_TOKEN_LENGTH,
+        description="bearer token for base_url mode; a secret",
     )
-    url: str = Field(default="", description="the 2024 era's single node URL")
+    url: UrlText = Field(default="", description="the 2024 era's single node URL")
 
     _urls = field_validator("base_url", "url")(_check_url)
+    _host = field_validator("host")(_check_host)
 
     @field_validator("auth_token", mode="before")
     @classmethod
@@ -317,6 +371,8 @@ class InferenceNodeConfig(_State):
         if value is None:
             return {}
         if isinstance(value, list):
+            if len(value) > MAX_MODELS:
+                raise ValueError(f"at most {MAX_MODELS} models per node, got {len(value)}")
             merged: dict[Any, Any] = {}
             for item in value:
                 if isinstance(item, str):
@@ -357,6 +413,16 @@ class IssuedSecurityKey(SecurityKeyInfo):
     security_key: str = Field(
         repr=False, description="the full key; shown only at creation and rotation"
     )
+
+
+class NodeInput(InferenceNodeConfig):
+    """A node as a client sends it (HTTP body, ``dapi-config nodes add``): a field the
+    registry does not know is an error naming it, so a typo such as ``is_enabeld`` is never
+    stored silently. Validate it strictly (``strict=True``): no string-to-number or
+    bool-to-number coercion, as the published schema says. Fields that a predecessor's files
+    brought in are kept on stored nodes and shown by reads."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def is_valid_node_id(node_id: str) -> bool:

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, FastAPI
 from dapi_config import __version__
 from dapi_config.api import audit, backups, health, keys, metrics, nodes, state
 from dapi_config.api.auth import AdminTokenMiddleware, expected_token, require_admin_token
-from dapi_config.api.errors import install_error_handlers
+from dapi_config.api.bodies import add_body_schemas
+from dapi_config.api.errors import error_responses, install_error_handlers
 from dapi_config.api.metrics import ServiceMetrics
 from dapi_config.api.middleware import ActingAs, RequestMiddleware
 from dapi_config.health import Readiness
@@ -70,12 +71,22 @@ def create_app(
     admin = APIRouter(
         prefix=ADMIN_PREFIX,
         dependencies=[Depends(require_admin_token), *admin_dependencies],
+        responses=error_responses(401),
     )
     for router in ADMIN_ROUTERS:
         admin.include_router(router)
     app.include_router(admin)
     for router in ROOT_ROUTERS:
         app.include_router(router)
+
+    generate_openapi = app.openapi
+
+    def openapi_with_bodies() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_body_schemas(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi_with_bodies  # type: ignore[method-assign]
 
     def route_templates() -> list[str]:
         return [*app.openapi()["paths"], "/docs", "/docs/oauth2-redirect", "/openapi.json"]

@@ -7,8 +7,10 @@ known. Handlers are registered by :func:`install_error_handlers`; routes just ra
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -228,24 +230,42 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         code = _HTTP_CODES.get(exc.status_code, "error")
         if exc.status_code == 400 and "parsing the body" in message:
             # FastAPI's own wording for a body it cannot decode (e.g. not UTF-8).
             message, code = "request body is not valid JSON (cannot decode it)", "invalid_json"
-        return error_response(
-            exc.status_code,
-            message,
-            code,
-            headers=dict(exc.headers) if exc.headers else None,
-        )
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served
+            # by several routes (GET and POST /nodes) allows all of theirs.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return error_response(exc.status_code, message, code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug, never bad input: log the trace, tell the client nothing internal.
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal error; see the service log", "internal_error")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path (from the app's
+    OpenAPI paths: routers nest, the document lists them all)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if route_pattern(template).match(request.url.path):
+            methods |= {m.upper() for m in operations}
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return sorted(methods)
+
+
+@functools.lru_cache(maxsize=256)
+def route_pattern(template: str) -> re.Pattern[str]:
+    """A regex matching the paths of a route template (``/nodes/{node_id}``)."""
+    return re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
 
 
 #: OpenAPI ``responses=`` entries for the error statuses a route can return.

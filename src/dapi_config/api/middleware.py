@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Protocol
 
-from dapi_config.api.errors import error_response
+from dapi_config.api.errors import error_response, route_pattern
 from dapi_config.api.metrics import ServiceMetrics
 
 Scope = MutableMapping[str, Any]
@@ -24,6 +24,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("dapi_config.access")
+
+#: The HTTP methods metrics are labelled with; any other is counted as ``other``.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ActorScope(Protocol):
@@ -79,8 +82,11 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = self._route_label(str(scope.get("path", "")))
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.request_seconds.labels(method, route).observe(elapsed)
+            # Made-up methods (``curl -X M1234``) share one label: each would add series
+            # that are never freed.
+            label = method if method in _METHODS else "other"
+            self.metrics.requests.labels(label, route, str(status)).inc()
+            self.metrics.request_seconds.labels(label, route).observe(elapsed)
             if status >= 400:
                 self.metrics.errors.labels(str(status)).inc()
             access_log.info(
@@ -101,10 +107,7 @@ class RequestMiddleware:
         """
         if self._routes is None:
             templates = sorted(set(self._route_templates()), key=lambda t: (t.count("{"), t))
-            self._routes = [
-                (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(t)) + "$"), t)
-                for t in templates
-            ]
+            self._routes = [(route_pattern(t), t) for t in templates]
         for pattern, template in self._routes:
             if pattern.match(path):
                 return template

@@ -16,16 +16,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
+from dapi_config.api.bodies import NODE_BODY_DOC, NODES_BODY_DOC, NodeBody, NodesBody
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import ApiError, error_responses
 from dapi_config.errors import ValidationError
 from dapi_config.manager import MAX_NODE_PAGE, node_etag
 from dapi_config.models import NODE_ID_PATTERN, InferenceNodeConfig
-
-#: Most nodes one ``POST /nodes/batch`` accepts (413 beyond).
-MAX_BATCH = 1000
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 
@@ -44,14 +42,6 @@ IfMatch = Annotated[
         description='ETag(s) from a previous read, or "*"; a stale value gives 412.',
     ),
 ]
-
-
-class NodeInput(InferenceNodeConfig):
-    """A node as a client sends it: a field the registry does not know is an error (422
-    naming it), so a typo such as ``is_enabeld`` is never stored silently. Fields that a
-    predecessor's files brought in are kept on the stored node and shown by reads."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class AdminState(BaseModel):
@@ -142,8 +132,9 @@ def list_nodes(
     response_model=InferenceNodeConfig,
     responses=error_responses(400, 413, 415, 422, 503),
     summary="Add or replace one node",
+    openapi_extra=NODE_BODY_DOC,
 )
-def create_node(node: NodeInput, cm: Manager) -> Any:
+def create_node(node: NodeBody, cm: Manager) -> Any:
     """Register one node, or replace the node with its id (as the predecessor did when a
     node was posted again); 200 with the stored node."""
     stored, _ = cm.put_node(node)
@@ -156,15 +147,10 @@ def create_node(node: NodeInput, cm: Manager) -> Any:
     response_model=list[InferenceNodeConfig],
     responses=error_responses(400, 409, 413, 415, 422, 503),
     summary="Add several nodes, all or nothing",
+    openapi_extra=NODES_BODY_DOC,
 )
-def create_nodes(nodes: list[NodeInput], cm: Manager) -> Any:
+def create_nodes(nodes: NodesBody, cm: Manager) -> Any:
     """Register up to 1,000 nodes in one transaction: all are stored or none (201)."""
-    if len(nodes) > MAX_BATCH:
-        raise ApiError(
-            413,
-            f"a batch takes at most {MAX_BATCH} nodes, got {len(nodes)}; split it",
-            "batch_too_large",
-        )
     stored = cm.add_nodes(nodes)
     return JSONResponse([n.model_dump(mode="json") for n in stored], status_code=201)
 
@@ -188,8 +174,9 @@ def get_node(node_id: NodeId, cm: Manager) -> Any:
         **error_responses(400, 412, 413, 415, 422, 503),
     },
     summary="Replace (or create) one node",
+    openapi_extra=NODE_BODY_DOC,
 )
-def replace_node(node_id: NodeId, node: NodeInput, cm: Manager, if_match: IfMatch = None) -> Any:
+def replace_node(node_id: NodeId, node: NodeBody, cm: Manager, if_match: IfMatch = None) -> Any:
     """Replace a node (200), or create it when the id is new (201); the body's ``id`` must
     equal the path's. With ``If-Match``, a node that changed since that read (or does not
     exist) gives 412 and nothing is written."""
