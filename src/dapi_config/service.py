@@ -8,18 +8,152 @@ manager, the ``dual`` mirror), and a graceful stop on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import resource
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dapi_config.errors import ListenError
 from dapi_config.manager import ConfigManager
 from dapi_config.store.backup import BackupInfo, BackupScheduler
 
 log = logging.getLogger("dapi_config.serve")
+
+#: Files kept free for the state, its backups and the log when connections are capped.
+RESERVED_FILES = 128
+#: Seconds between two log lines about failing accepts (out of file descriptors).
+ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft open-file limit to the hard one; returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    return soft
+
+
+def connection_cap(open_files: int) -> int:
+    """How many connections to serve at once under an open-file limit of ``open_files``."""
+    from dapi_config.api.limits import MAX_CONNECTIONS  # noqa: PLC0415 - see run_service
+
+    return max(16, min(MAX_CONNECTIONS, open_files - RESERVED_FILES))
+
+
+class _AcceptErrorFilter(logging.Filter):
+    """Lets one "socket.accept() out of system resource" record through per interval (with
+    how many were held back), instead of one traceback per refused connection."""
+
+    def __init__(self, interval: float = ACCEPT_ERROR_LOG_INTERVAL_S) -> None:
+        super().__init__()
+        self._throttle = _Throttle(interval)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("socket.accept() out of system resource"):
+            return True
+        held_back = self._throttle.allow()
+        if held_back is None:
+            return False
+        record.msg = (
+            "cannot accept connections: out of file descriptors (open-file limit reached); "
+            f"{held_back} more such errors in the last {self._throttle.interval:.0f} s"
+        )
+        record.args = None
+        record.exc_info = None
+        return True
+
+
+def _bounded_protocol(cap: int) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with two bounds uvicorn lacks: at most ``cap`` connections
+    (one beyond is closed as soon as it is accepted, so connections never use up the
+    open-file limit, where accepting fails and the service stops answering), and
+    :data:`HEADER_TIMEOUT_S` to send a request's headers (a client trickling one byte at a
+    time would otherwise hold its connection for ever)."""
+    import h11  # noqa: PLC0415 - only the service needs the server
+    from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: PLC0415
+
+    from dapi_config.api.limits import HEADER_TIMEOUT_S  # noqa: PLC0415
+
+    refused = _Throttle(ACCEPT_ERROR_LOG_INTERVAL_S)
+
+    class BoundedH11(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            if len(self.connections) >= cap:
+                held_back = refused.allow()
+                if held_back is not None:
+                    log.warning(
+                        "connection cap reached (%d open): closing new connections "
+                        "(%d more closed in the last %.0f s)",
+                        cap,
+                        held_back,
+                        refused.interval,
+                    )
+                transport.close()
+                return
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self.transport is None:
+                return  # refused at the cap
+            if self._header_timer is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # the next request on a kept-alive connection has begun
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # its headers are in
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.transport is None:
+                return  # refused at the cap: never counted
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self.transport.close()
+
+    return BoundedH11
+
+
+class _Throttle:
+    """Lets one event through per ``interval`` seconds and counts the ones held back."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+        self._held_back = 0
+
+    def allow(self) -> int | None:
+        """None to hold this one back; else how many were held back since the last one."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._held_back += 1
+            return None
+        held_back, self._last, self._held_back = self._held_back, now, 0
+        return held_back
 
 
 @dataclass(frozen=True)
@@ -88,6 +222,7 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     import uvicorn  # noqa: PLC0415 - only the service needs the server
 
     from dapi_config.api import ServiceMetrics, create_app  # noqa: PLC0415
+    from dapi_config.api.limits import KEEP_ALIVE_TIMEOUT_S  # noqa: PLC0415
 
     # Fail at start-up, not at the first key rotation, when the master key is wrong.
     log.info("secrets at rest: master key from %s", cm.check_master_key())
@@ -100,11 +235,14 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
             "change the node registry; set api.admin_token or DAPI_API__ADMIN_TOKEN",
             options.host,
         )
+    open_files = raise_open_file_limit()
     listener = listen(options.host, port)
     metrics = ServiceMetrics()
     scheduler: BackupScheduler | None = None
     stop_signals: list[int] = []
     previous: dict[int, object] = {}
+    accept_errors = _AcceptErrorFilter()
+    logging.getLogger("asyncio").addFilter(accept_errors)
     try:
         application = create_app(cm, service_metrics=metrics)
         scheduler = _start_backups(
@@ -121,6 +259,8 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=30,
+                http=_bounded_protocol(connection_cap(open_files)),
+                timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
             )
         )
         log.info(
@@ -144,6 +284,7 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
         if scheduler is not None:
             scheduler.stop()
         cm.stop_periodic_export()
+        logging.getLogger("asyncio").removeFilter(accept_errors)
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
     stopped_by = stop_signals[0] if stop_signals else None

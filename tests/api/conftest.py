@@ -9,6 +9,7 @@ subprocess (for signals and restarts).
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -147,12 +148,19 @@ def start_serve_process(
     env: dict[str, str] | None = None,
     port: int | None = None,
     pass_port: bool = True,
+    open_files: int | None = None,
 ) -> ServeProcess:
     """Start ``python -m dapi_config --config CONFIG serve --port P ARGS``; wait for /livez.
 
     ``pass_port=False`` leaves ``--port`` out (the config's ``api.admin_server_port``, which
-    the caller sets to ``port``).
+    the caller sets to ``port``). ``open_files``: the process's open-file limit, soft and hard
+    (so that it cannot raise it).
     """
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     port = port or free_port()
     port_args = ["--port", str(port)] if pass_port else []
     full_env = {
@@ -178,6 +186,7 @@ def start_serve_process(
             stderr=log_file,
             text=True,
             env=full_env,
+            preexec_fn=limit_files if open_files is not None else None,  # noqa: PLW1509
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

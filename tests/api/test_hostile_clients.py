@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from dapi_config.api.bodies import MAX_BATCH, MAX_ERRORS
+from dapi_config.api.limits import MAX_BATCH, MAX_ERRORS
 from dapi_config.models import MAX_MODELS, MAX_NAME_LENGTH
 from tests.api.conftest import RunningServer
 
@@ -148,3 +148,9 @@ def test_every_admin_route_documents_401(running_server: RunningServer) -> None:
     }
     assert admin
     assert [k for k, op in admin.items() if "401" not in op["responses"]] == []
+
+
+def test_the_server_limits_are_published(running_server: RunningServer) -> None:
+    description = running_server.client.get("/openapi.json").json()["info"]["description"]
+    for words in ("16 MiB", f"{MAX_BATCH} nodes", "headers must arrive within 10 s", "connections"):
+        assert words in description

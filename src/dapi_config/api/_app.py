@@ -12,14 +12,13 @@ from dapi_config.api import audit, backups, health, keys, metrics, nodes, state
 from dapi_config.api.auth import AdminTokenMiddleware, expected_token, require_admin_token
 from dapi_config.api.bodies import add_body_schemas
 from dapi_config.api.errors import error_responses, install_error_handlers
+from dapi_config.api.limits import MAX_BODY_BYTES, describe_limits
 from dapi_config.api.metrics import ServiceMetrics
 from dapi_config.api.middleware import ActingAs, RequestMiddleware
 from dapi_config.health import Readiness
 from dapi_config.manager import ConfigManager
 
 ADMIN_PREFIX = "/admin/v1"
-#: Largest request body accepted (413 beyond): a full 1,000-node batch fits with room to spare.
-MAX_BODY_BYTES = 16 * 1024 * 1024
 
 #: Routers mounted under ``/admin/v1``, each one area. Add a router here to add an area.
 #: All of them are behind the admin token (:mod:`.auth`) when one is configured.
@@ -57,7 +56,8 @@ def create_app(
         version=__version__,
         description=(
             "Manage the inference-node registry and inspect the dynamic state of a dapi node. "
-            'Errors: `{"error": message, "code": machine_code}` (+ `errors` for bad input).'
+            'Errors: `{"error": message, "code": machine_code}` (+ `errors` for bad input).\n\n'
+            + describe_limits()
         ),
     )
     app.state.manager = manager

@@ -19,13 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 from dapi_config._validation import describe, error_items
 from dapi_config.api.errors import ApiError
+from dapi_config.api.limits import MAX_BATCH, MAX_ERRORS
 from dapi_config.errors import ValidationError
 from dapi_config.models import NodeInput
-
-#: Most nodes one ``POST /nodes/batch`` accepts (413 beyond).
-MAX_BATCH = 1000
-#: Most problems one 422 reply lists.
-MAX_ERRORS = 20
 
 _JSON_TYPES = ("application/json", "application/merge-patch+json")
 

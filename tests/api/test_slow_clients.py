@@ -1,0 +1,88 @@
+"""Slow and silent clients cannot starve the service (hardening): headers must arrive within
+the header timeout, accept errors are logged once per interval, the process raises its soft
+open-file limit. Reproduced first: on main, 1,100 trickling connections under a 1,024 limit
+froze /livez and wrote 99,454 tracebacks in 20 s."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from dapi_config.api.limits import HEADER_TIMEOUT_S
+from dapi_config.service import (
+    _AcceptErrorFilter,
+    connection_cap,
+    raise_open_file_limit,
+)
+from tests.api.conftest import ServeProcess
+
+OPEN_FILES = 256
+SLOW_CLIENTS = 300  # more than the server can hold open
+
+
+def test_silent_connections_are_dropped_and_livez_comes_back(
+    config_file: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    server = serve_process(config_file, open_files=OPEN_FILES)
+    port = int(server.url.rsplit(":", 1)[1])
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")  # never finishes the headers
+            sockets.append(sock)
+        deadline = time.monotonic() + HEADER_TIMEOUT_S * 4
+        status = None
+        while status != 200 and time.monotonic() < deadline:
+            try:
+                status = httpx.get(f"{server.url}/livez", timeout=2).status_code
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert status == 200, server.log()[-2000:]
+        # The silent connections were closed by the server (EOF on our side).
+        sockets[0].settimeout(HEADER_TIMEOUT_S * 2)
+        assert sockets[0].recv(1) == b""
+    finally:
+        for sock in sockets:
+            sock.close()
+        assert server.terminate() == 0
+    log = server.log()
+    assert "Traceback" not in log
+    assert len(log) < 50_000
+    assert log.count("out of file descriptors") <= 6 and log.count("connection cap reached") <= 6
+
+
+def test_accept_errors_are_logged_once_per_interval() -> None:
+    import logging
+
+    keep = _AcceptErrorFilter(interval=3600)
+    records = [
+        logging.LogRecord(
+            "asyncio", logging.ERROR, "", 0, "socket.accept() out of system resource", None, None
+        )
+        for _ in range(1000)
+    ]
+    passed = [r for r in records if keep.filter(r)]
+    assert len(passed) == 1 and "out of file descriptors" in passed[0].getMessage()
+    other = logging.LogRecord("asyncio", logging.ERROR, "", 0, "something else", None, None)
+    assert keep.filter(other)
+
+
+def test_the_open_file_limit_is_raised_and_caps_connections() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        if hard != resource.RLIM_INFINITY and hard > 512:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+        raised = raise_open_file_limit()
+        assert raised == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert raised >= min(hard, 512) if hard != resource.RLIM_INFINITY else raised >= 512
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert connection_cap(256) == 128
+    assert connection_cap(1 << 20) == 4096
+    assert connection_cap(100) == 16
