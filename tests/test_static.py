@@ -200,3 +200,33 @@ def test_group_readable_config_warns(tmp_path: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING):
         load_static_config(path, env={})
     assert "readable by group/others" in caplog.text
+
+
+# --- the admin token (hardening) ------------------------------------------------------------
+
+TOKEN_FILE = "api:\n  admin_token: s3cret-token-from-the-file\n"
+
+
+def test_an_empty_token_variable_does_not_cancel_the_files_token(tmp_path: Path) -> None:
+    """Seen on main: DAPI_API__ADMIN_TOKEN= opened the admin API although the file set one."""
+    path = write(tmp_path, TOKEN_FILE)
+    with pytest.raises(ConfigError, match="DAPI_API__ADMIN_TOKEN is set but empty"):
+        load_static_config(path, env={"DAPI_API__ADMIN_TOKEN": ""})
+    result = run_cli("--config", str(path), "status", env={"DAPI_API__ADMIN_TOKEN": ""})
+    assert result.returncode == 1 and "set but empty" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "state.db").exists()
+
+
+def test_an_empty_token_variable_without_a_file_token_means_no_token(tmp_path: Path) -> None:
+    cfg = load_static_config(write(tmp_path, "api:\n  port: 8080\n"), {"DAPI_API__ADMIN_TOKEN": ""})
+    assert cfg.config.api.admin_token is None
+
+
+@pytest.mark.parametrize("token", ["'   '", "' padded'", "'padded\t'"])
+def test_a_token_no_request_can_match_is_refused(tmp_path: Path, token: str) -> None:
+    """Seen on main: a whitespace-only token locked everyone out, silently."""
+    path = write(tmp_path, f"api:\n  admin_token: {token}\n")
+    with pytest.raises(ConfigError, match=r"api\.admin_token: .*whitespace"):
+        load_static_config(path, env={})
+    with pytest.raises(ConfigError, match="DAPI_API__ADMIN_TOKEN"):
+        load_static_config(write(tmp_path, "", "empty.yaml"), {"DAPI_API__ADMIN_TOKEN": "  "})

@@ -130,6 +130,20 @@ class ApiConfig(_Section):
     # in real files); the loader warns when it is not a URL.
     _urls = field_validator("public_url")(_check_url)
 
+    @field_validator("admin_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        token = None if value is None else value.get_secret_value()
+        if not token:
+            return None  # "" is no token, as before
+        if token != token.strip():
+            # HTTP strips a header value's surrounding spaces: such a token never matches.
+            raise ValueError(
+                "the admin token starts or ends with whitespace (or is only whitespace); "
+                "no request could ever match it"
+            )
+        return value
+
 
 class ChainNodeConfig(_Section):
     """The ``chain_node`` section. ``keyring_password`` comes only from the environment."""

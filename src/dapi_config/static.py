@@ -138,6 +138,15 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
     legacy_password = chain.pop(LEGACY_PASSWORD_KEY, None)
 
     overrides = _env_overrides(env)
+    token_override = overrides.get(("api", "admin_token"))
+    if token_override is not None and token_override[0] == "":
+        if merged.get("api", {}).get("admin_token"):
+            raise ConfigError(
+                f"{token_override[1]} is set but empty: it would open the admin API although "
+                f"{source} sets api.admin_token. Unset {token_override[1]} to use the file's "
+                "token, or give it the token to use"
+            )
+        del overrides[("api", "admin_token")]  # empty, and nothing to override: no token
     for (section, key), (value, var) in overrides.items():
         merged.setdefault(section, {})[key] = value
         log.debug("%s overrides %s.%s", var, section, key)
