@@ -544,21 +544,32 @@ def _yaml_block(key: str, value: Any) -> str:
 
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 _ints = st.integers(min_value=0, max_value=2**63 - 1)
+#: A node's text fields hold no control characters (the models refuse them; SPEC §9).
+_node_chars = st.characters(
+    codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="\u2028\u2029"
+)
+_node_text = st.text(alphabet=_node_chars, max_size=12)
 _node = st.fixed_dictionaries(
     {
-        "host": st.from_regex(r"[a-z][a-z0-9.-]{0,20}", fullmatch=True),
+        "host": st.from_regex(
+            r"[a-z][a-z0-9]{0,8}(\.[a-z][a-z0-9-]{0,8}[a-z0-9]){0,2}", fullmatch=True
+        ),
         "inference_port": st.integers(1, 65535),
         "poc_port": st.integers(1, 65535),
-        "inference_segment": _text,
-        "version": _text,
+        "inference_segment": _node_text,
+        "version": _node_text,
         "max_concurrent": st.integers(0, 1000),
         "is_enabled": st.booleans(),
         "models": st.dictionaries(
-            st.text(min_size=1, max_size=10), st.fixed_dictionaries({"Args": st.lists(_text)})
+            st.text(alphabet=_node_chars, min_size=1, max_size=10),
+            st.fixed_dictionaries({"Args": st.lists(_node_text)}),
         ),
         "hardware": st.lists(
             st.fixed_dictionaries(
-                {"type": st.text(min_size=1, max_size=8), "count": st.integers(0, 64)}
+                {
+                    "type": st.text(alphabet=_node_chars, min_size=1, max_size=8),
+                    "count": st.integers(0, 64),
+                }
             ),
             max_size=2,
         ),

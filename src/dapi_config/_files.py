@@ -8,9 +8,11 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from dapi_config.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -163,3 +165,47 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def sqlite_family(path: str | os.PathLike[str]) -> list[Path]:
+    """A SQLite file and the companions SQLite keeps beside it."""
+    return [Path(f"{os.fspath(path)}{suffix}") for suffix in ("", *SQLITE_COMPANIONS)]
+
+
+def choose_output(
+    out: str | os.PathLike[str],
+    *,
+    protected: Iterable[Path],
+    force: bool,
+    default_name: str | None = None,
+) -> Path:
+    """Where a command's ``--out`` may write: never one of the ``protected`` files (the state,
+    its companions, its key, the config, backups); an existing file only with ``force``. A
+    path ending in ``/`` (or naming a directory) is a directory, created when missing: the
+    file is ``default_name`` in it, or, without one, the directory is returned and the caller
+    names the file. Raises :class:`ConfigError`; nothing is written."""
+    text = os.fspath(out)
+    target = Path(text)
+    if text.endswith(os.sep) or target.is_dir():
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"{text}: not a directory (it is a file); nothing was written")
+        try:
+            directory = make_durable_dir(target)
+        except OSError as exc:
+            raise ConfigError(f"{text}: cannot create the directory: {exc.strerror}") from None
+        if default_name is None:
+            return directory
+        target = directory / default_name
+        text = str(target)
+    resolved = target.resolve()
+    for own in protected:
+        if own.resolve() == resolved:
+            raise ConfigError(
+                f"{text}: refusing to write over {own}, one of dapi-config's own files "
+                "(state, key, config or backup); pick another path. Nothing was written"
+            )
+    if target.exists() and not force:
+        raise ConfigError(
+            f"{text}: the file exists; pass --force to replace it. Nothing was written"
+        )
+    return target

@@ -16,7 +16,7 @@ from dapi_config.errors import (
     PreconditionFailedError,
     ValidationError,
 )
-from dapi_config.models import REDACTED, InferenceNodeConfig, is_valid_node_id
+from dapi_config.models import PRINTABLE_PATTERN, REDACTED, InferenceNodeConfig, is_valid_node_id
 from dapi_config.security import SECRET_FIELDS
 
 INT64_MAX = 2**63 - 1
@@ -31,6 +31,8 @@ def error_items(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[st
         loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         message = str(err["msg"]).removeprefix("Value error, ")
+        if (err.get("ctx") or {}).get("pattern") == PRINTABLE_PATTERN:
+            message = "control characters (CR, LF, NUL, tabs, ...) are not allowed"
         item: dict[str, Any] = {"field": field, "message": message}
         if err["type"] not in ("missing", "value_error"):
             # A secret's bad value must not be echoed into messages, logs or HTTP bodies.

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from dapi_config import documents, legacy, node_import
+from dapi_config._files import choose_output
 from dapi_config._validation import (
     INT64_MAX,
     check_etag,
@@ -75,6 +76,9 @@ __all__ = ["INT64_MAX", "MAX_NODE_PAGE", "ConfigManager", "node_etag", "validate
 MAX_NODE_PAGE = 10_000
 
 log = logging.getLogger(__name__)
+
+#: The rollback file's name when ``rollback --out`` names a directory.
+ROLLBACK_FILENAME = "config-legacy.yaml"
 
 
 class ConfigManager:
@@ -663,12 +667,34 @@ class ConfigManager:
             before_risky_operation=self.before_risky_operation,
         )
 
-    def write_rollback(self, out: str | os.PathLike[str]) -> Path:
-        """Write the legacy single-file YAML (static + dynamic) that the predecessor loads.
+    def own_files(self) -> list[Path]:
+        """Every file this state depends on: the state and its companions, the key file, the
+        config file, the backups. No output of the product is ever written over one."""
+        return [*self._store.own_files(), self._keys.key_file, self.config_path]
 
-        Raises :class:`ConfigError` when the file cannot be written.
+    def output_path(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        force: bool = False,
+        default_name: str | None = None,
+    ) -> Path:
+        """Where a command's ``--out`` writes: never over :meth:`own_files`; an existing file
+        only with ``force``; ``dir/`` is a directory (created), holding ``default_name`` when
+        given. Raises :class:`ConfigError`."""
+        return choose_output(
+            out, protected=self.own_files(), force=force, default_name=default_name
+        )
+
+    def write_rollback(self, out: str | os.PathLike[str], *, force: bool = True) -> Path:
+        """Write the legacy single-file YAML (static + dynamic) that the predecessor loads
+        (``out`` a file, or a directory for ``config-legacy.yaml`` in it).
+
+        Raises :class:`ConfigError` when the file cannot be written, is one of
+        :meth:`own_files`, or exists and ``force`` is False.
         """
-        return legacy.write_rollback(self, Path(out))
+        target = self.output_path(out, force=force, default_name=ROLLBACK_FILENAME)
+        return legacy.write_rollback(self, target)
 
     # --- backups and recovery (SPEC §10) ------------------------------------------------
 
@@ -683,7 +709,10 @@ class ConfigManager:
     ) -> BackupInfo:
         """Take a verified online backup (to ``out``, a file or directory, else the backup
         directory). Safe while others write. Raises :class:`BackupError`,
-        :class:`NotSupportedError` in ``API_STATE_MODE=yaml`` (no database to back up)."""
+        :class:`ConfigError` (``out`` is one of :meth:`own_files`), :class:`NotSupportedError`
+        in ``API_STATE_MODE=yaml`` (no database to back up)."""
+        if out is not None:
+            out = self.output_path(out, force=True)
         return self._store.backup(out, reason=reason)
 
     def backup_before(self, reason: str) -> BackupInfo | None:

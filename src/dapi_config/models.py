@@ -60,11 +60,13 @@ MAX_URL_LENGTH = 2048
 MAX_TOKEN_LENGTH = 4096
 
 #: No control characters (CR, LF, NUL, tabs...): a value may end up in a URL, a header or a log.
-_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
-Text = Annotated[str, Field(max_length=MAX_NAME_LENGTH, pattern=_PRINTABLE)]
-ModelName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=_PRINTABLE)]
-Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH, pattern=_PRINTABLE)]
-UrlText = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=_PRINTABLE)]
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+Text = Annotated[str, Field(max_length=MAX_NAME_LENGTH, pattern=PRINTABLE_PATTERN)]
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=PRINTABLE_PATTERN)
+]
+Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH, pattern=PRINTABLE_PATTERN)]
+UrlText = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=PRINTABLE_PATTERN)]
 
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
@@ -308,7 +310,7 @@ class ModelConfig(_State):
 class Hardware(_State):
     """A hardware item of an inference node, e.g. ``{type: H100, count: 8}``."""
 
-    type: Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE)]
+    type: Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE_PATTERN)]
     count: Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 

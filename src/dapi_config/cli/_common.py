@@ -120,6 +120,13 @@ def cli_context() -> CliContext:
     return _CURRENT.get()
 
 
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace an existing --out file (never one of dapi-config's own files).",
+    ),
+]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(

@@ -17,6 +17,7 @@ from rich.table import Table
 from dapi_config.cli._common import (
     EXIT_FAILURE,
     JsonOpt,
+    OverwriteOpt,
     app,
     cli_context,
     fail,
@@ -49,20 +50,24 @@ def _age(seconds: float) -> str:
 @app.command()
 def backup(
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--out", "-o", help="Backup file or directory [default: <state dir>/backups]."
+            "--out",
+            "-o",
+            help="Backup file, or directory (ending in /) [default: <state dir>/backups].",
         ),
     ] = None,
+    force: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Take a verified online backup of the state file (safe while the service runs).
+    """Take a verified online backup of the state (safe while the service runs).
 
     Prints the backup's path. Example: dapi-config backup --out /srv/backups/
     """
     with open_manager() as cm:
         try:
-            info = cm.backup(out)
+            target = None if out is None else cm.output_path(out, force=force)
+            info = cm.backup(target)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     if as_json:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import app, fail, open_manager
-from dapi_config.export import export_once
+from dapi_config.cli._common import OverwriteOpt, app, fail, open_manager
+from dapi_config.errors import DapiConfigError
+from dapi_config.export import EXPORT_FILENAME, export_once
 
 
 @app.command("export")
 def export_command(
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--out",
             "-o",
@@ -26,6 +26,7 @@ def export_command(
         bool,
         typer.Option("--include-secrets", help="Write secrets instead of <redacted>."),
     ] = False,
+    force: OverwriteOpt = False,
 ) -> None:
     """Write the merged static + dynamic config in the legacy single-file layout (0600, atomic).
 
@@ -39,7 +40,14 @@ def export_command(
             typer.echo(text, nl=False)
             return
         try:
-            written = export_once(cm, out, include_secrets=include_secrets)
+            target = (
+                None
+                if out is None
+                else cm.output_path(out, force=force, default_name=EXPORT_FILENAME)
+            )
+            written = export_once(cm, target, include_secrets=include_secrets)
+        except DapiConfigError as exc:
+            raise fail(str(exc)) from None
         except OSError as exc:
             raise fail(f"{exc.filename or out}: cannot write the export: {exc.strerror}") from None
     typer.echo(str(written))

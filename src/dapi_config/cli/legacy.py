@@ -10,6 +10,7 @@ import typer
 from dapi_config import legacy
 from dapi_config.cli._common import (
     JsonOpt,
+    OverwriteOpt,
     app,
     cli_context,
     fail,
@@ -119,9 +120,15 @@ def _print_gonka_db(report: legacy.GonkaDbReport) -> None:
 @app.command()
 def rollback(
     out: Annotated[
-        Path,
-        typer.Option("--out", "-o", help="Where to write the legacy single-file YAML."),
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to write the legacy single-file YAML (a directory: config-legacy.yaml "
+            "in it).",
+        ),
     ],
+    force: OverwriteOpt = False,
 ) -> None:
     """Write a legacy single-file YAML (static + dynamic) that the predecessor can load.
 
@@ -132,7 +139,7 @@ def rollback(
     """
     with open_manager() as cm:
         try:
-            path = cm.write_rollback(out)
+            path = cm.write_rollback(out, force=force)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     stdout.print(str(path), markup=False)

@@ -669,6 +669,10 @@ class YamlStateStore:
         log.warning("%s backed up to %s before %s", self.file, target, reason)
         return None
 
+    def own_files(self) -> list[Path]:
+        """The legacy file and the copies taken before risky changes."""
+        return [self.file, *self.file.parent.glob(f"{glob.escape(self.file.name)}.pre-*")]
+
     def scheduled_backup(self, *, keep: int) -> BackupInfo:
         raise self._unsupported("backups")
 

@@ -638,6 +638,12 @@ class PgStateStore(StateQueries):
         _backup.prune_backups(self.backup_dir, self._backup_name(), keep, reasons=[tag])
         return info
 
+    def own_files(self) -> list[Path]:
+        """This replica's backups (the state itself is on the server)."""
+        if self._backup_dir is None:
+            return []
+        return [b.path for b in self.list_backups(verify=False)]
+
     def scheduled_backup(self, *, keep: int) -> BackupInfo:
         """A ``scheduled`` backup, then the oldest beyond ``keep`` of them pruned."""
         info = self.backup(None, reason=_backup.SCHEDULED)

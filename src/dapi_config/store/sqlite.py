@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from dapi_config._files import atomic_write
+from dapi_config._files import atomic_write, sqlite_family
 from dapi_config.errors import StateUnavailableError
 from dapi_config.settings import AuditRetention
 from dapi_config.store import backup as _backup
@@ -353,6 +353,11 @@ class StateStore(StateQueries):
         return _backup.backup_before(
             self.db.path, reason, backup_dir=self.backup_dir, cipher=self.cipher, keep=keep
         )
+
+    def own_files(self) -> list[Path]:
+        """The state file, its companions, its encryption marker and every backup."""
+        backups = [b.path for b in self.list_backups(verify=False)]
+        return [*sqlite_family(self.db.path), _cipher.marker_path(self.db.path), *backups]
 
     def scheduled_backup(self, *, keep: int) -> BackupInfo:
         """A ``scheduled`` backup, then the oldest beyond ``keep`` of them pruned."""
