@@ -114,6 +114,7 @@ NOT_WRITES = {
     "write_rollback", "before_risky_operation", "import_nodes_file", "migrate_legacy",
     "import_gonka_db",
     "export_tables", "seal_secrets", "sealed_keyring_password",
+    "own_files", "output_path", "master_key_problem",
 }  # fmt: skip
 
 

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 Check = Callable[["ConfigManager"], "str | None"]
 
+#: Less free space than this under the state is "not ready": SQLite needs room for the WAL,
+#: checkpoints and backups, and a full disk fails the next write.
+MIN_FREE_BYTES = 16 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ReadinessReport:
@@ -35,16 +39,22 @@ class Readiness:
         self.manager = manager
         if not manager.backend.file_backed:
             # A database server (PostgreSQL): no file or directory here to watch.
-            self.checks: list[Check] = [_state_readable]
+            self.checks: list[Check] = [_state_readable, _master_key_present]
             return
         # The file the service opened. If it is later deleted or replaced, the open connections
         # keep writing to the old inode, which nobody will ever read again: not ready.
         st = os.stat(manager.state_path)
         self._identity = (st.st_dev, st.st_ino)
-        self.checks = [self._file_in_place, _directory_writable, _state_readable]
+        self.checks = [
+            self._file_in_place,
+            _directory_writable,
+            _disk_has_room,
+            _state_readable,
+            _master_key_present,
+        ]
         if manager.state_mode == "yaml":
             # The state is the legacy YAML file, replaced (new inode) by every atomic write.
-            self.checks = [_directory_writable, _state_readable]
+            self.checks = [_directory_writable, _disk_has_room, _state_readable]
 
     def add_check(self, check: Check) -> None:
         """Add a check: ``check(manager)`` returns a problem string, or None when fine."""
@@ -85,6 +95,22 @@ def _directory_writable(manager: ConfigManager) -> str | None:
     return None
 
 
+def _disk_has_room(manager: ConfigManager) -> str | None:
+    directory = manager.state_path.parent
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    if free < MIN_FREE_BYTES:
+        return (
+            f"{directory}: only {free // 1024} KiB free on the disk holding the state; the next "
+            "writes, backups and restarts may fail. Free some space"
+        )
+    return None
+
+
 def _state_readable(manager: ConfigManager) -> str | None:
     manager.backend.probe()  # raises StateUnavailableError when the state is unusable
     return None
+
+
+def _master_key_present(manager: ConfigManager) -> str | None:
+    return manager.master_key_problem()

@@ -750,6 +750,11 @@ class ConfigManager:
         """
         return self._secrets.check_master_key()
 
+    def master_key_problem(self) -> str | None:
+        """What the next start would meet with the master key (its key file deleted), or
+        None. Cheap: readiness asks it at every probe."""
+        return self._secrets.key_problem()
+
     def create_security_key(self, node_id: str) -> IssuedSecurityKey:
         """Create the first security key of a node (version 1) and return it in full, the
         only time besides rotation that the key is shown.

@@ -129,6 +129,11 @@ class Secrets:
             self.box()
         return self._keys.description
 
+    def key_problem(self) -> str | None:
+        """Why the next start could not open the stored secrets (a deleted key file), or None."""
+        params = self._key_params()
+        return None if params is None else self._keys.missing_key_file(params)
+
     def sealer(self) -> Sealer:
         """What the backend seals node auth tokens with: this file's master key (the first
         seal records the key's parameters, so it must run inside the write transaction)."""

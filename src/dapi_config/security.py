@@ -270,6 +270,16 @@ class MasterKeySource:
             self._cache = (params, box)
             return box, None
 
+    def missing_key_file(self, params: KeyParams) -> str | None:
+        """What is wrong when secrets sealed under the key file (``params``) can no longer be
+        opened at the next start because the key file is gone; None when it is there."""
+        if params.kdf != "hkdf-sha256" or self.key_file.exists():
+            return None
+        return (
+            f"the master key file {self.key_file} is missing: the next start cannot decrypt the "
+            "secrets in the state file; restore it from your backup of the key file"
+        )
+
     def _mismatch_message(self, params: KeyParams) -> str:
         stored = STATE_KEY_ENV if params.source == "env" else f"the key file {self.key_file}"
         return (

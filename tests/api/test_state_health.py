@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dapi_config import ConfigManager, SeedInfo
+from dapi_config import ConfigManager, InferenceNodeConfig, SeedInfo
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.security import REDACTED
 from dapi_config.store import connection
@@ -199,3 +199,54 @@ def test_readyz_503_when_state_file_replaced(
         assert r.status_code == 503
         assert "replaced" in r.json()["problems"][0]
         server.stop()
+
+
+# --- /readyz says what the next write or restart would meet (hardening) -----------------------
+
+
+def test_readyz_503_when_the_file_is_damaged_in_place(running_server: RunningServer) -> None:
+    """Seen on main: every write and GET /admin/v1/state answered 503 "damaged" while
+    /readyz said ready."""
+    client = running_server.client
+    cm = running_server.manager
+    for i in range(50):
+        cm.add_node(InferenceNodeConfig.model_validate({**node(f"n{i}"), "version": "v" * 200}))
+    with connection.sqlite3.connect(cm.state_path) as raw:
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw.close()
+    size = cm.state_path.stat().st_size
+    with open(cm.state_path, "r+b") as handle:  # in place: same inode, pages past the first
+        handle.seek(4096)
+        handle.write(os.urandom(size - 4096))
+    assert client.get("/admin/v1/nodes").status_code == 503
+    ready = client.get("/readyz")
+    assert ready.status_code == 503, ready.text
+    assert "damaged" in ready.text
+    # What was found stays reported (no quick_check at every probe): the fix is a restart.
+    again = client.get("/readyz")
+    assert again.status_code == 503 and "a restart recovers it" in again.text
+
+
+def test_readyz_503_when_the_header_is_overwritten(running_server: RunningServer) -> None:
+    cm = running_server.manager
+    cm.set_height(5)
+    with open(cm.state_path, "r+b") as handle:
+        handle.write(b"garbage, not SQLite at all")
+    ready = running_server.client.get("/readyz")
+    assert ready.status_code == 503 and "header" in ready.text
+
+
+def test_readyz_503_when_the_key_file_is_deleted(running_server: RunningServer) -> None:
+    client = running_server.client
+    assert client.post(NODES, json=node("n1")).status_code == 200
+    assert client.post(f"{NODES}/n1/security-key").status_code == 201
+    key_file = Path(f"{running_server.manager.state_path}.key")
+    assert client.get("/readyz").status_code == 200
+    aside = key_file.with_name("key.aside")
+    key_file.rename(aside)
+    try:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and str(key_file) in ready.text
+    finally:
+        aside.rename(key_file)
+    assert client.get("/readyz").status_code == 200

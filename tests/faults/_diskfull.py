@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from dapi_config import ConfigManager, InferenceNodeConfig
 from dapi_config.errors import StateUnavailableError
+from dapi_config.health import Readiness
 
 T = TypeVar("T")
 CONFIG = "api:\n  port: 8080\nnats:\n  host: 127.0.0.1\n  port: 4222\n"
@@ -129,6 +130,11 @@ def run(mode: str, directory: Path) -> dict[str, Any]:
         raise SystemExit(f"unknown mode {mode}")
     out["acknowledged"] = len(acked)
     out["error"] = error
+    if mode == "enospc":
+        # /readyz tells the truth: the next write would fail.
+        report = Readiness(cm).report()
+        out["ready_when_full"] = report.ready
+        out["readiness_problems"] = report.problems
 
     # --- reads keep working from the last committed state --------------------------------
     ids = worker.call(lambda: [n.id for n in cm.get_nodes()])
@@ -150,6 +156,7 @@ def run(mode: str, directory: Path) -> dict[str, Any]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
     elif mode == "enospc":
         filler.unlink()
+        out["ready_with_room"] = Readiness(cm).report().ready
     else:
         os.chmod(state, 0o600)
     resumed, resume_error = worker.call(lambda: write_until_failure(cm, "b", limit=3))

@@ -58,7 +58,7 @@ def _unshare_tmpfs(mode: str, tmp_path: Path) -> subprocess.CompletedProcess[str
     mount_point = tmp_path / "mnt"
     mount_point.mkdir()
     script = (
-        f"mount -t tmpfs -o size=4m,mode=0700 tmpfs {mount_point} && "
+        f"mount -t tmpfs -o size=24m,mode=0700 tmpfs {mount_point} && "
         f"exec {sys.executable} -m tests.faults._diskfull {mode} {mount_point}"
     )
     return subprocess.run(
@@ -87,7 +87,8 @@ def _unshare_works(tmp_path: Path) -> bool:
 
 
 def test_real_enospc_on_a_small_tmpfs(tmp_path: Path) -> None:
-    """A real full disk: a 4 MiB tmpfs in a private mount namespace (no root needed)."""
+    """A real full disk: a 24 MiB tmpfs in a private mount namespace (no root needed); readiness
+    says so while it is full (more than the 16 MiB readiness wants free when it is not)."""
     if not _unshare_works(tmp_path):
         pytest.skip("unshare -rm with a tmpfs mount is not permitted on this machine")
     res = _unshare_tmpfs("enospc", tmp_path)
@@ -95,6 +96,9 @@ def test_real_enospc_on_a_small_tmpfs(tmp_path: Path) -> None:
     result = json.loads(res.stdout.splitlines()[-1])
     check(result, "disk holding the state file is full")
     assert "nothing was written" in result["error"]
+    assert result["ready_when_full"] is False
+    assert any("free on the disk" in p for p in result["readiness_problems"])
+    assert result["ready_with_room"] is True
 
 
 def test_read_only_file_then_writable_again_without_restart(tmp_path: Path) -> None:

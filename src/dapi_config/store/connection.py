@@ -138,17 +138,24 @@ def sqlite_error_message(exc: BaseException) -> str:
         return "the state file is locked by another writer for too long; retry later"
     if code.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
         return "cannot open the state file; check the path and permissions"
-    if (
-        code in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-        or "malformed" in text
-        or "not a database" in text
-    ):
+    if is_damage(exc):
         return f"the state file is damaged ({text}); run `dapi-config check`"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "the disk holding the state file is full; free space and retry"
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{READ_ONLY_MESSAGE} ({exc.strerror})"
     return text
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for an error that says the file's content is damaged (not a full disk, a lock)."""
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    return (
+        code in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+        or "malformed" in text
+        or ("not a database" in text)
+    )
 
 
 def is_not_a_database(exc: BaseException) -> bool:
@@ -231,6 +238,8 @@ class Database:
         self._writer: int | None = None  # thread holding the writer lock
         self._retired: list[sqlite3.Connection] = []
         self._identity: tuple[int, int] | None = None
+        #: What the last read or write found damaged in the file (None: nothing found).
+        self.damage: str | None = None
         self._held_for_fork = False
         self._forked_mid_write = False
         #: Set in a child forked while a write transaction was open: writes would hang.
@@ -330,7 +339,7 @@ class Database:
         except FileNotFoundError:
             identity = None
         except OSError as exc:
-            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+            raise self._unavailable(exc) from None
         else:
             identity = (st.st_dev, st.st_ino)
         if self._identity is None and identity is not None:
@@ -365,7 +374,20 @@ class Database:
         return conn
 
     def _message(self, exc: BaseException) -> str:
+        if is_damage(exc) and self.cipher is None:
+            self.damage = sqlite_error_message(exc)
         return open_error_message(self.path, exc, self.cipher)
+
+    def _noted(self, exc: BaseException) -> str:
+        """The message for ``exc``; damage found by a read or write is remembered, so that
+        readiness reports it (a quick check at every probe would cost too much)."""
+        message = sqlite_error_message(exc)
+        if is_damage(exc):
+            self.damage = message
+        return message
+
+    def _unavailable(self, exc: BaseException) -> StateUnavailableError:
+        return StateUnavailableError(f"{self.path}: {self._noted(exc)}")
 
     def _configure(self, conn: sqlite3.Connection) -> None:
         """The one place that sets pragmas. Runs outside any transaction."""
@@ -439,7 +461,7 @@ class Database:
         except INTEGRITY_ERRORS:
             raise
         except SQLITE_ERRORS as exc:
-            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+            raise self._unavailable(exc) from None
 
     def query_all(self, sql: str, params: Any = ()) -> list[Any]:
         """Run a query and fetch every row at once (never keep a cursor open: it pins the WAL)."""
@@ -447,7 +469,7 @@ class Database:
         try:
             return conn.execute(sql, params).fetchall()
         except SQLITE_ERRORS as exc:
-            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+            raise self._unavailable(exc) from None
 
     def query_one(self, sql: str, params: Any = ()) -> Any:
         """Run a query and return its first row (or None), closing the cursor."""
@@ -459,7 +481,7 @@ class Database:
             finally:
                 cur.close()
         except SQLITE_ERRORS as exc:
-            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+            raise self._unavailable(exc) from None
 
     # --- transactions --------------------------------------------------------------------
 
@@ -520,7 +542,7 @@ class Database:
                 state.on_commit.clear()
                 self._rollback(state.conn)
                 raise StateUnavailableError(
-                    f"{self.path}: commit failed, nothing was written: {sqlite_error_message(exc)}"
+                    f"{self.path}: commit failed, nothing was written: {self._noted(exc)}"
                 ) from None
             committed = True
             _failpoints.hit("commit.before_ack")
@@ -574,7 +596,7 @@ class Database:
         try:
             state.conn.execute("BEGIN")
         except SQLITE_ERRORS as exc:
-            raise StateUnavailableError(f"{self.path}: {sqlite_error_message(exc)}") from None
+            raise self._unavailable(exc) from None
         try:
             yield
         finally:
@@ -611,7 +633,7 @@ class Database:
                     time.sleep(0.01)
                     continue
                 raise StateUnavailableError(
-                    f"{self.path}: cannot start a write: {sqlite_error_message(exc)}"
+                    f"{self.path}: cannot start a write: {self._noted(exc)}"
                 ) from None
 
     def _rollback(self, conn: sqlite3.Connection) -> None:

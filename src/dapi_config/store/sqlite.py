@@ -31,7 +31,7 @@ from dapi_config.store import cipher as _cipher
 from dapi_config.store import migrations
 from dapi_config.store import recovery as _recovery
 from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
-from dapi_config.store.backup import BackupInfo, backup_dir_for, create_backup
+from dapi_config.store.backup import BackupInfo, backup_dir_for, create_backup, read_header
 from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     SQLITE_ERRORS,
@@ -321,6 +321,24 @@ class StateStore(StateQueries):
     def schema_version(self) -> int:
         """The applied schema version."""
         return migrations.schema_version(self.db)
+
+    def probe(self) -> None:
+        """Read the state once, after what earlier reads found: a file a read or write found
+        damaged stays unusable (the next start recovers it from a backup), and a header that
+        is not SQLite's any more is damage too. Raises :class:`StateUnavailableError`."""
+        if self.db.damage is not None:
+            raise StateUnavailableError(
+                f"{self.path}: {self.db.damage}; a restart recovers it from the newest good backup"
+            )
+        if self.cipher is None:
+            try:
+                header = read_header(self.db.path)
+            except OSError:
+                header = _backup.SQLITE_MAGIC  # missing or unreadable: the checks below say
+            if not header.startswith(_backup.SQLITE_MAGIC):
+                self.db.damage = "the state file is damaged (its header is not SQLite's)"
+                raise StateUnavailableError(f"{self.path}: {self.db.damage}")
+        super().probe()
 
     def quick_check(self) -> list[str]:
         """``PRAGMA quick_check`` problems (empty when the file is sound)."""
