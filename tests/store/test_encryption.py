@@ -351,7 +351,7 @@ def test_conversion_refuses_while_another_process_has_the_file_open(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        with pytest.raises(StateUnavailableError, match="open in another process"):
+        with pytest.raises(StateUnavailableError, match="another process has it open"):
             encryption.encrypt_state(state, KEY)
         assert file_bytes(state).startswith(MAGIC)
         assert not cipher.marker_path(state).exists()

@@ -27,9 +27,10 @@ def test_removed_file_refuses_writes_then_resumes_when_back(manager: ConfigManag
         manager.set_height(2)
     with pytest.raises(StateUnavailableError, match="nothing was written"):
         manager.add_node(node("b"))
-    assert manager.get_height() == 1  # reads: the last committed state
-    assert [n.id for n in manager.get_nodes()] == ["a"]
+    with pytest.raises(StateUnavailableError, match="removed"):
+        manager.get_nodes()  # every other read refuses the old file, on every thread
     os.replace(aside, state)
+    assert [n.id for n in manager.get_nodes()] == ["a"]
     manager.set_height(3)  # same file back: no restart needed
     assert manager.get_height() == 3
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dapi_config import ConfigManager, InferenceNodeConfig
-from dapi_config.errors import StateCorruptError
+from dapi_config.errors import StateCorruptError, StateUnavailableError
 from dapi_config.store import recovery
 from dapi_config.store.backup import backup_dir_for
 
@@ -203,3 +203,41 @@ def test_restore_over_damaged_live_file_swaps_it_out(config_file: Path) -> None:
         config_file,
     ) as cm:
         assert cm.get_height() == 1000
+
+
+# --- recovery never replaces a file another process has open (hardening) --------------------
+
+
+def test_recovery_refuses_while_another_process_has_the_file_open(config_file: Path) -> None:
+    """Seen on main: with the server up and its state file replaced by a damaged one, a CLI
+    command run at that moment restored a backup under the running server."""
+    from tests.conftest import run_cli
+
+    holder = ConfigManager.open(config_file)  # this test process: "the running server"
+    try:
+        holder.add_node(InferenceNodeConfig(id="n1", host="h", inference_port=1, poc_port=2))
+        holder.backup()
+        state = holder.state_path
+        garbage = state.with_name("garbage.db")
+        garbage.write_bytes(b"not a database " * 1000)
+        os.replace(garbage, state)  # a new inode: the holder keeps the old one open
+        damaged = state.read_bytes()
+        node = '{"id": "n2", "host": "h", "inference_port": 1, "poc_port": 2}'
+        for command in (
+            ("nodes", "add", "-"),
+            ("recover",),
+            ("restore", str(holder.list_backups()[0].path)),
+        ):
+            result = run_cli("--config", str(config_file), *command, input=node)
+            assert result.returncode == 1, (command, result.stdout)
+            assert "another process has it open" in result.stderr, result.stderr
+        assert state.read_bytes() == damaged  # nothing replaced, nothing quarantined
+        assert not (state.parent / recovery.QUARANTINE_DIR_NAME).exists()
+        with pytest.raises(StateUnavailableError, match="another process has it open"):
+            ConfigManager.open(config_file)  # in-process too
+    finally:
+        holder.close()
+    result = run_cli("--config", str(config_file), "recover")  # once it is closed: recovered
+    assert result.returncode == 0, result.stderr
+    with ConfigManager.open(config_file) as cm:
+        assert [n.id for n in cm.get_nodes()] == ["n1"]

@@ -349,8 +349,9 @@ class Database:
             what = "removed" if identity is None else "replaced by another file"
             raise StateUnavailableError(
                 f"{self.path}: the state file was {what} while this process had it open; "
-                "nothing was written (it would be lost). Restart the process to use the file "
-                "now at that path"
+                "nothing was written or read (writes to the old file would be lost, its reads "
+                "stale). Put the file back, or restart the process to use the file now at that "
+                "path"
             )
 
     def open_readonly(self) -> sqlite3.Connection:
@@ -425,8 +426,14 @@ class Database:
         return state
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection (opened on first use, per process)."""
-        return self._thread_state().conn
+        """This thread's connection (opened on first use, per process). Outside a
+        transaction, a read first checks that the path still names the file opened (one
+        ``stat``): a removed or replaced file answers every read the same way, an error,
+        instead of old data on threads that happen to hold a connection."""
+        state = self._thread_state()
+        if not state.depth and not state.conn.in_transaction:
+            self.check_same_file()
+        return state.conn
 
     @property
     def in_transaction(self) -> bool:
@@ -593,6 +600,7 @@ class Database:
         if state.depth or state.conn.in_transaction:
             yield
             return
+        self.check_same_file()
         try:
             state.conn.execute("BEGIN")
         except SQLITE_ERRORS as exc:

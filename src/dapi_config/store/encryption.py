@@ -85,7 +85,7 @@ from dapi_config.store.connection import (
     sqlite_error_message,
 )
 from dapi_config.store.migrations import LATEST_VERSION
-from dapi_config.store.recovery import _recovery_lock, staged_path
+from dapi_config.store.recovery import exclusive_claim, staged_path
 from dapi_config.store.sqlite import KEY_PARAMS_SECRET
 
 log = logging.getLogger("dapi_config.encryption")
@@ -498,7 +498,7 @@ def _convert(  # noqa: PLR0917 - private, with one caller per operation
     _check_mode(state, source, op)
     marker = _cipher.marker_path(state)
     new = state.with_name(f".{state.name}.{op}.{os.getpid()}.tmp")
-    with _recovery_lock(state), _closing(_open_source(state, source)) as conn:
+    with exclusive_claim(state, op), _closing(_open_source(state, source)) as conn:
         try:
             app_id, version = _check_sound(conn, state)
         except SQLITE_ERRORS as exc:

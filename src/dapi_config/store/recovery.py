@@ -33,6 +33,7 @@ import fcntl
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,10 @@ from dapi_config.store.connection import (
     sqlite_error_message,
 )
 from dapi_config.store.migrations import LATEST_VERSION
+
+#: Seconds a recovery waits for the state to be free (another recovery finishing) before it
+#: concludes that another process has it open.
+CLAIM_WAIT_S = 3.0
 
 log = logging.getLogger("dapi_config.recovery")
 
@@ -226,12 +231,40 @@ def diagnose(
     return None
 
 
-@contextlib.contextmanager
-def _recovery_lock(state: Path) -> Iterator[None]:
-    """Serialise recovery between processes (flock on the state directory)."""
+def hold_open_claim(state: Path) -> int:
+    """Mark the state as open by this process until the returned descriptor is closed: a
+    shared ``flock`` on the state's directory (the directory, not the file: a file replaced
+    under a running process would take its claim with it). Waits while a recovery runs."""
     fd = os.open(state.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def exclusive_claim(state: Path, what: str) -> Iterator[None]:
+    """Have the state to ourselves for ``what`` (replacing or converting the file): the
+    exclusive ``flock`` that no open store (:func:`hold_open_claim`) in any process allows.
+    Waits up to :data:`CLAIM_WAIT_S` (another recovery finishing), then raises
+    :class:`StateUnavailableError`: a file in use is never replaced."""
+    fd = os.open(state.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StateUnavailableError(
+                        f"{state}: {what} needs the state file to itself, but another process "
+                        "has it open (the service, or another command). Stop it and run the "
+                        "command again; nothing was changed"
+                    ) from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -316,7 +349,7 @@ def recover_if_damaged(
         return None  # a new state file in a new directory: nothing to check
     if not staged_path(state).exists() and diagnose(state, backups, cipher=key) is None:
         return None
-    with _recovery_lock(state):
+    with exclusive_claim(state, "recovery of a damaged state file"):
         # Another process may have recovered while we waited for the lock.
         if staged_path(state).exists():
             finish_interrupted_swap(state)
@@ -400,18 +433,22 @@ def restore_backup(
     backups = Path(backup_dir or backup_dir_for(state))
     key = cipher
     info = restorable_backup(backup_path, cipher=key)
-    with _recovery_lock(state) if state.parent.is_dir() else contextlib.nullcontext():
-        if staged_path(state).exists():
-            finish_interrupted_swap(state)
-        problem = diagnose(state, backups, cipher=key)
-        live = problem is None and state.exists() and state.stat().st_size > 0
-        if live:
-            pre = create_backup(state, backup_dir=backups, reason="pre-restore", cipher=key)
-            _copy_into_live(info, state, key)
-            folder = None
-        else:
-            pre = None
-            make_durable_dir(state.parent, mode=0o777)
+    problem = None if staged_path(state).exists() else diagnose(state, backups, cipher=key)
+    live = problem is None and state.is_file() and state.stat().st_size > 0
+    if live and not staged_path(state).exists():
+        # Through SQLite, in one write transaction: safe while the service runs, whose
+        # readers see the restored state at their next read.
+        pre = create_backup(state, backup_dir=backups, reason="pre-restore", cipher=key)
+        _copy_into_live(info, state, key)
+        folder = None
+    else:
+        # A damaged or missing file is replaced by a file swap: never under a process that
+        # has it open.
+        pre = None
+        make_durable_dir(state.parent, mode=0o777)
+        with exclusive_claim(state, "restoring over a damaged state file"):
+            if staged_path(state).exists():
+                finish_interrupted_swap(state)
             folder = _swap_in(info, state, key)
     # A backup from an older schema is brought up to date like any file at open.
     db = Database(state, cipher=key)

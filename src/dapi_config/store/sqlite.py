@@ -49,7 +49,12 @@ from dapi_config.store.queries import (
     StateQueries,
     current_actor,
 )
-from dapi_config.store.recovery import CheckResult, RestoreResult, recover_if_damaged
+from dapi_config.store.recovery import (
+    CheckResult,
+    RestoreResult,
+    hold_open_claim,
+    recover_if_damaged,
+)
 
 log = logging.getLogger("dapi_config.state")
 
@@ -123,9 +128,13 @@ def _sync_marker(path: Path, key: StateCipher | None) -> None:
 
 
 class StateStore(StateQueries):
-    """The dynamic state in one SQLite file."""
+    """The dynamic state in one SQLite file.
+
+    An open store holds a claim on its file (:func:`.recovery.hold_open_claim`): while any
+    process has it open, no recovery or conversion replaces the file."""
 
     db: Database
+    _claim: int | None = None
 
     def __init__(
         self,
@@ -188,13 +197,16 @@ class StateStore(StateQueries):
             db.prepare_files()
         except OSError as exc:
             raise StateUnavailableError(f"{db.path}: {sqlite_error_message(exc)}") from None
+        claim = hold_open_claim(db.path)
         try:
             migrations.migrate(db, before_schema_change)
             store = cls(db, default_actor=default_actor, audit_retention=audit_retention)
+            store._claim = claim
             _sync_marker(db.path, key)
             return store
         except BaseException:
             db.close()
+            os.close(claim)
             raise
 
     @classmethod
@@ -214,6 +226,7 @@ class StateStore(StateQueries):
             )
         db = Database(path, cipher=key)
         migrations.preflight(db)
+        claim = hold_open_claim(path)
         try:
             steps = migrations.pending(db)
             if steps:
@@ -222,13 +235,17 @@ class StateStore(StateQueries):
                     f"dapi-config's ({steps[-1].version}); the service or a command that writes "
                     "upgrades it (after a backup). It was not changed"
                 )
-            return cls(db, default_actor=default_actor, audit_retention=audit_retention)
+            store = cls(db, default_actor=default_actor, audit_retention=audit_retention)
+            store._claim = claim
+            return store
         except BaseException:
             db.close()
+            os.close(claim)
             raise
 
     def close(self) -> None:
-        """Close every connection of this process."""
+        """Close every connection of this process, and give up its claim on the file (so
+        that a recovery may replace it)."""
         hot = self._hot
         with hot.lock:
             # No reader touches the map once the connections (and their locks) are gone.
@@ -237,6 +254,9 @@ class StateStore(StateQueries):
         self.db.close()
         if wal_index is not None:
             wal_index.release()
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            os.close(claim)
 
     # --- the hot cache ----------------------------------------------------------------------
 
