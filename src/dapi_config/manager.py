@@ -711,9 +711,11 @@ class ConfigManager:
         directory). Safe while others write. Raises :class:`BackupError`,
         :class:`ConfigError` (``out`` is one of :meth:`own_files`), :class:`NotSupportedError`
         in ``API_STATE_MODE=yaml`` (no database to back up)."""
-        if out is not None:
-            out = self.output_path(out, force=True)
-        return self._store.backup(out, reason=reason)
+        if out is None:
+            # Into the backup directory: kept like every backup there, the newest
+            # API_BACKUP_KEEP of each reason (a loop of POST /backups cannot fill the disk).
+            return self._store.kept_backup(reason, keep=self._settings.backup_keep)
+        return self._store.backup(self.output_path(out, force=True), reason=reason)
 
     def backup_before(self, reason: str) -> BackupInfo | None:
         """The automatic ``pre-<reason>`` backup before a risky operation, keeping

@@ -21,7 +21,7 @@ from typing import Any
 
 from dapi_config.errors import ListenError
 from dapi_config.manager import ConfigManager
-from dapi_config.store.backup import BackupInfo, BackupScheduler
+from dapi_config.store.backup import SCHEDULED, BackupInfo, BackupScheduler
 
 log = logging.getLogger("dapi_config.serve")
 
@@ -201,7 +201,7 @@ def _start_backups(
         return None
     keep = cm.settings.backup_keep
     scheduler = BackupScheduler(
-        lambda: cm.backend.scheduled_backup(keep=keep),
+        lambda: cm.backend.kept_backup(SCHEDULED, keep=keep),
         interval=cm.settings.backup_interval,
         on_backup=on_backup,
     )

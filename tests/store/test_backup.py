@@ -271,7 +271,7 @@ def test_scheduler_takes_and_prunes_backups(manager: ConfigManager) -> None:
     seen: list[bk.BackupInfo] = []
     settings = Settings.from_env({"API_BACKUP_INTERVAL": "0.05s", "API_BACKUP_KEEP": "2"})
     sched = bk.BackupScheduler(
-        lambda: manager.backend.scheduled_backup(keep=settings.backup_keep),
+        lambda: manager.backend.kept_backup("scheduled", keep=settings.backup_keep),
         interval=settings.backup_interval,
         on_backup=seen.append,
     )
@@ -325,3 +325,15 @@ def test_schema_change_takes_a_backup_of_the_old_schema_first(
     made = bk.list_backups(backup_dir)
     assert [b.reason for b in made] == [f"pre-schema-v{step.version}"]
     assert made[0].ok and made[0].schema_version == old_version and made[0].revision == 1
+
+
+def test_manual_backups_are_kept_to_api_backup_keep(
+    config_file: Path, state_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Seen on main: manual backups (POST /admin/v1/backups in a loop) were never pruned."""
+    with ConfigManager.open(config_file, env={**state_env, "API_BACKUP_KEEP": "2"}) as cm:
+        cm.set_height(1)
+        taken = [cm.backup() for _ in range(4)]
+        elsewhere = [cm.backup(tmp_path / f"mine-{i}.db") for i in range(3)]
+        assert [b.path for b in cm.list_backups()] == [b.path for b in reversed(taken[2:])]
+        assert all(b.path.exists() for b in elsewhere)  # --out backups are the operator's

@@ -673,7 +673,7 @@ class YamlStateStore:
         """The legacy file and the copies taken before risky changes."""
         return [self.file, *self.file.parent.glob(f"{glob.escape(self.file.name)}.pre-*")]
 
-    def scheduled_backup(self, *, keep: int) -> BackupInfo:
+    def kept_backup(self, reason: str, *, keep: int) -> BackupInfo:
         raise self._unsupported("backups")
 
     def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:

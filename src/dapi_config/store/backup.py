@@ -11,8 +11,9 @@ anything.
 
 Backups live in ``<state dir>/backups/`` as ``<state stem>-<UTC time>-<reason>.db`` (reason:
 ``manual``, ``scheduled``, ``pre-restore``, ``pre-schema-v2``, ``pre-set-nodes``,
-``pre-legacy-migration``...). Retention keeps the newest ``keep`` backups of each automatic
-reason; manual backups are never pruned.
+``pre-legacy-migration``...). Retention keeps the newest ``keep`` backups of each reason,
+manual ones included (the manager prunes them after each manual backup); a backup written
+elsewhere (``--out``) is never pruned.
 
 An encrypted state file (:mod:`.cipher`) gives encrypted backups with the same key (SQLCipher's
 backup API copies between files with the same key only). A backup can be read only in the mode
@@ -449,17 +450,19 @@ def prune_backups(
     *,
     reasons: Iterable[str] | None = None,
 ) -> list[Path]:
-    """Delete all but the newest ``keep`` backups of each automatic reason; returns the removed.
+    """Delete all but the newest ``keep`` backups of each reason; returns the removed.
 
-    ``reasons`` limits pruning to those reasons (default: every reason but ``manual``).
-    ``keep`` < 1 keeps everything.
+    ``reasons`` limits pruning to those reasons (default: every reason but ``manual``, which
+    is pruned only when named). ``keep`` < 1 keeps everything.
     """
     if keep < 1:
         return []
     wanted = None if reasons is None else set(reasons)
     by_reason: dict[str, list[BackupInfo]] = {}
     for info in list_backups(backup_dir, state_path, verify=False):
-        if info.reason == MANUAL or (wanted is not None and info.reason not in wanted):
+        if (wanted is None and info.reason == MANUAL) or (
+            wanted is not None and info.reason not in wanted
+        ):
             continue
         by_reason.setdefault(info.reason, []).append(info)
     removed: list[Path] = []

@@ -644,12 +644,11 @@ class PgStateStore(StateQueries):
             return []
         return [b.path for b in self.list_backups(verify=False)]
 
-    def scheduled_backup(self, *, keep: int) -> BackupInfo:
-        """A ``scheduled`` backup, then the oldest beyond ``keep`` of them pruned."""
-        info = self.backup(None, reason=_backup.SCHEDULED)
-        _backup.prune_backups(
-            self.backup_dir, self._backup_name(), keep, reasons=[_backup.SCHEDULED]
-        )
+    def kept_backup(self, reason: str, *, keep: int) -> BackupInfo:
+        """A backup in :attr:`backup_dir`, then the oldest beyond ``keep`` of that reason
+        pruned (``keep`` < 1 keeps all)."""
+        info = self.backup(None, reason=reason)
+        _backup.prune_backups(self.backup_dir, self._backup_name(), keep, reasons=[reason])
         return info
 
     def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:

@@ -397,10 +397,11 @@ class StateStore(StateQueries):
         backups = [b.path for b in self.list_backups(verify=False)]
         return [*sqlite_family(self.db.path), _cipher.marker_path(self.db.path), *backups]
 
-    def scheduled_backup(self, *, keep: int) -> BackupInfo:
-        """A ``scheduled`` backup, then the oldest beyond ``keep`` of them pruned."""
-        info = self.backup(None, reason=_backup.SCHEDULED)
-        _backup.prune_backups(self.backup_dir, self.db.path, keep, reasons=[_backup.SCHEDULED])
+    def kept_backup(self, reason: str, *, keep: int) -> BackupInfo:
+        """A backup in :attr:`backup_dir`, then the oldest beyond ``keep`` of that reason
+        pruned (``keep`` < 1 keeps all)."""
+        info = self.backup(None, reason=reason)
+        _backup.prune_backups(self.backup_dir, self.db.path, keep, reasons=[reason])
         return info
 
     def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:
