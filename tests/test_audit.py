@@ -368,3 +368,25 @@ def test_cli_audit_json_text_and_since(state_env: dict[str, str], config_file: P
     assert text.stdout.startswith("r3 ") and "cli create_security_key a" in text.stdout
     bad = run_cli("--config", str(config_file), "audit", "--limit", "0", env=state_env)
     assert bad.returncode == 2 and bad.stdout == ""
+
+
+def test_a_huge_value_is_audited_as_its_digest_and_size(manager: ConfigManager) -> None:
+    """Seen on main: each PUT of a 5 MB node added ~10 MB to the audit trail (old and new
+    value in full), and GET /admin/v1/audit?limit=10 answered 57 MB."""
+    from dapi_config.store.queries import AUDIT_VALUE_LIMIT
+
+    models = {f"model-{i}": {"args": ["--flag=" + "x" * 1000] * 5} for i in range(200)}
+    big = InferenceNodeConfig.model_validate({**node("big").model_dump(), "models": models})
+    manager.add_node(node("small"))
+    manager.add_node(big)
+    manager.put_node(big.model_copy(update={"max_concurrent": 7}))
+    entries = manager.get_audit(since=0)[-2:]
+    added, updated = entries
+    for value in (added.new_value, updated.old_value, updated.new_value):
+        assert value["omitted"] is True and value["size"] > AUDIT_VALUE_LIMIT
+        assert len(value["sha256"]) == 64
+    assert added.new_value == updated.old_value  # the same node: the same digest
+    assert updated.old_value != updated.new_value
+    assert len(json.dumps([e.__dict__ for e in entries])) < 2_000
+    small = manager.get_audit(since=0)[0]
+    assert "omitted" not in json.dumps(small.new_value)  # ordinary values stay in full

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import contextvars
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,9 @@ from dapi_config.store.backend import (
 )
 
 log = logging.getLogger("dapi_config.state")
+
+#: Characters of an audit value stored in full (beyond: its digest and size).
+AUDIT_VALUE_LIMIT = 16 * 1024
 
 HEIGHT = "current_height"
 NODE_VERSION = "current_node_version"
@@ -212,6 +216,17 @@ class NoMasterKeySealer:
         raise self._fail()
 
 
+def _audit_value(value: Any) -> str:
+    """An audit row's old or new value as JSON; one above :data:`AUDIT_VALUE_LIMIT` characters
+    is recorded as its digest and size, so a huge write cannot make the trail (or an audit
+    reply) huge."""
+    text = _json(value)
+    if len(text) <= AUDIT_VALUE_LIMIT:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return _json({"omitted": True, "size": len(text), "sha256": digest})
+
+
 class StateQueries:
     """The shared statements; a backend sets ``db``, ``default_actor``, ``audit_retention``
     and ``_sealer`` and adds its own opening, hot cache and backups."""
@@ -263,8 +278,8 @@ class StateQueries:
                 actor,
                 action,
                 target,
-                None if old is None else _json(old),
-                None if new is None else _json(new),
+                None if old is None else _audit_value(old),
+                None if new is None else _audit_value(new),
             ),
         )
         revision = int(row[0])
