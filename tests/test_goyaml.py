@@ -127,3 +127,18 @@ def test_unicode_line_separators_are_escaped() -> None:
     for ch in ("\u2028", "\u2029", "\x85"):
         rendered = format_string(f"a{ch}b")
         assert ch not in rendered and rendered.startswith('"')
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=30) | _TRICKY, max_size=4))
+def test_the_round_trip_writer_is_safe_for_any_reader_too(data: dict[str, str]) -> None:
+    """The other writer (ruamel, for a rewritten static config). Reproduction: it wrote
+    U+2028 and NEL raw, and PyYAML read "p\\x85q" back as "p q"."""
+    import yaml
+
+    from dapi_config._yaml import dump_yaml
+
+    text = dump_yaml(data)
+    assert (yaml.safe_load(text) or {}) == data
+    loaded = parse_yaml(text, "dumped")
+    assert (to_plain(loaded) if loaded is not None else {}) == data

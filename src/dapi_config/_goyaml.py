@@ -11,71 +11,17 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from dapi_config._text import YAML_PRINTABLE, needs_type_quotes
+
 INDENT = 4
 
-# Words Go's yaml.v3 resolves to null/bool, plus the YAML 1.1 booleans it quotes on output.
-_RESERVED = {
-    "",
-    "~",
-    "null",
-    "Null",
-    "NULL",
-    "true",
-    "True",
-    "TRUE",
-    "false",
-    "False",
-    "FALSE",
-    ".inf",
-    ".Inf",
-    ".INF",
-    "+.inf",
-    "+.Inf",
-    "+.INF",
-    "-.inf",
-    "-.Inf",
-    "-.INF",
-    ".nan",
-    ".NaN",
-    ".NAN",
-    "y",
-    "Y",
-    "yes",
-    "Yes",
-    "YES",
-    "n",
-    "N",
-    "no",
-    "No",
-    "NO",
-    "on",
-    "On",
-    "ON",
-    "off",
-    "Off",
-    "OFF",
-    "<<",
-    "=",
-}
-_NUMBER_LIKE = re.compile(
-    r"""^[-+]?(
-        [0-9][0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?   # 12, 1_000, 1.5, 1e5, 010
-      | \.[0-9_]+([eE][-+]?[0-9]+)?                   # .5
-      | 0[xX][0-9a-fA-F_]+ | 0[oO][0-7_]+ | 0[bB][01_]+
-      | [0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?       # base 60 (YAML 1.1)
-    )$""",
-    re.VERBOSE,
-)
 # Characters that cannot start a plain scalar, and sequences that cannot appear in one.
 _BAD_FIRST = set("-?:,[]{}#&*!|>'\"%@`")
-_PRINTABLE = re.compile(
-    r"^[\x20-\x7e\u00a0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*$"
-)
+_PRINTABLE = YAML_PRINTABLE
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
@@ -96,18 +42,6 @@ def _double_quoted(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-# YAML 1.2 int as ruamel resolves it: a sign then digits/underscores only ("+_1" is 1, and "+_"
-# even crashes its int constructor), so such strings need quotes too.
-_SIGNED_UNDERSCORES = re.compile(r"^[-+][0-9_]+$")
-
-
-def _needs_type_quotes(text: str) -> bool:
-    """True when ``text`` written plain would read back as null, a bool or a number."""
-    return (
-        text in _RESERVED or bool(_NUMBER_LIKE.match(text)) or bool(_SIGNED_UNDERSCORES.match(text))
-    )
-
-
 def _plain_ok(text: str) -> bool:
     if text != text.strip() or text[0] in _BAD_FIRST:
         return False
@@ -118,7 +52,7 @@ def _plain_ok(text: str) -> bool:
 
 def format_string(text: str) -> str:
     """A string scalar the way yaml.v3 writes it: plain when safe, else quoted."""
-    if _needs_type_quotes(text):
+    if needs_type_quotes(text):
         return _double_quoted(text)
     if _plain_ok(text):
         return text

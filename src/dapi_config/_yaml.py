@@ -16,7 +16,16 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scalarstring import (
+    DoubleQuotedScalarString,
+    FoldedScalarString,
+    LiteralScalarString,
+    PlainScalarString,
+    SingleQuotedScalarString,
+)
 
+from dapi_config._text import YAML_PRINTABLE, needs_type_quotes
 from dapi_config.errors import ConfigError
 
 
@@ -26,7 +35,34 @@ def round_trip_yaml() -> YAML:
     yaml.allow_duplicate_keys = False
     yaml.preserve_quotes = True
     yaml.width = 4096
+    for kind in _STRING_KINDS:
+        yaml.representer.add_representer(kind, _represent_string)
     return yaml
+
+
+#: ruamel writes U+2028, U+2029 and NEL raw in plain, quoted and block scalars, where YAML 1.1
+#: readers (PyYAML; the predecessor's yaml.v3 for NEL) take them as line breaks: the value read
+#: back differs, or the file does not parse. Such strings are written double-quoted, escaped.
+_STRING_KINDS: tuple[type[str], ...] = (
+    str,
+    PlainScalarString,
+    SingleQuotedScalarString,
+    DoubleQuotedScalarString,
+    LiteralScalarString,
+    FoldedScalarString,
+)
+
+
+_ORIGINAL = {kind: RoundTripRepresenter.yaml_representers[kind] for kind in _STRING_KINDS}
+
+
+def _represent_string(representer: Any, data: str) -> Any:
+    escapes = not YAML_PRINTABLE.match(data.replace("\n", "").replace("\t", ""))
+    # A plain ``no`` or ``1:30`` is a string to ruamel (YAML 1.2) but a bool or a number to
+    # YAML 1.1 readers: quoted, it is a string to all of them.
+    if escapes or (type(data) in (str, PlainScalarString) and needs_type_quotes(data)):
+        return representer.represent_scalar("tag:yaml.org,2002:str", str(data), style='"')
+    return _ORIGINAL.get(type(data), _ORIGINAL[str])(representer, data)
 
 
 def read_yaml_file(path: str | os.PathLike[str]) -> tuple[Any, bytes]:
