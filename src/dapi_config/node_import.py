@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pydantic
+
+from dapi_config._validation import describe, error_items
+from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.errors import ConfigError, DuplicateNodeError, ValidationError
-from dapi_config.models import (
-    InferenceNodeConfig,
-)
+from dapi_config.models import InferenceNodeConfig, NodeInput
 
 if TYPE_CHECKING:
     from dapi_config.store.backend import StateBackend
@@ -47,20 +49,7 @@ def read_node_file(path: Path) -> list[InferenceNodeConfig]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read the node file: {exc}") from None
 
-    def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise ConfigError(f"{source}: duplicate key {k!r} in a JSON object")
-            out[k] = v
-        return out
-
-    try:
-        data = json.loads(text, object_pairs_hook=no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
+    data = _json_loads(text, source)
     if not isinstance(data, list):
         raise ConfigError(f"{source}: expected a JSON list of nodes, got {type(data).__name__}")
     p = LegacyParser(source)
@@ -73,6 +62,66 @@ def read_node_file(path: Path) -> list[InferenceNodeConfig]:
             )
         seen.add(node.id)
     return nodes
+
+
+def _json_loads(text: str, source: str) -> Any:
+    """``text`` as JSON; a duplicate key, NaN or a malformed document is a :class:`ConfigError`
+    naming ``source``, the line and the column."""
+
+    def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise ConfigError(f"{source}: duplicate key {k!r} in a JSON object")
+            out[k] = v
+        return out
+
+    def no_constant(name: str) -> Any:
+        raise ConfigError(f"{source}: not valid JSON: {name} is not a JSON number")
+
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicate_keys, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, nesting
+        raise ConfigError(f"{source}: not valid JSON: {exc}") from None
+
+
+def parse_node_input(raw: bytes, source: str) -> tuple[list[NodeInput], bool]:
+    """The nodes given to ``dapi-config nodes add``: JSON (read by a JSON parser: a file
+    named ``*.json``, or text starting with ``{`` or ``[``) or YAML, one node or a list, each
+    validated strictly as the HTTP API does. Returns the nodes and whether one was given
+    alone. Raises :class:`ConfigError` (unreadable), :class:`ValidationError` (naming
+    ``nodes[i].field``)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    if source.endswith(".json") or text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
+        data = _json_loads(text.lstrip("\ufeff"), source)
+    else:
+        document = parse_yaml(raw, source)
+        data = None if document is None else to_plain(document)
+    if data is None:
+        raise ConfigError(f"{source}: no node given (empty input)")
+    alone = isinstance(data, dict)
+    items = [data] if alone else data
+    if not isinstance(items, list):
+        raise ConfigError(
+            f"{source}: expected a node (a mapping) or a list of nodes, got {type(data).__name__}"
+        )
+    nodes: list[NodeInput] = []
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            nodes.append(NodeInput.model_validate(item, strict=True))
+        except pydantic.ValidationError as exc:
+            problems.extend(error_items(exc, prefix="node" if alone else f"nodes[{index}]"))
+    if problems:
+        raise ValidationError(f"{source}: invalid input: {describe(problems)}", problems)
+    return nodes, alone
 
 
 def import_node_file(

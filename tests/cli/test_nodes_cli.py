@@ -60,7 +60,7 @@ def test_add_list_from_stdin_yaml_and_all_or_nothing(config_file: Path) -> None:
     result = cli_stdin(config_file, "nodes", "add", "-", stdin=json.dumps(bad))
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.startswith("error: invalid node #1: poc_port")
+    assert result.stderr.startswith("error: stdin: invalid input: nodes[1].poc_port")
     assert ids(config_file) == ["a", "b"]
 
 
@@ -136,3 +136,42 @@ def test_cli_writes_beside_a_running_service(config_file: Path) -> None:
         assert proc.terminate() == 0
     finally:
         proc.stop()
+
+
+# --- JSON is read by a JSON parser, and reaches the API's validation (hardening) ------------
+
+
+def _add(config_file: Path, text: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("--config", str(config_file), "nodes", "add", "-", input=text)
+
+
+def test_json_input_is_read_as_json(config_file: Path) -> None:
+    """Seen on main: JSON went through the YAML parser: an escaped surrogate pair was a
+    traceback, a raw U+007F was "not valid YAML", a U+0085 was stored as a space."""
+    base = '{"id": "n1", "host": "10.0.0.5", "inference_port": 5000, "poc_port": 8080'
+    ok = _add(config_file, base + ', "version": "v\\ud83d\\ude00"}')
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["version"] == "v\U0001f600"
+    for bad, words in (
+        (base + ', "version": "v\\ud800"}', "version"),  # a lone surrogate
+        (base + ', "version": "v\x7f"}', "control characters"),
+        (base + ', "version": "v\x85x"}', "control characters"),
+        (base + ', "inference_port": "5000"}', "inference_port"),  # strict, as the API
+        (base + ', "max_concurrent": true}', "max_concurrent"),
+        (base + ', "is_enabeld": false}', "is_enabeld"),
+        (base + ",}", "not valid JSON"),
+        ('[{"id": "a"}, 5]', "nodes[1]"),
+    ):
+        result = _add(config_file, bad)
+        assert result.returncode == 1, (bad, result.stdout)
+        assert words in result.stderr, (bad, result.stderr)
+        assert "Traceback" not in result.stderr and "YAML" not in result.stderr
+    listed = run_cli("--config", str(config_file), "nodes", "list", "--json")
+    assert [n["id"] for n in json.loads(listed.stdout)] == ["n1"]
+
+
+def test_yaml_input_reaches_the_same_validation(config_file: Path) -> None:
+    good = "id: y1\nhost: 10.0.0.6\ninference_port: 5000\npoc_port: 8080\n"
+    assert _add(config_file, good).returncode == 0
+    result = _add(config_file, good.replace("y1", "y2").replace("5000", '"5000"'))
+    assert result.returncode == 1 and "inference_port" in result.stderr

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, stdout
 from dapi_config.errors import DapiConfigError
+from dapi_config.models import NodeInput
+from dapi_config.node_import import parse_node_input
 
 
 @nodes_app.command("list")
@@ -73,15 +73,14 @@ def nodes_import(
 NodeIdArg = Annotated[str, typer.Argument(help="The node's id.", show_default=False)]
 
 
-def _read_nodes(source: str) -> Any:
-    """The parsed content of FILE (or stdin for ``-``): JSON or YAML, one node or a list."""
+def _read_nodes(source: str) -> tuple[list[NodeInput], bool]:
+    """The nodes in FILE (or stdin for ``-``), and whether one was given alone."""
     try:
         raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise fail(f"{source}: cannot read: {exc.strerror}") from None
-    name = "stdin" if source == "-" else source
     try:
-        return to_plain(parse_yaml(raw, name))  # YAML 1.2 reads JSON too
+        return parse_node_input(raw, "stdin" if source == "-" else source)
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
 
@@ -103,14 +102,12 @@ def nodes_add(
     Example: echo '{"id": "n1", "host": "10.0.0.5", "inference_port": 5000, "poc_port": 8080}'
     | dapi-config nodes add -
     """
-    data = _read_nodes(source)
-    if data is None:
-        raise fail(f"{'stdin' if source == '-' else source}: no node given (empty input)")
+    nodes, alone = _read_nodes(source)
     with open_manager() as cm:
-        if isinstance(data, Mapping):
-            print_json(cm.add_node(data).model_dump(mode="json"))  # type: ignore[arg-type]
+        if alone:
+            print_json(cm.add_node(nodes[0]).model_dump(mode="json"))
         else:
-            print_json([n.model_dump(mode="json") for n in cm.add_nodes(data)])
+            print_json([n.model_dump(mode="json") for n in cm.add_nodes(nodes)])
 
 
 @nodes_app.command("remove")
