@@ -16,12 +16,27 @@ from dapi_config.errors import (
     PreconditionFailedError,
     ValidationError,
 )
-from dapi_config.models import PRINTABLE_PATTERN, REDACTED, InferenceNodeConfig, is_valid_node_id
+from dapi_config.models import (
+    HOST_PATTERN,
+    PRINTABLE_PATTERN,
+    REDACTED,
+    URL_PATTERN,
+    InferenceNodeConfig,
+    is_valid_node_id,
+)
 from dapi_config.security import SECRET_FIELDS
 
 INT64_MAX = 2**63 - 1
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+_PATTERN_MESSAGES = {
+    PRINTABLE_PATTERN: "control characters (CR, LF, NUL, tabs, ...) are not allowed",
+    HOST_PATTERN: "expected a host name (letters, digits, '-', '_', dot-separated) or an IP "
+    "address, with no scheme, port or spaces",
+    URL_PATTERN: "expected a URL such as http://host:port (a port of 1-65535, no spaces)",
+}
 
 
 def error_items(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[str, Any]]:
@@ -31,8 +46,7 @@ def error_items(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[st
         loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         message = str(err["msg"]).removeprefix("Value error, ")
-        if (err.get("ctx") or {}).get("pattern") == PRINTABLE_PATTERN:
-            message = "control characters (CR, LF, NUL, tabs, ...) are not allowed"
+        message = _PATTERN_MESSAGES.get(str((err.get("ctx") or {}).get("pattern")), message)
         item: dict[str, Any] = {"field": field, "message": message}
         if err["type"] not in ("missing", "value_error"):
             # A secret's bad value must not be echoed into messages, logs or HTTP bodies.
@@ -164,3 +178,17 @@ def check_height(height: Any, field: str) -> int:
             [{"field": field, "message": "out of range", "input": height}],
         )
     return int(height)
+
+
+def json_integers(value: Any) -> Any:
+    """``value`` (decoded JSON) with every integral number as an ``int``: JSON has one number
+    type and JSON Schema calls ``5000.0`` an integer, while strict validation takes only
+    ``int`` for integer fields. ``5000.5``, ``"5000"`` and ``true`` stay what they are (and
+    are refused there)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [json_integers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_integers(v) for k, v in value.items()}
+    return value

@@ -6,7 +6,6 @@ legacy layout unchanged. This module does no I/O.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -16,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ModelWrapValidatorHandler,
     SecretStr,
     SerializationInfo,
@@ -66,28 +66,26 @@ ModelName = Annotated[
     str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=PRINTABLE_PATTERN)
 ]
 Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH, pattern=PRINTABLE_PATTERN)]
-UrlText = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=PRINTABLE_PATTERN)]
 
-_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
-
-
-def _check_host(value: str) -> str:
-    """A DNS name (labels of letters, digits, ``-``, ``_``) or an IP literal, nothing else."""
-    if value == "":
-        return value
-    literal = value[1:-1] if value.startswith("[") and value.endswith("]") else value
-    try:
-        ipaddress.ip_address(literal)
-        return value
-    except ValueError:
-        pass
-    name = value.removesuffix(".")
-    if len(value) <= 253 and name and all(_DNS_LABEL.match(p) for p in name.split(".")):
-        return value
-    raise ValueError(
-        "expected a host name (letters, digits, '-', '_', dot-separated) or an IP address, "
-        f"got {value!r}"
-    )
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = (
+    rf"(?:(?:{_H16}:){{7}}{_H16}|(?:{_H16}:){{1,7}}:|(?:{_H16}:){{1,6}}:{_H16}"
+    rf"|(?:{_H16}:){{1,5}}(?::{_H16}){{1,2}}|(?:{_H16}:){{1,4}}(?::{_H16}){{1,3}}"
+    rf"|(?:{_H16}:){{1,3}}(?::{_H16}){{1,4}}|(?:{_H16}:){{1,2}}(?::{_H16}){{1,5}}"
+    rf"|{_H16}:(?::{_H16}){{1,6}}|:(?:(?::{_H16}){{1,7}}|:))"
+)
+#: A node's host: a DNS name (labels of letters, digits, ``-``, ``_``; dotted IPv4 addresses
+#: are such names too) or an IPv6 address, bare or in brackets. Nothing else: no scheme, no
+#: port, no spaces or control characters (it ends up in URLs and headers).
+HOST_PATTERN = rf"^(?:|{_LABEL}(?:\.{_LABEL})*\.?|{_IPV6}|\[{_IPV6}\])$"
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+#: A base URL: ``scheme://host[:port][/path...]``, no spaces or control characters.
+URL_PATTERN = (
+    r"^(?:|[A-Za-z][A-Za-z0-9+.-]*://(?:[^\x00-\x20\x7f-\x9f\u2028\u2029/?#@:\[\]]+"
+    rf"|\[{_IPV6}\])(?::{_PORT})?(?:[/?#][^\x00-\x20\x7f-\x9f\u2028\u2029]*)?)$"
+)
+UrlText = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)]
 
 
 def _check_url(value: str) -> str:
@@ -330,7 +328,12 @@ class InferenceNodeConfig(_State):
 
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")]
     host: Annotated[
-        str, Field(max_length=253, description="a DNS name or an IP address (no scheme, no port)")
+        str,
+        Field(
+            max_length=253,
+            pattern=HOST_PATTERN,
+            description="a DNS name or an IP address (no scheme, no port)",
+        ),
     ] = ""
     inference_segment: Text = ""
     inference_port: OptionalPort = 0
@@ -350,7 +353,6 @@ class InferenceNodeConfig(_State):
     url: UrlText = Field(default="", description="the 2024 era's single node URL")
 
     _urls = field_validator("base_url", "url")(_check_url)
-    _host = field_validator("host")(_check_host)
 
     @field_validator("auth_token", mode="before")
     @classmethod
@@ -431,6 +433,22 @@ class IssuedSecurityKey(SecurityKeyInfo):
     )
 
 
+#: The rule of :meth:`InferenceNodeConfig._reachable`, as JSON schema: a base URL, a 2024
+#: URL, or a host with both ports.
+_REACHABLE_SCHEMA: list[JsonValue] = [
+    {"required": ["base_url"], "properties": {"base_url": {"minLength": 1}}},
+    {"required": ["url"], "properties": {"url": {"minLength": 1}}},
+    {
+        "required": ["host", "inference_port", "poc_port"],
+        "properties": {
+            "host": {"minLength": 1},
+            "inference_port": {"minimum": 1},
+            "poc_port": {"minimum": 1},
+        },
+    },
+]
+
+
 class NodeInput(InferenceNodeConfig):
     """A node as a client sends it (HTTP body, ``dapi-config nodes add``): a field the
     registry does not know is an error naming it, so a typo such as ``is_enabeld`` is never
@@ -438,7 +456,11 @@ class NodeInput(InferenceNodeConfig):
     bool-to-number coercion, as the published schema says. Fields that a predecessor's files
     brought in are kept on stored nodes and shown by reads."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        json_schema_extra={"anyOf": _REACHABLE_SCHEMA},
+    )
 
 
 def is_valid_node_id(node_id: str) -> bool:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from dapi_config._validation import describe, error_items
+from dapi_config._validation import describe, error_items, json_integers
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.errors import ConfigError, DuplicateNodeError, ValidationError
 from dapi_config.models import InferenceNodeConfig, NodeInput
@@ -100,7 +100,7 @@ def parse_node_input(raw: bytes, source: str) -> tuple[list[NodeInput], bool]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
     if source.endswith(".json") or text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
-        data = _json_loads(text.lstrip("\ufeff"), source)
+        data = json_integers(_json_loads(text.lstrip("\ufeff"), source))
     else:
         document = parse_yaml(raw, source)
         data = None if document is None else to_plain(document)

@@ -259,11 +259,11 @@ def test_batch_is_201_and_all_or_nothing(running_server: RunningServer) -> None:
     assert [n.id for n in running_server.manager.get_nodes()] == [f"b{i}" for i in range(5)]
 
 
-def test_batch_limit_is_413(running_server: RunningServer) -> None:
+def test_batch_limit_is_422(running_server: RunningServer) -> None:
     c = running_server.client
     small = {"host": "h", "inference_port": 1, "poc_port": 1}
     r = c.post(f"{NODES}/batch", json=[{"id": f"x{i}", **small} for i in range(1001)])
-    assert r.status_code == 413
+    assert r.status_code == 422
     assert r.json()["code"] == "batch_too_large"
     assert running_server.manager.get_nodes() == []
     r = c.post(f"{NODES}/batch", json=[{"id": f"x{i}", **small} for i in range(1000)])

@@ -9,7 +9,12 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from dapi_config import __version__
 from dapi_config.api import audit, backups, health, keys, metrics, nodes, state
-from dapi_config.api.auth import AdminTokenMiddleware, expected_token, require_admin_token
+from dapi_config.api.auth import (
+    AdminTokenMiddleware,
+    expected_token,
+    require_admin_token,
+    without_security,
+)
 from dapi_config.api.bodies import add_body_schemas
 from dapi_config.api.errors import error_responses, install_error_handlers
 from dapi_config.api.limits import MAX_BODY_BYTES, describe_limits
@@ -83,7 +88,10 @@ def create_app(
 
     def openapi_with_bodies() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_body_schemas(generate_openapi())
+            document = add_body_schemas(generate_openapi())
+            if app.state.admin_token is None:
+                document = without_security(document)
+            app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi_with_bodies  # type: ignore[method-assign]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -104,3 +104,14 @@ class AdminTokenMiddleware:
 
     def _guarded(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
+
+
+def without_security(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI ``document`` of a service with no admin token: no operation requires the
+    bearer scheme (a client, or a fuzzer, reading the document must not expect a 401)."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    document.get("components", {}).pop("securitySchemes", None)
+    return document

@@ -3,13 +3,14 @@
 FastAPI would decode and validate a body on the event loop, one error per bad element: a
 200 KB array of integers cost seconds of CPU and a reply of megabytes while every other
 request waited. Here the body is read, then decoded and validated in the thread pool; a batch
-longer than :data:`MAX_BATCH` is refused before any element is looked at, and at most
+longer than :data:`MAX_BATCH` is refused (422) before any element is looked at, and at most
 :data:`MAX_ERRORS` problems are reported (the message says how many were left out).
 Validation is strict, as the published schema says: ``"5000"`` or ``true`` is not a port.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ import pydantic
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from dapi_config._validation import describe, error_items
+from dapi_config._validation import describe, error_items, json_integers
 from dapi_config.api.errors import ApiError
 from dapi_config.api.limits import MAX_BATCH, MAX_ERRORS
 from dapi_config.errors import ValidationError
@@ -40,7 +41,7 @@ def _decode(raw: bytes, content_type: str | None) -> Any:
             [{"field": "body", "message": "required"}],
         )
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return json_integers(json.loads(raw, parse_constant=_no_constant))
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not valid JSON (not UTF-8)", "invalid_json") from None
     except json.JSONDecodeError as exc:
@@ -66,10 +67,18 @@ def _refuse(items: list[dict[str, Any]]) -> ValidationError:
     return ValidationError(f"invalid request: {describe(shown)}{more}", shown)
 
 
-def parse_node(raw: bytes, content_type: str | None) -> NodeInput:
-    """One node from a request body. Raises :class:`ApiError` (400, 415) or
+def parse_node(raw: bytes, content_type: str | None, path_id: str | None = None) -> NodeInput:
+    """One node from a request body (for ``PUT /nodes/{id}``, ``path_id``: the body's ``id``
+    may be left out, and must equal it when given). Raises :class:`ApiError` (400, 415) or
     :class:`ValidationError` (422, at most :data:`MAX_ERRORS` problems)."""
     data = _decode(raw, content_type)
+    if path_id is not None and isinstance(data, dict):
+        given = data.setdefault("id", path_id)
+        if given != path_id:
+            raise ValidationError(
+                f"id: the body's id {given!r} differs from the path's {path_id!r}",
+                [{"field": "id", "message": "must equal the id in the path", "input": given}],
+            )
     try:
         return NodeInput.model_validate(data, strict=True)
     except pydantic.ValidationError as exc:
@@ -77,14 +86,15 @@ def parse_node(raw: bytes, content_type: str | None) -> NodeInput:
 
 
 def parse_nodes(raw: bytes, content_type: str | None) -> list[NodeInput]:
-    """A JSON array of nodes, at most :data:`MAX_BATCH` (413 beyond, before any element is
-    validated). Raises as :func:`parse_node`."""
+    """A JSON array of nodes, at most :data:`MAX_BATCH` (422 ``batch_too_large`` beyond,
+    before any element is validated). Raises as :func:`parse_node`."""
     data = _decode(raw, content_type)
     if not isinstance(data, list):
         raise _refuse([{"field": "", "message": "expected a JSON array of nodes"}])
     if len(data) > MAX_BATCH:
+        # 422, not 413: the body is within the size limit; it breaks the schema's maxItems.
         raise ApiError(
-            413,
+            422,
             f"a batch takes at most {MAX_BATCH} nodes, got {len(data)}; split it",
             "batch_too_large",
         )
@@ -110,13 +120,29 @@ async def _nodes_body(request: Request) -> list[NodeInput]:
     return await run_in_threadpool(parse_nodes, raw, request.headers.get("content-type"))
 
 
+async def _replacement_body(request: Request) -> NodeInput:
+    raw = await request.body()
+    path_id = str(request.path_params.get("node_id", ""))
+    return await run_in_threadpool(parse_node, raw, request.headers.get("content-type"), path_id)
+
+
 NodeBody = Annotated[NodeInput, Depends(_node_body)]
+#: The body of ``PUT /nodes/{node_id}``: a node whose id is the path's.
+ReplacementBody = Annotated[NodeInput, Depends(_replacement_body)]
 NodesBody = Annotated[list[NodeInput], Depends(_nodes_body)]
 
 _NODE_REF = {"$ref": "#/components/schemas/NodeInput"}
+_REPLACEMENT_REF = {"$ref": "#/components/schemas/NodeReplacement"}
 #: ``openapi_extra`` of the routes that take one node, and of the batch route.
 NODE_BODY_DOC: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": _NODE_REF}}}
+}
+#: ``openapi_extra`` of ``PUT /nodes/{node_id}``: the node without its id (the path's).
+REPLACEMENT_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _REPLACEMENT_REF}},
+    }
 }
 NODES_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -140,4 +166,34 @@ def add_body_schemas(document: dict[str, Any]) -> dict[str, Any]:
     for name, definition in schema.pop("$defs", {}).items():
         schemas.setdefault(name, definition)
     schemas["NodeInput"] = schema
+    replacement = copy.deepcopy(schema)
+    del replacement["properties"]["id"]
+    replacement["required"] = [r for r in replacement.get("required", []) if r != "id"]
+    replacement["title"] = "NodeReplacement"
+    replacement["description"] = (
+        "A node for PUT /admin/v1/nodes/{node_id}: its id is the path's (an `id` in the body "
+        "must equal it)."
+    )
+    schemas["NodeReplacement"] = replacement
+    _key_patterns_as_property_names(document)
     return document
+
+
+def _key_patterns_as_property_names(node: Any) -> None:
+    """Pydantic writes a dict whose keys have a pattern (model names) as ``patternProperties``,
+    which leaves keys that do not match it unconstrained; the rule is "every key matches", i.e.
+    ``propertyNames`` with the pattern and ``additionalProperties`` for the values."""
+    if isinstance(node, list):
+        for item in node:
+            _key_patterns_as_property_names(item)
+        return
+    if not isinstance(node, dict):
+        return
+    patterns = node.get("patternProperties")
+    if isinstance(patterns, dict) and len(patterns) == 1 and "propertyNames" in node:
+        ((pattern, values),) = patterns.items()
+        del node["patternProperties"]
+        node["propertyNames"] = {**node["propertyNames"], "pattern": pattern}
+        node["additionalProperties"] = values
+    for value in node.values():
+        _key_patterns_as_property_names(value)

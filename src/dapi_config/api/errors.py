@@ -253,10 +253,14 @@ def install_error_handlers(app: FastAPI) -> None:
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app serves on the request's path (from the app's
     OpenAPI paths: routers nest, the document lists them all)."""
-    methods: set[str] = set()
-    for template, operations in request.app.openapi()["paths"].items():
-        if route_pattern(template).match(request.url.path):
-            methods |= {m.upper() for m in operations}
+    matching = [
+        (template.count("{"), operations)
+        for template, operations in request.app.openapi()["paths"].items()
+        if route_pattern(template).match(request.url.path)
+    ]
+    # The most specific templates win: /nodes/batch is the batch route, not /nodes/{node_id}.
+    fewest = min((count for count, _ in matching), default=0)
+    methods = {m.upper() for count, ops in matching if count == fewest for m in ops}
     if "GET" in methods:
         methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
     return sorted(methods)
@@ -278,7 +282,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Duplicate node id, or the node already has a security key",
         415: "The body is not sent as JSON",
         412: "Stale If-Match: the node changed since it was read",
-        413: "Request body or batch too large",
+        413: "Request body too large",
         422: "Invalid input; `errors` names each field",
         501: "This state backend cannot do that (the message says what to use)",
         503: "The state file cannot be used right now",

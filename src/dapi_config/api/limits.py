@@ -15,7 +15,7 @@ from dapi_config.models import (
 
 #: Largest request body accepted (413 beyond): a full 1,000-node batch fits with room to spare.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-#: Most nodes one ``POST /nodes/batch`` accepts (413 beyond).
+#: Most nodes one ``POST /nodes/batch`` accepts (422 ``batch_too_large`` beyond).
 MAX_BATCH = 1000
 #: Most problems one 422 reply lists (the message says how many were left out).
 MAX_ERRORS = 20
@@ -34,8 +34,8 @@ def describe_limits() -> str:
         [
             "Limits:",
             f"- request body: {MAX_BODY_BYTES // (1024 * 1024)} MiB (413 beyond);",
-            f"- `POST /admin/v1/nodes/batch`: {MAX_BATCH} nodes (413 beyond, before any node "
-            "is validated);",
+            f"- `POST /admin/v1/nodes/batch`: {MAX_BATCH} nodes (422 `batch_too_large` "
+            "beyond, before any node is validated);",
             f"- a 422 reply lists at most {MAX_ERRORS} problems and says how many were left out;",
             f"- per node: {MAX_MODELS} models of up to {MAX_MODEL_ARGS} arguments of "
             f"{MAX_ARG_LENGTH} characters, {MAX_HARDWARE} hardware items, names, versions and "

@@ -18,10 +18,16 @@ from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from dapi_config.api.bodies import NODE_BODY_DOC, NODES_BODY_DOC, NodeBody, NodesBody
+from dapi_config.api.bodies import (
+    NODE_BODY_DOC,
+    NODES_BODY_DOC,
+    REPLACEMENT_BODY_DOC,
+    NodeBody,
+    NodesBody,
+    ReplacementBody,
+)
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import ApiError, error_responses
-from dapi_config.errors import ValidationError
 from dapi_config.manager import MAX_NODE_PAGE, node_etag
 from dapi_config.models import NODE_ID_PATTERN, InferenceNodeConfig
 
@@ -35,8 +41,10 @@ NodeId = Annotated[
         description="Node id: 1-128 of A-Z a-z 0-9 . _ : @ - (starting with a letter or digit)",
     ),
 ]
+# A string defaulting to "" (not ``str | None``): the document then says "a string", and no
+# client or fuzzer sends the text "null" for an absent header.
 IfMatch = Annotated[
-    str | None,
+    str,
     Header(
         alias="If-Match",
         description='ETag(s) from a previous read, or "*"; a stale value gives 412.',
@@ -86,13 +94,16 @@ def _node_response(node: InferenceNodeConfig, status: int = 200) -> JSONResponse
 
 
 def parse_if_match(value: str | None) -> list[str] | None:
-    """The entity tags of an ``If-Match`` header (weak tags never match: strong comparison)."""
-    if value is None:
+    """The entity tags of an ``If-Match`` header (weak tags never match: strong comparison);
+    None when there is none."""
+    if not value:
         return None
     tags = [t.strip() for t in value.split(",") if t.strip()]
     if not tags:
         raise ApiError(400, "If-Match header is empty", "bad_request")
-    return tags
+    # A tag sent without its quotes (some clients strip them) is compared as the quoted tag:
+    # it matches when it is the current one, else 412, never an error about its shape.
+    return [t if t == "*" or t.startswith(('"', "W/")) else f'"{t}"' for t in tags]
 
 
 @router.get(
@@ -174,17 +185,14 @@ def get_node(node_id: NodeId, cm: Manager) -> Any:
         **error_responses(400, 412, 413, 415, 422, 503),
     },
     summary="Replace (or create) one node",
-    openapi_extra=NODE_BODY_DOC,
+    openapi_extra=REPLACEMENT_BODY_DOC,
 )
-def replace_node(node_id: NodeId, node: NodeBody, cm: Manager, if_match: IfMatch = None) -> Any:
-    """Replace a node (200), or create it when the id is new (201); the body's ``id`` must
-    equal the path's. With ``If-Match``, a node that changed since that read (or does not
-    exist) gives 412 and nothing is written."""
-    if node.id != node_id:
-        raise ValidationError(
-            f"id: the body's id {node.id!r} differs from the path's {node_id!r}",
-            [{"field": "id", "message": "must equal the id in the path", "input": node.id}],
-        )
+def replace_node(
+    node_id: NodeId, node: ReplacementBody, cm: Manager, if_match: IfMatch = ""
+) -> Any:
+    """Replace a node (200), or create it when the id is new (201); its id is the path's
+    (an ``id`` in the body must equal it). With ``If-Match``, a node that changed since that
+    read (or does not exist) gives 412 and nothing is written."""
     stored, created = cm.put_node(node, if_match=parse_if_match(if_match))
     return _node_response(stored, 201 if created else 200)
 
@@ -195,7 +203,7 @@ def replace_node(node_id: NodeId, node: NodeBody, cm: Manager, if_match: IfMatch
     responses=error_responses(400, 404, 412, 422, 503),
     summary="Remove one node",
 )
-def delete_node(node_id: NodeId, cm: Manager, if_match: IfMatch = None) -> Any:
+def delete_node(node_id: NodeId, cm: Manager, if_match: IfMatch = "") -> Any:
     """Remove a node; 200 with the removed node."""
     removed = cm.remove_node(node_id, if_match=parse_if_match(if_match))
     return JSONResponse(removed.model_dump(mode="json"))
