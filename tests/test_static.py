@@ -199,7 +199,17 @@ def test_group_readable_config_warns(tmp_path: Path, caplog: pytest.LogCaptureFi
     path.chmod(0o644)
     with caplog.at_level(logging.WARNING):
         load_static_config(path, env={})
-    assert "readable by group/others" in caplog.text
+    assert "readable by group/others" not in caplog.text  # it holds no secret
+    for secret in (
+        "ml_node_key_config:\n  worker_private: abc\n",
+        "chain_node:\n  KeyringPassword: pw\n",
+        "api:\n  admin_token: tok\n",
+    ):
+        path = write(tmp_path, secret, name=f"s{len(secret)}.yaml")
+        path.chmod(0o644)
+        with caplog.at_level(logging.WARNING):
+            load_static_config(path, env={})
+        assert f"mode 644) and holds {secret.split(':')[0]}." in caplog.text
 
 
 # --- the admin token (hardening) ------------------------------------------------------------

@@ -109,7 +109,7 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
         raise ConfigError(
             f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}"
         )
-    _warn_if_readable_by_others(path)
+    _warn_if_readable_by_others(path, data)
 
     merged: dict[str, Any] = {}
     unknown: list[str] = []
@@ -215,16 +215,35 @@ def _name_sources(
     return source
 
 
-def _warn_if_readable_by_others(path: Path) -> None:
+def secrets_in(data: dict[str, Any]) -> list[str]:
+    """The secrets a config document holds (``section.key``, non-empty values only)."""
+    found: list[str] = []
+    for section, key in (
+        ("ml_node_key_config", "worker_private"),
+        (LEGACY_KEY_SECTION, "worker_private"),
+        ("chain_node", LEGACY_PASSWORD_KEY),
+        ("chain_node", "keyring_password"),
+        ("api", "admin_token"),
+    ):
+        block = data.get(section)
+        if isinstance(block, dict) and block.get(key) not in (None, ""):
+            found.append(f"{section}.{key}")
+    return found
+
+
+def _warn_if_readable_by_others(path: Path, data: dict[str, Any]) -> None:
+    """Warn when a file that others can read holds a secret (a shipped example that holds
+    none, and cannot keep mode 0600 in a git checkout, is not worth a warning)."""
     try:
         mode = path.stat().st_mode
     except OSError:
         return
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+    held = secrets_in(data)
+    if mode & (stat.S_IRGRP | stat.S_IROTH) and held:
         _warn_once(
             str(path),
-            f"config file is readable by group/others (mode {mode & 0o777:o}); "
-            "it may hold keys: chmod 600 it",
+            f"config file is readable by group/others (mode {mode & 0o777:o}) and holds "
+            f"{', '.join(held)}: chmod 600 it",
         )
 
 

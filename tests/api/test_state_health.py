@@ -250,3 +250,11 @@ def test_readyz_503_when_the_key_file_is_deleted(running_server: RunningServer) 
     finally:
         aside.rename(key_file)
     assert client.get("/readyz").status_code == 200
+
+
+def test_metrics_have_no_created_series(running_server: RunningServer) -> None:
+    """Seen on main: every counter also exported a ``_created`` series."""
+    running_server.client.get("/livez")
+    text = running_server.client.get("/metrics").text
+    assert "dapi_config_http_requests_total" in text
+    assert "_created" not in text

@@ -37,9 +37,44 @@ Exit codes: 0 ok, 1 failure, 2 usage error. Results go to stdout; logs and error
 """
 
 
+#: Global options that take a value, and flags: accepted before or after the command.
+_GLOBAL_WITH_VALUE = ("--config", "-c", "--state")
+_GLOBAL_FLAGS = ("--verbose", "-v", "-vv", "-vvv")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the global options moved in front of the command, so that
+    ``dapi-config status --config x.yaml`` means ``dapi-config --config x.yaml status``
+    (as kubectl and etcdctl take their global flags anywhere). Nothing after ``--`` moves."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest.extend(args[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in _GLOBAL_WITH_VALUE and "=" in arg:
+            hoisted.append(arg)
+        elif arg in _GLOBAL_WITH_VALUE and index + 1 < len(args):
+            hoisted.extend(args[index : index + 2])
+            index += 1
+        elif arg in _GLOBAL_FLAGS:
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return hoisted + rest
+
+
 class _RootGroup(TyperGroup):
-    """The root command group: the one place that maps product errors to exit code 1, and
-    what makes this invocation's :class:`CliContext` (kept on the Click context) findable."""
+    """The root command group: the one place that maps product errors to exit code 1, that
+    takes the global options in any position, and that makes this invocation's
+    :class:`CliContext` (kept on the Click context) findable."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         token = _CURRENT.set(ctx.ensure_object(CliContext))

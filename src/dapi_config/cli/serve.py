@@ -7,14 +7,12 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import ConfigOpt, StateOpt, app, open_manager, setup_logging
+from dapi_config.cli._common import app, open_manager, setup_logging
 from dapi_config.service import ServiceOptions, run_service
 
 
 @app.command()
 def serve(
-    config: ConfigOpt = None,
-    state: StateOpt = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (use 0.0.0.0 for all).")
     ] = "127.0.0.1",
@@ -36,10 +34,10 @@ def serve(
     (default 1h), keeping API_BACKUP_KEEP of them (default 24). One log line per request and
     per state change on stderr.
 
-    Example: dapi-config --config config.yaml serve --port 9200
+    Example: dapi-config serve --config config.yaml --port 9200
     """
     root = logging.getLogger()
     if root.level > logging.INFO or root.level == logging.NOTSET:
         setup_logging(logging.INFO)  # a service logs its requests and state changes
-    with open_manager(config, state, actor="api") as cm:
+    with open_manager(actor="api") as cm:
         run_service(cm, ServiceOptions(host=host, port=port))
