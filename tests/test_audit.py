@@ -342,7 +342,9 @@ def test_cli_audit_json_text_and_since(state_env: dict[str, str], config_file: P
     assert result.returncode == 0, result.stderr
     out = run_cli("--config", str(config_file), "audit", "--json", env=state_env)
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)
+    reply = json.loads(out.stdout)  # the HTTP reply's shape
+    assert reply["next_since"] == reply["latest_revision"] == 3
+    rows = reply["entries"]
     assert [(r["revision"], r["actor"], r["action"]) for r in rows] == [
         (1, "library", "add_node"),
         (2, "library", "set_height"),
@@ -362,7 +364,10 @@ def test_cli_audit_json_text_and_since(state_env: dict[str, str], config_file: P
             env=state_env,
         ).stdout
     )
-    assert [r["revision"] for r in page] == [2]
+    assert [r["revision"] for r in page["entries"]] == [2] and page["next_since"] == 2
+    # Without --since: the newest rows (seen on main: the oldest 100), in revision order.
+    newest = run_cli("--config", str(config_file), "audit", "--limit", "2", env=state_env)
+    assert [line.split()[0] for line in newest.stdout.splitlines()] == ["r2", "r3"]
     text = run_cli("--config", str(config_file), "audit", "--since", "2", env=state_env)
     assert text.returncode == 0
     assert text.stdout.startswith("r3 ") and "cli create_security_key a" in text.stdout

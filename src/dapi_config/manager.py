@@ -818,15 +818,18 @@ class ConfigManager:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.05)
 
-    def get_audit(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
-        """Audit rows with ``revision > since``, oldest first, at most ``limit`` (1-1000).
+    def get_audit(
+        self, since: int = 0, limit: int = 100, *, newest: bool = False
+    ) -> list[AuditEntry]:
+        """Audit rows with ``revision > since``, oldest first, at most ``limit`` (1-1000): the
+        first of them, or with ``newest`` the most recent (what ``dapi-config audit`` shows).
 
         Follow changes by passing the last revision seen as ``since``. Values are as recorded:
         secrets appear only as fingerprints. Raises :class:`ValidationError`.
         """
         since = check_int(since, "since", 0, INT64_MAX)
         limit = check_int(limit, "limit", 1, AUDIT_PAGE_MAX)
-        return self._store.audit_entries(since, limit)
+        return self._store.audit_entries(since, limit, newest=newest)
 
     def latest_revision(self) -> int:
         """The newest audit revision (0 before the first change)."""

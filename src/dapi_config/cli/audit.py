@@ -27,8 +27,14 @@ def _short(value: Any) -> str:
 @app.command()
 def audit(
     since: Annotated[
-        int, typer.Option("--since", min=0, help="Only revisions after this one.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--since",
+            min=0,
+            help="Page forward: the first rows after this revision [default: the newest rows].",
+            show_default=False,
+        ),
+    ] = None,
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=AUDIT_PAGE_MAX, help="At most this many rows.")
     ] = 100,
@@ -43,21 +49,31 @@ def audit(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show recorded state changes, oldest first: revision, time, actor, action, old -> new.
+    """Show recorded state changes: revision, time, actor, action, old -> new; the newest
+    --limit of them, or with --since the first ones after that revision (page forward with the
+    last revision shown, as --json's next_since). Always in revision order.
 
-    Secrets appear only as fingerprints. Follow changes with the last revision seen, or with
-    --follow (which starts after --since; 0 prints the whole trail first).
+    Secrets appear only as fingerprints. --follow prints changes as they commit (after
+    --since; 0 prints the whole trail first). --json is the HTTP reply's shape:
+    {"entries", "next_since", "latest_revision"}.
     Example: dapi-config audit --since 1200 --limit 50 --json
     """
     with open_manager(read_only=True) as cm:
         if not follow:
-            entries = cm.get_audit(since=since, limit=limit)
+            entries = cm.get_audit(since=since or 0, limit=limit, newest=since is None)
             if as_json:
-                print_json([asdict(e) for e in entries])
+                print_json(
+                    {
+                        "entries": [asdict(e) for e in entries],
+                        "next_since": entries[-1].revision if entries else (since or 0),
+                        "latest_revision": cm.latest_revision(),
+                    }
+                )
                 return
             for e in entries:
                 _print(e)
             return
+        since = since or 0
         try:
             while True:
                 entries = cm.get_audit(since=since, limit=AUDIT_PAGE_MAX)

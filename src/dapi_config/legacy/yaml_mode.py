@@ -605,7 +605,9 @@ class YamlStateStore:
     def probe(self) -> None:
         self.hot_values()  # re-reads the file if it changed; raises when it is unusable
 
-    def audit_entries(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+    def audit_entries(
+        self, since: int = 0, limit: int = 100, *, newest: bool = False
+    ) -> list[AuditEntry]:
         raise self._unsupported("audit queries")
 
     def prune_audit(self) -> int:

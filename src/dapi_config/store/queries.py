@@ -330,15 +330,20 @@ class StateQueries:
             return 0
         return int(self.db.execute("DELETE FROM audit_log WHERE revision <= ?", (cutoff,)).rowcount)
 
-    def audit_entries(self, since: int = 0, limit: int = 100) -> list[AuditEntry]:
+    def audit_entries(
+        self, since: int = 0, limit: int = 100, *, newest: bool = False
+    ) -> list[AuditEntry]:
         """Audit rows with ``revision > since``, oldest first, at most ``limit`` (capped at
-        :data:`AUDIT_PAGE_MAX`)."""
+        :data:`AUDIT_PAGE_MAX`): the first ``limit`` of them, or with ``newest`` the last."""
         limit = max(0, min(limit, AUDIT_PAGE_MAX))
+        order = "DESC" if newest else "ASC"
         rows = self.db.query_all(
             "SELECT revision, at, actor, action, target, old_value, new_value FROM audit_log "
-            "WHERE revision > ? ORDER BY revision LIMIT ?",
+            f"WHERE revision > ? ORDER BY revision {order} LIMIT ?",
             (since, limit),
         )
+        if newest:
+            rows.reverse()
         return [
             AuditEntry(
                 r[0],
