@@ -102,3 +102,18 @@ def test_every_backup_command_has_help_with_example() -> None:
     for command in ("backup", "backups", "restore", "check", "recover"):
         res = run_cli(command, "--help")
         assert res.returncode == 0 and "Example:" in res.stdout, command
+
+
+def test_tables_show_what_restore_needs(config_file: Path) -> None:
+    """Seen on main: ``backups`` cut the path ``restore`` needs, and ``check`` printed a Python
+    dict (``permissions: {'state.db': '0600'}``)."""
+    base = ("--config", str(config_file))
+    taken = run_cli(*base, "backup")
+    assert taken.returncode == 0, taken.stderr
+    path = taken.stdout.strip()
+    listed = run_cli(*base, "backups")
+    assert path in listed.stdout
+    checked = run_cli(*base, "check")
+    assert "permissions: state.db 0600" in checked.stdout
+    assert "{" not in checked.stdout
+    assert run_cli(*base, "restore", path).returncode == 0

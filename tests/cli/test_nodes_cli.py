@@ -38,7 +38,7 @@ def ids(config: Path) -> list[str]:
 def test_add_one_from_file(config_file: Path, tmp_path: Path) -> None:
     source = tmp_path / "node.json"
     source.write_text(json.dumps(NODE))
-    result = run_cli("--config", str(config_file), "nodes", "add", str(source))
+    result = run_cli("--config", str(config_file), "nodes", "add", str(source), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"] == "n1"
     assert json.loads(result.stdout)["is_enabled"] is True
@@ -54,7 +54,7 @@ def test_add_list_from_stdin_yaml_and_all_or_nothing(config_file: Path) -> None:
     )
     result = cli_stdin(config_file, "nodes", "add", "-", stdin=yaml_list)
     assert result.returncode == 0, result.stderr
-    assert [n["id"] for n in json.loads(result.stdout)] == ["a", "b"]
+    assert result.stdout == "added 2 node(s): a, b\n"  # seen on main: the full JSON, always
 
     bad = [dict(NODE, id="c"), dict(NODE, id="d", poc_port=0)]
     result = cli_stdin(config_file, "nodes", "add", "-", stdin=json.dumps(bad))
@@ -91,7 +91,7 @@ def test_remove_enable_disable(config_file: Path) -> None:
     assert result.stdout == "node n1 disabled\n"
     result = run_cli("--config", str(config_file), "nodes", "enable", "n1", "--json")
     assert json.loads(result.stdout)["is_enabled"] is True
-    result = run_cli("--config", str(config_file), "nodes", "remove", "n1")
+    result = run_cli("--config", str(config_file), "nodes", "remove", "n1", "--json")
     assert result.returncode == 0
     assert json.loads(result.stdout)["id"] == "n1"
     assert ids(config_file) == []
@@ -149,7 +149,10 @@ def test_json_input_is_read_as_json(config_file: Path) -> None:
     """Seen on main: JSON went through the YAML parser: an escaped surrogate pair was a
     traceback, a raw U+007F was "not valid YAML", a U+0085 was stored as a space."""
     base = '{"id": "n1", "host": "10.0.0.5", "inference_port": 5000, "poc_port": 8080'
-    ok = _add(config_file, base + ', "version": "v\\ud83d\\ude00"}')
+    ok = run_cli(
+        "--config", str(config_file), "nodes", "add", "-", "--json",
+        input=base + ', "version": "v\\ud83d\\ude00"}',
+    )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["version"] == "v\U0001f600"
     for bad, words in (
@@ -175,3 +178,40 @@ def test_yaml_input_reaches_the_same_validation(config_file: Path) -> None:
     assert _add(config_file, good).returncode == 0
     result = _add(config_file, good.replace("y1", "y2").replace("5000", '"5000"'))
     assert result.returncode == 1 and "inference_port" in result.stderr
+
+
+def test_get_and_update_in_place_keep_the_security_key(config_file: Path) -> None:
+    """Seen on main: no ``nodes get``, no ``nodes update``; remove + add dropped the key."""
+    base = ("--config", str(config_file))
+    assert run_cli(*base, "nodes", "add", "-", input=json.dumps(NODE)).returncode == 0
+    issued = run_cli(*base, "keys", "create", "n1", "--json")
+    key = json.loads(issued.stdout)["security_key"]
+    got = run_cli(*base, "nodes", "get", "n1")
+    assert got.returncode == 0, got.stderr
+    node = json.loads(got.stdout)
+    node["max_concurrent"] = 9
+    yaml_text = "".join(f"{k}: {json.dumps(v)}\n" for k, v in node.items())
+    updated = run_cli(*base, "nodes", "update", "-", input=yaml_text)
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout == "updated 1 node(s): n1\n"
+    with ConfigManager.open(config_file) as cm:
+        assert cm.get_node("n1").max_concurrent == 9
+        assert cm.verify_security_key("n1", key)
+    ghost = run_cli(*base, "nodes", "update", "-", input=json.dumps(dict(NODE, id="ghost")))
+    assert ghost.returncode == 1 and "ghost" in ghost.stderr
+    assert run_cli(*base, "nodes", "get", "ghost").returncode == 1
+
+
+def test_list_shows_addresses_whole(config_file: Path) -> None:
+    """Seen on main: an empty segment showed as "/:5000" and model names were cut at 80
+    columns."""
+    long_models = {f"org/some-rather-long-model-name-{i}": {} for i in range(3)}
+    with ConfigManager.open(config_file) as cm:
+        cm.add_node(dict(NODE, models=long_models))  # type: ignore[arg-type]
+        cm.add_node({"id": "b", "base_url": "http://10.0.0.9:8000"})  # type: ignore[arg-type]
+    listed = run_cli("--config", str(config_file), "nodes", "list")
+    assert listed.returncode == 0
+    assert "/:" not in listed.stdout and "…" not in listed.stdout
+    assert "10.0.0.5:5000" in listed.stdout and "http://10.0.0.9:8000" in listed.stdout
+    for name in long_models:
+        assert name in listed.stdout

@@ -101,7 +101,9 @@ secrets_app = typer.Typer(
 )
 app.add_typer(secrets_app, name="secrets")
 
-stdout = Console(soft_wrap=True)
+#: Piped or redirected, tables take the width they need (a terminal's width otherwise), so a
+#: script or a file never gets a cut path or model name.
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 stderr = Console(stderr=True, soft_wrap=True)
 
 

@@ -100,7 +100,7 @@ def backups_list(as_json: JsonOpt = False) -> None:
         return
     table = Table(title=f"{len(infos)} backup(s) of {where}")
     for column in ("path", "age", "size", "schema", "revision", "reason", "ok"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # restore needs the whole path
     for i in infos:
         table.add_row(
             str(i.path),
@@ -201,6 +201,8 @@ def check(
             shown = value
             if key == "newest_backup" and isinstance(value, dict):
                 shown = f"{value['path']} ({_age(value['age_seconds'])} old)"
+            elif isinstance(value, dict):  # seen on main: a Python dict, {'state.db': '0600'}
+                shown = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
             print(f"{key}: {shown}")
         for problem in result.problems:
             print(f"PROBLEM: {problem}")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, stdout
 from dapi_config.errors import DapiConfigError
-from dapi_config.models import NodeInput
+from dapi_config.models import InferenceNodeConfig, NodeInput
 from dapi_config.node_import import parse_node_input
 
 
@@ -27,20 +27,34 @@ def nodes_list(as_json: JsonOpt = False) -> None:
         print_json([n.model_dump(mode="json") for n in nodes])
         return
     table = Table(title=f"{len(nodes)} inference node(s)")
-    for column in ("id", "host", "inference", "poc", "models", "max", "version", "enabled"):
-        table.add_column(column)
+    for column in ("id", "address", "models", "max", "version", "enabled"):
+        # fold, never "…": a table must not hide what an operator needs to copy
+        table.add_column(column, overflow="fold")
     for n in nodes:
         table.add_row(
             n.id,
-            n.host,
-            f"{n.inference_segment or '/'}:{n.inference_port}",
-            f"{n.poc_segment or '/'}:{n.poc_port}",
+            _address(n),
             ", ".join(n.models) or "-",
             str(n.max_concurrent),
             n.version or "-",
             "yes" if n.is_enabled else "no",
         )
     stdout.print(table)
+
+
+def _address(node: InferenceNodeConfig) -> str:
+    """Where the node is reached: its base URL, or host, ports and segments."""
+    if node.base_url or node.url:
+        return node.base_url or node.url
+    inference = f"{node.host}:{node.inference_port}{node.inference_segment}"
+    return f"{inference}, poc :{node.poc_port}{node.poc_segment}"
+
+
+@nodes_app.command("get")
+def nodes_get(node_id: NodeIdArg) -> None:
+    """Print one node as JSON (secrets redacted). Example: dapi-config nodes get n1"""
+    with open_manager(read_only=True) as cm:
+        print_json(cm.get_node(node_id).model_dump(mode="json"))
 
 
 @nodes_app.command("import")
@@ -95,8 +109,10 @@ def nodes_add(
             show_default=False,
         ),
     ],
+    as_json: JsonOpt = False,
 ) -> None:
-    """Register one node, or a list of nodes all or nothing; prints the stored nodes as JSON.
+    """Register one node, or a list of nodes all or nothing; prints what was added (--json:
+    the stored nodes).
 
     Safe while the service runs (one transaction on the state file).
     Example: echo '{"id": "n1", "host": "10.0.0.5", "inference_port": 5000, "poc_port": 8080}'
@@ -104,17 +120,53 @@ def nodes_add(
     """
     nodes, alone = _read_nodes(source)
     with open_manager() as cm:
-        if alone:
-            print_json(cm.add_node(nodes[0]).model_dump(mode="json"))
-        else:
-            print_json([n.model_dump(mode="json") for n in cm.add_nodes(nodes)])
+        stored = [cm.add_node(nodes[0])] if alone else cm.add_nodes(nodes)
+    _report("added", stored, as_json, alone)
+
+
+@nodes_app.command("update")
+def nodes_update(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|-",
+            help="JSON or YAML file with one node or a list; - reads stdin.",
+            show_default=False,
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace registered nodes in place (each must exist), all or nothing; their security
+    keys stay. Prints what was updated (--json: the stored nodes).
+
+    Example: dapi-config nodes get n1 > n1.json; edit it; dapi-config nodes update n1.json
+    """
+    nodes, alone = _read_nodes(source)
+    with open_manager() as cm, cm.transaction():
+        stored = [cm.update_node(node) for node in nodes]
+    _report("updated", stored, as_json, alone)
+
+
+def _report(verb: str, nodes: list[InferenceNodeConfig], as_json: bool, alone: bool) -> None:
+    if as_json:
+        dumped = [n.model_dump(mode="json") for n in nodes]
+        print_json(dumped[0] if alone else dumped)
+        return
+    ids = ", ".join(n.id for n in nodes[:10]) + (
+        f" and {len(nodes) - 10} more" if len(nodes) > 10 else ""
+    )
+    stdout.print(f"{verb} {len(nodes)} node(s): {ids}", markup=False)
 
 
 @nodes_app.command("remove")
-def nodes_remove(node_id: NodeIdArg) -> None:
-    """Remove a node; prints it as JSON. Example: dapi-config nodes remove n1"""
+def nodes_remove(node_id: NodeIdArg, as_json: JsonOpt = False) -> None:
+    """Remove a node (and its security key); --json prints the removed node.
+
+    Example: dapi-config nodes remove n1
+    """
     with open_manager() as cm:
-        print_json(cm.remove_node(node_id).model_dump(mode="json"))
+        removed = cm.remove_node(node_id)
+    _report("removed", [removed], as_json, alone=True)
 
 
 def _set_enabled(node_id: str, enabled: bool, as_json: bool) -> None:
