@@ -258,3 +258,22 @@ def test_metrics_have_no_created_series(running_server: RunningServer) -> None:
     text = running_server.client.get("/metrics").text
     assert "dapi_config_http_requests_total" in text
     assert "_created" not in text
+
+
+def test_docs_pages_need_no_internet(running_server: RunningServer) -> None:
+    """Seen on main: /docs and /redoc loaded swagger-ui and redoc from a CDN and fonts from
+    Google, an empty page on an air-gapped node. Every asset they name is served here."""
+    import re
+
+    client = running_server.client
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200
+        assert "://" not in html.text, re.findall(r"\S*://\S*", html.text)
+        assets = re.findall(r"""(?:src|href)=["']?(/[^"'\s>]+)""", html.text)
+        assert assets, page
+        for asset in assets:
+            answer = client.get(asset)
+            assert answer.status_code == 200 and len(answer.content) > 100, asset
+    script = client.get("/docs-assets/swagger-ui-bundle.js").text
+    assert "SwaggerUIBundle" in script

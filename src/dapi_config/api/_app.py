@@ -16,6 +16,7 @@ from dapi_config.api.auth import (
     without_security,
 )
 from dapi_config.api.bodies import add_body_schemas
+from dapi_config.api.docs import DOC_PATHS, add_offline_docs
 from dapi_config.api.errors import error_responses, install_error_handlers
 from dapi_config.api.limits import MAX_BODY_BYTES, describe_limits
 from dapi_config.api.metrics import ServiceMetrics
@@ -64,7 +65,10 @@ def create_app(
             'Errors: `{"error": message, "code": machine_code}` (+ `errors` for bad input).\n\n'
             + describe_limits()
         ),
+        docs_url=None,  # served by add_offline_docs: no CDN, no web fonts
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.manager = manager
     app.state.metrics = service_metrics
     app.state.readiness = readiness
@@ -97,7 +101,7 @@ def create_app(
     app.openapi = openapi_with_bodies  # type: ignore[method-assign]
 
     def route_templates() -> list[str]:
-        return [*app.openapi()["paths"], "/docs", "/docs/oauth2-redirect", "/openapi.json"]
+        return [*app.openapi()["paths"], *DOC_PATHS, "/openapi.json"]
 
     app.add_middleware(ActingAs, manager=manager, actor="api")
     # Inside RequestMiddleware (added last = outermost), so 401s are counted and logged too.

@@ -1,0 +1,55 @@
+"""``/docs`` (Swagger UI) and ``/redoc``, served with their assets from this process: validator
+nodes often have no internet access, and FastAPI's defaults load the UIs from a CDN and fonts
+from Google (an empty page there). The assets come from ``fastapi-offline``, a maintained
+package that ships them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS_PATH = "/docs-assets"
+_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+#: Paths this module serves (besides the assets), for the request metrics' route labels.
+DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """Serve the docs pages and their assets from ``app`` (created with ``docs_url=None``
+    and ``redoc_url=None``)."""
+    app.mount(ASSETS_PATH, StaticFiles(directory=_ASSETS), name="docs-assets")
+    title = app.title
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{title} - Swagger UI",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
+            with_google_fonts=False,
+        )
