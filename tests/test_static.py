@@ -240,3 +240,13 @@ def test_a_token_no_request_can_match_is_refused(tmp_path: Path, token: str) -> 
         load_static_config(path, env={})
     with pytest.raises(ConfigError, match="DAPI_API__ADMIN_TOKEN"):
         load_static_config(write(tmp_path, "", "empty.yaml"), {"DAPI_API__ADMIN_TOKEN": "  "})
+
+
+def test_an_unknown_variable_is_blamed_on_the_variable(
+    config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen on main: DAPI_API__BOGUS was reported as "config.yaml: unknown key api.bogus"."""
+    with caplog.at_level(logging.WARNING):
+        load_static_config(config_file, env={"DAPI_API__BOGUS": "1"})
+    assert "DAPI_API__BOGUS sets api.bogus" in caplog.text
+    assert f"{config_file}: unknown key api.bogus" not in caplog.text

@@ -197,6 +197,11 @@ def choose_output(
             return directory
         target = directory / default_name
         text = str(target)
+    if not target.parent.is_dir():
+        raise ConfigError(
+            f"{text}: the directory {target.parent} does not exist (end the path with / to "
+            "write into a new directory); nothing was written"
+        )
     resolved = target.resolve()
     for own in protected:
         if own.resolve() == resolved:

@@ -127,7 +127,9 @@ class Secrets:
         Raises :class:`MasterKeyError` (wrong or missing key; nothing changed)."""
         if self._key_params() is not None:
             self.box()
-        return self._keys.description
+            return self._keys.description
+        # Nothing sealed yet: say so rather than vouch for a key file that does not exist.
+        return f"{self._keys.description} (no secret is stored yet; it is used from the first)"
 
     def key_problem(self) -> str | None:
         """Why the next start could not open the stored secrets (a deleted key file), or None."""

@@ -170,7 +170,16 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
     for section in STATIC_SECTIONS:
         extra = getattr(config, section).model_extra or {}
         for key in extra:
-            _warn_once(source, f"unknown key {section}.{key} kept as is")
+            if (section, key) in overrides:
+                # The variable set it, not the file (seen: DAPI_API__BOGUS blamed on the file).
+                variable = overrides[(section, key)][1]
+                _warn_once(
+                    "environment",
+                    f"{variable} sets {section}.{key}, which is not a setting dapi-config "
+                    "knows (kept as is); check the variable's name",
+                )
+            else:
+                _warn_once(source, f"unknown key {section}.{key} kept as is")
     if config.api.poc_callback_url and not _looks_like_url(config.api.poc_callback_url):
         _warn_once(
             source,

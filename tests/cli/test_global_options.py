@@ -70,3 +70,15 @@ def test_hoisting_keeps_everything_else_in_place() -> None:
         "--out",
         "--config",
     ]  # fmt: skip  (a trailing --config without a value is left for the parser to report)
+
+
+def test_help_never_breaks_an_option_name_or_repeats_a_default() -> None:
+    """Seen on main: ``rekey --help`` printed its default twice and wrapped ``--new-key-env``
+    across two lines."""
+    import re
+
+    runner = CliRunner()
+    for path in _commands(typer.main.get_command(app), []):
+        text = runner.invoke(app, [*path, "--help"], terminal_width=80).output
+        assert not re.search(r"--[A-Za-z][A-Za-z-]*-\n\s*[a-z]", text), " ".join(path)
+        assert not re.search(r"\[default: ([^\]]+)\][^\[]*\[default: \1\]", text), path

@@ -75,3 +75,19 @@ def test_backup_json_names_the_file_in_the_directory(populated: Path, tmp_path: 
     result = run_cli("--config", str(populated), "backup", "--out", f"{tmp_path}/b/", "--json")
     assert result.returncode == 0, result.stderr
     assert Path(json.loads(result.stdout)["path"]).parent == tmp_path / "b"
+
+
+def test_a_missing_directory_is_named_not_a_temp_file(populated: Path, tmp_path: Path) -> None:
+    """Seen on main: ``export --out /missing/x.yaml`` named an internal temp file."""
+    result = run_cli("--config", str(populated), "export", "--out", str(tmp_path / "no" / "x.yaml"))
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and ".tmp" not in result.stderr
+
+
+def test_keys_check_before_any_secret_says_so(config_file: Path) -> None:
+    """Seen on main: ``keys check`` vouched for a key file that did not exist yet."""
+    assert run_cli("--config", str(config_file), "nodes", "add", "-", input=NODE).returncode == 0
+    result = run_cli("--config", str(config_file), "keys", "check")
+    assert result.returncode == 0
+    assert "no secret is stored yet" in result.stdout
+    assert not (config_file.parent / "state.db.key").exists()

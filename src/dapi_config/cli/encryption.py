@@ -103,7 +103,7 @@ def rekey(
         typer.Option(
             "--new-key-env",
             metavar="VAR",
-            help=f"Environment variable holding the new key [default: {DEFAULT_NEW_KEY_ENV}].",
+            help="Environment variable holding the new key.",
         ),
     ] = DEFAULT_NEW_KEY_ENV,
     new_key_stdin: Annotated[
@@ -111,8 +111,11 @@ def rekey(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-encrypt the state file: current key in API_STATE_KEY, new key from --new-key-env VAR
-    (default API_STATE_NEW_KEY) or --new-key-stdin. Never pass a key as an argument.
+    """Re-encrypt the state file under a new key (never pass a key as an argument).
+
+    \b
+    The current key:  API_STATE_KEY
+    The new key:      --new-key-env VAR (default API_STATE_NEW_KEY) or --new-key-stdin
 
     Takes a backup first, builds and verifies a copy under the new key, then swaps it in.
     Backups made before keep the old key. Stop the service first.
