@@ -82,3 +82,19 @@ def test_help_never_breaks_an_option_name_or_repeats_a_default() -> None:
         text = runner.invoke(app, [*path, "--help"], terminal_width=80).output
         assert not re.search(r"--[A-Za-z][A-Za-z-]*-\n\s*[a-z]", text), " ".join(path)
         assert not re.search(r"\[default: ([^\]]+)\][^\[]*\[default: \1\]", text), path
+
+
+def test_shell_completion_is_offered() -> None:
+    import subprocess
+    import sys
+
+    script = str(Path(sys.executable).with_name("dapi-config"))  # the installed command
+    result = subprocess.run(
+        [script, "--show-completion", "bash"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "_dapi_config_completion" in result.stdout and "complete " in result.stdout

@@ -90,7 +90,7 @@ app = typer.Typer(
     cls=_RootGroup,
     help=HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
