@@ -35,7 +35,8 @@ log = logging.getLogger("dapi_config.legacy")
 
 
 def read_node_file(path: Path) -> list[InferenceNodeConfig]:
-    """Parse and validate a JSON list of nodes (the predecessor's node-config file).
+    """Parse and validate a list of nodes, or one node: JSON (the predecessor's node-config
+    file) or YAML (a file named ``*.yaml``/``*.yml``, or text not starting with ``[``/``{``).
 
     Keys in a node that no model knows are kept with it (stored and shown). Raises
     :class:`ConfigError` for an unreadable or malformed file, :class:`DuplicateNodeError` for
@@ -49,9 +50,18 @@ def read_node_file(path: Path) -> list[InferenceNodeConfig]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read the node file: {exc}") from None
 
-    data = _json_loads(text, source)
+    if path.suffix.lower() in (".yaml", ".yml") or text.lstrip("\ufeff \t\r\n")[:1] not in (
+        "[",
+        "{",
+    ):
+        document = parse_yaml(text.encode("utf-8"), source)
+        data = None if document is None else to_plain(document)
+    else:
+        data = _json_loads(text.lstrip("\ufeff"), source)
+    if isinstance(data, dict):
+        data = [data]  # one node, as ``nodes add`` takes it
     if not isinstance(data, list):
-        raise ConfigError(f"{source}: expected a JSON list of nodes, got {type(data).__name__}")
+        raise ConfigError(f"{source}: expected a node or a list of nodes, got {type(data).__name__}")
     p = LegacyParser(source)
     nodes = [p.node(i, item) for i, item in enumerate(data)]
     seen: set[str] = set()

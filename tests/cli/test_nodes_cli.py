@@ -215,3 +215,18 @@ def test_list_shows_addresses_whole(config_file: Path) -> None:
     assert "10.0.0.5:5000" in listed.stdout and "http://10.0.0.9:8000" in listed.stdout
     for name in long_models:
         assert name in listed.stdout
+
+
+def test_import_takes_yaml_and_one_node_like_add(config_file: Path, tmp_path: Path) -> None:
+    """Seen on main: ``nodes import`` took only a JSON list, while ``nodes add`` took one node
+    or a list, JSON or YAML."""
+    one = tmp_path / "one.yaml"
+    one.write_text("id: y1\nhost: 10.0.0.6\ninference_port: 5000\npoc_port: 8080\n")
+    listed = tmp_path / "more.yml"
+    listed.write_text("- {id: y2, host: h, inference_port: 1, poc_port: 2}\n")
+    single_json = tmp_path / "one.json"
+    single_json.write_text(json.dumps(dict(NODE, id="j1")))
+    for source in (one, listed, single_json):
+        result = run_cli("--config", str(config_file), "nodes", "import", str(source))
+        assert result.returncode == 0, result.stderr
+    assert ids(config_file) == ["y1", "y2", "j1"]

@@ -59,7 +59,12 @@ def nodes_get(node_id: NodeIdArg) -> None:
 
 @nodes_app.command("import")
 def nodes_import(
-    file: Annotated[Path, typer.Argument(help="JSON list of nodes (NODE_CONFIG_PATH format).")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Nodes as JSON (a NODE_CONFIG_PATH file) or YAML: a list, or one node."
+        ),
+    ],
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace the whole registry with the file's nodes.")
     ] = False,
