@@ -61,7 +61,9 @@ def read_node_file(path: Path) -> list[InferenceNodeConfig]:
     if isinstance(data, dict):
         data = [data]  # one node, as ``nodes add`` takes it
     if not isinstance(data, list):
-        raise ConfigError(f"{source}: expected a node or a list of nodes, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a node or a list of nodes, got {type(data).__name__}"
+        )
     p = LegacyParser(source)
     nodes = [p.node(i, item) for i, item in enumerate(data)]
     seen: set[str] = set()
