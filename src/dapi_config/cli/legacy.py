@@ -99,8 +99,11 @@ def migrate(
         "resumed": "finished moving",
         "ignored": "did NOT import (the state took a legacy import before; see --force)",
     }
+    nodes = report.moved.get("nodes")
+    count = f" ({len(nodes)} node(s))" if isinstance(nodes, list) else ""
     stdout.print(
-        f"{report.config_path}: {verb[report.action]} {', '.join(report.keys)}", markup=False
+        f"{report.config_path}: {verb[report.action]} {', '.join(report.keys)}{count}",
+        markup=False,
     )
     if report.backup_path:
         stdout.print(f"backup: {report.backup_path}", markup=False)
