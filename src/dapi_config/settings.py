@@ -55,6 +55,8 @@ EXPORT_INTERVAL_ENV: Final = "CONFIG_EXPORT_INTERVAL"
 EXPORT_KEEP_ENV: Final = "CONFIG_EXPORT_KEEP"
 EXPORT_SECRETS_ENV: Final = "CONFIG_EXPORT_SECRETS"
 FAILPOINT_ENV: Final = "DAPI_CONFIG_FAILPOINT"
+PROGRESS_INTERVAL_ENV: Final = "DAPI_CONFIG_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL_S: Final = 5.0
 
 MIN_STATE_KEY_LENGTH: Final = 16
 #: About a week of history at one block every six seconds, a few tens of MB.
@@ -240,6 +242,9 @@ class Settings:
     node_config_mode: NodeConfigMode = "once"
     #: The later predecessor's own SQLite state (``API_SQLITE_PATH``), imported once at open.
     gonka_db_path: Path | None = None
+    #: Seconds between "still working" lines of a long CLI operation off a terminal
+    #: (``DAPI_CONFIG_PROGRESS_INTERVAL``, default 5 s).
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL_S
     #: The variables that override static keys (``DAPI_*`` and the predecessor's names).
     static_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: The whole mapping it was read from, for a variable named at run time (``rekey``'s
@@ -290,6 +295,7 @@ class Settings:
             node_config_path=_path(source, "NODE_CONFIG_PATH"),
             node_config_mode=_node_config_mode(source.get("NODE_CONFIG_MODE", "")),
             gonka_db_path=_path(source, "API_SQLITE_PATH"),
+            progress_interval=duration(PROGRESS_INTERVAL_ENV, DEFAULT_PROGRESS_INTERVAL_S),
             static_env=MappingProxyType(static),
             _source=MappingProxyType(source),
         )

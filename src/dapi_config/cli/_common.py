@@ -250,16 +250,21 @@ def open_manager(
 
     ``actor`` is recorded in the audit rows of its writes (``serve`` passes ``api``).
     """
+    from dapi_config.cli._progress import long_operation  # noqa: PLC0415 - it imports this
+
     context = cli_context()
     try:
-        with ConfigManager.open(
-            config or context.config,
-            state or context.state,
-            actor=actor,
-            settings=context.settings,
-            migrate_legacy=migrate_legacy,
-            read_only=read_only,
-        ) as cm:
+        # The first open of a legacy file migrates it: with a large file, that takes a while.
+        with long_operation(f"opening {config or context.config_file()}"):
+            cm = ConfigManager.open(
+                config or context.config,
+                state or context.state,
+                actor=actor,
+                settings=context.settings,
+                migrate_legacy=migrate_legacy,
+                read_only=read_only,
+            )
+        with cm:
             yield cm
     except DapiConfigError as exc:
         raise fail(str(exc)) from None

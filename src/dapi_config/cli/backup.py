@@ -25,6 +25,7 @@ from dapi_config.cli._common import (
     print_json,
     stdout,
 )
+from dapi_config.cli._progress import long_operation
 from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.settings import parse_duration
 from dapi_config.static import load_static_config
@@ -67,7 +68,8 @@ def backup(
     with open_manager() as cm:
         try:
             target = None if out is None else cm.output_path(out, force=force)
-            info = cm.backup(target)
+            with long_operation("backing up the state"):
+                info = cm.backup(target)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     if as_json:
@@ -125,13 +127,14 @@ def restore(
     at their next read. Example: dapi-config restore backups/state-20261127T120000000000Z-manual.db
     """
     if cli_context().state_is_shared():
-        with open_manager() as cm:
+        with open_manager() as cm, long_operation(f"restoring {backup_file}"):
             result = cm.restore_backup(backup_file)
     else:
         try:
-            result = recovery.restore_backup(
-                _state_path(), backup_file, cipher=cli_context().cipher()
-            )
+            with long_operation(f"restoring {backup_file}"):
+                result = recovery.restore_backup(
+                    _state_path(), backup_file, cipher=cli_context().cipher()
+                )
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     if as_json:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, stderr
+from dapi_config.cli._progress import long_operation
 from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.store import encryption
 from dapi_config.store.cipher import ENV_KEY, ENV_MODE, SQLCIPHER, StateCipher
@@ -69,7 +70,8 @@ def encrypt(as_json: JsonOpt = False) -> None:
     """
     state = _state_path()
     try:
-        result = encryption.encrypt_state(state, _key_from_env(ENV_KEY))
+        with long_operation(f"encrypting {state}"):
+            result = encryption.encrypt_state(state, _key_from_env(ENV_KEY))
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     _report(result, as_json)
@@ -89,7 +91,8 @@ def decrypt(as_json: JsonOpt = False) -> None:
     """
     state = _state_path()
     try:
-        result = encryption.decrypt_state(state, _key_from_env(ENV_KEY))
+        with long_operation(f"decrypting {state}"):
+            result = encryption.decrypt_state(state, _key_from_env(ENV_KEY))
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     _report(result, as_json)
@@ -125,7 +128,8 @@ def rekey(
     try:
         old = _key_from_env(ENV_KEY)
         new = _key_from_stdin() if new_key_stdin else _key_from_env(new_key_env)
-        result = encryption.rekey_state(state, old, new)
+        with long_operation(f"re-keying {state}"):
+            result = encryption.rekey_state(state, old, new)
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     _report(result, as_json)

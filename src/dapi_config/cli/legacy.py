@@ -18,6 +18,7 @@ from dapi_config.cli._common import (
     print_json,
     stdout,
 )
+from dapi_config.cli._progress import long_operation
 from dapi_config.errors import DapiConfigError
 from dapi_config.static import load_static_config
 
@@ -65,7 +66,8 @@ def migrate(
             context = cli_context()
             config = context.config_file()
             load_static_config(config, context.settings.static_env)
-            report = legacy.plan_migration(config)
+            with long_operation(f"planning the migration of {config}"):
+                report = legacy.plan_migration(config)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     else:
@@ -76,11 +78,13 @@ def migrate(
                     "unset it (or set db) to migrate into the state database"
                 )
             if force:
-                report = cm.migrate_legacy(force=True)
+                with long_operation(f"migrating {cm.config_path}"):
+                    report = cm.migrate_legacy(force=True)
             else:
                 report = cm.legacy_report or legacy.MigrationReport(str(cm.config_path), "none")
             if gonka_db is not None:
-                imported = cm.import_gonka_db(gonka_db)
+                with long_operation(f"importing {gonka_db}"):
+                    imported = cm.import_gonka_db(gonka_db)
     if as_json:
         print_json(
             report.as_dict()

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, stdout
+from dapi_config.cli._progress import long_operation
 from dapi_config.errors import DapiConfigError
 from dapi_config.models import InferenceNodeConfig, NodeInput
 from dapi_config.node_import import parse_node_input
@@ -79,7 +80,8 @@ def nodes_import(
     """
     with open_manager() as cm:
         try:
-            nodes = cm.import_nodes_file(file, replace=replace)
+            with long_operation(f"importing {file}"):
+                nodes = cm.import_nodes_file(file, replace=replace)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     if as_json:

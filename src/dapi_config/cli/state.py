@@ -7,10 +7,12 @@ from typing import Annotated
 import typer
 
 from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, stdout
+from dapi_config.cli._progress import long_operation
 from dapi_config.errors import DapiConfigError
 from dapi_config.state_copy import copy_state, location_of
 from dapi_config.store.backend import StateBackend
 from dapi_config.store.backup import backup_dir_for
+from dapi_config.store.postgres import redact_url
 
 state_app = typer.Typer(
     help="Move the whole state between backends (a SQLite file and PostgreSQL).",
@@ -52,14 +54,15 @@ def state_copy(
             target_store.backup_before("state-copy", keep=settings.backup_keep)
 
     try:
-        report = copy_state(
-            location_of(source),
-            location_of(target),
-            settings,
-            force=force,
-            before_replace=backup_first,
-            backup_dir=backup_dir_for(context.config_file()),
-        )
+        with long_operation(f"copying the state to {redact_url(target)}"):
+            report = copy_state(
+                location_of(source),
+                location_of(target),
+                settings,
+                force=force,
+                before_replace=backup_first,
+                backup_dir=backup_dir_for(context.config_file()),
+            )
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     if as_json:

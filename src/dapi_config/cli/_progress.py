@@ -1,0 +1,53 @@
+"""Long CLI operations say they are working, always on stderr: a rich progress display
+(spinner and elapsed time) on a terminal, otherwise a log line every few seconds
+(``DAPI_CONFIG_PROGRESS_INTERVAL``). A 35-second first open of a large legacy file used to be
+silent."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from dapi_config.cli._common import cli_context, stderr
+
+log = logging.getLogger("dapi_config.cli")
+
+
+@contextlib.contextmanager
+def long_operation(what: str) -> Iterator[None]:
+    """Show that ``what`` (``"migrating config.yaml"``) is running until the block ends."""
+    if stderr.is_terminal:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=True,
+        ) as progress:
+            progress.add_task(what, total=None)
+            yield
+        return
+    interval = cli_context().settings.progress_interval
+    done = threading.Event()
+    start = time.monotonic()
+
+    def report() -> None:
+        while not done.wait(interval):
+            stderr.print(
+                f"{what}: still working ({time.monotonic() - start:.0f} s)",
+                markup=False,
+                highlight=False,
+            )
+
+    reporter = threading.Thread(target=report, name="dapi-config-progress", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reporter.join(5)
