@@ -709,7 +709,8 @@ class ConfigManager:
     ) -> BackupInfo:
         """Take a verified online backup (to ``out``, a file or directory, else the backup
         directory). Safe while others write. Raises :class:`BackupError`,
-        :class:`ConfigError` (``out`` is one of :meth:`own_files`), :class:`NotSupportedError`
+        :class:`ConfigError` (``out`` is one of :meth:`own_files`, or its directory is
+        missing), :class:`NotSupportedError`
         in ``API_STATE_MODE=yaml`` (no database to back up)."""
         if out is None:
             # Into the backup directory: kept like every backup there, the newest

@@ -72,8 +72,9 @@ def test_bad_reason_is_refused(manager: ConfigManager) -> None:
 def test_backup_into_unwritable_place_fails_cleanly(manager: ConfigManager, tmp_path: Path) -> None:
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("x")
-    with pytest.raises(BackupError, match="cannot write a backup"):
-        manager.backup(blocker / "x.db")
+    with pytest.raises(ConfigError, match="does not exist"):
+        manager.backup(blocker / "x.db")  # its directory is a file: named, nothing written
+    assert blocker.read_text() == "x" and manager.list_backups() == []
 
 
 def test_inspect_reports_damage_without_raising(tmp_path: Path, manager: ConfigManager) -> None:

@@ -727,13 +727,6 @@ def _migrate(db: PgDatabase, *, read_only: bool) -> None:
     current = _schema_version(db)
     if current > latest:
         raise SchemaTooNewError(db.path, current, latest)
-    if current == 0 and not read_only:
-        foreign = [t for t in db.table_names() if t != "schema_migrations"]
-        if foreign:
-            raise StateUnavailableError(
-                f"{db.path}: this database holds other tables ({', '.join(foreign[:5])}) and "
-                "no dapi-config schema; give dapi-config a database of its own. Nothing changed"
-            )
     if current == latest:
         return
     if read_only:
@@ -746,12 +739,26 @@ def _migrate(db: PgDatabase, *, read_only: bool) -> None:
         try:
             conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
             try:
+                # Under the lock: a replica that started at the same moment may have created
+                # the schema since the version was read above; its tables are not foreign.
+                _refuse_a_foreign_database(db)
                 for step in MIGRATIONS:
                     _apply(conn, step)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
         finally:
             conn.autocommit = False
+
+
+def _refuse_a_foreign_database(db: PgDatabase) -> None:
+    if _schema_version(db) != 0:
+        return
+    foreign = [t for t in db.table_names() if t != "schema_migrations"]
+    if foreign:
+        raise StateUnavailableError(
+            f"{db.path}: this database holds other tables ({', '.join(foreign[:5])}) and "
+            "no dapi-config schema; give dapi-config a database of its own. Nothing changed"
+        )
 
 
 def _apply(conn: Any, step: Migration) -> None:
