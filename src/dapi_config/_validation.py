@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pydantic
@@ -22,6 +22,7 @@ from dapi_config.models import (
     REDACTED,
     URL_PATTERN,
     InferenceNodeConfig,
+    NodeInput,
     is_valid_node_id,
 )
 from dapi_config.security import SECRET_FIELDS
@@ -192,3 +193,18 @@ def json_integers(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: json_integers(v) for k, v in value.items()}
     return value
+
+
+def node_inputs(
+    items: Sequence[Any], where: Callable[[int], str]
+) -> tuple[list[NodeInput], list[dict[str, Any]]]:
+    """``items`` validated strictly as client input (:class:`NodeInput`): the valid nodes,
+    and every problem with its field prefixed by ``where(index)`` (``nodes[1]``, ``1``)."""
+    nodes: list[NodeInput] = []
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            nodes.append(NodeInput.model_validate(item, strict=True))
+        except pydantic.ValidationError as exc:
+            problems.extend(error_items(exc, prefix=where(index)))
+    return nodes, problems

@@ -9,9 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pydantic
-
-from dapi_config._validation import describe, error_items, json_integers
+from dapi_config._validation import describe, json_integers, node_inputs
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.errors import ConfigError, DuplicateNodeError, ValidationError
 from dapi_config.models import InferenceNodeConfig, NodeInput
@@ -124,13 +122,7 @@ def parse_node_input(raw: bytes, source: str) -> tuple[list[NodeInput], bool]:
         raise ConfigError(
             f"{source}: expected a node (a mapping) or a list of nodes, got {type(data).__name__}"
         )
-    nodes: list[NodeInput] = []
-    problems: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        try:
-            nodes.append(NodeInput.model_validate(item, strict=True))
-        except pydantic.ValidationError as exc:
-            problems.extend(error_items(exc, prefix="node" if alone else f"nodes[{index}]"))
+    nodes, problems = node_inputs(items, lambda i: "node" if alone else f"nodes[{i}]")
     if problems:
         raise ValidationError(f"{source}: invalid input: {describe(problems)}", problems)
     return nodes, alone

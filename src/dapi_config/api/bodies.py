@@ -18,7 +18,7 @@ import pydantic
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from dapi_config._validation import describe, error_items, json_integers
+from dapi_config._validation import describe, error_items, json_integers, node_inputs
 from dapi_config.api.errors import ApiError
 from dapi_config.api.limits import MAX_BATCH, MAX_ERRORS
 from dapi_config.errors import ValidationError
@@ -98,13 +98,7 @@ def parse_nodes(raw: bytes, content_type: str | None) -> list[NodeInput]:
             f"a batch takes at most {MAX_BATCH} nodes, got {len(data)}; split it",
             "batch_too_large",
         )
-    nodes: list[NodeInput] = []
-    problems: list[dict[str, Any]] = []
-    for index, item in enumerate(data):
-        try:
-            nodes.append(NodeInput.model_validate(item, strict=True))
-        except pydantic.ValidationError as exc:
-            problems.extend(error_items(exc, prefix=str(index)))
+    nodes, problems = node_inputs(data, str)
     if problems:
         raise _refuse(problems)
     return nodes
