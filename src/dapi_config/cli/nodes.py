@@ -106,18 +106,18 @@ def _read_nodes(source: str) -> tuple[list[NodeInput], bool]:
         raise fail(str(exc)) from None
 
 
+NodesSource = Annotated[
+    str,
+    typer.Argument(
+        metavar="FILE|-",
+        help="JSON or YAML file with one node or a list of nodes; - reads stdin.",
+        show_default=False,
+    ),
+]
+
+
 @nodes_app.command("add")
-def nodes_add(
-    source: Annotated[
-        str,
-        typer.Argument(
-            metavar="FILE|-",
-            help="JSON or YAML file with one node or a list of nodes; - reads stdin.",
-            show_default=False,
-        ),
-    ],
-    as_json: JsonOpt = False,
-) -> None:
+def nodes_add(source: NodesSource, as_json: JsonOpt = False) -> None:
     """Register one node, or a list of nodes all or nothing; prints what was added (--json:
     the stored nodes).
 
@@ -132,17 +132,7 @@ def nodes_add(
 
 
 @nodes_app.command("update")
-def nodes_update(
-    source: Annotated[
-        str,
-        typer.Argument(
-            metavar="FILE|-",
-            help="JSON or YAML file with one node or a list; - reads stdin.",
-            show_default=False,
-        ),
-    ],
-    as_json: JsonOpt = False,
-) -> None:
+def nodes_update(source: NodesSource, as_json: JsonOpt = False) -> None:
     """Replace registered nodes in place (each must exist), all or nothing; their security
     keys stay. Prints what was updated (--json: the stored nodes).
 
