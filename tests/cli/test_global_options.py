@@ -5,6 +5,7 @@ experience). Reproduced first: ``dapi-config status --config examples/config.yam
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,16 @@ def test_shell_completion_is_offered() -> None:
     import sys
 
     script = str(Path(sys.executable).with_name("dapi-config"))  # the installed command
-    # Under bash: some Typer versions detect the shell from the parent process, not the value.
+    # Typer with shellingham detects the shell from the process tree (in CI a `sh` above
+    # pytest) and ignores the value; its own test switch makes it take the value instead.
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     result = subprocess.run(
-        ["bash", "-c", f"{script} --show-completion bash"],
+        [script, "--show-completion", "bash"],
         check=False,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "_dapi_config_completion" in result.stdout and "complete " in result.stdout
