@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dapi_config import ConfigManager
+from tests._browser import browser_page, chromium  # noqa: F401  (fixtures for the browser tests)
 from tests._postgres import PgServer, local_server
 
 EXAMPLE_CONFIG = """\

@@ -270,6 +270,8 @@ def test_docs_pages_need_no_internet(running_server: RunningServer) -> None:
         html = client.get(page)
         assert html.status_code == 200
         assert "://" not in html.text, re.findall(r"\S*://\S*", html.text)
+        # The browser may load nothing from elsewhere (the bundles name a few outside URLs).
+        assert html.headers["content-security-policy"].startswith("default-src 'self'; ")
         assets = re.findall(r"""(?:src|href)=["']?(/[^"'\s>]+)""", html.text)
         assert assets, page
         for asset in assets:

@@ -5,6 +5,9 @@ package that ships them."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from pathlib import Path
 
 import fastapi_offline
@@ -22,6 +25,38 @@ _ASSETS = Path(fastapi_offline.__file__).parent / "static"
 #: Paths this module serves (besides the assets), for the request metrics' route labels.
 DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def _with_policy(page: HTMLResponse) -> HTMLResponse:
+    """``page`` with a Content-Security-Policy that lets it load only from this server.
+
+    The UI bundles still name a few outside URLs (ReDoc's menu shows Redocly's logo from its
+    CDN): under this policy the browser does not even try them, so an air-gapped node makes no
+    outbound attempt and a watched one leaks no visit. The page's own inline script is allowed
+    by its hash, not by ``'unsafe-inline'``; the UIs set inline styles, and ReDoc runs its
+    search in a ``blob:`` worker.
+    """
+    script_src = ["'self'"] + [
+        "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
+        for body in _INLINE_SCRIPT.findall(bytes(page.body))
+    ]
+    page.headers["Content-Security-Policy"] = "; ".join(
+        (
+            "default-src 'self'",
+            "script-src " + " ".join(script_src),
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "worker-src 'self' blob:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+            "form-action 'none'",
+        )
+    )
+    return page
+
 
 def add_offline_docs(app: FastAPI) -> None:
     """Serve the docs pages and their assets from ``app`` (created with ``docs_url=None``
@@ -31,25 +66,29 @@ def add_offline_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title=f"{title} - Swagger UI",
-            oauth2_redirect_url="/docs/oauth2-redirect",
-            swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
+        return _with_policy(
+            get_swagger_ui_html(
+                openapi_url=app.openapi_url or "/openapi.json",
+                title=f"{title} - Swagger UI",
+                oauth2_redirect_url="/docs/oauth2-redirect",
+                swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+                swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
+                swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
+            )
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     def swagger_ui_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
+        return _with_policy(get_swagger_ui_oauth2_redirect_html())
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title=f"{title} - ReDoc",
-            redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
-            redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
-            with_google_fonts=False,
+        return _with_policy(
+            get_redoc_html(
+                openapi_url=app.openapi_url or "/openapi.json",
+                title=f"{title} - ReDoc",
+                redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
+                redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
+                with_google_fonts=False,
+            )
         )
