@@ -95,14 +95,20 @@ def test_legacy_import_commits_durably_under_normal_durability(tmp_path: Path) -
     config.write_text("api:\n    port: 8080\ncurrent_height: 77\n")
     store = StateStore.open(tmp_path / "state.db", durability="normal")
     seen: list[int] = []
-    store.on_commit(lambda: seen.append(store.db.query_one("PRAGMA synchronous")[0]))
+    real_set = store.set_chain_value
+
+    def set_and_probe(key: str, value: str) -> None:
+        # Inside the write transaction: the setting its COMMIT will run with.
+        seen.append(store.db.query_one("PRAGMA synchronous")[0])
+        real_set(key, value)
+
+    store.set_chain_value = set_and_probe  # type: ignore[method-assign]
     try:
         report = legacy.migrate_legacy_file(store, config)
         assert report.action == "migrated"
         assert seen == [2]  # FULL while the import committed
-        assert store.db.query_one("PRAGMA synchronous")[0] == 1  # NORMAL again afterwards
         with store.transaction():
-            store.set_height(78)
+            store.set_chain_value("current_height", "78")
         assert seen == [2, 1]  # ordinary writes keep the configured durability
     finally:
         store.close()

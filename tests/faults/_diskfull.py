@@ -7,9 +7,9 @@ Modes:
 - ``enospc DIR``: DIR is a small tmpfs mounted by ``unshare -rm`` around this process; a
   filler file takes the free space (a real ``ENOSPC``, SQLite reports SQLITE_FULL); then the
   filler is deleted.
-- ``readonly DIR``: the state file is made read-only (chmod 0400; run without
-  CAP_DAC_OVERRIDE) while the process runs, then writable again. The writes run on one
-  long-lived worker thread, as in a server: its connection is opened while the file is
+- ``readonly DIR``: the state is opened, then its file is made read-only (chmod 0400; run
+  without CAP_DAC_OVERRIDE) before the first write, then writable again. The writes run on one
+  long-lived worker thread, as in a server: the writer connection is opened while the file is
   read-only, and must not stay read-only once the file is writable again.
 
 Each mode writes until a write fails, checks that reads still return the last committed state
@@ -123,6 +123,11 @@ def run(mode: str, directory: Path) -> dict[str, Any]:
         acked, error = write_until_failure(cm, "a")
     elif mode == "readonly":
         acked, _ = write_until_failure(cm, "a", limit=5)
+        # A connection already open keeps its read-write descriptor, as in any program's; the
+        # trap is a writer connection first opened while the file is read-only (SQLite then
+        # opens it read-only, silently, for good): a store opened, then chmod, then a write.
+        cm.close()
+        cm = ConfigManager.open(config)
         os.chmod(state, 0o400)
         more, error = worker.call(lambda: write_until_failure(cm, "ro", limit=5))
         acked += more

@@ -102,8 +102,9 @@ def test_real_enospc_on_a_small_tmpfs(tmp_path: Path) -> None:
 
 
 def test_read_only_file_then_writable_again_without_restart(tmp_path: Path) -> None:
-    """chmod 0400 while running: a worker thread's writes fail clearly, reads go on; chmod 0600
-    and the same thread writes again (its read-only connection is not kept)."""
+    """chmod 0400 after open, before the first write: the worker thread's writes fail
+    clearly, reads go on; chmod 0600 and the same thread writes again (the read-only writer
+    connection is not kept)."""
     argv = [sys.executable, "-m", "tests.faults._diskfull", "readonly", str(tmp_path)]
     if os.geteuid() == 0:
         # root ignores file modes: drop the capability that lets it.

@@ -6,15 +6,19 @@ Rules this module enforces (each one learned the hard way by SQLite users):
   runs in an explicit ``BEGIN IMMEDIATE`` so the write lock is taken up front and the busy
   timeout applies (a deferred transaction that upgrades to a write fails at once with
   "database is locked" instead of waiting).
-- One connection per thread and per process, opened lazily and never shared. A connection
+- One read connection per thread and per process, opened lazily and never shared. A connection
   carried across ``fork()`` must not be used in the child (SQLite's documented corruption path),
   so a connection used from another pid raises, and a thread whose cached connection belongs to a
   parent process silently gets a fresh one.
 - Pragmas are set in exactly one place, :meth:`Database._configure`, outside any transaction.
 - The file and its ``-wal``/``-shm`` companions are created 0600 before SQLite touches them
   (SQLite gives the companions the main file's mode).
-- In-process writers queue on a Python lock before ``BEGIN IMMEDIATE``: no busy-polling between
-  threads, and post-commit work (cache updates, hooks) runs in commit order.
+- Group commit: each process writes through one writer connection. Write calls of several
+  threads that arrive together share one transaction and one fsync, each in its own SAVEPOINT
+  (a failing call rolls back alone and gets its own error); nobody hears "done" before the shared
+  COMMIT returned. A lone call commits at once. In-process writers queue on a Python lock, so
+  there is no busy-polling between threads, and post-commit work (log lines, hooks) runs in
+  commit order.
 - An encrypted state file (:mod:`.cipher`) is opened through the SQLCipher driver, whose
   ``PRAGMA key`` is the first statement on every connection. The driver has its own exception
   classes: every ``except`` in the store uses :data:`SQLITE_ERRORS` (and friends) to catch both.
@@ -30,7 +34,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -187,13 +191,34 @@ def register_hook(hooks: list[Any], hook: Any) -> Callable[[], None]:
     return remove
 
 
+#: At most this many write calls share one commit (bounds how long the first of them waits).
+GROUP_COMMIT_MAX = 64
+#: The savepoint each write call that joins an open shared transaction runs in.
+_MEMBER_SAVEPOINT = "member"
+
+
 @dataclass
 class _ThreadState:
     pid: int
+    #: This thread's read connection.
     conn: sqlite3.Connection
     depth: int = 0
+    #: The process's writer connection, while this thread runs a write call.
+    writing: sqlite3.Connection | None = None
     #: Work to run after the outermost COMMIT (cache updates, hooks), in order.
     on_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """Write calls committed together: one open transaction on the writer connection."""
+
+    members: int = 0
+    #: Every member's post-commit work, in the order the members ran.
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    #: Why nothing of the batch was written (the commit, or a member, undid it all).
+    error: str | None = None
 
 
 class Database:
@@ -236,6 +261,12 @@ class Database:
         self._transaction_observers: list[Callable[[float, bool], None]] = []
         self._fork_hooks: list[Callable[[], None]] = []
         self._writer: int | None = None  # thread holding the writer lock
+        # The writer connection (per process) and the shared transaction open on it, if any;
+        # both are guarded by _write_lock. _queued counts threads waiting for that lock.
+        self._writer_conn: sqlite3.Connection | None = None
+        self._batch: _Batch | None = None
+        self._queued = 0
+        self._queued_lock = threading.Lock()
         self._retired: list[sqlite3.Connection] = []
         self._identity: tuple[int, int] | None = None
         #: What the last read or write found damaged in the file (None: nothing found).
@@ -273,6 +304,9 @@ class Database:
             return
         self._held_for_fork = self._write_lock.acquire(timeout=FORK_WAIT_S)
         self._forked_mid_write = not self._held_for_fork
+        if self._held_for_fork and self._batch is not None:
+            # Calls waiting for a shared commit: commit it now, not in a child's copy.
+            self._commit_batch()
 
     def _resume_after_fork(self) -> None:
         if self._held_for_fork:
@@ -283,7 +317,13 @@ class Database:
         # No thread of the child holds these yet.
         self._write_lock = threading.Lock()
         self._all_lock = threading.Lock()
+        self._queued_lock = threading.Lock()
+        self._queued = 0
         self._writer = None
+        if self._writer_conn is not None:
+            _INHERITED.append(self._writer_conn)
+        self._writer_conn = None
+        self._batch = None
         self._held_for_fork = False
         self._fork_poisoned = self._forked_mid_write
         for hook in self._fork_hooks:
@@ -426,14 +466,22 @@ class Database:
         return state
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection (opened on first use, per process). Outside a
-        transaction, a read first checks that the path still names the file opened (one
+        """The connection this thread uses now: inside a write call, the process's writer
+        connection; else its own read connection (opened on first use, per process). Outside
+        a transaction, a read first checks that the path still names the file opened (one
         ``stat``): a removed or replaced file answers every read the same way, an error,
         instead of old data on threads that happen to hold a connection."""
         state = self._thread_state()
-        if not state.depth and not state.conn.in_transaction:
+        if state.writing is not None:
+            return state.writing
+        if not state.conn.in_transaction:
             self.check_same_file()
         return state.conn
+
+    @property
+    def queued_writers(self) -> int:
+        """How many write calls of this process wait for the writer lock right now."""
+        return self._queued
 
     @property
     def in_transaction(self) -> bool:
@@ -494,14 +542,18 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[None]:
-        """One atomic write transaction; nested use becomes a SAVEPOINT.
+        """One atomic write call; nested use becomes a SAVEPOINT.
 
-        The outermost level takes the in-process writer lock, then ``BEGIN IMMEDIATE``; on
-        success it commits and runs the queued on-commit work and the commit hooks. Any
-        exception rolls back (to the savepoint, when nested) and propagates unchanged.
-        ``durable=True`` fsyncs the commit even under ``durability="normal"``: for a commit
-        that a later step relies on being on disk (the legacy import, before the config file
-        loses its dynamic keys). Nested inside a transaction it is an error.
+        The outermost level queues on the in-process writer lock and runs on the writer
+        connection: it opens a transaction (``BEGIN IMMEDIATE``) or, when other calls are
+        committing together, joins theirs in a savepoint of its own. Any exception rolls this
+        call back alone (to the savepoint, when nested) and propagates unchanged. On success it
+        returns once the shared COMMIT succeeded and the queued on-commit work and commit hooks
+        ran; a failed commit raises :class:`StateUnavailableError` in every call of the batch
+        (nothing of it was written). ``durable=True`` fsyncs the commit even under
+        ``durability="normal"`` (it commits alone): for a commit that a later step relies on
+        being on disk (the legacy import, before the config file loses its dynamic keys).
+        Nested inside a transaction it is an error.
         """
         state = self._thread_state()
         if state.depth:
@@ -509,19 +561,6 @@ class Database:
                 raise DapiConfigError("a durable transaction cannot be nested in another one")
             yield from self._savepoint(state)
             return
-        if durable and self.durability != "full":
-            # synchronous can only change outside a transaction; FULL makes this commit fsync
-            # the WAL. Set back at once so the connection keeps its configured durability.
-            self.execute("PRAGMA synchronous=FULL")
-            try:
-                with self.transaction():
-                    yield
-            finally:
-                with contextlib.suppress(*SQLITE_ERRORS):
-                    state.conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
-            return
-        started = time.perf_counter()
-        committed = False
         if self._fork_poisoned:
             raise StateUnavailableError(
                 f"{self.path}: this process was created by fork() while a write transaction "
@@ -529,65 +568,192 @@ class Database:
                 "open the store in the child only after the parent's writes finished "
                 "(or start the child with spawn)"
             )
-        self._write_lock.acquire()
-        self._writer = threading.get_ident()
+        started = time.perf_counter()
+        committed = False
         try:
-            self.check_same_file()
-            self._begin(state.conn)
-            state.depth = 1
-            try:
-                yield
-            except BaseException:
-                state.on_commit.clear()
-                self._rollback(state.conn)
-                raise
-            finally:
-                state.depth = 0
-            try:
-                state.conn.execute("COMMIT")
-            except SQLITE_ERRORS as exc:
-                state.on_commit.clear()
-                self._rollback(state.conn)
-                raise StateUnavailableError(
-                    f"{self.path}: commit failed, nothing was written: {self._noted(exc)}"
-                ) from None
+            batch = yield from self._run_member(state, alone=durable and self.durability != "full")
+            batch.done.wait()
+            if batch.error is not None:
+                raise StateUnavailableError(batch.error)
             committed = True
-            _failpoints.hit("commit.before_ack")
-            pending, state.on_commit = state.on_commit, []
-            for work in pending:
-                work()
-            for hook in self._commit_hooks:
-                try:
-                    hook()
-                except Exception:
-                    # A hook (mirror file, metrics) must never turn a committed write into an
-                    # error: the change is durable and the caller must hear so.
-                    log.exception("post-commit hook failed")
-        except StateUnavailableError as exc:
-            if READ_ONLY_MESSAGE in exc.message:
-                self._retire_read_only_connection(state)
-            raise
         finally:
-            self._writer = None
-            self._write_lock.release()
             elapsed = time.perf_counter() - started
             for observer in self._transaction_observers:
                 with contextlib.suppress(Exception):
                     observer(elapsed, committed)
 
-    def _retire_read_only_connection(self, state: _ThreadState) -> None:
+    def _run_member(self, state: _ThreadState, *, alone: bool) -> Generator[None, None, _Batch]:
+        """Run one write call's body under the writer lock, in the open batch or a new one.
+
+        Returns the batch to wait for. Whoever releases the lock with nobody queued behind it
+        (or with a full batch, or after a call that must commit alone) commits the batch.
+        """
+        with self._queued_lock:
+            self._queued += 1
+        self._write_lock.acquire()
+        with self._queued_lock:
+            self._queued -= 1
+        self._writer = threading.get_ident()
+        try:
+            if alone and self._batch is not None:
+                self._commit_batch()
+            conn = self._writer_connection()
+            batch = self._batch
+            first = batch is None
+            if batch is None:
+                self.check_same_file()
+                if alone:
+                    # synchronous only changes outside a transaction; FULL makes this commit
+                    # fsync the WAL. Set back after the commit (the finally below).
+                    conn.execute("PRAGMA synchronous=FULL")
+                try:
+                    self._begin(conn)
+                except StateUnavailableError as exc:
+                    if READ_ONLY_MESSAGE in exc.message:
+                        self._retire_writer_connection()
+                    raise
+                batch = self._batch = _Batch()
+            else:
+                self._start_member(conn)
+            state.writing, state.depth, state.on_commit = conn, 1, []
+            try:
+                yield
+            except BaseException as exc:
+                self._undo_member(conn, first=first, cause=exc)
+                raise
+            finally:
+                state.writing, state.depth = None, 0
+                work, state.on_commit = state.on_commit, []
+            if not first:
+                self._end_member(conn)
+            batch.members += 1
+            batch.on_commit.extend(work)
+            return batch
+        finally:
+            try:
+                open_batch = self._batch
+                if open_batch is not None and (
+                    alone or self._queued == 0 or open_batch.members >= GROUP_COMMIT_MAX
+                ):
+                    self._commit_batch()
+            finally:
+                if alone and self._writer_conn is not None:
+                    with contextlib.suppress(*SQLITE_ERRORS):
+                        self._writer_conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
+                self._writer = None
+                self._write_lock.release()
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        conn = self._writer_conn
+        if conn is None:
+            self._restore_companion_modes()
+            conn = self._writer_conn = self._open_connection()
+        return conn
+
+    def _restore_companion_modes(self) -> None:
+        # SQLite gives an empty -wal the main file's mode whenever a connection opens it: a
+        # state file chmod'ed 0400 for a moment leaves a read-only WAL behind, and writes would
+        # keep failing after the operator restored the main file's mode. Ours to fix, 0600.
+        if not os.access(self.path, os.W_OK):
+            return
+        for suffix in ("-wal", "-shm"):
+            companion = f"{self.path}{suffix}"
+            if os.path.exists(companion) and not os.access(companion, os.W_OK):
+                with contextlib.suppress(OSError):
+                    os.chmod(companion, 0o600)
+
+    def _start_member(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute(f"SAVEPOINT {_MEMBER_SAVEPOINT}")
+        except SQLITE_ERRORS as exc:
+            message = self._noted(exc)
+            self._abort_batch(conn, message)
+            raise StateUnavailableError(f"{self.path}: cannot start a write: {message}") from None
+
+    def _end_member(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute(f"RELEASE {_MEMBER_SAVEPOINT}")
+        except SQLITE_ERRORS as exc:
+            message = self._noted(exc)
+            self._abort_batch(conn, message)
+            raise StateUnavailableError(f"{self.path}: {message}; nothing was written") from None
+
+    def _undo_member(self, conn: sqlite3.Connection, *, first: bool, cause: BaseException) -> None:
+        """Roll back one call that raised: its savepoint, or the whole transaction when it was
+        alone in it. When SQLite undid the whole transaction itself (some I/O and disk-full
+        errors do), or the connection turned out read-only, the batch fails as a whole."""
+        read_only = isinstance(cause, StateUnavailableError) and READ_ONLY_MESSAGE in cause.message
+        if first:
+            self._batch = None
+            self._rollback(conn)
+        else:
+            undone = False
+            with contextlib.suppress(*SQLITE_ERRORS):
+                conn.execute(f"ROLLBACK TO {_MEMBER_SAVEPOINT}")
+                conn.execute(f"RELEASE {_MEMBER_SAVEPOINT}")
+                undone = True
+            if read_only or not undone or not conn.in_transaction:
+                self._abort_batch(
+                    conn, f"a write committed together with this one failed ({cause})"
+                )
+        if read_only:
+            self._retire_writer_connection()
+
+    def _abort_batch(self, conn: sqlite3.Connection, why: str) -> None:
+        batch, self._batch = self._batch, None
+        self._rollback(conn)
+        if batch is not None:
+            batch.error = f"{self.path}: {why}; nothing was written"
+            batch.done.set()
+
+    def _commit_batch(self) -> None:
+        """COMMIT the open batch (under the writer lock), then run its post-commit work and
+        the commit hooks, and tell its members."""
+        batch, self._batch = self._batch, None
+        conn = self._writer_conn
+        if batch is None or conn is None:
+            return
+        try:
+            try:
+                self.check_same_file()
+                conn.execute("COMMIT")
+            except StateUnavailableError as exc:
+                self._rollback(conn)
+                batch.error = exc.message
+                return
+            except SQLITE_ERRORS as exc:
+                self._rollback(conn)
+                batch.error = f"{self.path}: commit failed, nothing was written: {self._noted(exc)}"
+                if READ_ONLY_MESSAGE in batch.error:
+                    self._retire_writer_connection()
+                return
+            _failpoints.hit("commit.before_ack")
+            for work in [*batch.on_commit, *self._commit_hooks]:
+                try:
+                    work()
+                except Exception:
+                    # Post-commit work (log lines, mirror file, metrics) must never turn a
+                    # committed write into an error: the change is durable and the caller must
+                    # hear so.
+                    log.exception("post-commit work failed")
+        finally:
+            batch.done.set()
+
+    def _retire_writer_connection(self) -> None:
         # SQLite silently opens a connection read-only when the file is not writable at that
-        # moment, and it stays read-only for good: without this, a long-lived thread (a server
-        # worker) would fail every write until a restart, even after the permissions are fixed.
-        # The next use of this thread opens a fresh connection.
+        # moment, and it stays read-only for good: without this, a long-lived process (the
+        # server) would fail every write until a restart, even after the permissions are
+        # fixed. The next write opens a fresh connection.
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is None:
+            return
         with self._all_lock:
-            self._all = [(p, c) for p, c in self._all if c is not state.conn]
+            self._all = [(p, c) for p, c in self._all if c is not conn]
         with contextlib.suppress(sqlite3.Error):
-            state.conn.close()
+            conn.close()
         # Keep the object alive: its id() must not be reused by the next connection (the hot
         # cache keys its freshness on it).
-        self._retired.append(state.conn)
-        self._local.state = None
+        self._retired.append(conn)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -612,7 +778,9 @@ class Database:
 
     def _savepoint(self, state: _ThreadState) -> Iterator[None]:
         name = f"sp{state.depth}"
-        state.conn.execute(f"SAVEPOINT {name}")
+        conn = state.writing
+        assert conn is not None  # nested in a write call
+        conn.execute(f"SAVEPOINT {name}")
         mark = len(state.on_commit)
         state.depth += 1
         try:
@@ -620,12 +788,12 @@ class Database:
         except BaseException:
             del state.on_commit[mark:]
             with contextlib.suppress(*SQLITE_ERRORS):
-                state.conn.execute(f"ROLLBACK TO {name}")
-                state.conn.execute(f"RELEASE {name}")
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
             raise
         finally:
             state.depth -= 1
-        state.conn.execute(f"RELEASE {name}")
+        conn.execute(f"RELEASE {name}")
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         # busy_timeout covers BEGIN IMMEDIATE; the loop is a backstop for the rare SQLITE_BUSY
@@ -659,8 +827,20 @@ class Database:
     # --- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every connection this process opened. Idempotent."""
+        """Close every connection this process opened (after committing calls that wait for
+        a shared commit). Idempotent."""
+        if (
+            not self._closed
+            and self._writer != threading.get_ident()
+            and self._write_lock.acquire(timeout=BUSY_TIMEOUT_S)
+        ):
+            try:
+                self._commit_batch()
+                self._closed = True
+            finally:
+                self._write_lock.release()
         self._closed = True
+        self._writer_conn = None
         pid = os.getpid()
         with self._all_lock:
             conns, self._all = self._all, []

@@ -120,9 +120,9 @@ def migrate(db: Database, before_step: Callable[[int, int], None] | None = None)
         if before_step is not None:
             before_step(current, steps[-1].version)
     applied: list[int] = []
-    conn = db.connection()
     for step in steps:
         with db.transaction():
+            conn = db.connection()
             # A concurrent opener may have applied this step while we waited for the lock.
             if schema_version(db) >= step.version:
                 continue
