@@ -27,7 +27,7 @@ STEPS_SCRIPT = r"""
 import os, signal, sys
 from pathlib import Path
 from dapi_config import legacy
-from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config._yaml import load_document
 from dapi_config.store import StateStore
 
 config, point = Path(sys.argv[1]), sys.argv[2]
@@ -36,9 +36,9 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 raw = config.read_bytes()
-doc = parse_yaml(raw, str(config))
-keys = legacy.dynamic_keys_in(doc)
-state = legacy.parse_legacy_state(to_plain(doc), str(config))
+document = load_document(raw, str(config))
+keys = legacy.dynamic_keys_in(document.data)
+state = legacy.parse_legacy_state(document.data, str(config))
 store = StateStore.open(config.parent / "state.db")
 backup = legacy.write_backup(config, raw)
 if point == "after_backup":
@@ -55,7 +55,7 @@ legacy.import_state(
 )
 if point == "after_import":
     die()
-text = legacy.static_text(raw.decode(), doc, str(config), set(keys))
+text = legacy.static_text(document, set(keys))
 if point == "inside_rewrite":
     os.replace = lambda *a, **k: die()
 legacy.rewrite_static(config, raw, text)

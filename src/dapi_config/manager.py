@@ -152,13 +152,14 @@ class ConfigManager:
         if read_only:
             return cls._open_read_only(settings, loaded, path, keys, actor)
         migrate = migrate_legacy and settings.state_mode != "yaml"
+        checked = None
         if migrate and legacy.dynamic_keys_in(loaded.document):
             # Malformed legacy values stop here, before the state file is even created.
-            legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
+            checked = legacy.parse_legacy_state(loaded.document, str(loaded.path))
         store = _open_backend(settings, loaded, path, keys, durability=durability, actor=actor)
         cm = cls(loaded, store, settings, keys=keys)
         try:
-            cm._startup_imports(migrate_legacy=migrate)
+            cm._startup_imports(migrate_legacy=migrate, checked=checked)
             if settings.state_mode == "dual":
                 legacy.attach_mirror(cm, legacy.mirror_path_for(path, settings))
         except BaseException:
@@ -186,15 +187,16 @@ class ConfigManager:
             )
         keys = MasterKeySource(url, settings.state_key, shared=True)
         pending = legacy.dynamic_keys_in(loaded.document)
+        checked = None
         if pending and not read_only and migrate:
-            legacy.parse_legacy_state(loaded.document, str(loaded.path), warn=False)
+            checked = legacy.parse_legacy_state(loaded.document, str(loaded.path))
         store = _open_backend(settings, loaded, url, keys, actor=actor, read_only=read_only)
         cm = cls(loaded, store, settings, keys=keys)
         if read_only:
-            loaded.raw, loaded.tree = None, None
+            loaded.raw, loaded.parsed = None, None
             return cm
         try:
-            cm._startup_imports(migrate_legacy=migrate)
+            cm._startup_imports(migrate_legacy=migrate, checked=checked)
         except BaseException:
             cm.close()
             raise
@@ -226,22 +228,26 @@ class ConfigManager:
                 loaded.path,
                 ", ".join(pending),
             )
-        loaded.raw, loaded.tree = None, None
+        loaded.raw, loaded.parsed = None, None
         return cls(loaded, store, settings, keys=keys)
 
-    def _startup_imports(self, *, migrate_legacy: bool) -> None:
-        """The legacy single-file migration and the one-time ``NODE_CONFIG_PATH`` merge."""
+    def _startup_imports(
+        self, *, migrate_legacy: bool, checked: legacy.LegacyState | None = None
+    ) -> None:
+        """The legacy single-file migration and the one-time ``NODE_CONFIG_PATH`` merge
+        (``checked``: the file's legacy values as :meth:`open` already validated them)."""
         loaded = self._loaded
         if migrate_legacy and legacy.dynamic_keys_in(loaded.document):
-            parsed = None if loaded.raw is None else (loaded.raw, loaded.tree)
+            parsed = None if loaded.raw is None else (loaded.raw, loaded.parsed)
             self.legacy_report = legacy.migrate_legacy_file(
                 self._store,
                 loaded.path,
                 before_risky_operation=self.before_risky_operation,
                 parsed=parsed,
+                checked=checked,
             )
-        # The file's text and tree are only needed for the migration: don't keep them.
-        loaded.raw, loaded.tree = None, None
+        # The file's text and document are only needed for the migration: don't keep them.
+        loaded.raw, loaded.parsed = None, None
         if migrate_legacy:
             gonka_db = legacy.gonka_db_to_import(self._settings, loaded.path)
             if gonka_db is not None and self._store.find_import(legacy.GONKA_DB_KIND) is None:
@@ -941,7 +947,7 @@ def _open_backend(
             state_path=path,
             default_actor=actor,
             keys=keys,
-            parsed=None if loaded.raw is None else (loaded.raw, loaded.tree),
+            parsed=None if loaded.raw is None else (loaded.raw, loaded.parsed),
             read_only=read_only,
         )
     return StateStore.open(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dapi_config._validation import describe, json_integers, node_inputs
-from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config._yaml import load_document
 from dapi_config.errors import ConfigError, DuplicateNodeError, ValidationError
 from dapi_config.models import InferenceNodeConfig, NodeInput
 
@@ -52,8 +52,7 @@ def read_node_file(path: Path) -> list[InferenceNodeConfig]:
         "[",
         "{",
     ):
-        document = parse_yaml(text.encode("utf-8"), source)
-        data = None if document is None else to_plain(document)
+        data = load_document(text, source).data
     else:
         data = _json_loads(text.lstrip("\ufeff"), source)
     if isinstance(data, dict):
@@ -112,8 +111,7 @@ def parse_node_input(raw: bytes, source: str) -> tuple[list[NodeInput], bool]:
     if source.endswith(".json") or text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
         data = json_integers(_json_loads(text.lstrip("\ufeff"), source))
     else:
-        document = parse_yaml(raw, source)
-        data = None if document is None else to_plain(document)
+        data = load_document(raw, source).data
     if data is None:
         raise ConfigError(f"{source}: no node given (empty input)")
     alone = isinstance(data, dict)

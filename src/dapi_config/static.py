@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import pydantic
 
 from dapi_config._validation import describe, error_items
-from dapi_config._yaml import read_yaml_file, to_plain
+from dapi_config._yaml import YamlDocument, read_yaml_document
 from dapi_config.errors import ConfigError
 from dapi_config.models import STATIC_SECTIONS, StaticConfig
 
@@ -84,10 +84,10 @@ class LoadedConfig:
     document: dict[str, Any] = field(default_factory=dict)
     #: Top-level keys that are neither static sections nor legacy dynamic keys.
     unknown_keys: list[str] = field(default_factory=list)
-    #: The file's bytes and round-trip tree as read, so the legacy importer need not parse a
+    #: The file's bytes and parsed document as read, so the legacy importer need not parse a
     #: large legacy file a second time (the manager drops both once start-up is done).
     raw: bytes | None = field(default=None, repr=False)
-    tree: Any = field(default=None, repr=False)
+    parsed: YamlDocument | None = field(default=None, repr=False)
 
     @property
     def directory(self) -> Path:
@@ -103,8 +103,8 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
     """
     path = Path(config_path)
     source = str(path)
-    doc, raw = read_yaml_file(path)
-    data = to_plain(doc) if doc is not None else {}
+    parsed, raw = read_yaml_document(path)
+    data = parsed.data if parsed.data is not None else {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}"
@@ -187,7 +187,7 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
             "http://host:port; kept as the predecessor accepted it",
         )
     return LoadedConfig(
-        path=path, config=config, document=data, unknown_keys=unknown, raw=raw, tree=doc
+        path=path, config=config, document=data, unknown_keys=unknown, raw=raw, parsed=parsed
     )
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dapi_config._files import atomic_write, file_lock
 from dapi_config._goyaml import render_go_yaml
-from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config._yaml import load_document
 from dapi_config.errors import ConfigError
 from dapi_config.models import REVEAL_SECRETS, InferenceNodeConfig
 from dapi_config.static import LEGACY_PASSWORD_KEY
@@ -122,7 +122,7 @@ def write_rollback(cm: ExportSource, out: Path) -> Path:
     data = rollback_document(cm)
     text = render_legacy_yaml(data)
     # The old binary must read back exactly what the state holds: check before writing.
-    if to_plain(parse_yaml(text, str(out))) != json.loads(json.dumps(data)):
+    if load_document(text, str(out)).data != json.loads(json.dumps(data)):
         raise ConfigError(f"{out}: internal error: the rollback file would not read back")
     try:
         atomic_write(out, text, mode=0o600)

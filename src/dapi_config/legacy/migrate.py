@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dapi_config import _failpoints
 from dapi_config._files import atomic_write, file_owner
-from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config._yaml import YamlDocument, load_document, parse_yaml, to_plain
 from dapi_config.errors import ConfigError
 from dapi_config.static import LEGACY_PASSWORD_KEY
 
@@ -194,7 +194,8 @@ def migrate_legacy_file(
     config: Path,
     *,
     before_risky_operation: Callable[[str], None] | None = None,
-    parsed: tuple[bytes, Any] | None = None,
+    parsed: tuple[bytes, YamlDocument | None] | None = None,
+    checked: LegacyState | None = None,
     force: bool = False,
 ) -> MigrationReport:
     """Run (or resume) the legacy migration of ``config`` into ``store``.
@@ -204,26 +205,30 @@ def migrate_legacy_file(
     value differs from the state); ``force`` imports them, empty values included, after the
     ``before_risky_operation("legacy-reimport")`` backup of the state.
 
-    ``parsed`` = (bytes, round-trip tree) of the file as already read: reused when the file
-    still holds those bytes (a large legacy file takes seconds to parse). A file without
+    ``parsed`` = (bytes, parsed document) of the file as already read: reused when the file
+    still holds those bytes (a large legacy file takes seconds to parse), and so is
+    ``checked``, its legacy values as already validated from that document. A file without
     dynamic keys is left untouched (not even opened for writing). Raises
     :class:`ConfigError` for malformed legacy values (before anything is written).
     """
     source = str(config)
     raw = _read_config(config)
-    if parsed is not None and parsed[0] == raw and parsed[1] is not None:
-        doc = parsed[1]
+    document = None
+    if parsed is not None and parsed[0] == raw:
+        document = parsed[1]
     else:
-        doc = parse_yaml(raw, source)
-    if not isinstance(doc, dict):
+        checked = None  # validated from bytes the file no longer holds
+    if document is None:
+        document = load_document(raw, source)
+    plain = document.data
+    if not isinstance(plain, dict):
         return MigrationReport(source, "none")
-    keys = dynamic_keys_in(doc)
+    keys = dynamic_keys_in(plain)
     if not keys:
         return MigrationReport(source, "none")
-    plain = to_plain(doc)
-    state = parse_legacy_state(plain, source)
+    state = checked if checked is not None else parse_legacy_state(plain, source)
     checksum = checksum_of(raw)
-    new_text = without_marker(static_text(raw.decode("utf-8"), doc, source, set(keys)))
+    new_text = without_marker(static_text(document, set(keys)))
     # API_STATE_MODE=yaml's own file holds the newest state: switching back imports it.
     force = force or written_by_yaml_mode(raw)
     moved = state.summary()
@@ -318,12 +323,13 @@ def plan_migration(config: Path) -> MigrationReport:
     """What :func:`migrate_legacy_file` would do, changing nothing (``migrate --dry-run``)."""
     source = str(config)
     raw = _read_config(config)
-    doc = parse_yaml(raw, source)
-    keys = dynamic_keys_in(doc) if isinstance(doc, dict) else []
+    document = load_document(raw, source)
+    plain = document.data
+    keys = dynamic_keys_in(plain) if isinstance(plain, dict) else []
     if not keys:
         return MigrationReport(source, "none")
-    state = parse_legacy_state(to_plain(doc), source)
-    static_text(raw.decode("utf-8"), doc, source, set(keys))
+    state = parse_legacy_state(plain, source)
+    static_text(document, set(keys))
     return MigrationReport(source, "dry_run", keys, None, checksum_of(raw), state.summary())
 
 

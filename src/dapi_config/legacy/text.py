@@ -7,7 +7,7 @@ import logging
 import re
 from typing import Any
 
-from dapi_config._yaml import dump_yaml, parse_yaml, to_plain
+from dapi_config._yaml import YamlDocument, dump_yaml, load_document, parse_yaml, to_plain
 from dapi_config.legacy.parse import dynamic_keys_in
 
 log = logging.getLogger("dapi_config.legacy")
@@ -18,21 +18,22 @@ log = logging.getLogger("dapi_config.legacy")
 _LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
 
 
-def strip_keys_text(text: str, doc: Any, remove: set[str]) -> str | None:
+def strip_keys_text(
+    text: str, key_positions: dict[str, tuple[int, int]], remove: set[str]
+) -> str | None:
     """``text`` without the top-level entries ``remove``, every other byte kept.
 
     Works on lines: an entry runs from its key's line to its last content line; comment and
     blank lines after that (they usually introduce the next key) stay. The operator's comments
     inside a removed entry stay too, as comment lines at column 0 saying which key they were
-    about (``# nodes.owner: the comment``). Returns None when the
-    document is not a plain block mapping at column 0 (then the caller falls back to a ruamel
-    dump).
+    about (``# nodes.owner: the comment``). ``key_positions``: where each top-level key
+    starts (:attr:`YamlDocument.key_positions`). Returns None when the document is not a plain
+    block mapping at column 0 (then the caller falls back to a ruamel dump).
     """
     lines = _LINE.findall(text)
-    try:
-        positions = sorted((doc.lc.key(k)[0], doc.lc.key(k)[1], k) for k in doc)
-    except (AttributeError, KeyError, TypeError):
+    if not key_positions:
         return None
+    positions = sorted((line, col, key) for key, (line, col) in key_positions.items())
     if any(col != 0 for _, col, _ in positions) or len({ln for ln, _, _ in positions}) != len(
         positions
     ):
@@ -55,6 +56,8 @@ def strip_keys_text(text: str, doc: Any, remove: set[str]) -> str | None:
 def _comment_only(line: str, entry: str) -> str:
     """What stays of a line of the removed entry ``entry``: its comment, if any, as a comment
     line naming the key it was about; else nothing."""
+    if "#" not in line:
+        return ""  # most lines of a big registry: no need to scan them for quotes
     stripped = line.strip()
     if stripped.startswith("#"):
         comment: str | None = stripped
@@ -93,20 +96,24 @@ def _trailing_comment(line: str) -> str | None:
     return None
 
 
-def static_text(text: str, doc: Any, source: str, remove: set[str] | None = None) -> str:
-    """The config text without its dynamic keys, verified to parse to exactly the rest."""
-    remove = set(dynamic_keys_in(doc)) if remove is None else remove
-    expected = {k: v for k, v in to_plain(doc).items() if k not in remove}
-    spliced = strip_keys_text(text, doc, remove)
+def static_text(document: YamlDocument, remove: set[str] | None = None) -> str:
+    """The text of ``document`` (a mapping) without its dynamic keys, verified to parse to
+    exactly the rest."""
+    data = document.data
+    remove = set(dynamic_keys_in(data)) if remove is None else remove
+    expected = {k: v for k, v in data.items() if k not in remove}
+    spliced = strip_keys_text(document.text, document.key_positions, remove)
     if spliced is not None:
-        again = parse_yaml(spliced, source)
-        if (to_plain(again) if again is not None else {}) == expected:
+        again = load_document(spliced, document.source).data
+        if (again if again is not None else {}) == expected:
             return spliced
+    source = document.source
     log.warning(
         "%s: the file's layout could not be kept line for line; writing it re-formatted "
         "(comments attached to the moved keys may be lost; the backup has them)",
         source,
     )
+    doc = document.round_trip()
     for key in remove:
         del doc[key]
     return dump_yaml(doc) if len(doc) else ""

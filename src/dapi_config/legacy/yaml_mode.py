@@ -35,7 +35,7 @@ from pydantic import BaseModel, SecretStr
 
 from dapi_config._files import atomic_write, file_lock, file_owner
 from dapi_config._goyaml import render_go_yaml
-from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config._yaml import YamlDocument, load_document
 from dapi_config.errors import (
     BackupError,
     DuplicateNodeError,
@@ -111,7 +111,7 @@ class YamlStateStore:
         file: Path,
         *,
         default_actor: str = "library",
-        parsed: tuple[bytes, Any] | None = None,
+        parsed: tuple[bytes, YamlDocument | None] | None = None,
     ) -> None:
         self.file = file
         self.default_actor = default_actor
@@ -136,7 +136,7 @@ class YamlStateStore:
         state_path: Path | None = None,
         default_actor: str = "library",
         keys: MasterKeySource | None = None,
-        parsed: tuple[bytes, Any] | None = None,
+        parsed: tuple[bytes, YamlDocument | None] | None = None,
         read_only: bool = False,
     ) -> YamlStateStore:
         """Open the config file as the state; seed it from ``state_path`` (a state database
@@ -161,9 +161,9 @@ class YamlStateStore:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _refresh(self, preloaded: tuple[bytes, Any] | None = None) -> None:
+    def _refresh(self, preloaded: tuple[bytes, YamlDocument | None] | None = None) -> None:
         """Re-read the file if another process replaced it since we last looked (``preloaded``:
-        its bytes and round-trip tree as already read, reused when the bytes still match)."""
+        its bytes and parsed document as already read, reused when the bytes still match)."""
 
         signature = self._stat_signature()
         if signature == self._signature and signature is not None:
@@ -177,10 +177,10 @@ class YamlStateStore:
                 ) from None
             source = str(self.file)
             if preloaded is not None and preloaded[0] == raw and preloaded[1] is not None:
-                doc = preloaded[1]
+                document = preloaded[1]
             else:
-                doc = parse_yaml(raw, source)
-            plain: dict[str, Any] = to_plain(doc) if isinstance(doc, dict) else {}
+                document = load_document(raw, source)
+            plain: dict[str, Any] = document.data if isinstance(document.data, dict) else {}
             dynamic = dynamic_keys_in(plain)
             parsed = parse_legacy_state(plain, source)
             state = _Doc()
@@ -208,10 +208,8 @@ class YamlStateStore:
             state.keys = dict(keys) if isinstance(keys, dict) else {}
             self._has_dynamic = bool(dynamic)
             self._models_as_names = parsed.models_as_names
-            if isinstance(doc, dict):
-                self._static = without_marker(
-                    static_text(raw.decode("utf-8"), doc, source, set(dynamic))
-                )
+            if isinstance(document.data, dict):
+                self._static = without_marker(static_text(document, set(dynamic)))
             else:
                 self._static = raw.decode("utf-8")
             self._state = state
@@ -244,9 +242,9 @@ class YamlStateStore:
         static = self._static
         if state.owns_keys:
             dynamic[KEY_SECTION] = state.keys
-            doc = parse_yaml(static, str(self.file)) if static.strip() else None
-            if isinstance(doc, dict) and KEY_SECTION in doc:
-                static = static_text(static, doc, str(self.file), {KEY_SECTION})
+            document = load_document(static, str(self.file))
+            if isinstance(document.data, dict) and KEY_SECTION in document.data:
+                static = static_text(document, {KEY_SECTION})
         if static and not static.endswith("\n"):
             static += "\n"
         return static + YAML_MODE_MARKER + "\n" + render_go_yaml(dynamic)
