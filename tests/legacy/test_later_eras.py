@@ -335,7 +335,8 @@ def go_documents(draw: st.DrawFn) -> dict[str, Any]:
             **draw(_extras),
         }
         if draw(st.booleans()):
-            node.update(host=draw(_text), inference_port=5000, poc_port=8080)
+            # A host name label does not end with "-" (refused since the field limits).
+            node.update(host=draw(_text).rstrip("-"), inference_port=5000, poc_port=8080)
         else:
             node.update(base_url="https://svc.example/" + draw(_text), auth_token=draw(_text))
         nodes.append(node)
