@@ -11,8 +11,9 @@ layout (its Go writer's: keys sorted, 4-space indent; the product's own re-creat
   into an empty state;
 
 next to the parsers alone reading the same bytes: PyYAML's C loader (libyaml), ruamel's C-based
-safe loader (what the product reads values with) and ruamel's round-trip parser (what it read
-them with before, and still uses for edits that keep comments inside what they change). Each
+safe loader as it comes, the product's own reader (that loader with its YAML 1.2 resolver told
+the version once, plus the top-level key positions) and ruamel's round-trip parser (what it
+read values with before, and still uses for edits that keep comments inside what they change). Each
 round runs every variant once, in a shuffled order; medians and ratios per round.
 
 ``python -m benchmarks.upgrade [--quick]``; writes ``benchmarks/results/upgrade.json`` and
@@ -40,6 +41,7 @@ from benchmarks._harness import summary
 from benchmarks.suites import STATIC_CONFIG, populate
 from dapi_config import ConfigManager, legacy
 from dapi_config._goyaml import render_go_yaml
+from dapi_config._yaml import load_document
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -124,7 +126,8 @@ def variants(root: Path, source: Path, nodes: int) -> dict[str, Callable[[], flo
         "migrate --dry-run": dry_run,
         "nodes import (JSON file)": nodes_import,
         "PyYAML C loader": lambda: timed(lambda: yaml.load(text, Loader=yaml.CSafeLoader)),
-        "ruamel C safe loader": lambda: timed(lambda: c_safe.load(text)),
+        "ruamel C safe loader (stock)": lambda: timed(lambda: c_safe.load(text)),
+        "the product's reader (load_document)": lambda: timed(lambda: load_document(text, "b")),
         "ruamel round-trip parser": lambda: timed(lambda: YAML(typ="rt").load(text)),
     }
 
