@@ -618,7 +618,10 @@ class Database:
                 if alone:
                     # synchronous only changes outside a transaction; FULL makes this commit
                     # fsync the WAL. Set back after the commit (the finally below).
-                    conn.execute("PRAGMA synchronous=FULL")
+                    try:
+                        conn.execute("PRAGMA synchronous=FULL")
+                    except SQLITE_ERRORS as exc:
+                        raise self._unavailable(exc) from None
                 try:
                     self._begin(conn)
                 except StateUnavailableError as exc:
