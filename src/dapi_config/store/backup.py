@@ -7,7 +7,10 @@ writers keep going meanwhile). The copy goes to a temp file (created 0600 first:
 create it 0644), is switched to rollback-journal mode so it is one self-contained file, checked
 (``integrity_check``, application id, schema version), fsynced, then renamed into place and the
 directory fsynced. A backup that fails its check is deleted and reported; it never replaces
-anything.
+anything. Before copying, the snapshot it copies is made durable in the state file itself (the
+``-wal`` and the state folder fsynced): under ``durability="normal"`` the newest commits may
+still be only in the page cache, and a backup that held them would, after a power cut, be
+*ahead* of the state file -- the next start would then find the file emptier than its backups.
 
 Backups live in ``<state dir>/backups/`` as ``<state stem>-<UTC time>-<reason>.db`` (reason:
 ``manual``, ``scheduled``, ``pre-restore``, ``pre-schema-v2``, ``pre-set-nodes``,
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dapi_config import _failpoints
-from dapi_config._files import fsync_directory, make_durable_dir, stage_verified
+from dapi_config._files import fsync_directory, fsync_file, make_durable_dir, stage_verified
 from dapi_config.errors import BackupError, DapiConfigError
 from dapi_config.settings import DEFAULT_BACKUP_INTERVAL_S, DEFAULT_BACKUP_KEEP
 from dapi_config.store import cipher as _cipher
@@ -355,6 +358,15 @@ def _revision_of_live(state: Path, key: StateCipher | None) -> int:
         conn.close()
 
 
+def _make_snapshot_durable(state: Path) -> None:
+    """fsync the ``-wal`` (every commit of the snapshot is in it or in the main file) and the
+    state folder (a ``-wal`` that was never synced may not have a durable name yet)."""
+    wal = Path(f"{state}-wal")
+    with contextlib.suppress(FileNotFoundError):
+        fsync_file(wal)
+    fsync_directory(state.parent)
+
+
 def _copy_snapshot(state: Path, tmp: Path, key: StateCipher | None) -> None:
     """One-step online copy of ``state`` into the empty file ``tmp`` (rollback-journal mode)."""
     try:
@@ -364,8 +376,13 @@ def _copy_snapshot(state: Path, tmp: Path, key: StateCipher | None) -> None:
     try:
         dst = _cipher.connect(str(tmp), key, isolation_level=None)
         try:
+            # The snapshot is fixed first, then made durable, then copied (see module doc).
+            src.execute("BEGIN")
+            src.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            _make_snapshot_durable(state)
             # pages=-1: everything in one step under one read transaction (see module doc).
             src.backup(dst, pages=-1)
+            src.execute("COMMIT")
             # The copied header says WAL; a backup must be one self-contained file.
             dst.execute("PRAGMA journal_mode=DELETE")
         finally:
