@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import struct
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,31 @@ def test_empty_file_without_backups_is_a_fresh_start(config_file: Path) -> None:
     with ConfigManager.open(config_file) as cm:
         assert cm.get_height() == 0
         cm.set_height(1)
+    assert quarantined(state) == []
+
+
+def _hot_journal_over_unwritten_pages(state: Path, pages_before: int) -> None:
+    """What a power cut leaves while SQLite grows the file in rollback-journal mode (seen by
+    the power-loss campaign: a torn cut while the first open created the state): the file is
+    longer but its new page never reached the disk (zeros), and the synced journal header says
+    the file held ``pages_before`` pages."""
+    header = struct.pack(">8sIIIII", bytes.fromhex("d9d505f920a163d7"), 0, 0x1C843F0E,
+                         pages_before, 512, 4096)  # fmt: skip
+    Path(f"{state}-journal").write_bytes(header.ljust(512, b"\0"))
+    with state.open("ab") as handle:
+        handle.write(b"\0" * 4096)
+
+
+def test_a_hot_journal_is_rolled_back_before_the_file_is_judged(
+    config_file: Path, tmp_path: Path
+) -> None:
+    """Reproduction: the open-time check read the zeroed header, called the file damaged, and
+    (with no backup) refused to start; SQLite's own rollback of the journal restores it."""
+    state = tmp_path / "state.db"
+    _hot_journal_over_unwritten_pages(state, pages_before=0)
+    with ConfigManager.open(config_file) as cm:
+        cm.set_height(5)
+        assert cm.get_height() == 5
     assert quarantined(state) == []
 
 

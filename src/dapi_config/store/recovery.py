@@ -146,6 +146,30 @@ def _is_damage(exc: BaseException) -> bool:
     )
 
 
+def _has_hot_journal(state: Path) -> bool:
+    journal = _companion(state, "-journal")
+    return journal.exists() and journal.stat().st_size > 0
+
+
+def _roll_back_hot_journal(state: Path, key: StateCipher | None) -> None:
+    """Let SQLite roll back a rollback journal left by a crash before the file is judged.
+
+    A power cut while SQLite creates the file (or changes its journal mode) can leave the file
+    grown but its new pages unwritten (zeros on many file systems) beside a hot journal that
+    says what the file held before; the first read of any connection rolls it back. Judged
+    before that, the file looks damaged although nothing was lost. Errors are left to the
+    checks that follow."""
+    try:
+        conn = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except SQLITE_ERRORS:
+        return
+    try:
+        with contextlib.suppress(*SQLITE_ERRORS):
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    finally:
+        conn.close()
+
+
 def diagnose(
     state_path: str | os.PathLike[str],
     backup_dir: str | os.PathLike[str],
@@ -166,6 +190,9 @@ def diagnose(
     wal_size = wal.stat().st_size if wal.exists() else 0
     try:
         size = state.stat().st_size
+        if size and _has_hot_journal(state):
+            _roll_back_hot_journal(state, key)
+            size = state.stat().st_size
     except FileNotFoundError:
         if wal_size:
             return "the state file is missing but its -wal is still there"
