@@ -7,12 +7,15 @@ their own check with :meth:`Readiness.add_check`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dapi_config.errors import DapiConfigError
+from dapi_config.export import default_export_path
+from dapi_config.models import NodeVersion
 
 if TYPE_CHECKING:
     from dapi_config.manager import ConfigManager
@@ -114,3 +117,76 @@ def _state_readable(manager: ConfigManager) -> str | None:
 
 def _master_key_present(manager: ConfigManager) -> str | None:
     return manager.master_key_problem()
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What an operator looks at first (the console's health strip): readiness and why, where
+    the chain is, what is scheduled next, where the state lives, how fresh the last backup and
+    the last export are. Times are POSIX seconds (None: none yet)."""
+
+    ready: bool
+    problems: list[str]
+    height: int
+    current_node_version: str
+    next_version: NodeVersion | None
+    node_count: int
+    revision: int
+    backend: str
+    state_mode: str
+    state_location: str
+    last_backup_at: float | None
+    last_export_at: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready data."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["next_version"] = self.next_version.model_dump() if self.next_version else None
+        return data
+
+
+def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
+    """The :class:`Overview` of ``manager`` now; never raises for an unusable state (the
+    readiness problems say why, and the values it cannot read are zero)."""
+    report = readiness.report()
+    height, version, schedule, nodes, revision = 0, "", [], 0, 0
+    with contextlib.suppress(DapiConfigError):
+        height = manager.get_height()
+        version = manager.get_current_node_version()
+        schedule = manager.get_node_versions()
+        nodes = len(manager.get_nodes())
+        revision = manager.latest_revision()
+    last_backup = None
+    if manager.backend.supports_backups:
+        # Named, not verified: a probe-like view must stay cheap (the backups list verifies).
+        with contextlib.suppress(DapiConfigError):
+            newest = manager.list_backups(verify=False)
+            last_backup = newest[0].created_at.timestamp() if newest else None
+    try:
+        last_export: float | None = default_export_path(manager).stat().st_mtime
+    except OSError:
+        last_export = None
+    return Overview(
+        ready=report.ready,
+        problems=report.problems,
+        height=height,
+        current_node_version=version,
+        next_version=next_scheduled(schedule, height),
+        node_count=nodes,
+        revision=revision,
+        backend="postgresql" if not manager.backend.file_backed else "sqlite",
+        state_mode=manager.state_mode,
+        state_location=str(manager.state_location),
+        last_backup_at=last_backup,
+        last_export_at=last_export,
+    )
+
+
+def next_scheduled(schedule: list[NodeVersion], height: int) -> NodeVersion | None:
+    """The version that becomes current next: the lowest scheduled height above ``height``
+    (of several there, the first scheduled, as the predecessor's stack pops them)."""
+    upcoming = [v for v in schedule if v.height > height]
+    if not upcoming:
+        return None
+    lowest = min(v.height for v in upcoming)
+    return next(v for v in upcoming if v.height == lowest)

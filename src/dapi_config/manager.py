@@ -731,9 +731,10 @@ class ConfigManager:
         then do not go ahead."""
         return self._store.backup_before(reason, keep=self._settings.backup_keep)
 
-    def list_backups(self) -> list[BackupInfo]:
-        """Backups of this state, newest first, each checked."""
-        return self._store.list_backups()
+    def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:
+        """Backups of this state, newest first, each checked (``verify=False``: only listed by
+        name, for a cheap look at the newest)."""
+        return self._store.list_backups(verify=verify)
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
         """Replace the state with ``backup`` after backing up the current state.

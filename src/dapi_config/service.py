@@ -222,6 +222,7 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     import uvicorn  # noqa: PLC0415 - only the service needs the server
 
     from dapi_config.api import ServiceMetrics, create_app  # noqa: PLC0415
+    from dapi_config.api.auth import no_token_warning  # noqa: PLC0415
     from dapi_config.api.limits import KEEP_ALIVE_TIMEOUT_S  # noqa: PLC0415
 
     # Fail at start-up, not at the first key rotation, when the master key is wrong.
@@ -230,11 +231,7 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     port = options.port or api.admin_server_port
     token = api.admin_token
     if (token is None or not token.get_secret_value()) and not is_loopback(options.host):
-        log.warning(
-            "the admin API on %s has no admin token: anyone who can reach the port can "
-            "change the node registry; set api.admin_token or DAPI_API__ADMIN_TOKEN",
-            options.host,
-        )
+        log.warning("%s", no_token_warning(options.host))
     open_files = raise_open_file_limit()
     listener = listen(options.host, port)
     metrics = ServiceMetrics()

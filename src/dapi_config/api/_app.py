@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 
 from dapi_config import __version__
-from dapi_config.api import audit, backups, health, keys, metrics, nodes, state
+from dapi_config.api import audit, backups, console, health, keys, metrics, nodes, state
 from dapi_config.api.auth import (
     AdminTokenMiddleware,
     expected_token,
@@ -20,7 +20,7 @@ from dapi_config.api.docs import DOC_PATHS, add_offline_docs
 from dapi_config.api.errors import error_responses, install_error_handlers
 from dapi_config.api.limits import MAX_BODY_BYTES, describe_limits
 from dapi_config.api.metrics import ServiceMetrics
-from dapi_config.api.middleware import ActingAs, RequestMiddleware
+from dapi_config.api.middleware import ActingAs, CrossOriginGuard, RequestMiddleware
 from dapi_config.health import Readiness
 from dapi_config.manager import ConfigManager
 
@@ -35,8 +35,8 @@ ADMIN_ROUTERS: tuple[APIRouter, ...] = (
     backups.router,
     audit.router,
 )
-#: Routers at the root (probes, metrics): never behind the admin token.
-ROOT_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router)
+#: Routers at the root (probes, metrics, the console's page): never behind the admin token.
+ROOT_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router, console.router)
 
 
 def create_app(
@@ -80,7 +80,7 @@ def create_app(
     admin = APIRouter(
         prefix=ADMIN_PREFIX,
         dependencies=[Depends(require_admin_token), *admin_dependencies],
-        responses=error_responses(401),
+        responses=error_responses(401, 403),
     )
     for router in ADMIN_ROUTERS:
         admin.include_router(router)
@@ -101,9 +101,10 @@ def create_app(
     app.openapi = openapi_with_bodies  # type: ignore[method-assign]
 
     def route_templates() -> list[str]:
-        return [*app.openapi()["paths"], *DOC_PATHS, "/openapi.json"]
+        return [*app.openapi()["paths"], *DOC_PATHS, *console.CONSOLE_PATHS, "/openapi.json"]
 
     app.add_middleware(ActingAs, manager=manager, actor="api")
+    app.add_middleware(CrossOriginGuard, prefix=ADMIN_PREFIX)
     # Inside RequestMiddleware (added last = outermost), so 401s are counted and logged too.
     app.add_middleware(AdminTokenMiddleware, prefix=ADMIN_PREFIX, expected=app.state.admin_token)
     app.add_middleware(

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -56,6 +56,7 @@ class AuditPage(BaseModel):
     summary="Read the audit trail",
 )
 async def read_audit(
+    request: Request,
     cm: Manager,
     since: Annotated[int, Query(ge=0, description="Only revisions after this one")] = 0,
     limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX, description="Page size")] = 100,
@@ -76,6 +77,8 @@ async def read_audit(
     while not entries and time.monotonic() < deadline:
         # The wait happens on the event loop, not in a worker thread: many watchers are cheap.
         await asyncio.sleep(WATCH_POLL_S)
+        if await request.is_disconnected():
+            break  # the watcher left (a closed console tab): stop polling for it
         if await run_in_threadpool(cm.latest_revision) > since:
             entries = await run_in_threadpool(cm.get_audit, since=since, limit=limit)
     latest = await run_in_threadpool(cm.latest_revision)

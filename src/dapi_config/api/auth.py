@@ -40,6 +40,14 @@ _MISSING = "missing admin token: send the header Authorization: Bearer <token>"
 _WRONG = "wrong admin token"
 
 
+def no_token_warning(host: str) -> str:
+    """What ``serve`` logs, and the console shows, when the admin API has no token."""
+    return (
+        f"the admin API on {host} has no admin token: anyone who can reach the port can "
+        "change the node registry; set api.admin_token or DAPI_API__ADMIN_TOKEN"
+    )
+
+
 def expected_token(token: str | None) -> bytes | None:
     """The token to require, as bytes (None: the admin API is open)."""
     if token is None or token == "":

@@ -278,6 +278,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Malformed request (e.g. the body is not JSON)",
         401: "Missing or wrong admin token",
+        403: "A browser sent this state-changing request from another origin (refused: CSRF)",
         404: "No such node (or, for key routes, the node has no security key)",
         409: "Duplicate node id, or the node already has a security key",
         415: "The body is not sent as JSON",

@@ -179,3 +179,54 @@ class ActingAs:
             return
         with self.manager.acting_as(self.actor):
             await self.app(scope, receive, send)
+
+
+#: Methods that change state: the ones a cross-site page must not be able to send.
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class CrossOriginGuard:
+    """403 for a state-changing request under ``prefix`` that a browser sent from another
+    origin (CSRF: a page elsewhere posting to this port, which matters most when the admin API
+    has no token and the browser can reach it).
+
+    Browsers say where a request comes from and pages cannot forge it: ``Sec-Fetch-Site``
+    (anything but ``same-origin`` or ``none`` is refused) and ``Origin`` (refused unless it is
+    this server's own origin). Clients that are not browsers (curl, the predecessor's tools,
+    scripts) send neither header and pass unchanged; the console sends its requests from this
+    origin. Safe methods (GET, HEAD, OPTIONS) are never refused: they change nothing.
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _UNSAFE and self._guarded(scope):
+            problem = _cross_origin(scope)
+            if problem is not None:
+                response = error_response(403, problem, "cross_origin")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _guarded(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+
+def _cross_origin(scope: Scope) -> str | None:
+    headers = {k.lower(): v for k, v in scope.get("headers") or []}
+    site = headers.get(b"sec-fetch-site", b"").decode("latin-1").strip().lower()
+    if site and site not in ("same-origin", "none"):
+        return f"cross-origin request refused (Sec-Fetch-Site: {_printable(site)[:40]})"
+    origin = headers.get(b"origin")
+    if origin is None:
+        return None
+    host = headers.get(b"host", b"").decode("latin-1")
+    scheme = scope.get("scheme", "http")
+    own = f"{scheme}://{host}".lower()
+    sent = origin.decode("latin-1").strip().lower()
+    if sent != own:
+        return f"cross-origin request refused (Origin: {_printable(sent)[:80]})"
+    return None

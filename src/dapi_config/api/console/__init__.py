@@ -1,0 +1,83 @@
+"""The operator console (§14): one page at ``/`` (and ``/console``) that shows the node's
+configuration at a glance and changes it safely.
+
+The server renders the page from a Jinja2 template with no state in it; ``console.js`` (plain
+JavaScript of our own, no build step, shipped inside the package with ``console.css``) reads
+and changes everything through the same ``/admin/v1`` routes as any other client. The admin
+token the operator types into the login form is kept in ``sessionStorage``: this browser tab's
+session only, sent as the ``Authorization`` header, never in a URL, a cookie or a log.
+State-changing requests from other origins are refused (:class:`.middleware.CrossOriginGuard`),
+and the page's Content-Security-Policy allows scripts, styles and requests to this origin only,
+with no inline script: the console works on a node with no internet access.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from dapi_config import __version__
+from dapi_config.api.auth import no_token_warning
+from dapi_config.api.errors import error_response
+
+router = APIRouter(include_in_schema=False)
+
+_HERE = Path(__file__).parent
+_STATIC = {
+    "console.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+}
+#: Paths this module serves, for the request metrics' route labels.
+CONSOLE_PATHS = ("/", "/console", *(f"/console/static/{name}" for name in _STATIC))
+
+_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+_HEADERS = {
+    "Content-Security-Policy": _POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(_HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+@router.get("/", response_class=HTMLResponse)
+@router.get("/console", response_class=HTMLResponse)
+def console_page(request: Request) -> HTMLResponse:
+    """The console page (the same for everyone: the state comes after login, from the API)."""
+    token_required = request.app.state.admin_token is not None
+    host = request.headers.get("host", "this port")
+    page = _templates.get_template("console.html").render(
+        version=__version__,
+        token_required=token_required,
+        warning=None if token_required else no_token_warning(host),
+    )
+    return HTMLResponse(page, headers=_HEADERS)
+
+
+@router.get("/console/static/{name}")
+def console_asset(name: str) -> Response:
+    """The console's own script and style sheet (404 for anything else)."""
+    media_type = _STATIC.get(name)
+    if media_type is None:
+        return error_response(404, f"no console asset {name!r}", "not_found")
+    body = (_HERE / "static" / name).read_bytes()
+    return Response(body, media_type=media_type, headers=_HEADERS)

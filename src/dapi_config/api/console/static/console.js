@@ -1,0 +1,477 @@
+// dapi-config operator console: plain JavaScript, no build step, no outside request.
+// Everything is read and changed through the /admin/v1 routes; the admin token (when the
+// service has one) is kept in sessionStorage for this tab and sent as a bearer header.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "dapi-config.admin-token";
+  const FEED_SIZE = 50;
+  const REFRESH_MS = 5000;
+  const tokenRequired = document.body.dataset.tokenRequired === "true";
+  const $ = (id) => document.getElementById(id);
+  const state = { nodes: [], editing: null, since: 0, watching: false, timer: null };
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      super((body && body.error) || "HTTP " + status);
+      this.status = status;
+      this.body = body || {};
+    }
+  }
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  async function api(method, path, { body, headers, signal } = {}) {
+    const sent = Object.assign({ Accept: "application/json" }, headers || {});
+    if (token()) sent.Authorization = "Bearer " + token();
+    if (body !== undefined) sent["Content-Type"] = "application/json";
+    const response = await fetch(path, {
+      method,
+      headers: sent,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+      signal,
+    });
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch (_) {
+        data = { error: text };
+      }
+    }
+    if (response.status === 401 && tokenRequired) {
+      logout("The token was refused; log in again.");
+    }
+    if (!response.ok) throw new ApiError(response.status, data);
+    return { data, etag: response.headers.get("ETag") };
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (key === "class") node.className = value;
+      else if (key.startsWith("data-")) node.setAttribute(key, value);
+      else node[key] = value;
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  function age(seconds) {
+    if (seconds === null || seconds === undefined) return "never";
+    const s = Math.max(0, Date.now() / 1000 - seconds);
+    if (s < 90) return Math.round(s) + " s ago";
+    if (s < 5400) return Math.round(s / 60) + " min ago";
+    if (s < 172800) return Math.round(s / 3600) + " h ago";
+    return Math.round(s / 86400) + " days ago";
+  }
+
+  function showError(error) {
+    const box = $("action-error");
+    box.textContent = error instanceof Error ? error.message : String(error);
+    box.hidden = false;
+  }
+
+  function clearError() {
+    $("action-error").hidden = true;
+  }
+
+  // -- health strip ---------------------------------------------------------------------------
+
+  async function refreshHealth() {
+    const { data } = await api("GET", "/admin/v1/overview");
+    const ready = $("h-ready");
+    ready.textContent = data.ready ? "ready" : "not ready";
+    ready.className = "value " + (data.ready ? "ok" : "bad");
+    $("h-height").textContent = data.height.toLocaleString("en-US");
+    $("h-version").textContent = data.current_node_version || "(none)";
+    $("h-next").textContent = data.next_version
+      ? data.next_version.version + " at " + data.next_version.height.toLocaleString("en-US")
+      : "none scheduled";
+    $("h-state").textContent = data.backend + " (" + data.state_mode + ") " + data.state_location;
+    $("h-backup").textContent = age(data.last_backup_at);
+    $("h-export").textContent = age(data.last_export_at);
+    $("h-problems").replaceChildren(...data.problems.map((p) => el("li", {}, p)));
+  }
+
+  // -- nodes ----------------------------------------------------------------------------------
+
+  function address(node) {
+    if (node.base_url) return node.base_url;
+    if (node.url) return node.url;
+    return node.host + ":" + node.inference_port + (node.poc_port ? " / " + node.poc_port : "");
+  }
+
+  function hardware(node) {
+    return (node.hardware || []).map((h) => h.count + "× " + h.type).join(", ");
+  }
+
+  function matches(node, filter) {
+    if (!filter) return true;
+    const text = [node.id, address(node), ...Object.keys(node.models || {})].join(" ");
+    return text.toLowerCase().includes(filter);
+  }
+
+  function renderNodes() {
+    const filter = $("node-filter").value.trim().toLowerCase();
+    const rows = document.createDocumentFragment();
+    let shown = 0;
+    for (const node of state.nodes) {
+      if (!matches(node, filter)) continue;
+      shown += 1;
+      const toggle = el("input", { type: "checkbox", checked: node.is_enabled, title: "Enabled" });
+      toggle.setAttribute("aria-label", "enabled " + node.id);
+      toggle.addEventListener("change", () => setEnabled(node.id, toggle.checked, toggle));
+      const remove = el("button", { type: "button", class: "danger" }, "Remove");
+      remove.addEventListener("click", () => confirmRemove(node.id, remove));
+      const edit = el("button", { type: "button" }, "Edit");
+      edit.addEventListener("click", () => openEditor(node.id));
+      rows.append(
+        el(
+          "tr",
+          { "data-node": node.id },
+          el("td", {}, node.id),
+          el("td", {}, address(node)),
+          el("td", {}, Object.keys(node.models || {}).join(", ")),
+          el("td", { class: "num" }, node.max_concurrent),
+          el("td", {}, hardware(node)),
+          el("td", {}, toggle),
+          el("td", { class: "actions" }, edit, remove)
+        )
+      );
+    }
+    $("node-table").tBodies[0].replaceChildren(rows);
+    $("node-count").textContent =
+      shown === state.nodes.length ? "(" + shown + ")" : "(" + shown + " of " + state.nodes.length + ")";
+  }
+
+  async function refreshNodes() {
+    const { data } = await api("GET", "/admin/v1/nodes");
+    state.nodes = data.map((entry) => entry.node);
+    renderNodes();
+  }
+
+  async function setEnabled(id, enabled, toggle) {
+    clearError();
+    try {
+      await api("POST", "/admin/v1/nodes/" + encodeURIComponent(id) + (enabled ? "/enable" : "/disable"));
+      await refreshNodes();
+    } catch (error) {
+      toggle.checked = !enabled;
+      showError(error);
+    }
+  }
+
+  function confirmRemove(id, button) {
+    if (button.dataset.confirm !== "yes") {
+      button.dataset.confirm = "yes";
+      button.textContent = "Really remove " + id + "?";
+      setTimeout(() => {
+        button.dataset.confirm = "";
+        button.textContent = "Remove";
+      }, 5000);
+      return;
+    }
+    clearError();
+    api("DELETE", "/admin/v1/nodes/" + encodeURIComponent(id))
+      .then(refreshAll)
+      .catch(showError);
+  }
+
+  const TEMPLATE = {
+    id: "",
+    host: "",
+    inference_port: 5000,
+    poc_port: 8080,
+    max_concurrent: 4,
+    models: {},
+    hardware: [],
+  };
+
+  async function openEditor(id) {
+    clearError();
+    const editor = $("editor");
+    $("editor-errors").replaceChildren();
+    if (id === null) {
+      state.editing = { id: null, etag: null };
+      $("editor-title").textContent = "Add a node";
+      $("editor-json").value = JSON.stringify(TEMPLATE, null, 2);
+    } else {
+      const { data, etag } = await api("GET", "/admin/v1/nodes/" + encodeURIComponent(id));
+      state.editing = { id, etag };
+      $("editor-title").textContent = "Edit " + id;
+      $("editor-json").value = JSON.stringify(data, null, 2);
+    }
+    editor.hidden = false;
+    $("editor-json").focus();
+  }
+
+  function editorError(field, message) {
+    const item = el("li", {}, field ? el("code", {}, field) : null, field ? ": " : "", message);
+    $("editor-errors").append(item);
+  }
+
+  async function saveEditor(event) {
+    event.preventDefault();
+    $("editor-errors").replaceChildren();
+    let body;
+    try {
+      body = JSON.parse($("editor-json").value);
+    } catch (error) {
+      editorError(null, "not valid JSON: " + error.message);
+      return;
+    }
+    const { id, etag } = state.editing;
+    try {
+      if (id === null) {
+        await api("POST", "/admin/v1/nodes", { body });
+      } else {
+        await api("PUT", "/admin/v1/nodes/" + encodeURIComponent(id), {
+          body,
+          headers: { "If-Match": etag },
+        });
+      }
+      $("editor").hidden = true;
+      state.editing = null;
+      await refreshAll();
+    } catch (error) {
+      if (error.status === 412) {
+        editorError(
+          null,
+          "This node was changed elsewhere since you opened it; nothing was saved. " +
+            "Cancel and edit it again to see the current version."
+        );
+      } else if (error.body && Array.isArray(error.body.errors)) {
+        for (const problem of error.body.errors) editorError(problem.field, problem.message);
+      } else {
+        editorError(null, error.message);
+      }
+    }
+  }
+
+  // -- keys -----------------------------------------------------------------------------------
+
+  async function refreshKeys() {
+    const { data } = await api("GET", "/admin/v1/security-keys");
+    const byNode = new Map(data.map((k) => [k.node_id, k]));
+    const rows = document.createDocumentFragment();
+    for (const node of state.nodes) {
+      const key = byNode.get(node.id);
+      const button = el("button", { type: "button" }, key ? "Rotate" : "Create");
+      button.addEventListener("click", () => issueKey(node.id, Boolean(key)));
+      rows.append(
+        el(
+          "tr",
+          { "data-key-node": node.id },
+          el("td", {}, node.id),
+          el("td", { class: "num" }, key ? key.key_version : "none"),
+          el("td", {}, key ? el("code", {}, key.fingerprint) : ""),
+          el("td", {}, key ? new Date(key.updated_at).toLocaleString() : ""),
+          el("td", { class: "actions" }, button)
+        )
+      );
+    }
+    $("key-table").tBodies[0].replaceChildren(rows);
+  }
+
+  async function issueKey(id, rotate) {
+    clearError();
+    try {
+      const path = "/admin/v1/nodes/" + encodeURIComponent(id) + "/security-key" + (rotate ? "/rotate" : "");
+      const { data } = await api("POST", path);
+      $("new-key-node").textContent = data.node_id;
+      $("new-key-version").textContent = data.key_version;
+      $("new-key-value").textContent = data.security_key;
+      $("new-key").hidden = false;
+      await refreshKeys();
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  function dismissKey() {
+    $("new-key-value").textContent = "";
+    $("new-key").hidden = true;
+  }
+
+  // -- changes (the audit feed, live) -----------------------------------------------------------
+
+  function show(value) {
+    if (value === null || value === undefined) return "—";
+    const text = typeof value === "string" ? value : JSON.stringify(value);
+    return text.length > 160 ? text.slice(0, 157) + "…" : text;
+  }
+
+  function feedItem(entry) {
+    return el(
+      "li",
+      { "data-revision": entry.revision },
+      el("span", { class: "rev" }, "#" + entry.revision),
+      " ",
+      el("time", { dateTime: entry.at }, new Date(entry.at).toLocaleString()),
+      " ",
+      el("strong", {}, entry.actor),
+      " ",
+      el("span", { class: "action" }, entry.action),
+      entry.target ? " " + entry.target : "",
+      el("div", { class: "change" }, el("code", {}, show(entry.old_value)), " → ", el("code", {}, show(entry.new_value)))
+    );
+  }
+
+  function addToFeed(entries) {
+    const feed = $("feed");
+    for (const entry of entries) {
+      feed.prepend(feedItem(entry));
+      state.since = Math.max(state.since, entry.revision);
+    }
+    while (feed.children.length > FEED_SIZE) feed.lastElementChild.remove();
+  }
+
+  async function loadFeed() {
+    const { data } = await api("GET", "/admin/v1/audit?limit=1");
+    const from = Math.max(0, data.latest_revision - FEED_SIZE);
+    const page = await api("GET", "/admin/v1/audit?since=" + from + "&limit=" + FEED_SIZE);
+    $("feed").replaceChildren();
+    state.since = from;
+    addToFeed(page.data.entries);
+  }
+
+  async function watch() {
+    if (state.watching) return;
+    state.watching = true;
+    while (state.watching) {
+      try {
+        const { data } = await api("GET", "/admin/v1/audit?since=" + state.since + "&wait=25&limit=100");
+        if (data.entries.length) {
+          addToFeed(data.entries);
+          refreshSoon();
+        }
+      } catch (error) {
+        if (!state.watching) return;
+        await new Promise((resolve) => setTimeout(resolve, 3000));
+      }
+    }
+  }
+
+  // -- backups --------------------------------------------------------------------------------
+
+  async function refreshBackups() {
+    let list;
+    try {
+      ({ data: list } = await api("GET", "/admin/v1/backups"));
+    } catch (error) {
+      if (error.status === 501) {
+        $("backup-table").tBodies[0].replaceChildren(el("tr", {}, el("td", { colSpan: 5 }, error.message)));
+        $("backup-now").disabled = true;
+        return;
+      }
+      throw error;
+    }
+    const rows = document.createDocumentFragment();
+    for (const b of list) {
+      rows.append(
+        el(
+          "tr",
+          {},
+          el("td", {}, new Date(b.created_at).toLocaleString()),
+          el("td", {}, b.reason),
+          el("td", { class: "num" }, b.revision),
+          el("td", { class: "num" }, (b.size / 1024).toFixed(0) + " KiB"),
+          el("td", { class: b.ok ? "ok" : "bad" }, b.ok ? "verified" : "damaged: " + b.problem)
+        )
+      );
+    }
+    $("backup-table").tBodies[0].replaceChildren(rows);
+  }
+
+  async function backupNow() {
+    clearError();
+    $("backup-now").disabled = true;
+    try {
+      await api("POST", "/admin/v1/backups");
+      await Promise.all([refreshBackups(), refreshHealth()]);
+    } catch (error) {
+      showError(error);
+    } finally {
+      $("backup-now").disabled = false;
+    }
+  }
+
+  // -- the page -------------------------------------------------------------------------------
+
+  let soon = null;
+  function refreshSoon() {
+    if (soon) return;
+    soon = setTimeout(() => {
+      soon = null;
+      refreshAll().catch(showError);
+    }, 200);
+  }
+
+  async function refreshAll() {
+    await Promise.all([refreshHealth(), refreshNodes(), refreshBackups()]);
+    await refreshKeys();
+  }
+
+  async function start() {
+    $("login").hidden = true;
+    $("console").hidden = false;
+    $("logout").hidden = !tokenRequired;
+    await refreshAll();
+    await loadFeed();
+    watch();
+    state.timer = setInterval(() => refreshHealth().catch(() => {}), REFRESH_MS);
+  }
+
+  function logout(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.watching = false;
+    if (state.timer) clearInterval(state.timer);
+    $("console").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    $("token").value = "";
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token").value);
+    try {
+      await api("GET", "/admin/v1/overview");
+    } catch (error) {
+      logout(error.status === 401 ? "Wrong token." : error.message);
+      return;
+    }
+    $("token").value = "";
+    $("login-error").textContent = "";
+    start().catch(showError);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login-form").addEventListener("submit", login);
+    $("logout").addEventListener("click", () => logout(""));
+    $("node-filter").addEventListener("input", renderNodes);
+    $("add-node").addEventListener("click", () => openEditor(null).catch(showError));
+    $("editor").addEventListener("submit", saveEditor);
+    $("editor-cancel").addEventListener("click", () => {
+      $("editor").hidden = true;
+      state.editing = null;
+    });
+    $("new-key-dismiss").addEventListener("click", dismissKey);
+    $("backup-now").addEventListener("click", backupNow);
+    if (tokenRequired && !token()) {
+      $("login").hidden = false;
+      return;
+    }
+    start().catch(showError);
+  });
+})();

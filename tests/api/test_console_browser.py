@@ -1,0 +1,195 @@
+"""The operator console in a real headless Chromium that cannot reach the internet, against the
+real server on a loopback port: log in, read the health strip, add a node, disable it, see the
+change arrive in the feed without a reload, edit with a stale ETag and see the conflict, rotate a
+key and see it once, back up.
+
+``DAPI_CONFIG_WRITE_SCREENSHOT=1`` also writes the README's screenshot, ``docs/console.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dapi_config import ConfigManager, InferenceNodeConfig
+from dapi_config.api import create_app
+from tests.api.conftest import RunningServer, serve_app
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "console-test-token-5b1f0c"
+# Read at import: the autouse clean_env fixture hides DAPI_* variables from the tests.
+WRITE_SCREENSHOT = os.environ.get("DAPI_CONFIG_WRITE_SCREENSHOT", "").strip() not in ("", "0")
+
+
+def _node(node_id: str, host: str = "10.0.0.7") -> InferenceNodeConfig:
+    return InferenceNodeConfig(
+        id=node_id,
+        host=host,
+        inference_port=5000,
+        poc_port=8080,
+        max_concurrent=4,
+        models={"Qwen/Qwen2.5-7B-Instruct": {"args": ["--tp", "1"]}},
+        hardware=[{"type": "NVIDIA H100 80GB", "count": 8}],
+    )
+
+
+@pytest.fixture
+def console_server(config_file: Path) -> Iterator[RunningServer]:
+    """A served state with a token, a height, a schedule and two nodes."""
+    cm = ConfigManager.open(config_file, env={"DAPI_API__ADMIN_TOKEN": TOKEN})
+    cm.set_height(1_234)
+    cm.add_node_version(2_000, "v0.2.1")
+    cm.add_node(_node("gpu-a", "10.0.0.5"))
+    cm.add_node(_node("gpu-b", "10.0.0.6"))
+    server = serve_app(create_app(cm), cm)
+    server.client.headers["Authorization"] = f"Bearer {TOKEN}"
+    try:
+        yield server
+    finally:
+        server.stop()
+        cm.close()
+
+
+def _page_errors(opened: Any) -> list[str]:
+    # A refused request (401, 412, 422...) is logged by Chromium as "Failed to load resource":
+    # the console expects those and shows them; anything else is a script error.
+    return [e for e in opened.script_errors if not e.startswith("Failed to load resource")]
+
+
+def _log_in(page: Any, token: str) -> None:
+    page.fill("#token", token)
+    page.click("#login-form button[type=submit]")
+
+
+def test_the_console_end_to_end(
+    console_server: RunningServer, browser_page: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    cm = console_server.manager
+    opened = browser_page(console_server.url)
+    page = opened.page
+    page.goto(console_server.url + "/")
+
+    # Log in: a wrong token is refused, the right one opens the console.
+    page.wait_for_selector("#login:not([hidden])")
+    _log_in(page, "not-the-token")
+    page.wait_for_selector("#login-error:text('Wrong token.')")
+    _log_in(page, TOKEN)
+    page.wait_for_selector("#console:not([hidden])")
+
+    # The health strip.
+    page.wait_for_selector("#h-ready:text('ready')")
+    assert page.inner_text("#h-height") == "1,234"
+    assert page.inner_text("#h-next") == "v0.2.1 at 2,000"
+    assert "sqlite" in page.inner_text("#h-state")
+    assert page.inner_text("#h-backup") == "never"
+    page.wait_for_selector("tr[data-node='gpu-b']")
+    assert page.inner_text("#node-count") == "(2)"
+
+    # Add a node through the editor; a bad one first: the errors name the field.
+    page.click("#add-node")
+    bad = {"id": "gpu-c", "host": "bad host", "inference_port": 5000, "max_concurrent": 4}
+    page.fill("#editor-json", json.dumps(bad))
+    page.click("#editor-save")
+    page.wait_for_selector("#editor-errors li:has-text('host')")
+    assert "gpu-c" not in [n.id for n in cm.get_nodes()]
+    good = {**bad, "host": "10.0.0.9", "poc_port": 8080, "models": {"m1": {"args": []}}}
+    page.fill("#editor-json", json.dumps(good))
+    page.click("#editor-save")
+    page.wait_for_selector("tr[data-node='gpu-c']")
+    assert [n.id for n in cm.get_nodes()] == ["gpu-a", "gpu-b", "gpu-c"]
+
+    # The filter.
+    page.fill("#node-filter", "m1")
+    page.wait_for_selector("tr[data-node='gpu-a']", state="detached")
+    assert page.inner_text("#node-count") == "(1 of 3)"
+    page.fill("#node-filter", "")
+
+    # Disable it: the registry changes, and the feed shows it without a reload.
+    page.uncheck("tr[data-node='gpu-c'] input[type=checkbox]")
+    page.wait_for_selector("#feed li:has-text('disable_node'):has-text('gpu-c')")
+    assert not next(n for n in cm.get_nodes() if n.id == "gpu-c").is_enabled
+
+    # A change made elsewhere also arrives in the feed (the long poll), and refreshes the table.
+    console_server.client.post("/admin/v1/nodes", json=_node("gpu-d").model_dump(mode="json"))
+    page.wait_for_selector("#feed li:has-text('add_node'):has-text('gpu-d')")
+    page.wait_for_selector("tr[data-node='gpu-d']")
+
+    # Edit with a stale ETag: someone else changes the node after it was opened.
+    page.click("tr[data-node='gpu-a'] button:text('Edit')")
+    page.wait_for_selector("#editor:not([hidden])")
+    console_server.client.post("/admin/v1/nodes/gpu-a/disable")
+    edited = json.loads(page.input_value("#editor-json"))
+    edited["max_concurrent"] = 99
+    page.fill("#editor-json", json.dumps(edited))
+    page.click("#editor-save")
+    page.wait_for_selector("#editor-errors li:has-text('changed elsewhere')")
+    kept = next(n for n in cm.get_nodes() if n.id == "gpu-a")
+    assert kept.max_concurrent == 4 and not kept.is_enabled  # reported, not overwritten
+    page.click("#editor-cancel")
+
+    # Rotate (here: create, then rotate) a key: the new key is shown once.
+    page.click("tr[data-key-node='gpu-b'] button:text('Create')")
+    page.wait_for_selector("#new-key:not([hidden])")
+    page.click("#new-key-dismiss")
+    page.click("tr[data-key-node='gpu-b'] button:text('Rotate')")
+    page.wait_for_selector("#new-key:not([hidden])")
+    key = page.inner_text("#new-key-value").strip()
+    assert cm.verify_security_key("gpu-b", key)
+    assert page.inner_text("#new-key-version") == "2"
+    page.wait_for_selector("tr[data-key-node='gpu-b'] td:text('2')")
+    page.click("#new-key-dismiss")
+    assert key not in page.content()
+
+    # Back up now: listed as verified, and the strip's age follows.
+    page.click("#backup-now")
+    page.wait_for_selector("#backup-table tbody tr td:text('verified')")
+    page.wait_for_selector("#h-backup:text-matches('s ago')")
+
+    if WRITE_SCREENSHOT:
+        page.set_viewport_size({"width": 1280, "height": 1400})
+        page.screenshot(path=str(ROOT / "docs" / "console.png"), full_page=True)
+
+    # The token stays in the tab: never in the URL, never in the server's log.
+    assert TOKEN not in page.url
+    assert TOKEN not in caplog.text
+    page.reload()
+    page.wait_for_selector("#console:not([hidden])")  # same tab session: still logged in
+    page.click("#logout")
+    page.wait_for_selector("#login:not([hidden])")
+    assert page.evaluate("Object.keys(sessionStorage).length") == 0
+
+    assert opened.foreign_requests == []
+    assert _page_errors(opened) == []
+
+
+def test_without_a_token_the_console_warns_and_opens(
+    running_server: RunningServer, browser_page: Any
+) -> None:
+    opened = browser_page(running_server.url)
+    page = opened.page
+    page.goto(running_server.url + "/console")
+    page.wait_for_selector("#console:not([hidden])")
+    warning = page.inner_text("#no-token-warning")
+    assert "has no admin token" in warning and "DAPI_API__ADMIN_TOKEN" in warning
+    assert page.is_hidden("#login")
+    page.wait_for_selector("#h-ready:text('ready')")
+    assert opened.foreign_requests == [] and _page_errors(opened) == []
+
+
+def test_a_thousand_nodes_render(running_server: RunningServer, browser_page: Any) -> None:
+    running_server.manager.add_nodes([_node(f"n{i:04d}") for i in range(1_000)])
+    opened = browser_page(running_server.url)
+    page = opened.page
+    page.goto(running_server.url + "/")
+    page.wait_for_selector("tr[data-node='n0999']", state="attached")
+    assert page.locator("#node-table tbody tr").count() == 1_000
+    page.fill("#node-filter", "n09")
+    assert page.inner_text("#node-count") == "(100 of 1000)"
+    assert _page_errors(opened) == []
