@@ -118,6 +118,12 @@ def test_installed_wheel_runs_without_dev_dependencies(dist: Path, tmp_path: Pat
         assert ready is not None and ready.status_code == 200, server.poll()
         spec = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5).json()
         assert spec["info"]["version"] == dapi_config.__version__
+        # The console's template and assets ship inside the wheel.
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200 and "console.js" in page.text
+        for asset in ("console.js", "console.css"):
+            shipped = httpx.get(f"http://127.0.0.1:{port}/console/static/{asset}", timeout=5)
+            assert shipped.status_code == 200 and shipped.content, asset
     finally:
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=60)
