@@ -11,7 +11,9 @@ import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel
 
 from dapi_config.errors import DapiConfigError
 from dapi_config.export import default_export_path
@@ -119,11 +121,10 @@ def _master_key_present(manager: ConfigManager) -> str | None:
     return manager.master_key_problem()
 
 
-@dataclass(frozen=True)
-class Overview:
+class Overview(BaseModel):
     """What an operator looks at first (the console's health strip): readiness and why, where
-    the chain is, what is scheduled next, where the state lives, how fresh the last backup and
-    the last export are. Times are POSIX seconds (None: none yet)."""
+    the chain is, what is scheduled next, where the state lives (a URL without its password),
+    how fresh the last backup and the last export are (POSIX seconds; None: none yet)."""
 
     ready: bool
     problems: list[str]
@@ -132,17 +133,11 @@ class Overview:
     next_version: NodeVersion | None
     node_count: int
     revision: int
-    backend: str
-    state_mode: str
+    backend: Literal["sqlite", "postgresql"]
+    state_mode: Literal["db", "dual", "yaml"]
     state_location: str
     last_backup_at: float | None
     last_export_at: float | None
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready data."""
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        data["next_version"] = self.next_version.model_dump() if self.next_version else None
-        return data
 
 
 def overview(manager: ConfigManager, readiness: Readiness) -> Overview:

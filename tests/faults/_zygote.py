@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 
 from ruamel.yaml import YAML
 
@@ -105,7 +106,9 @@ def child(argv: list[str]) -> None:
         os._exit(code)
 
 
-def main() -> None:
+def serve_forks(run_child: Callable[[list[str]], None]) -> None:
+    """Fork ``run_child(argv)`` for each command line on stdin, one at a time, and print
+    ``exit CODE`` after each child ends; ``quit`` stops. ``run_child`` must end in ``os._exit``."""
     for line in sys.stdin:
         argv = line.split()
         if not argv:
@@ -115,9 +118,13 @@ def main() -> None:
         sys.stdout.flush()
         pid = os.fork()
         if pid == 0:
-            child(argv)
+            run_child(argv)
         _, status = os.waitpid(pid, 0)
         say(f"exit {os.waitstatus_to_exitcode(status)}")
+
+
+def main() -> None:
+    serve_forks(child)
 
 
 if __name__ == "__main__":

@@ -56,15 +56,19 @@ class CampaignFailure(AssertionError):
 
 
 class Zygote:
-    """The pre-warmed ``_zygote`` process and a reader thread for its output."""
+    """A pre-warmed forking process (``_zygote`` by default) and a reader thread for its
+    output; ``stderr`` is where its children's warnings go (default: inherited)."""
 
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_"))}
+    def __init__(self, *command: str, stderr: Any = None) -> None:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_", "CONFIG_"))
+        }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults._zygote"],
+            [sys.executable, "-m", *(command or ("tests.faults._zygote",))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             cwd=ROOT,
             env=env,
@@ -84,13 +88,20 @@ class Zygote:
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
 
-    def next_line(self) -> str:
+    def poll_line(self, timeout: float) -> str | None:
+        """The next line, or None when none came within ``timeout`` seconds."""
         try:
-            line = self.lines.get(timeout=LINE_TIMEOUT_S)
+            line = self.lines.get(timeout=timeout)
         except queue.Empty:
-            raise CampaignFailure("the writer said nothing for two minutes") from None
+            return None
         if line is None:
             raise CampaignFailure(f"the zygote died (exit {self.proc.wait(60)})")
+        return line
+
+    def next_line(self) -> str:
+        line = self.poll_line(LINE_TIMEOUT_S)
+        if line is None:
+            raise CampaignFailure("the writer said nothing for two minutes")
         return line
 
     def close(self) -> None:

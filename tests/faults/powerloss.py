@@ -22,15 +22,12 @@ import argparse
 import contextlib
 import json
 import os
-import queue
 import random
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -38,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.faults._zygote import serve_forks
+from tests.faults.campaign import Zygote
 from tests.faults.powerfs import PowerFS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +135,7 @@ def _sound(folder: Path) -> None:
         raise Loss(f"the next start would recover the state: {problem}")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -644,7 +643,7 @@ def _file_writer(sync_file: bool, sync_dir: bool) -> Callable[[Path, Say, int], 
                 os.close(fd)
             os.replace(tmp, target)
             if sync_dir:
-                _fsync_dir(folder)
+                fsync_dir(folder)
             say(f"ack {n}")
 
     return write
@@ -748,75 +747,12 @@ def _child(argv: list[str]) -> None:
 
 
 def zygote_main() -> None:
+    # Imported once here, inherited by every fork.
     import dapi_config
     import dapi_config.export
     import dapi_config.state_copy  # noqa: F401
 
-    for line in sys.stdin:
-        argv = line.split()
-        if not argv:
-            continue
-        if argv[0] == "quit":
-            break
-        pid = os.fork()
-        if pid == 0:
-            _child(argv)
-        _, status = os.waitpid(pid, 0)
-        _say(f"exit {os.waitstatus_to_exitcode(status)}")
-
-
-class Zygote:
-    """The pre-warmed process; its children's warnings go to ``log``."""
-
-    def __init__(self, log: Any) -> None:
-        env = _env()
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.powerloss", "--zygote"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=ROOT,
-            env=env,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-
-    def next_line(self, timeout: float = LINE_TIMEOUT_S) -> str | None:
-        """The next line, or None after ``timeout`` without one."""
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if line is None:
-            raise RuntimeError(f"the zygote died (exit {self.proc.wait(60)})")
-        return line
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("quit")
-                self.proc.wait(60)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(60)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-        self._reader.join(60)
+    serve_forks(_child)
 
 
 # -- the campaign ----------------------------------------------------------------------------------
@@ -857,7 +793,7 @@ class Campaign:
         self.workdir = workdir
         self.fs = PowerFS(workdir / "fs")
         self._log = open(workdir / "writers.log", "w")  # noqa: SIM115
-        self.zygote = Zygote(self._log)
+        self.zygote = Zygote("tests.faults.powerloss", "--zygote", stderr=self._log)
         self._round = 0
         self._setups: dict[str, Path] = {}
 
@@ -925,7 +861,7 @@ class Campaign:
         killed = False
         deadline = time.monotonic() + LINE_TIMEOUT_S
         while True:
-            line = self.zygote.next_line(0.05)
+            line = self.zygote.poll_line(0.05)
             if line is None:
                 if not killed and pid is not None and self.fs.stats().cut:
                     with contextlib.suppress(ProcessLookupError):
@@ -951,7 +887,7 @@ class Campaign:
         verdict: dict[str, Any] | None = None
         error = None
         while True:
-            line = self.zygote.next_line()
+            line = self.zygote.poll_line(LINE_TIMEOUT_S)
             if line is None:
                 raise RuntimeError(f"{scenario.name}: the checker hangs")
             if line.startswith("verdict "):

@@ -17,6 +17,7 @@ import pytest
 
 from tests.faults import powerloss
 from tests.faults.powerfs import PowerFS, unavailable_reason
+from tests.faults.powerloss import fsync_dir
 
 REQUIRED = os.environ.get("DAPI_CONFIG_REQUIRE_FUSE", "").strip() not in ("", "0")
 #: Rounds per scenario in the default run (13 scenarios: >= 100 cuts); `make stress` runs 1,000+.
@@ -64,14 +65,6 @@ def _write(path: Path, data: bytes, *, sync: bool) -> None:
         os.close(fd)
 
 
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _after_cut(fs: PowerFS, name: str, dest: Path) -> dict[str, bytes]:
     fs.cut_now()
     assert fs.image(name, dest) is True
@@ -88,7 +81,7 @@ def test_only_synced_data_under_a_synced_name_survives(fs: PowerFS, tmp_path: Pa
     fs.arm()
     _write(folder / "unsynced", b"lost", sync=False)
     _write(folder / "synced", b"kept", sync=True)
-    _sync_dir(folder)  # both names durable; only one file's data
+    fsync_dir(folder)  # both names durable; only one file's data
     _write(folder / "late", b"data synced, name never", sync=True)
     assert _after_cut(fs, name, tmp_path) == {"unsynced": b"", "synced": b"kept"}
 
@@ -97,7 +90,7 @@ def test_a_rename_needs_the_directory_fsync(fs: PowerFS, tmp_path: Path) -> None
     name, folder = _round(fs)
     fs.arm()
     _write(folder / "old", b"v1", sync=True)
-    _sync_dir(folder)
+    fsync_dir(folder)
     _write(folder / "tmp", b"v2", sync=True)
     os.replace(folder / "tmp", folder / "old")  # not yet durable: the old entry comes back
     assert _after_cut(fs, name, tmp_path / "a") == {"old": b"v1"}
@@ -106,7 +99,7 @@ def test_a_rename_needs_the_directory_fsync(fs: PowerFS, tmp_path: Path) -> None
     fs.arm()
     _write(folder / "tmp", b"v2", sync=True)
     os.replace(folder / "tmp", folder / "new")
-    _sync_dir(folder)
+    fsync_dir(folder)
     assert _after_cut(fs, name, tmp_path / "b") == {"new": b"v2"}
 
 
@@ -115,7 +108,7 @@ def test_a_new_directory_needs_its_parent_synced(fs: PowerFS, tmp_path: Path) ->
     fs.arm()
     (folder / "sub").mkdir()
     _write(folder / "sub" / "f", b"x", sync=True)
-    _sync_dir(folder / "sub")  # the file's name is durable in sub, but sub itself is not
+    fsync_dir(folder / "sub")  # the file's name is durable in sub, but sub itself is not
     assert _after_cut(fs, name, tmp_path) == {}
 
 
@@ -125,7 +118,7 @@ def test_a_torn_cut_lets_some_unsynced_pages_through(fs: PowerFS, tmp_path: Path
         name, folder = _round(fs)
         fs.arm(torn_seed=seed)
         _write(folder / "f", b"A" * 4096 * 4, sync=True)
-        _sync_dir(folder)
+        fsync_dir(folder)
         fd = os.open(folder / "f", os.O_WRONLY)
         os.pwrite(fd, b"B" * 4096 * 4, 0)
         os.close(fd)
@@ -143,7 +136,7 @@ def test_after_the_cut_every_operation_fails_and_the_trigger_counts(
     name, folder = _round(fs)
     fs.arm(at_fsync=3)
     _write(folder / "a", b"1", sync=True)  # fsync 1
-    _sync_dir(folder)  # fsync 2
+    fsync_dir(folder)  # fsync 2
     with pytest.raises(OSError) as raised:
         _write(folder / "b", b"2", sync=True)  # fsync 3: the power goes before it
     assert raised.value.errno == errno.EIO

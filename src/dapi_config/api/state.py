@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from dapi_config.api.deps import Manager, ReadinessDep
 from dapi_config.api.errors import error_responses
 from dapi_config.export import render_legacy_yaml
-from dapi_config.health import overview
+from dapi_config.health import Overview, overview
 from dapi_config.models import (
     BandwidthParamsCache,
     NodeVersion,
@@ -60,29 +60,12 @@ def get_state(cm: Manager) -> Any:
     return JSONResponse(cm.state_summary())
 
 
-class Overview(BaseModel):
-    """What an operator looks at first (the console's health strip)."""
-
-    ready: bool
-    problems: list[str]
-    height: int
-    current_node_version: str
-    next_version: NodeVersion | None
-    node_count: int
-    revision: int
-    backend: Literal["sqlite", "postgresql"]
-    state_mode: Literal["db", "dual", "yaml"]
-    state_location: str
-    last_backup_at: float | None
-    last_export_at: float | None
-
-
 @router.get("/overview", response_model=Overview, summary="Overview (health at a glance)")
 def get_overview(cm: Manager, readiness: ReadinessDep) -> Any:
     """Readiness and its problems, height, node version and the next scheduled one, where the
     state lives (a URL without its password), and when the last backup and the last export were
     written (POSIX seconds, null: never). Answers 200 even when the state is not ready."""
-    return JSONResponse(overview(cm, readiness).to_dict())
+    return JSONResponse(overview(cm, readiness).model_dump(mode="json"))
 
 
 @router.get(
