@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.faults._zygote import serve_forks
-from tests.faults.campaign import Zygote
+from tests.faults.campaign import CONFIG_TEXT, Zygote
 from tests.faults.powerfs import PowerFS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,16 +44,7 @@ DATA = ROOT / "tests" / "data"
 LINE_TIMEOUT_S = 60.0
 SECRET_A = "power-loss-key-one-0123456789"
 SECRET_B = "power-loss-key-two-9876543210"
-STATIC_CONFIG = """\
-api:
-  port: 8080
-  admin_server_port: 9200
-chain_node:
-  url: http://127.0.0.1:26657
-nats:
-  host: 127.0.0.1
-  port: 4222
-"""
+STATIC_CONFIG = CONFIG_TEXT  # the kill campaign's static config
 SEAL_PRIVATE = "c2VhbGVkLXdvcmtlci1wcml2YXRlLWtleS0zMi1ieXRlcw=="
 SEAL_PUBLIC = "c2VhbGVkLXdvcmtlci1wdWJsaWMta2V5LTMyLWJ5dGVzLQ=="
 SEAL_CONFIG = f"""\
