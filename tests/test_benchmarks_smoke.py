@@ -117,3 +117,16 @@ def test_upgrade_benchmark_runs(tmp_path: Path) -> None:
     ):
         assert by["seconds"][name]["median"] > 0, name
     assert "| 1,000 (" in (tmp_path / "upgrade.md").read_text()
+
+
+def test_console_benchmark_runs(tmp_path: Path) -> None:
+    from tests._browser import CHROMIUM, unavailable
+
+    if not CHROMIUM.is_file():
+        unavailable(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
+    proc = _run_module("benchmarks.console", "--quick", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "console.json").read_text())
+    assert set(result["load_ms"]) == {"10", "1000"}
+    assert all(s["median"] > 0 for s in result["load_ms"].values())
+    assert "| 1,000 |" in (tmp_path / "console.md").read_text()

@@ -146,11 +146,12 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
     report = readiness.report()
     height, version, schedule, nodes, revision = 0, "", [], 0, 0
     with contextlib.suppress(DapiConfigError):
-        height = manager.get_height()
-        version = manager.get_current_node_version()
-        schedule = manager.get_node_versions()
-        nodes = len(manager.get_nodes())
-        revision = manager.latest_revision()
+        summary = manager.state_summary()  # counts the nodes without loading them
+        height = int(summary["height"])
+        version = str(summary["current_node_version"])
+        schedule = [NodeVersion.model_validate(v) for v in summary["node_versions"]]
+        nodes = int(summary["node_count"])
+        revision = int(summary["revision"])
     last_backup = None
     if manager.backend.supports_backups:
         # Named, not verified: a probe-like view must stay cheap (the backups list verifies).

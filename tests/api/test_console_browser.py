@@ -135,7 +135,8 @@ def test_the_console_end_to_end(
     page.click("#editor-cancel")
 
     # Rotate (here: create, then rotate) a key: the new key is shown once.
-    page.click("tr[data-key-node='gpu-b'] button:text('Create')")
+    page.select_option("#key-node", "gpu-b")
+    page.click("#create-key")
     page.wait_for_selector("#new-key:not([hidden])")
     page.click("#new-key-dismiss")
     page.click("tr[data-key-node='gpu-b'] button:text('Rotate')")
@@ -188,8 +189,15 @@ def test_a_thousand_nodes_render(running_server: RunningServer, browser_page: An
     opened = browser_page(running_server.url)
     page = opened.page
     page.goto(running_server.url + "/")
-    page.wait_for_selector("tr[data-node='n0999']", state="attached")
-    assert page.locator("#node-table tbody tr").count() == 1_000
+    # The first 200 rows at once; the filter searches every node; "Show all" draws the rest.
+    page.wait_for_selector("tr[data-node='n0199']", state="attached")
+    assert page.locator("#node-table tbody tr[data-node]").count() == 200
+    assert page.inner_text("#node-count") == "(1000)"
     page.fill("#node-filter", "n09")
+    page.wait_for_selector("tr[data-node='n0999']", state="attached")
     assert page.inner_text("#node-count") == "(100 of 1000)"
+    page.fill("#node-filter", "")
+    page.click("#show-all")
+    page.wait_for_selector("tr[data-node='n0999']", state="attached")
+    assert page.locator("#node-table tbody tr[data-node]").count() == 1_000
     assert _page_errors(opened) == []

@@ -7,9 +7,12 @@
   const TOKEN_KEY = "dapi-config.admin-token";
   const FEED_SIZE = 50;
   const REFRESH_MS = 5000;
+  // Rows drawn at first: a registry of thousands stays fast to show (the filter searches all;
+  // "Show all" draws the rest).
+  const PAGE_ROWS = 200;
   const tokenRequired = document.body.dataset.tokenRequired === "true";
   const $ = (id) => document.getElementById(id);
-  const state = { nodes: [], editing: null, since: 0, watching: false, timer: null };
+  const state = { nodes: [], editing: null, since: 0, watching: false, timer: null, showAll: false };
 
   class ApiError extends Error {
     constructor(status, body) {
@@ -124,8 +127,11 @@
     const filter = $("node-filter").value.trim().toLowerCase();
     const rows = document.createDocumentFragment();
     let shown = 0;
+    let matching = 0;
     for (const node of state.nodes) {
       if (!matches(node, filter)) continue;
+      matching += 1;
+      if (shown >= PAGE_ROWS && !state.showAll) continue;
       shown += 1;
       const toggle = el("input", { type: "checkbox", checked: node.is_enabled, title: "Enabled" });
       toggle.setAttribute("aria-label", "enabled " + node.id);
@@ -148,9 +154,17 @@
         )
       );
     }
+    if (shown < matching) {
+      const more = el("button", { type: "button", id: "show-all" }, "Show all " + matching);
+      more.addEventListener("click", () => {
+        state.showAll = true;
+        renderNodes();
+      });
+      rows.append(el("tr", {}, el("td", { colSpan: 7, class: "more" }, shown + " of " + matching + " shown ", more)));
+    }
     $("node-table").tBodies[0].replaceChildren(rows);
     $("node-count").textContent =
-      shown === state.nodes.length ? "(" + shown + ")" : "(" + shown + " of " + state.nodes.length + ")";
+      matching === state.nodes.length ? "(" + matching + ")" : "(" + matching + " of " + state.nodes.length + ")";
   }
 
   async function refreshNodes() {
@@ -260,26 +274,30 @@
   // -- keys -----------------------------------------------------------------------------------
 
   async function refreshKeys() {
+    // Only nodes that have a key get a row (a registry of thousands stays one screen); the
+    // others are offered in the "create" list.
     const { data } = await api("GET", "/admin/v1/security-keys");
-    const byNode = new Map(data.map((k) => [k.node_id, k]));
+    const keyed = new Set(data.map((k) => k.node_id));
     const rows = document.createDocumentFragment();
-    for (const node of state.nodes) {
-      const key = byNode.get(node.id);
-      const button = el("button", { type: "button" }, key ? "Rotate" : "Create");
-      button.addEventListener("click", () => issueKey(node.id, Boolean(key)));
+    for (const key of data) {
+      const button = el("button", { type: "button" }, "Rotate");
+      button.addEventListener("click", () => issueKey(key.node_id, true));
       rows.append(
         el(
           "tr",
-          { "data-key-node": node.id },
-          el("td", {}, node.id),
-          el("td", { class: "num" }, key ? key.key_version : "none"),
-          el("td", {}, key ? el("code", {}, key.fingerprint) : ""),
-          el("td", {}, key ? new Date(key.updated_at).toLocaleString() : ""),
+          { "data-key-node": key.node_id },
+          el("td", {}, key.node_id),
+          el("td", { class: "num" }, key.key_version),
+          el("td", {}, el("code", {}, key.fingerprint)),
+          el("td", {}, new Date(key.updated_at).toLocaleString()),
           el("td", { class: "actions" }, button)
         )
       );
     }
     $("key-table").tBodies[0].replaceChildren(rows);
+    const choices = state.nodes.filter((n) => !keyed.has(n.id)).map((n) => el("option", { value: n.id }, n.id));
+    $("key-node").replaceChildren(el("option", { value: "" }, "a node without a key…"), ...choices);
+    $("create-key").disabled = choices.length === 0;
   }
 
   async function issueKey(id, rotate) {
@@ -467,6 +485,10 @@
       state.editing = null;
     });
     $("new-key-dismiss").addEventListener("click", dismissKey);
+    $("create-key").addEventListener("click", () => {
+      const id = $("key-node").value;
+      if (id) issueKey(id, false);
+    });
     $("backup-now").addEventListener("click", backupNow);
     if (tokenRequired && !token()) {
       $("login").hidden = false;
