@@ -141,6 +141,22 @@ def test_a_write_from_another_origin_is_refused_and_changes_nothing(
     assert running_server.manager.list_backups() == []
 
 
+def test_a_form_on_another_site_cannot_disable_a_node(running_server: RunningServer) -> None:
+    """Reproduction: with no token configured, a page anywhere on the web could make the
+    operator's browser POST a bodiless form to ``/nodes/{id}/disable`` (a simple request: no
+    preflight) and the node was disabled. The browser's own headers now refuse it."""
+    running_server.manager.add_node(_node("victim"))
+    form_post = {
+        "Origin": "https://attacker.example",
+        "Sec-Fetch-Site": "cross-site",
+        "Sec-Fetch-Mode": "navigate",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    response = running_server.client.post("/admin/v1/nodes/victim/disable", headers=form_post)
+    assert response.status_code == 403
+    assert running_server.manager.get_nodes()[0].is_enabled
+
+
 def test_same_origin_and_non_browser_writes_pass(running_server: RunningServer) -> None:
     client = running_server.client
     own = running_server.url
