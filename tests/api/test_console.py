@@ -164,6 +164,9 @@ def test_same_origin_and_non_browser_writes_pass(running_server: RunningServer) 
         {},  # curl, scripts, the predecessor's tools: no browser headers at all
         {"Origin": own, "Sec-Fetch-Site": "same-origin"},
         {"Sec-Fetch-Site": "none"},  # typed into the address bar by the user
+        # Behind a TLS-terminating proxy: the browser says same-origin, its Origin says https.
+        {"Origin": "https://" + own.partition("://")[2], "Sec-Fetch-Site": "same-origin"},
+        {"Origin": own},  # an older browser that sends only Origin
     ]
     for n, headers in enumerate(cases):
         body = _node(f"ok-{n}").model_dump(mode="json")

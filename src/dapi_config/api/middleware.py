@@ -191,8 +191,8 @@ class CrossOriginGuard:
     has no token and the browser can reach it).
 
     Browsers say where a request comes from and pages cannot forge it: ``Sec-Fetch-Site``
-    (anything but ``same-origin`` or ``none`` is refused) and ``Origin`` (refused unless it is
-    this server's own origin). Clients that are not browsers (curl, the predecessor's tools,
+    (anything but ``same-origin`` or ``none`` is refused) or, from browsers too old to send it,
+    ``Origin`` (refused unless its host is the one the request was sent to). Clients that are not browsers (curl, the predecessor's tools,
     scripts) send neither header and pass unchanged; the console sends its requests from this
     origin. Safe methods (GET, HEAD, OPTIONS) are never refused: they change nothing.
     """
@@ -218,15 +218,18 @@ class CrossOriginGuard:
 def _cross_origin(scope: Scope) -> str | None:
     headers = {k.lower(): v for k, v in scope.get("headers") or []}
     site = headers.get(b"sec-fetch-site", b"").decode("latin-1").strip().lower()
-    if site and site not in ("same-origin", "none"):
+    if site:
+        # The browser's own verdict, which pages cannot set: it is right behind a TLS proxy too.
+        if site in ("same-origin", "none"):
+            return None
         return f"cross-origin request refused (Sec-Fetch-Site: {_printable(site)[:40]})"
     origin = headers.get(b"origin")
     if origin is None:
         return None
-    host = headers.get(b"host", b"").decode("latin-1")
-    scheme = scope.get("scheme", "http")
-    own = f"{scheme}://{host}".lower()
+    # Older browsers send only Origin: compare its host[:port] with the Host this request was
+    # sent to (not the scheme, which a TLS-terminating proxy changes).
+    host = headers.get(b"host", b"").decode("latin-1").strip().lower()
     sent = origin.decode("latin-1").strip().lower()
-    if sent != own:
+    if sent.partition("://")[2] != host or not host:
         return f"cross-origin request refused (Origin: {_printable(sent)[:80]})"
     return None
