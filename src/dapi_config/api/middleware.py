@@ -192,9 +192,10 @@ class CrossOriginGuard:
 
     Browsers say where a request comes from and pages cannot forge it: ``Sec-Fetch-Site``
     (anything but ``same-origin`` or ``none`` is refused) or, from browsers too old to send it,
-    ``Origin`` (refused unless its host is the one the request was sent to). Clients that are not browsers (curl, the predecessor's tools,
-    scripts) send neither header and pass unchanged; the console sends its requests from this
-    origin. Safe methods (GET, HEAD, OPTIONS) are never refused: they change nothing.
+    ``Origin`` (refused unless its host is the one the request was sent to). Clients that are
+    not browsers (curl, the predecessor's tools, scripts) send neither header and pass
+    unchanged; the console sends its requests from this origin. Safe methods (GET, HEAD,
+    OPTIONS) are never refused: they change nothing.
     """
 
     def __init__(self, app: ASGIApp, *, prefix: str) -> None:
