@@ -148,6 +148,14 @@ def test_the_console_end_to_end(
     page.click("#new-key-dismiss")
     assert key not in page.content()
 
+    # Remove asks once more before it removes.
+    page.click("tr[data-node='gpu-d'] button.danger")
+    page.wait_for_selector("tr[data-node='gpu-d'] button:text('Really remove gpu-d?')")
+    assert "gpu-d" in [n.id for n in cm.get_nodes()]
+    page.click("tr[data-node='gpu-d'] button.danger")
+    page.wait_for_selector("tr[data-node='gpu-d']", state="detached")
+    assert "gpu-d" not in [n.id for n in cm.get_nodes()]
+
     # Back up now: listed as verified, and the strip's age follows.
     page.click("#backup-now")
     page.wait_for_selector("#backup-table tbody tr td:text('verified')")

@@ -12,7 +12,15 @@
   const PAGE_ROWS = 200;
   const tokenRequired = document.body.dataset.tokenRequired === "true";
   const $ = (id) => document.getElementById(id);
-  const state = { nodes: [], editing: null, since: 0, watching: false, timer: null, showAll: false };
+  const state = {
+    nodes: [],
+    editing: null,
+    since: 0,
+    watching: false,
+    timer: null,
+    showAll: false,
+    confirming: null,
+  };
 
   class ApiError extends Error {
     constructor(status, body) {
@@ -136,7 +144,9 @@
       const toggle = el("input", { type: "checkbox", checked: node.is_enabled, title: "Enabled" });
       toggle.setAttribute("aria-label", "enabled " + node.id);
       toggle.addEventListener("change", () => setEnabled(node.id, toggle.checked, toggle));
-      const remove = el("button", { type: "button", class: "danger" }, "Remove");
+      const confirming = state.confirming && state.confirming.id === node.id && Date.now() < state.confirming.until;
+      const remove = el("button", { type: "button", class: "danger" }, confirming ? "Really remove " + node.id + "?" : "Remove");
+      if (confirming) remove.dataset.confirm = "yes";
       remove.addEventListener("click", () => confirmRemove(node.id, remove));
       const edit = el("button", { type: "button" }, "Edit");
       edit.addEventListener("click", () => openEditor(node.id));
@@ -185,15 +195,19 @@
   }
 
   function confirmRemove(id, button) {
+    // The first click arms the button for 5 s (kept across table refreshes); the second removes.
     if (button.dataset.confirm !== "yes") {
+      state.confirming = { id, until: Date.now() + 5000 };
       button.dataset.confirm = "yes";
       button.textContent = "Really remove " + id + "?";
       setTimeout(() => {
+        if (state.confirming && state.confirming.id === id) state.confirming = null;
         button.dataset.confirm = "";
         button.textContent = "Remove";
       }, 5000);
       return;
     }
+    state.confirming = null;
     clearError();
     api("DELETE", "/admin/v1/nodes/" + encodeURIComponent(id))
       .then(refreshAll)
@@ -296,7 +310,10 @@
     }
     $("key-table").tBodies[0].replaceChildren(rows);
     const choices = state.nodes.filter((n) => !keyed.has(n.id)).map((n) => el("option", { value: n.id }, n.id));
-    $("key-node").replaceChildren(el("option", { value: "" }, "a node without a key…"), ...choices);
+    const picker = $("key-node");
+    const chosen = picker.value; // a refresh (a change elsewhere) must not lose the operator's pick
+    picker.replaceChildren(el("option", { value: "" }, "a node without a key…"), ...choices);
+    if (chosen && choices.some((option) => option.value === chosen)) picker.value = chosen;
     $("create-key").disabled = choices.length === 0;
   }
 
