@@ -99,7 +99,13 @@ def _plain_with_secrets(value: BaseModel) -> dict[str, Any]:
 
 def node_etag(node: InferenceNodeConfig) -> str:
     """A strong HTTP entity tag of a node's stored value (quoted, as sent in ``ETag``)."""
-    canonical = json.dumps(node.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return etag_of_dump(node.model_dump(mode="json"))
+
+
+def etag_of_dump(dumped: dict[str, Any]) -> str:
+    """:func:`node_etag` of a node already dumped with ``model_dump(mode="json")`` (a reply
+    that sends the dump does not dump it twice)."""
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
 
 

@@ -524,6 +524,8 @@ class ConfigManager:
             self._store.replace_nodes(keep_redacted_tokens(values, self._store))
 
     def _prepared_nodes(self, values: list[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
+        # ``values`` are this call's own copies (``validate`` made them) and no backend keeps
+        # a reference to them: the writes below return them without copying again.
         if has_new_token(values):
             self._secrets.warm()  # seal tokens without deriving the key under the writer lock
         return values
@@ -537,7 +539,7 @@ class ConfigManager:
         with self._store.transaction():
             (value,) = keep_redacted_tokens([value], self._store)
             self._store.add_node(value)
-        return value.model_copy(deep=True)
+        return value
 
     def put_node(
         self, node: InferenceNodeConfig, *, if_match: Collection[str] | None = None
@@ -566,7 +568,7 @@ class ConfigManager:
                 if if_match is not None:
                     check_etag(current, if_match)
                 self._store.update_node(value)
-        return value.model_copy(deep=True), current is None
+        return value, current is None
 
     def add_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
         """Register several nodes, all or nothing; returns the stored nodes."""
@@ -574,7 +576,7 @@ class ConfigManager:
         with self._store.transaction():
             values = keep_redacted_tokens(values, self._store)
             self._store.add_nodes(values)
-        return [v.model_copy(deep=True) for v in values]
+        return values
 
     def update_node(
         self, node: InferenceNodeConfig, *, if_match: Collection[str] | None = None
@@ -592,7 +594,7 @@ class ConfigManager:
             if if_match is not None:
                 check_etag(self._store.node(value.id), if_match)
             self._store.update_node(value)
-        return value.model_copy(deep=True)
+        return value
 
     def remove_node(
         self, node_id: str, *, if_match: Collection[str] | None = None

@@ -55,7 +55,7 @@ def expected_token(token: str | None) -> bytes | None:
     return token.encode("utf-8")
 
 
-def require_admin_token(
+async def require_admin_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> None:

@@ -2,7 +2,8 @@
 
 FastAPI would decode and validate a body on the event loop, one error per bad element: a
 200 KB array of integers cost seconds of CPU and a reply of megabytes while every other
-request waited. Here the body is read, then decoded and validated in the thread pool; a batch
+request waited. Here the route reads the body and decodes and validates it in the thread pool,
+in the same hand-off as the write (one trip off the event loop per request); a batch
 longer than :data:`MAX_BATCH` is refused (422) before any element is looked at, and at most
 :data:`MAX_ERRORS` problems are reported (the message says how many were left out).
 Validation is strict, as the published schema says: ``"5000"`` or ``true`` is not a port.
@@ -12,11 +13,9 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import pydantic
-from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from dapi_config._validation import describe, error_items, json_integers, node_inputs
 from dapi_config.api.errors import ApiError
@@ -103,27 +102,6 @@ def parse_nodes(raw: bytes, content_type: str | None) -> list[NodeInput]:
         raise _refuse(problems)
     return nodes
 
-
-async def _node_body(request: Request) -> NodeInput:
-    raw = await request.body()
-    return await run_in_threadpool(parse_node, raw, request.headers.get("content-type"))
-
-
-async def _nodes_body(request: Request) -> list[NodeInput]:
-    raw = await request.body()
-    return await run_in_threadpool(parse_nodes, raw, request.headers.get("content-type"))
-
-
-async def _replacement_body(request: Request) -> NodeInput:
-    raw = await request.body()
-    path_id = str(request.path_params.get("node_id", ""))
-    return await run_in_threadpool(parse_node, raw, request.headers.get("content-type"), path_id)
-
-
-NodeBody = Annotated[NodeInput, Depends(_node_body)]
-#: The body of ``PUT /nodes/{node_id}``: a node whose id is the path's.
-ReplacementBody = Annotated[NodeInput, Depends(_replacement_body)]
-NodesBody = Annotated[list[NodeInput], Depends(_nodes_body)]
 
 _NODE_REF = {"$ref": "#/components/schemas/NodeInput"}
 _REPLACEMENT_REF = {"$ref": "#/components/schemas/NodeReplacement"}

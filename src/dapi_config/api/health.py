@@ -34,13 +34,14 @@ class NotReady(ErrorBody):
 
 
 @router.get("/livez", response_model=Live, summary="Liveness")
-def livez() -> Live:
-    """200 while the process serves requests (touches no file)."""
+async def livez() -> Live:
+    """200 while the process serves requests (touches no file; on the event loop, so it also
+    says the loop is not stuck)."""
     return Live()
 
 
 @router.get("/healthz", response_model=Live, summary="Liveness (alias of /livez)")
-def healthz() -> Live:
+async def healthz() -> Live:
     """Alias of ``/livez``."""
     return Live()
 

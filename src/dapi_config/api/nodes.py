@@ -14,21 +14,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
+from dapi_config._validation import etag_of_dump
 from dapi_config.api.bodies import (
     NODE_BODY_DOC,
     NODES_BODY_DOC,
     REPLACEMENT_BODY_DOC,
-    NodeBody,
-    NodesBody,
-    ReplacementBody,
+    parse_node,
+    parse_nodes,
 )
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import ApiError, error_responses
-from dapi_config.manager import MAX_NODE_PAGE, node_etag
+from dapi_config.manager import MAX_NODE_PAGE, ConfigManager
 from dapi_config.models import NODE_ID_PATTERN, InferenceNodeConfig
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -88,9 +89,27 @@ class NodeMessage(BaseModel):
 
 
 def _node_response(node: InferenceNodeConfig, status: int = 200) -> JSONResponse:
-    return JSONResponse(
-        node.model_dump(mode="json"), status_code=status, headers={"ETag": node_etag(node)}
-    )
+    dumped = node.model_dump(mode="json")
+    return JSONResponse(dumped, status_code=status, headers={"ETag": etag_of_dump(dumped)})
+
+
+def _put_node(
+    cm: ConfigManager,
+    raw: bytes,
+    content_type: str | None,
+    path_id: str | None = None,
+    if_match: str = "",
+) -> JSONResponse:
+    """Parse, store and answer one node: the whole write in one trip to the thread pool."""
+    node = parse_node(raw, content_type, path_id)
+    stored, created = cm.put_node(node, if_match=parse_if_match(if_match))
+    # POST answers 200 either way (the predecessor's reply); PUT says 201 when it created.
+    return _node_response(stored, 201 if created and path_id is not None else 200)
+
+
+def _add_nodes(cm: ConfigManager, raw: bytes, content_type: str | None) -> JSONResponse:
+    stored = cm.add_nodes(parse_nodes(raw, content_type))
+    return JSONResponse([n.model_dump(mode="json") for n in stored], status_code=201)
 
 
 def parse_if_match(value: str | None) -> list[str] | None:
@@ -145,11 +164,11 @@ def list_nodes(
     summary="Add or replace one node",
     openapi_extra=NODE_BODY_DOC,
 )
-def create_node(node: NodeBody, cm: Manager) -> Any:
+async def create_node(request: Request, cm: Manager) -> Any:
     """Register one node, or replace the node with its id (as the predecessor did when a
     node was posted again); 200 with the stored node."""
-    stored, _ = cm.put_node(node)
-    return _node_response(stored)
+    raw = await request.body()
+    return await run_in_threadpool(_put_node, cm, raw, request.headers.get("content-type"))
 
 
 @router.post(
@@ -160,10 +179,10 @@ def create_node(node: NodeBody, cm: Manager) -> Any:
     summary="Add several nodes, all or nothing",
     openapi_extra=NODES_BODY_DOC,
 )
-def create_nodes(nodes: NodesBody, cm: Manager) -> Any:
+async def create_nodes(request: Request, cm: Manager) -> Any:
     """Register up to 1,000 nodes in one transaction: all are stored or none (201)."""
-    stored = cm.add_nodes(nodes)
-    return JSONResponse([n.model_dump(mode="json") for n in stored], status_code=201)
+    raw = await request.body()
+    return await run_in_threadpool(_add_nodes, cm, raw, request.headers.get("content-type"))
 
 
 @router.get(
@@ -187,14 +206,15 @@ def get_node(node_id: NodeId, cm: Manager) -> Any:
     summary="Replace (or create) one node",
     openapi_extra=REPLACEMENT_BODY_DOC,
 )
-def replace_node(
-    node_id: NodeId, node: ReplacementBody, cm: Manager, if_match: IfMatch = ""
+async def replace_node(
+    node_id: NodeId, request: Request, cm: Manager, if_match: IfMatch = ""
 ) -> Any:
     """Replace a node (200), or create it when the id is new (201); its id is the path's
     (an ``id`` in the body must equal it). With ``If-Match``, a node that changed since that
     read (or does not exist) gives 412 and nothing is written."""
-    stored, created = cm.put_node(node, if_match=parse_if_match(if_match))
-    return _node_response(stored, 201 if created else 200)
+    raw = await request.body()
+    content_type = request.headers.get("content-type")
+    return await run_in_threadpool(_put_node, cm, raw, content_type, node_id, if_match)
 
 
 @router.delete(
