@@ -32,14 +32,6 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from dapi_config._files import fsync_directory, make_durable_dir
 from dapi_config.errors import MasterKeyError
 from dapi_config.models import REDACTED
@@ -100,6 +92,16 @@ class WorkerKeyPair:
 def generate_worker_key() -> WorkerKeyPair:
     """A new Ed25519 pair: public = base64(32-byte key); private = base64(seed || public),
     the 64-byte form Go's ``crypto/ed25519`` uses, so the predecessor can load it."""
+    # cryptography (~8 MiB resident) is imported where it is first needed: a service whose
+    # state holds no secret never loads it.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PrivateKey,
+    )
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        Encoding,
+        PublicFormat,
+    )
+
     key = Ed25519PrivateKey.generate()
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     seed = key.private_bytes_raw()
@@ -161,6 +163,8 @@ class SecretBox:
     """AES-256-GCM under a derived master key; each ciphertext bound to a ``context``."""
 
     def __init__(self, key: bytes, description: str) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
         self._aead = AESGCM(key)
         #: Where the master key came from, for messages (never the key itself).
         self.description = description
@@ -179,6 +183,8 @@ class SecretBox:
 
         Raises :class:`MasterKeyError` when the master key is wrong or the value was altered.
         """
+        from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+
         if not token.startswith(_TOKEN_PREFIX):
             raise MasterKeyError(f"{context}: the stored value is not an encrypted secret")
         try:
@@ -300,6 +306,10 @@ class MasterKeySource:
         return box, KeyParams(**{**asdict(params), "check": check})
 
     def _derive(self, params: KeyParams) -> SecretBox:
+        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: PLC0415
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: PLC0415
+
         salt = base64.b64decode(params.salt)
         if params.kdf == "scrypt":
             if self._passphrase is None:

@@ -42,7 +42,7 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from dapi_config.store.connection import SQLITE_ERRORS
+from dapi_config.store import connection
 
 #: Bytes of header copy 1, the part every commit rewrites.
 HEADER_SIZE = 48
@@ -95,7 +95,7 @@ def open_wal_index(db_path: str | os.PathLike[str], conn: sqlite3.Connection) ->
     try:
         journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         locking = str(conn.execute("PRAGMA locking_mode").fetchone()[0]).lower()
-    except SQLITE_ERRORS:
+    except connection.SQLITE_ERRORS:
         return None
     if journal != "wal" or locking != "normal":
         return None

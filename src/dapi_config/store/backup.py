@@ -43,11 +43,11 @@ from dapi_config._files import fsync_directory, fsync_file, make_durable_dir, st
 from dapi_config.errors import BackupError, DapiConfigError
 from dapi_config.settings import DEFAULT_BACKUP_INTERVAL_S, DEFAULT_BACKUP_KEEP
 from dapi_config.store import cipher as _cipher
+from dapi_config.store import connection
 from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
-    SQLITE_ERRORS,
     is_not_a_database,
     sqlite_error_message,
 )
@@ -171,7 +171,7 @@ def inspect_backup(
         return replace(info, problem="truncated (shorter than one page)")
     try:
         conn = _cipher.connect(_readonly_uri(file), key, uri=True, isolation_level=None)
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         return replace(info, problem=f"cannot open ({exc})")
     try:
         rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
@@ -190,7 +190,7 @@ def inspect_backup(
             )
         row = conn.execute("SELECT COALESCE(MAX(revision), 0) FROM audit_log").fetchone()
         return replace(info, revision=int(row[0]))
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         if key is not None and is_not_a_database(exc):
             return replace(
                 info,
@@ -347,12 +347,12 @@ def _revision_of_live(state: Path, key: StateCipher | None) -> int:
             return 0
     try:
         conn = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except SQLITE_ERRORS:
+    except connection.SQLITE_ERRORS:
         return 0
     try:
         row = conn.execute("SELECT COALESCE(MAX(revision), 0) FROM audit_log").fetchone()
         return int(row[0])
-    except SQLITE_ERRORS:
+    except connection.SQLITE_ERRORS:
         return 0
     finally:
         conn.close()
@@ -371,7 +371,7 @@ def _copy_snapshot(state: Path, tmp: Path, key: StateCipher | None) -> None:
     """One-step online copy of ``state`` into the empty file ``tmp`` (rollback-journal mode)."""
     try:
         src = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         raise BackupError(f"{state}: cannot open for backup: {sqlite_error_message(exc)}") from None
     try:
         dst = _cipher.connect(str(tmp), key, isolation_level=None)
@@ -387,7 +387,7 @@ def _copy_snapshot(state: Path, tmp: Path, key: StateCipher | None) -> None:
             dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         if is_not_a_database(exc):
             message = _cipher.unreadable_message(state, key)
             if message is not None:

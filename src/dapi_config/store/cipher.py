@@ -13,7 +13,7 @@ file (its first 16 bytes) for the page HMAC keys. ``PRAGMA key`` is the first st
 connection; the key is never logged and never part of a repr or an error message.
 
 The driver (``sqlcipher3``) is API-compatible with :mod:`sqlite3` but has its own exception
-classes; :data:`dapi_config.store.connection.SQLITE_ERRORS` covers both.
+classes; :data:`dapi_config.store.connection.SQLITE_ERRORS` covers both once it is loaded.
 
 A file converted by ``dapi-config encrypt`` gets a marker file beside it (``<state>.encrypted``)
 so that a process started without encryption says "this file is encrypted" instead of taking
@@ -26,6 +26,7 @@ import functools
 import hashlib
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -54,13 +55,33 @@ _KDF_SALT: Final = b"dapi-config/state-file-encryption/sqlcipher/v1"
 _KDF_ITERATIONS: Final = 600_000
 
 
+_on_driver_loaded: list[Callable[[ModuleType], None]] = []
+
+
 @functools.cache
 def driver() -> ModuleType | None:
-    """The SQLCipher driver module, or None when the extra is not installed."""
+    """The SQLCipher driver module, or None when the extra is not installed.
+
+    It is imported on first use (about 7 MiB resident): a process that never opens an
+    encrypted file never loads it. The functions given to :func:`when_driver_loaded` run
+    once it is.
+    """
     try:
-        return importlib.import_module(DRIVER_MODULE)
+        module = importlib.import_module(DRIVER_MODULE)
     except ImportError:
         return None
+    for callback in _on_driver_loaded:
+        callback(module)
+    return module
+
+
+def when_driver_loaded(callback: Callable[[ModuleType], None]) -> None:
+    """Call ``callback(driver)`` when the driver is loaded (at once if it already is)."""
+    _on_driver_loaded.append(callback)
+    if driver.cache_info().currsize:  # looked up before this callback was registered
+        module = driver()
+        if module is not None:
+            callback(module)
 
 
 def require_driver() -> ModuleType:

@@ -22,6 +22,7 @@ Rules this module enforces (each one learned the hard way by SQLite users):
 - An encrypted state file (:mod:`.cipher`) is opened through the SQLCipher driver, whose
   ``PRAGMA key`` is the first statement on every connection. The driver has its own exception
   classes: every ``except`` in the store uses :data:`SQLITE_ERRORS` (and friends) to catch both.
+  The driver is imported only when an encrypted file is first opened.
 """
 
 from __future__ import annotations
@@ -38,16 +39,13 @@ import weakref
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from dapi_config import _failpoints
 from dapi_config._files import make_durable_dir
 from dapi_config.errors import DapiConfigError, StateUnavailableError
-from dapi_config.store.cipher import (
-    StateCipher,
-    driver,
-    unreadable_message,
-)
+from dapi_config.store.cipher import StateCipher, unreadable_message, when_driver_loaded
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +57,28 @@ APPLICATION_ID = 0x44415049
 BUSY_TIMEOUT_S = 30.0
 #: Cap on the WAL size kept after a checkpoint (bytes).
 JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+#: Page cache per connection (KiB; SQLite's default is 2 MiB). Every thread that reads has its
+#: own connection (the service's pool has up to 40), and the OS caches the file once for all
+#: of them: a smaller private cache bounds memory at no measurable cost to reads.
+PAGE_CACHE_KIB = 512
 
-_DRIVER = driver()
-#: Every SQLite error class in use: the stdlib's and, when the encryption extra is installed,
-#: the SQLCipher driver's (same names, different classes). Catch these, never ``sqlite3.Error``.
-SQLITE_ERRORS: tuple[type[Exception], ...] = (
-    (sqlite3.Error,) if _DRIVER is None else (sqlite3.Error, _DRIVER.Error)
-)
-INTEGRITY_ERRORS: tuple[type[Exception], ...] = (
-    (sqlite3.IntegrityError,)
-    if _DRIVER is None
-    else (sqlite3.IntegrityError, _DRIVER.IntegrityError)
-)
-OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (
-    (sqlite3.OperationalError,)
-    if _DRIVER is None
-    else (sqlite3.OperationalError, _DRIVER.OperationalError)
-)
+#: Every SQLite error class in use: the stdlib's and, once the encryption extra's driver is
+#: loaded (on first use), the SQLCipher driver's (same names, different classes). Catch these,
+#: never ``sqlite3.Error``. Other modules name them ``connection.SQLITE_ERRORS``, looked up
+#: when an error is matched: a copy imported before the driver loaded would miss its classes.
+SQLITE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+
+
+def _include_driver_errors(module: ModuleType) -> None:
+    global SQLITE_ERRORS, INTEGRITY_ERRORS, OPERATIONAL_ERRORS  # noqa: PLW0603 - see above
+    SQLITE_ERRORS = (sqlite3.Error, module.Error)
+    INTEGRITY_ERRORS = (sqlite3.IntegrityError, module.IntegrityError)
+    OPERATIONAL_ERRORS = (sqlite3.OperationalError, module.OperationalError)
+
+
+when_driver_loaded(_include_driver_errors)
 
 # Connections inherited from a parent process. Closing them in the child could release the
 # parent's POSIX locks on the file, so they are parked here and never touched again.
@@ -459,6 +462,7 @@ class Database:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
         except SQLITE_ERRORS as exc:
             raise StateUnavailableError(self._message(exc)) from None
 
@@ -506,7 +510,10 @@ class Database:
 
     # --- statements ----------------------------------------------------------------------
 
-    integrity_errors: tuple[type[BaseException], ...] = INTEGRITY_ERRORS
+    @property
+    def integrity_errors(self) -> tuple[type[BaseException], ...]:
+        """The constraint-violation classes (looked up now: the driver may load later)."""
+        return INTEGRITY_ERRORS
 
     def prepare_rows(self, table: str, columns: list[str], rows: list[Any]) -> list[Any]:
         """SQLite stores what it is given (booleans as 0/1 by the driver)."""

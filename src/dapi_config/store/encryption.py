@@ -69,6 +69,7 @@ from dapi_config.security import (
 )
 from dapi_config.settings import STATE_KEY_ENV
 from dapi_config.store import cipher as _cipher
+from dapi_config.store import connection
 from dapi_config.store.backup import (
     BackupInfo,
     backup_dir_for,
@@ -79,7 +80,6 @@ from dapi_config.store.backup import (
 from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
-    SQLITE_ERRORS,
     create_private_file,
     is_not_a_database,
     sqlite_error_message,
@@ -222,14 +222,14 @@ def _open_source(state: Path, source: StateCipher | None) -> Any:
     driver = _cipher.require_driver()
     try:
         conn = driver.connect(str(state), timeout=LOCK_WAIT_S, isolation_level=None)
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
     try:
         if source is not None:
             source.apply(conn)
         conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         conn.close()
         if is_not_a_database(exc):
             message = _cipher.unreadable_message(state, source)
@@ -280,7 +280,7 @@ def _take_exclusive(conn: Any, state: Path) -> None:
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         conn.execute("BEGIN EXCLUSIVE")
         conn.execute("COMMIT")
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         text = str(exc)
         if "locked" in text or "busy" in text:
             raise StateUnavailableError(busy_message) from None
@@ -428,11 +428,11 @@ def _export(
             reseal(conn)
             conn.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(*SQLITE_ERRORS):
+            with contextlib.suppress(*connection.SQLITE_ERRORS):
                 conn.execute("ROLLBACK")
             raise
     finally:
-        with contextlib.suppress(*SQLITE_ERRORS):
+        with contextlib.suppress(*connection.SQLITE_ERRORS):
             conn.execute(f"DETACH DATABASE {_ATTACHED}")
 
 
@@ -481,7 +481,7 @@ def _closing(conn: Any) -> Iterator[Any]:
     try:
         yield conn
     finally:
-        with contextlib.suppress(*SQLITE_ERRORS):
+        with contextlib.suppress(*connection.SQLITE_ERRORS):
             conn.close()
 
 
@@ -501,13 +501,13 @@ def _convert(  # noqa: PLR0917 - private, with one caller per operation
     with exclusive_claim(state, op), _closing(_open_source(state, source)) as conn:
         try:
             app_id, version = _check_sound(conn, state)
-        except SQLITE_ERRORS as exc:
+        except connection.SQLITE_ERRORS as exc:
             raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
         _take_exclusive(conn, state)
         try:
             rows = _table_rows(conn)
             revision = _revision(conn)
-        except SQLITE_ERRORS as exc:
+        except connection.SQLITE_ERRORS as exc:
             raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
         pre = _backup_copy(state, backups, op, source, revision)
         marker_written = False
@@ -525,7 +525,7 @@ def _convert(  # noqa: PLR0917 - private, with one caller per operation
             os.replace(new, state)
             swapped = True
             fsync_directory(state.parent)
-        except SQLITE_ERRORS as exc:
+        except connection.SQLITE_ERRORS as exc:
             raise StateUnavailableError(
                 f"{state}: {op} failed, the state file was not changed: {sqlite_error_message(exc)}"
             ) from None

@@ -112,8 +112,9 @@ class Cursor(Protocol):
 class SqlDatabase(Protocol):
     """A backend's connections: runs the shared statements (``?`` placeholders)."""
 
-    #: The exceptions a unique or foreign-key violation raises.
-    integrity_errors: tuple[type[BaseException], ...]
+    @property
+    def integrity_errors(self) -> tuple[type[BaseException], ...]:
+        """The exceptions a unique or foreign-key violation raises."""
 
     @property
     def path(self) -> Any: ...

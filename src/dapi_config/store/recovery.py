@@ -50,7 +50,7 @@ from dapi_config.errors import (
 )
 from dapi_config.security import key_file_path
 from dapi_config.store import cipher as _cipher
-from dapi_config.store import migrations
+from dapi_config.store import connection, migrations
 from dapi_config.store.backup import (
     BackupInfo,
     _readonly_uri,
@@ -65,7 +65,6 @@ from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
-    SQLITE_ERRORS,
     Database,
     is_not_a_database,
     sqlite_error_message,
@@ -161,10 +160,10 @@ def _roll_back_hot_journal(state: Path, key: StateCipher | None) -> None:
     checks that follow."""
     try:
         conn = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except SQLITE_ERRORS:
+    except connection.SQLITE_ERRORS:
         return
     try:
-        with contextlib.suppress(*SQLITE_ERRORS):
+        with contextlib.suppress(*connection.SQLITE_ERRORS):
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     finally:
         conn.close()
@@ -222,7 +221,7 @@ def diagnose(
             return "truncated (shorter than one page)"
     try:
         conn = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
     try:
         if key is not None and size:
@@ -230,7 +229,7 @@ def diagnose(
             # problem, and a damaged page 1 cannot be told apart from a wrong key: stop here.
             try:
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-            except SQLITE_ERRORS as exc:
+            except connection.SQLITE_ERRORS as exc:
                 if is_not_a_database(exc):
                     raise StateUnavailableError(_cipher.wrong_key_message(state)) from None
                 raise
@@ -240,7 +239,7 @@ def diagnose(
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         tables = int(conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0])
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         if _is_damage(exc):
             return f"cannot be read ({exc})"
         raise StateUnavailableError(f"{state}: {sqlite_error_message(exc)}") from None
@@ -402,7 +401,7 @@ def _copy_into_live(backup: BackupInfo, state: Path, key: StateCipher | None) ->
     """Copy ``backup`` into the live state file through SQLite (one write transaction)."""
     try:
         src = _cipher.connect(_readonly_uri(backup.path), key, uri=True, isolation_level=None)
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         raise BackupError(f"{backup.path}: cannot open ({exc})") from None
     try:
         dst = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -419,7 +418,7 @@ def _copy_into_live(backup: BackupInfo, state: Path, key: StateCipher | None) ->
             src.backup(dst, pages=RESTORE_STEP_PAGES, progress=progress)
         finally:
             dst.close()
-    except SQLITE_ERRORS as exc:
+    except connection.SQLITE_ERRORS as exc:
         raise StateUnavailableError(
             f"{state}: restore failed, the state file is unchanged: {sqlite_error_message(exc)}"
         ) from None
@@ -558,7 +557,7 @@ def check_state(
                 version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             finally:
                 conn.close()
-        except SQLITE_ERRORS as exc:
+        except connection.SQLITE_ERRORS as exc:
             version = -1
             result.problems.append(f"{state}: {sqlite_error_message(exc)}")
         check_schema_version(result, state, version)

@@ -28,17 +28,12 @@ from dapi_config.errors import StateUnavailableError
 from dapi_config.settings import AuditRetention
 from dapi_config.store import backup as _backup
 from dapi_config.store import cipher as _cipher
-from dapi_config.store import migrations
+from dapi_config.store import connection, migrations
 from dapi_config.store import recovery as _recovery
 from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
 from dapi_config.store.backup import BackupInfo, backup_dir_for, create_backup, read_header
 from dapi_config.store.cipher import StateCipher
-from dapi_config.store.connection import (
-    SQLITE_ERRORS,
-    Database,
-    Durability,
-    sqlite_error_message,
-)
+from dapi_config.store.connection import Database, Durability, sqlite_error_message
 from dapi_config.store.queries import (
     AUDIT_PAGE_MAX,
     AUDIT_PRUNE_BATCH,
@@ -312,7 +307,7 @@ class StateStore(StateQueries):
         seen = getattr(hot.local, "seen", None)
         try:
             dv = conn.execute("PRAGMA data_version").fetchone()[0]
-        except SQLITE_ERRORS as exc:
+        except connection.SQLITE_ERRORS as exc:
             # The file became unusable: serve the last committed values we know.
             if seen is not None:
                 return hot.values

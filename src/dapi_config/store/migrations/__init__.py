@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dapi_config.errors import SchemaTooNewError, StateCorruptError, StateUnavailableError
-from dapi_config.store.connection import APPLICATION_ID, SQLITE_ERRORS, Database
+from dapi_config.store import connection
+from dapi_config.store.connection import APPLICATION_ID, Database
 from dapi_config.store.migrations import m0001_initial, m0002_predecessor_fields
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def preflight(db: Database) -> None:
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         objects = int(conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0])
-    except SQLITE_ERRORS:
+    except connection.SQLITE_ERRORS:
         return
     finally:
         conn.close()

@@ -1,0 +1,125 @@
+"""Heavy and optional modules are imported when first needed, not at start (service memory).
+
+A ``serve`` over a state with no secret and no encryption must not load the SQLCipher driver
+(~7 MiB resident), cryptography (~8 MiB) or Jinja2 (until the console is opened); and once the
+driver is loaded, every ``except`` of the store catches its error classes, including in
+modules imported before it was.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dapi_config.store import cipher, connection
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "dapi_config"
+
+_PROBE = """
+import json, sys
+from pathlib import Path
+from dapi_config import ConfigManager
+from dapi_config.api import create_app
+import dapi_config.cli, dapi_config.service
+root = Path(sys.argv[1])
+cm = ConfigManager.open(root / "config.yaml", root / "state.db", env={})
+cm.set_height(5)
+app = create_app(cm)
+app.openapi()
+before = {m: m in sys.modules for m in ("sqlcipher3", "cryptography", "jinja2")}
+from starlette.testclient import TestClient
+with TestClient(app) as client:
+    assert client.get("/").status_code == 200
+after = {"jinja2": "jinja2" in sys.modules}
+cm.close()
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+def test_a_plain_service_loads_no_driver_crypto_or_templates(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("api:\n  port: 9000\n")
+    (tmp_path / "config.yaml").chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_", "CONFIG_"))}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["before"] == {"sqlcipher3": False, "cryptography": False, "jinja2": False}
+    assert seen["after"] == {"jinja2": True}  # the console's first page view loads it
+
+
+def test_the_driver_errors_join_the_store_error_classes_when_it_loads() -> None:
+    module = cipher.driver()
+    if module is None:
+        pytest.skip("the encryption extra (sqlcipher3) is not installed")
+    assert module.Error in connection.SQLITE_ERRORS
+    assert module.IntegrityError in connection.INTEGRITY_ERRORS
+    assert module.OperationalError in connection.OPERATIONAL_ERRORS
+    conn = module.connect(":memory:")
+    try:
+        with pytest.raises(connection.SQLITE_ERRORS):
+            conn.execute("SELECT * FROM no_such_table")
+    finally:
+        conn.close()
+
+
+def test_a_callback_registered_after_the_driver_loaded_runs_at_once() -> None:
+    module = cipher.driver()
+    if module is None:
+        pytest.skip("the encryption extra (sqlcipher3) is not installed")
+    seen: list[object] = []
+    cipher.when_driver_loaded(seen.append)
+    try:
+        assert seen == [module]
+    finally:
+        cipher._on_driver_loaded.remove(seen.append)
+
+
+def test_no_module_binds_the_error_tuples_at_import() -> None:
+    """``from ...connection import SQLITE_ERRORS`` would keep the tuple as it was before the
+    driver loaded: its errors would escape that module's ``except`` clauses."""
+    names = {"SQLITE_ERRORS", "INTEGRITY_ERRORS", "OPERATIONAL_ERRORS"}
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("connection"):
+                bound = names & {alias.name for alias in node.names}
+                if bound:
+                    offenders.append(f"{path.relative_to(SRC)}: {sorted(bound)}")
+    assert offenders == []
+
+
+def test_connection_reads_the_error_tuples_only_when_an_error_is_matched() -> None:
+    """Inside the module, a class attribute or default argument made from a tuple keeps it as
+    it was at import time, just like an import would."""
+    names = {"SQLITE_ERRORS", "INTEGRITY_ERRORS", "OPERATIONAL_ERRORS"}
+    tree = ast.parse((SRC / "store" / "connection.py").read_text())
+    offenders = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            defaults = [*node.args.defaults, *node.args.kw_defaults]
+            for default in filter(None, defaults):
+                offenders.extend(
+                    n.id for n in ast.walk(default) if isinstance(n, ast.Name) and n.id in names
+                )
+            return  # read when the function runs: current
+        if isinstance(node, ast.Name) and node.id in names and isinstance(node.ctx, ast.Load):
+            offenders.append(f"line {node.lineno}: {node.id}")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    assert offenders == []
