@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,28 @@ def _threads(pid: int) -> int:
     return 0
 
 
+def wait_until_ready(
+    proc: subprocess.Popen[bytes], port: int, path: str, log: Path, name: str
+) -> None:
+    """Poll ``GET path`` on ``port`` until it answers 200 (raise with the log's tail if the
+    process exits or :data:`STARTUP_TIMEOUT_S` passes)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", path)
+                if conn.getresponse().status == 200:
+                    return
+            finally:
+                conn.close()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not become ready")
+        time.sleep(0.1)
+
+
 @dataclass
 class Service:
     proc: subprocess.Popen[bytes]
@@ -98,22 +120,7 @@ def service(root: Path) -> Iterator[Service]:
             env=env,
         )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"dapi-config serve exited: {log.read_text()[-2000:]}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    break
-                conn.close()
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("dapi-config serve did not become ready")
-            time.sleep(0.1)
+        wait_until_ready(proc, port, "/readyz", log, "dapi-config serve")
         yield Service(proc, port, log)
     finally:
         if proc.poll() is None:
@@ -125,8 +132,32 @@ def service(root: Path) -> Iterator[Service]:
                 proc.wait(timeout=30)
 
 
-def load(port: int, clients: int, requests: int, max_seconds: float, tag: str) -> dict[str, Any]:
-    """``requests`` POST /admin/v1/nodes spread over ``clients`` threads (stop at max_seconds)."""
+#: The ``i``-th request of a load: method, path, body (or None), headers.
+Request = tuple[str, str, str | None, dict[str, str]]
+
+
+def node_post(tag: str) -> Callable[[int], Request]:
+    """``POST /admin/v1/nodes`` of a new node per request (ids made unique by ``tag``)."""
+
+    def request(i: int) -> Request:
+        body = json.dumps(make_node(i, tag=tag).model_dump(mode="json"))
+        return "POST", "/admin/v1/nodes", body, {"Content-Type": "application/json"}
+
+    return request
+
+
+def load(
+    port: int,
+    clients: int,
+    requests: int,
+    max_seconds: float,
+    tag: str,
+    *,
+    request: Callable[[int], Request] | None = None,
+) -> dict[str, Any]:
+    """``requests`` requests spread over ``clients`` keep-alive threads (stop at max_seconds);
+    by default :func:`node_post`. Any status but 200/201 counts as an error."""
+    make_request = request or node_post(tag)
     ids = itertools.count()
     id_lock = threading.Lock()
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -145,9 +176,9 @@ def load(port: int, clients: int, requests: int, max_seconds: float, tag: str) -
                     i = next(ids)
                 if i >= requests:
                     return
-                body = json.dumps(make_node(i, tag=tag).model_dump(mode="json"))
+                method, path, body, headers = make_request(i)
                 t0 = time.perf_counter()
-                conn.request("POST", "/admin/v1/nodes", body, {"Content-Type": "application/json"})
+                conn.request(method, path, body, headers)
                 response = conn.getresponse()
                 response.read()
                 mine.append(time.perf_counter() - t0)

@@ -130,3 +130,44 @@ def test_console_benchmark_runs(tmp_path: Path) -> None:
     assert set(result["load_ms"]) == {"10", "1000"}
     assert all(s["median"] > 0 for s in result["load_ms"].values())
     assert "| 1,000 |" in (tmp_path / "console.md").read_text()
+
+
+def test_servers_benchmark_runs_every_server(tmp_path: Path) -> None:
+    """The server comparison's pipeline: each server variant serves the real app (or the bare
+    floor) and answers both workloads without an error; a variant whose package is missing
+    says "not measured" with the reason (numbers are never asserted)."""
+    proc = _run_module(
+        "benchmarks.servers",
+        "--quick",
+        "--clients",
+        "2",
+        "--seconds",
+        "0.3",
+        "--out",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "servers.json").read_text())
+    from benchmarks.servers import VARIANTS, WORKLOADS
+
+    assert set(result["table"]) | set(result["not_measured"]) == set(VARIANTS)
+    assert "uvicorn + h11 (serve today)" in result["table"]
+    for name, per in result["table"].items():
+        for workload in WORKLOADS:
+            row = per[f"{workload}|2"]
+            assert row["errors"] == 0, (name, workload)
+            assert row["per_s"]["median"] > 0, (name, workload)
+    assert (
+        "| POST /admin/v1/nodes | 2 | uvicorn + h11 (serve today) |"
+        in (tmp_path / "servers.md").read_text()
+    )
+
+
+def test_memory_benchmark_runs(tmp_path: Path) -> None:
+    proc = _run_module("benchmarks.memory", "--writes", "300", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "memory.json").read_text())
+    assert result["errors"] == 0
+    assert result["rss_idle_mib"] > 0 and result["rss_after_mib"] > 0
+    assert set(result["libraries_loaded_idle"]) == {"SQLCipher driver (sqlcipher3)", "cryptography"}
+    assert "| RSS after 300 writes |" in (tmp_path / "memory.md").read_text()
