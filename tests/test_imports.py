@@ -1,9 +1,9 @@
 """Heavy and optional modules are imported when first needed, not at start (service memory).
 
 A ``serve`` over a state with no secret and no encryption must not load the SQLCipher driver
-(~7 MiB resident), cryptography (~8 MiB) or Jinja2 (until the console is opened); and once the
-driver is loaded, every ``except`` of the store catches its error classes, including in
-modules imported before it was.
+(~7 MiB resident), cryptography (~8 MiB), rich (the CLI's output) or Jinja2 (until the console
+is opened); and once the driver is loaded, every ``except`` of the store catches its error
+classes, including in modules imported before it was.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ cm = ConfigManager.open(root / "config.yaml", root / "state.db", env={})
 cm.set_height(5)
 app = create_app(cm)
 app.openapi()
-before = {m: m in sys.modules for m in ("sqlcipher3", "cryptography", "jinja2")}
+before = {m: m in sys.modules for m in ("sqlcipher3", "cryptography", "jinja2", "rich")}
 from starlette.testclient import TestClient
 with TestClient(app) as client:
     assert client.get("/").status_code == 200
@@ -56,7 +56,12 @@ def test_a_plain_service_loads_no_driver_crypto_or_templates(tmp_path: Path) -> 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert seen["before"] == {"sqlcipher3": False, "cryptography": False, "jinja2": False}
+    assert seen["before"] == {
+        "sqlcipher3": False,
+        "cryptography": False,
+        "jinja2": False,
+        "rich": False,
+    }
     assert seen["after"] == {"jinja2": True}  # the console's first page view loads it
 
 

@@ -39,7 +39,6 @@ from dapi_config.errors import (
     ValidationError,
 )
 from dapi_config.export import ExportSettings, PeriodicExporter
-from dapi_config.legacy.yaml_mode import YamlStateStore
 from dapi_config.models import (
     REDACTED,
     ApiConfig,
@@ -945,6 +944,9 @@ def _open_backend(
             backup_dir=backup_dir_for(loaded.path),
         )
     if settings.state_mode == "yaml":
+        # Loaded only in this mode (~0.7 MiB resident that the database modes never need).
+        from dapi_config.legacy.yaml_mode import YamlStateStore  # noqa: PLC0415
+
         return YamlStateStore.open(
             loaded.path,
             state_path=path,

@@ -257,6 +257,9 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
                 lifespan="on",
                 timeout_graceful_shutdown=30,
                 http=_bounded_protocol(connection_cap(open_files)),
+                # Never uvloop, even where it is installed (the bench extra): the bounds above
+                # and the accept-error throttle are built on, and tested with, asyncio's loop.
+                loop="asyncio",
                 timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
             )
         )

@@ -67,7 +67,10 @@ def serve_app(app: FastAPI, manager: ConfigManager) -> RunningServer:
     """Serve ``app`` with uvicorn in a thread; returns once it accepts connections."""
     sock = _listening_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    # The parser and loop serve runs (uvicorn would pick httptools and uvloop where installed).
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", http="h11", loop="asyncio"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-test", daemon=True

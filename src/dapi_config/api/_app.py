@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 
 from dapi_config import __version__
 from dapi_config.api import audit, backups, console, health, keys, metrics, nodes, state
@@ -101,7 +102,16 @@ def create_app(
     app.openapi = openapi_with_bodies  # type: ignore[method-assign]
 
     def route_templates() -> list[str]:
-        return [*app.openapi()["paths"], *DOC_PATHS, *console.CONSOLE_PATHS, "/openapi.json"]
+        # Read from the routers, not from app.openapi(): a service nobody asks for its OpenAPI
+        # document never builds it (~2.7 MiB resident).
+        documented = [
+            prefix + route.path
+            for prefix, routers in (("", ROOT_ROUTERS), (ADMIN_PREFIX, ADMIN_ROUTERS))
+            for router in routers
+            for route in router.routes
+            if isinstance(route, APIRoute) and route.include_in_schema
+        ]
+        return [*documented, *DOC_PATHS, *console.CONSOLE_PATHS, "/openapi.json"]
 
     app.add_middleware(ActingAs, manager=manager, actor="api")
     app.add_middleware(CrossOriginGuard, prefix=ADMIN_PREFIX)

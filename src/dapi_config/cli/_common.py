@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from dapi_config import __version__
@@ -28,6 +27,9 @@ from dapi_config.manager import ConfigManager
 from dapi_config.settings import Settings
 from dapi_config.store.cipher import StateCipher, cipher_for
 from dapi_config.store.postgres import redact_url
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -101,10 +103,40 @@ secrets_app = typer.Typer(
 )
 app.add_typer(secrets_app, name="secrets")
 
+
 #: Piped or redirected, tables take the width they need (a terminal's width otherwise), so a
 #: script or a file never gets a cut path or model name.
-stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
-stderr = Console(stderr=True, soft_wrap=True)
+class _LazyConsole:
+    """A rich ``Console`` made on first use: ``serve`` never prints through one, and rich costs
+    it ~1.2 MiB resident."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def console(self) -> Console:
+        """The rich ``Console`` itself (made now if need be)."""
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console(), name)
+
+
+def rich_console(console: Console) -> Console:
+    """The object behind :data:`stdout` or :data:`stderr`, for rich APIs that use it as a
+    context manager or otherwise need the console itself (``Progress(console=...)``)."""
+    lazy: Any = console
+    return lazy.console() if isinstance(lazy, _LazyConsole) else console
+
+
+stdout = cast(
+    "Console", _LazyConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
+)
+stderr = cast("Console", _LazyConsole(stderr=True, soft_wrap=True))
 
 
 @dataclass

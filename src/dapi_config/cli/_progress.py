@@ -11,9 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from dapi_config.cli._common import cli_context, stderr
+from dapi_config.cli._common import cli_context, rich_console, stderr
 
 log = logging.getLogger("dapi_config.cli")
 
@@ -22,11 +20,18 @@ log = logging.getLogger("dapi_config.cli")
 def long_operation(what: str) -> Iterator[None]:
     """Show that ``what`` (``"migrating config.yaml"``) is running until the block ends."""
     if stderr.is_terminal:
+        from rich.progress import (  # noqa: PLC0415 - rich on first use
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
-            console=stderr,
+            console=rich_console(stderr),
             transient=True,
         ) as progress:
             progress.add_task(what, total=None)

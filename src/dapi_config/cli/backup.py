@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from dapi_config.cli._common import (
     EXIT_FAILURE,
@@ -100,6 +99,8 @@ def backups_list(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json([i.to_dict() for i in infos])
         return
+    from rich.table import Table  # noqa: PLC0415 - rich on first use
+
     table = Table(title=f"{len(infos)} backup(s) of {where}")
     for column in ("path", "age", "size", "schema", "revision", "reason", "ok"):
         table.add_column(column, overflow="fold")  # restore needs the whole path

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from dapi_config.cli._common import JsonOpt, app, open_manager, print_json, stdout
 from dapi_config.models import IssuedSecurityKey
@@ -80,6 +79,8 @@ def keys_list(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json([i.model_dump(mode="json") for i in infos])
         return
+    from rich.table import Table  # noqa: PLC0415 - rich on first use
+
     table = Table(title=f"{len(infos)} security key(s)")
     for column in ("node", "version", "fingerprint", "created", "rotated"):
         table.add_column(column)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, stdout
 from dapi_config.cli._progress import long_operation
@@ -27,6 +26,8 @@ def nodes_list(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json([n.model_dump(mode="json") for n in nodes])
         return
+    from rich.table import Table  # noqa: PLC0415 - rich on first use
+
     table = Table(title=f"{len(nodes)} inference node(s)")
     for column in ("id", "address", "models", "max", "version", "enabled"):
         # fold, never "…": a table must not hide what an operator needs to copy

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from rich.table import Table
-
 from dapi_config.cli._common import JsonOpt, app, open_manager, print_json, stdout
 
 
@@ -22,6 +20,8 @@ def status(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(summary)
         return
+    from rich.table import Table  # noqa: PLC0415 - rich on first use
+
     table = Table(title="dapi-config state", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
