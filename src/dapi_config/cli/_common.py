@@ -104,8 +104,6 @@ secrets_app = typer.Typer(
 app.add_typer(secrets_app, name="secrets")
 
 
-#: Piped or redirected, tables take the width they need (a terminal's width otherwise), so a
-#: script or a file never gets a cut path or model name.
 class _LazyConsole:
     """A rich ``Console`` made on first use: ``serve`` never prints through one, and rich costs
     it ~1.2 MiB resident."""
@@ -133,6 +131,8 @@ def rich_console(console: Console) -> Console:
     return lazy.console() if isinstance(lazy, _LazyConsole) else console
 
 
+#: Piped or redirected, tables take the width they need (a terminal's width otherwise), so a
+#: script or a file never gets a cut path or model name.
 stdout = cast(
     "Console", _LazyConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 )
