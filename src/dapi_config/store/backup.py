@@ -42,8 +42,8 @@ from dapi_config import _failpoints
 from dapi_config._files import fsync_directory, fsync_file, make_durable_dir, stage_verified
 from dapi_config.errors import BackupError, DapiConfigError
 from dapi_config.settings import DEFAULT_BACKUP_INTERVAL_S, DEFAULT_BACKUP_KEEP
+from dapi_config.store import _held_files, connection
 from dapi_config.store import cipher as _cipher
-from dapi_config.store import connection
 from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
@@ -121,9 +121,9 @@ def _readonly_uri(path: Path) -> str:
 
 
 def read_header(path: Path) -> bytes:
-    """The first 100 bytes of ``path`` (the SQLite header), or fewer for a short file."""
-    with open(path, "rb") as handle:
-        return handle.read(100)
+    """The first 100 bytes of ``path`` (the SQLite header), or fewer for a short file; read
+    through the process's held descriptor (a live file's locks stay: see :mod:`._held_files`)."""
+    return _held_files.read_prefix(path, 100)
 
 
 def inspect_backup(

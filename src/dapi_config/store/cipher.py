@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 from dapi_config.errors import ConfigError
+from dapi_config.store import _held_files
 
 if TYPE_CHECKING:
     from dapi_config.settings import Settings
@@ -175,8 +176,7 @@ def marker_path(state: str | os.PathLike[str]) -> Path:
 def has_plain_header(path: str | os.PathLike[str]) -> bool:
     """True when the file starts with SQLite's plain header (False: encrypted, garbage, empty)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+        return _held_files.read_prefix(path, len(SQLITE_MAGIC)) == SQLITE_MAGIC
     except OSError:
         return False
 

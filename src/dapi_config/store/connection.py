@@ -45,6 +45,7 @@ from typing import Any, Literal
 from dapi_config import _failpoints
 from dapi_config._files import make_durable_dir
 from dapi_config.errors import DapiConfigError, StateUnavailableError
+from dapi_config.store import _held_files
 from dapi_config.store.cipher import StateCipher, unreadable_message, when_driver_loaded
 
 log = logging.getLogger(__name__)
@@ -121,12 +122,9 @@ os.register_at_fork(
 
 
 def create_private_file(path: Path) -> None:
-    """Create ``path`` with mode 0600 if missing; tighten an existing file to 0600."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    """Create ``path`` with mode 0600 if missing; tighten an existing file to 0600 (without
+    closing a descriptor this process holds: see :mod:`._held_files`)."""
+    _held_files.create_private(path)
 
 
 READ_ONLY_MESSAGE = "the state file or its directory is read-only; fix permissions and retry"
@@ -288,6 +286,9 @@ class Database:
         self._queued: collections.deque[None] = collections.deque()
         self._retired: list[sqlite3.Connection] = []
         self._identity: tuple[int, int] | None = None
+        #: This process's descriptor of the file, held from first use to close (see
+        #: :mod:`._held_files`: closing any other one would drop SQLite's locks).
+        self._held: _held_files.FileRef | None = None
         #: What the last read or write found damaged in the file (None: nothing found).
         self.damage: str | None = None
         self._held_for_fork = False
@@ -352,13 +353,22 @@ class Database:
     def prepare_files(self) -> None:
         """Create the state file and its WAL companions 0600 (before SQLite creates them)."""
         make_durable_dir(self.path.parent, mode=0o777)
-        create_private_file(self.path)
+        if self._held is None:
+            self._held = _held_files.acquire(self.path, create=True)
+        else:
+            os.chmod(self.path, 0o600)
         for suffix in ("-wal", "-shm"):
             companion = Path(f"{self.path}{suffix}")
             if companion.exists():
                 os.chmod(companion, 0o600)
 
+    def _hold_file(self) -> None:
+        if self._held is None:
+            with contextlib.suppress(OSError):  # missing or unreadable: SQLite says which
+                self._held = _held_files.acquire(self.path)
+
     def _open_connection(self) -> sqlite3.Connection:
+        self._hold_file()
         try:
             conn = self._connect(
                 str(self.path),
@@ -869,3 +879,6 @@ class Database:
             else:
                 _INHERITED.append(conn)
         self._local = threading.local()
+        held, self._held = self._held, None
+        if held is not None:
+            _held_files.release(held)
