@@ -52,7 +52,7 @@ OPERATIONS: dict[str, Callable[[ConfigManager], object]] = {
     "check": lambda cm: cm.check(),
     "backup": lambda cm: cm.backup(),
     "list backups (verified)": lambda cm: (cm.backup(), cm.list_backups(verify=True)),
-    "export": lambda cm: export_once(cm),
+    "export": export_once,
     "export of the tables": lambda cm: cm.export_tables(),
     "restore": lambda cm: cm.restore_backup(cm.backup().path),
     "diagnose": lambda cm: recovery.diagnose(cm.state_path, cm.state_path.parent / "backups"),
@@ -114,16 +114,8 @@ def _opens(tree: ast.AST) -> list[int]:
             and isinstance(func.value, ast.Name)
             and func.value.id == "os"
         )
-        if (
-            (isinstance(func, ast.Name) and name == "open")
-            or is_os_open
-            or name
-            in (
-                "read_bytes",
-                "read_text",
-                "fdopen",
-            )
-        ):
+        by_name = isinstance(func, ast.Name) and name == "open"
+        if by_name or is_os_open or name in ("read_bytes", "read_text", "fdopen"):
             lines.append(node.lineno)
     return lines
 
