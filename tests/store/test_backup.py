@@ -231,9 +231,9 @@ def test_backups_while_four_threads_write_are_consistent(
         assert bk.inspect_backup(info.path).ok
         state = tmp_path / f"restored-{info.path.stem}" / "state.db"
         state.parent.mkdir()
-        from dapi_config.store.recovery import restore_backup
+        from dapi_config.store.sqlite import restore_state_file
 
-        restore_backup(state, info.path)
+        restore_state_file(state, info.path)
         conn = sqlite3.connect(state)
         try:
             ids = {r[0] for r in conn.execute("SELECT id FROM inference_nodes")}

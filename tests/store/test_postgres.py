@@ -219,15 +219,19 @@ def test_restore_replaces_the_shared_state_for_every_replica(
         a.add_node(node("later"))
         a.set_height(500)
         assert b.get_height() == 500
+        before = a.latest_revision()
         result = b.restore_backup(good.path)
         assert result.pre_restore is not None and result.pre_restore.revision > good.revision
         assert [n.id for n in a.get_nodes()] == ["n1"]
         assert a.verify_security_key("n1", issued.security_key)
         eventually(lambda: a.get_height() == 0, HOT_READ_BOUND_S)
-        assert a.latest_revision() == good.revision
-        # New changes continue the restored audit trail.
+        # The trail keeps growing: the restore is the next revision, naming what it undid.
+        assert a.latest_revision() == before + 1
+        (entry,) = a.get_audit(since=before)
+        assert entry.action == "restore" and entry.new_value["backup"] == str(good.path)
+        assert entry.new_value["undone"] == {"from": good.revision + 1, "to": before}
         a.set_height(501)
-        assert [e.revision for e in b.get_audit(since=good.revision)] == [good.revision + 1]
+        assert [e.revision for e in b.get_audit(since=before)] == [before + 1, before + 2]
 
 
 def test_a_backup_moves_a_state_to_another_database(pg_server: PgServer, config_file: Path) -> None:
@@ -239,7 +243,8 @@ def test_a_backup_moves_a_state_to_another_database(pg_server: PgServer, config_
         assert result.pre_restore is None  # the new database held nothing to keep
         token = new.get_node("n1").auth_token
         assert token is not None and token.get_secret_value() == "token-n1"
-        assert new.latest_revision() == info.revision
+        # A database with no history of its own takes the backup's, then the restore's entry.
+        assert [e.revision for e in new.get_audit()][-2:] == [info.revision, info.revision + 1]
 
 
 def test_check_reports_the_server_schema_and_backups(

@@ -14,6 +14,7 @@ from dapi_config import ConfigManager, InferenceNodeConfig
 from dapi_config.errors import StateCorruptError, StateUnavailableError
 from dapi_config.store import recovery
 from dapi_config.store.backup import backup_dir_for
+from dapi_config.store.sqlite import restore_state_file
 
 
 def node(node_id: str) -> InferenceNodeConfig:
@@ -223,7 +224,7 @@ def test_restore_over_damaged_live_file_swaps_it_out(config_file: Path) -> None:
     good = recovery.newest_good_backup(backup_dir_for(state), state)
     assert good is not None
     corrupt_zero_pages(state)
-    result = recovery.restore_backup(state, good.path)
+    result = restore_state_file(state, good.path)
     assert result.pre_restore is None and result.quarantine is not None
     with ConfigManager.open(
         config_file,

@@ -39,6 +39,10 @@ class AuditRecord(BaseModel):
     target: str
     old_value: Any = None
     new_value: Any = None
+    undone_by: int | None = Field(
+        default=None,
+        description="The revision of the restore that undid this change (null: not undone)",
+    )
 
 
 class AuditPage(BaseModel):

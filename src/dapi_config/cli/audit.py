@@ -93,7 +93,8 @@ def audit(
 
 def _print(e: AuditEntry) -> None:
     # One line per change (greppable, never wrapped): rev time actor action target: old -> new
+    undone = "" if e.undone_by is None else f" (undone by r{e.undone_by})"
     typer.echo(
         f"r{e.revision} {e.at} {e.actor} {e.action} {e.target}: "
-        f"{_short(e.old_value)} -> {_short(e.new_value)}"
+        f"{_short(e.old_value)} -> {_short(e.new_value)}{undone}"
     )

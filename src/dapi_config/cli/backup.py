@@ -30,6 +30,7 @@ from dapi_config.settings import parse_duration
 from dapi_config.static import load_static_config
 from dapi_config.store import backup as backups_mod
 from dapi_config.store import recovery
+from dapi_config.store.sqlite import restore_state_file
 
 
 def _state_path() -> Path:
@@ -133,7 +134,7 @@ def restore(
     else:
         try:
             with long_operation(f"restoring {backup_file}"):
-                result = recovery.restore_backup(
+                result = restore_state_file(
                     _state_path(), backup_file, cipher=cli_context().cipher()
                 )
         except DapiConfigError as exc:

@@ -55,6 +55,8 @@ class AuditEntry:
     target: str
     old_value: Any
     new_value: Any
+    #: The revision of the restore that undid this change (None: in effect, or not a change).
+    undone_by: int | None = None
 
 
 class Sealer(Protocol):

@@ -39,9 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from dapi_config._files import copy_file, make_durable_dir, remove_with_companions
 from dapi_config.errors import (
-    BackupError,
     ConfigError,
     NotSupportedError,
     SchemaTooNewError,
@@ -50,7 +48,7 @@ from dapi_config.errors import (
 from dapi_config.settings import AuditRetention
 from dapi_config.store import backup as _backup
 from dapi_config.store.backup import BackupInfo
-from dapi_config.store.connection import create_private_file, register_hook
+from dapi_config.store.connection import register_hook
 from dapi_config.store.migrations import MIGRATIONS, Migration
 from dapi_config.store.queries import HEIGHT, NODE_VERSION, StateQueries
 from dapi_config.store.recovery import (
@@ -58,12 +56,10 @@ from dapi_config.store.recovery import (
     RestoreResult,
     check_backups,
     check_schema_version,
-    restorable_backup,
 )
 from dapi_config.store.snapshot import (
     read_snapshot,
-    read_snapshot_file,
-    write_snapshot,
+    restore_from_backup,
     write_snapshot_file,
 )
 
@@ -657,39 +653,19 @@ class PgStateStore(StateQueries):
         return _backup.list_backups(self.backup_dir, self._backup_name(), verify=verify)
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
-        """Replace the whole shared state with the snapshot file ``backup`` (made by
-        :meth:`backup`, or any SQLite state file whose secrets ``API_STATE_KEY`` opens), in one
-        verified transaction, after a ``pre-restore`` backup. Every replica sees the restored
-        state at its next read. Raises :class:`BackupError` (missing or damaged file; nothing
-        changed), :class:`SchemaTooNewError`."""
-        backups = self.backup_dir  # the pre-restore backup goes there: refuse early without
-        info = restorable_backup(backup)
-        # A private copy is read, so that bringing an older backup to the current schema
-        # leaves the backup itself as it was.
-        work = make_durable_dir(backups) / f".restore-{os.getpid()}.db"
-        try:
-            remove_with_companions(work)
-            create_private_file(work)
-            copy_file(info.path, work)
-            snapshot = read_snapshot_file(work)
-        except OSError as exc:
-            raise BackupError(
-                f"cannot read {info.path} for a restore: {exc.strerror or exc}; the state was "
-                "not changed"
-            ) from None
-        finally:
-            remove_with_companions(work)
-        pre = self.backup_before("restore", keep=0)
-        write_snapshot(self, snapshot, where=self.path)
-        log.warning(
-            "state %s restored from %s (taken %s, revision %d)%s",
-            self.path,
-            info.path,
-            info.created_at.isoformat(),
-            info.revision,
-            f"; the previous state is in {pre.path}" if pre else "",
+        """Make the snapshot file ``backup`` (made by :meth:`backup`, or any SQLite state file
+        whose secrets ``API_STATE_KEY`` opens) the shared state, in one transaction that keeps
+        the audit trail, after a ``pre-restore`` backup (see
+        :func:`.snapshot.restore_from_backup`). Every replica sees the restored state at its
+        next read. Raises :class:`BackupError` (missing or damaged file; nothing changed),
+        :class:`SchemaTooNewError`."""
+        return restore_from_backup(
+            self,
+            backup,
+            work_dir=self.backup_dir,  # the pre-restore backup goes there: refuse early without
+            cipher=None,
+            backup_before=lambda: self.backup_before("restore", keep=0),
         )
-        return RestoreResult(info, pre, None)
 
     def check(self, *, max_backup_age: float | None = None) -> CheckResult:
         """The server reachable, the schema version, and the backups in :attr:`backup_dir`

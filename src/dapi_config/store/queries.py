@@ -93,6 +93,10 @@ STATE_TABLES: tuple[str, ...] = (
     "predecessor_kv",
     "bls_dealer_openings",
 )
+#: The audit trail: it only grows (a restore keeps it and appends its own entry).
+AUDIT_TABLE = "audit_log"
+#: The audit action of a restore; its new value names the backup and the revisions undone.
+RESTORE_ACTION = "restore"
 
 
 class Cursor(Protocol):
@@ -269,7 +273,8 @@ class StateQueries:
 
     # --- audit -------------------------------------------------------------------------
 
-    def _audit(self, action: str, target: str, old: Any, new: Any) -> None:
+    def _audit(self, action: str, target: str, old: Any, new: Any) -> int:
+        """Append an audit row in the caller's transaction; returns its revision."""
         actor = current_actor.get() or self.default_actor
         row = self.db.query_one(
             "INSERT INTO audit_log(at, actor, action, target, old_value, new_value) "
@@ -295,6 +300,7 @@ class StateQueries:
                 self.db.after_commit(
                     lambda: log.info("audit retention: pruned %d old audit rows", deleted)
                 )
+        return revision
 
     def prune_audit(self, batch: int = AUDIT_PRUNE_BATCH) -> int:
         """Delete up to ``batch`` of the oldest audit rows beyond the retention; returns how many.
@@ -335,7 +341,8 @@ class StateQueries:
         self, since: int = 0, limit: int = 100, *, newest: bool = False
     ) -> list[AuditEntry]:
         """Audit rows with ``revision > since``, oldest first, at most ``limit`` (capped at
-        :data:`AUDIT_PAGE_MAX`): the first ``limit`` of them, or with ``newest`` the last."""
+        :data:`AUDIT_PAGE_MAX`): the first ``limit`` of them, or with ``newest`` the last.
+        A change a later restore undid carries that restore's revision in ``undone_by``."""
         limit = max(0, min(limit, AUDIT_PAGE_MAX))
         order = "DESC" if newest else "ASC"
         rows = self.db.query_all(
@@ -345,6 +352,7 @@ class StateQueries:
         )
         if newest:
             rows.reverse()
+        undone = self._undone_ranges(int(rows[0][0])) if rows else []
         return [
             AuditEntry(
                 r[0],
@@ -354,9 +362,35 @@ class StateQueries:
                 r[4],
                 None if r[5] is None else json.loads(r[5]),
                 None if r[6] is None else json.loads(r[6]),
+                undone_by=next((by for low, high, by in undone if low <= r[0] <= high), None),
             )
             for r in rows
         ]
+
+    def _undone_ranges(self, first: int) -> list[tuple[int, int, int]]:
+        """``(first undone, last undone, restore revision)`` of every restore after ``first``,
+        oldest first (a change undone twice is named by the first restore that undid it)."""
+        ranges = []
+        for revision, value in self.db.query_all(
+            "SELECT revision, new_value FROM audit_log WHERE revision > ? AND action = ? "
+            "ORDER BY revision",
+            (first, RESTORE_ACTION),
+        ):
+            undone = (json.loads(value) or {}).get("undone") if value else None
+            if undone:
+                ranges.append((int(undone["from"]), int(undone["to"]), int(revision)))
+        return ranges
+
+    def record_restore(self, source: str, backup_revision: int, latest: int) -> int:
+        """Append the audit entry of a restore (in the caller's transaction): the backup, its
+        revision and the revisions it undid; returns the entry's revision."""
+        undone = {"from": backup_revision + 1, "to": latest} if latest > backup_revision else None
+        return self._audit(
+            RESTORE_ACTION,
+            "state",
+            {"revision": latest},
+            {"backup": source, "backup_revision": backup_revision, "undone": undone},
+        )
 
     def audit_count(self) -> int:
         """How many audit rows are kept."""
@@ -973,11 +1007,13 @@ class StateQueries:
         """Rows per state table (what a copy is verified by, with the latest revision)."""
         return {t: int(self.db.query_one(f'SELECT COUNT(*) FROM "{t}"')[0]) for t in STATE_TABLES}
 
-    def clear_state(self) -> None:
+    def clear_state(self, *, keep_trail: bool = False) -> None:
         """Delete every row of every state table (a copy with ``--force``), in the caller's
-        transaction; not audited: the copy that follows brings its own audit trail."""
+        transaction; not audited: the copy that follows brings its own audit trail.
+        ``keep_trail``: the audit trail stays (a restore, which appends its own entry)."""
         for table in reversed(STATE_TABLES):
-            self.db.execute(f'DELETE FROM "{table}"')
+            if not (keep_trail and table == AUDIT_TABLE):
+                self.db.execute(f'DELETE FROM "{table}"')
 
     def load_table(self, table: str, columns: list[str], rows: list[Any]) -> None:
         """Insert ``rows`` as they are, ids included, in the caller's transaction (not

@@ -16,9 +16,9 @@ A crash anywhere in between leaves ``<state>.restoring`` in place, and the next 
 steps 2-3 before anything else. With no good backup, open stops with
 :class:`StateCorruptError` saying what to do; the damaged file is left where it is.
 
-:func:`restore_backup` restores a healthy live file through SQLite's backup API into the open
-database (one write transaction: a crash mid-restore leaves the old state, other processes see
-the new state at their next read); a damaged or missing live file gets the swap above.
+:func:`replace_with_backup` gives a damaged or missing live file the swap above; a sound live
+file is restored through the store in one write transaction (:mod:`.snapshot`), which keeps
+the audit trail and every process's view of the file.
 
 Encryption (:mod:`.cipher`): a key problem is never taken for damage. With encryption on, a
 plain file or a file the key does not open stops start-up with a message about the key; with it
@@ -53,9 +53,7 @@ from dapi_config.store import cipher as _cipher
 from dapi_config.store import connection, migrations
 from dapi_config.store.backup import (
     BackupInfo,
-    _readonly_uri,
     backup_dir_for,
-    create_backup,
     inspect_backup,
     list_backups,
     newest_good_backup,
@@ -78,9 +76,6 @@ CLAIM_WAIT_S = 3.0
 log = logging.getLogger("dapi_config.recovery")
 
 QUARANTINE_DIR_NAME = "quarantine"
-#: Pages copied per step when restoring into the live file (the whole copy is still one
-#: write transaction on the destination; steps only bound the memory per call).
-RESTORE_STEP_PAGES = 32
 COMPANIONS = ("-shm", "-wal")
 
 
@@ -106,7 +101,7 @@ class RecoveryReport:
 
 @dataclass(frozen=True)
 class RestoreResult:
-    """What :func:`restore_backup` did."""
+    """What a restore did."""
 
     restored: BackupInfo
     #: The backup of the live file taken first (None when the live file was damaged/missing).
@@ -397,35 +392,6 @@ def recover_if_damaged(
         return report
 
 
-def _copy_into_live(backup: BackupInfo, state: Path, key: StateCipher | None) -> None:
-    """Copy ``backup`` into the live state file through SQLite (one write transaction)."""
-    try:
-        src = _cipher.connect(_readonly_uri(backup.path), key, uri=True, isolation_level=None)
-    except connection.SQLITE_ERRORS as exc:
-        raise BackupError(f"{backup.path}: cannot open ({exc})") from None
-    try:
-        dst = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            dst.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-
-            def progress(_status: int, remaining: int, _total: int) -> None:
-                if remaining:
-                    _failpoints.hit("restore.mid_copy")
-
-            # The destination write lock is held from the first step to the last, so the
-            # whole copy commits at once; a paced copy cannot restart here because nothing
-            # writes to the (immutable) source.
-            src.backup(dst, pages=RESTORE_STEP_PAGES, progress=progress)
-        finally:
-            dst.close()
-    except connection.SQLITE_ERRORS as exc:
-        raise StateUnavailableError(
-            f"{state}: restore failed, the state file is unchanged: {sqlite_error_message(exc)}"
-        ) from None
-    finally:
-        src.close()
-
-
 def restorable_backup(
     backup_path: str | os.PathLike[str], *, cipher: StateCipher | None = None
 ) -> BackupInfo:
@@ -442,40 +408,24 @@ def restorable_backup(
     return info
 
 
-def restore_backup(
-    state_path: str | os.PathLike[str],
-    backup_path: str | os.PathLike[str],
-    *,
-    backup_dir: str | os.PathLike[str] | None = None,
-    cipher: StateCipher | None = None,
+def replace_with_backup(
+    state_path: str | os.PathLike[str], backup: BackupInfo, *, cipher: StateCipher | None = None
 ) -> RestoreResult:
-    """Replace the state with ``backup_path``; a backup of the current state is taken first.
+    """Replace a damaged or missing state file by a copy of the checked ``backup`` (see
+    :func:`restorable_backup`), by a file swap that never happens under a process that has
+    the state open; the old file goes to quarantine. A sound live file is restored through
+    the store instead (:func:`dapi_config.store.snapshot.restore_from_backup`).
 
-    Raises :class:`BackupError` for a missing or damaged backup (nothing changed),
-    :class:`SchemaTooNewError` for a backup from a newer dapi-config,
-    :class:`StateUnavailableError` when the state file cannot be written.
+    Raises :class:`StateUnavailableError` (another process has the state open, or the copy
+    cannot be written).
     """
     state = Path(state_path)
-    backups = Path(backup_dir or backup_dir_for(state))
     key = cipher
-    info = restorable_backup(backup_path, cipher=key)
-    problem = None if staged_path(state).exists() else diagnose(state, backups, cipher=key)
-    live = problem is None and state.is_file() and state.stat().st_size > 0
-    if live and not staged_path(state).exists():
-        # Through SQLite, in one write transaction: safe while the service runs, whose
-        # readers see the restored state at their next read.
-        pre = create_backup(state, backup_dir=backups, reason="pre-restore", cipher=key)
-        _copy_into_live(info, state, key)
-        folder = None
-    else:
-        # A damaged or missing file is replaced by a file swap: never under a process that
-        # has it open.
-        pre = None
-        make_durable_dir(state.parent, mode=0o777)
-        with exclusive_claim(state, "restoring over a damaged state file"):
-            if staged_path(state).exists():
-                finish_interrupted_swap(state)
-            folder = _swap_in(info, state, key)
+    make_durable_dir(state.parent, mode=0o777)
+    with exclusive_claim(state, "restoring over a damaged state file"):
+        if staged_path(state).exists():
+            finish_interrupted_swap(state)
+        folder = _swap_in(backup, state, key)
     # A backup from an older schema is brought up to date like any file at open.
     db = Database(state, cipher=key)
     try:
@@ -484,14 +434,13 @@ def restore_backup(
     finally:
         db.close()
     log.warning(
-        "state %s restored from %s (taken %s, revision %d)%s",
+        "state %s replaced by %s (taken %s, revision %d)",
         state,
-        info.path,
-        info.created_at.isoformat(),
-        info.revision,
-        f"; the previous state is in {pre.path}" if pre else "",
+        backup.path,
+        backup.created_at.isoformat(),
+        backup.revision,
     )
-    return RestoreResult(info, pre, folder)
+    return RestoreResult(backup, None, folder)
 
 
 # --- check ------------------------------------------------------------------------------------

@@ -1,21 +1,36 @@
 """A whole state as rows: read in one consistent snapshot, written in one verified transaction.
 
-What ``dapi-config state copy`` moves between backends, and how a PostgreSQL state is backed
-up to (and restored from) SQLite snapshot files (SPEC §13). Rows are copied as stored: sealed
-secrets stay sealed under the master key they were sealed with.
+What ``dapi-config state copy`` moves between backends, how a PostgreSQL state is backed up to
+SQLite snapshot files (SPEC §13), and how every backend restores a backup (SPEC §10). Rows are
+copied as stored: sealed secrets stay sealed under the master key they were sealed with.
+
+A restore is a write like any other, through the live store in one durable transaction, so every
+process and replica sees it at its next read and no process keeps an old file or an old WAL. It
+replaces every state table but the audit trail, which only grows: the restore appends an entry
+naming the backup and the revisions it undid (the rows after the backup's revision stay
+readable), so revisions keep increasing and watchers wake.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dapi_config.errors import StateUnavailableError
-from dapi_config.store.queries import STATE_TABLES, StateQueries
-from dapi_config.store.sqlite import StateStore
+from dapi_config import _failpoints
+from dapi_config._files import copy_file, make_durable_dir, remove_with_companions
+from dapi_config.errors import BackupError, StateUnavailableError
+from dapi_config.store import migrations
+from dapi_config.store.backup import BackupInfo
+from dapi_config.store.cipher import StateCipher
+from dapi_config.store.connection import Database, create_private_file
+from dapi_config.store.queries import AUDIT_TABLE, STATE_TABLES, StateQueries
+from dapi_config.store.recovery import RestoreResult, restorable_backup
 
 log = logging.getLogger("dapi_config.state")
 
@@ -64,14 +79,94 @@ def write_snapshot(store: StateQueries, snapshot: StateSnapshot, *, where: str) 
             )
 
 
+def restore_snapshot(store: StateQueries, snapshot: StateSnapshot, *, source: str) -> int:
+    """Make ``snapshot`` the state of ``store`` in one durable transaction, keeping the trail
+    (see the module doc); ``source`` names the backup in the restore's audit entry. Returns
+    the restore's revision."""
+    with store.transaction(durable=True):
+        latest = store.latest_revision()
+        # A state that never had a change (a new database the backup moves to) takes the
+        # backup's trail: there is no history of its own to keep.
+        adopt_trail = latest == 0
+        store.clear_state(keep_trail=True)
+        for index, table in enumerate(STATE_TABLES):
+            if table != AUDIT_TABLE or adopt_trail:
+                columns, rows = snapshot.tables[table]
+                store.load_table(table, columns, rows)
+            if index == len(STATE_TABLES) // 2:
+                _failpoints.hit("restore.mid_copy")
+        store.finish_load()
+        return store.record_restore(source, snapshot.revision, latest)
+
+
+def restore_from_backup(
+    store: StateQueries,
+    backup: str | os.PathLike[str],
+    *,
+    work_dir: Path,
+    cipher: StateCipher | None,
+    backup_before: Callable[[], BackupInfo | None],
+) -> RestoreResult:
+    """Restore ``backup`` (checked first) into ``store``; ``backup_before`` takes the
+    ``pre-restore`` safety copy once the backup is known good and readable. A private copy of
+    the backup is read (in ``work_dir``), so that bringing an older backup to the current
+    schema leaves the backup itself as it was.
+
+    Raises :class:`BackupError` (missing or damaged backup; nothing changed),
+    :class:`SchemaTooNewError`, :class:`StateUnavailableError` (the state cannot be written).
+    """
+    info = restorable_backup(backup, cipher=cipher)
+    work = make_durable_dir(work_dir) / f".restore-{os.getpid()}.db"
+    try:
+        remove_with_companions(work)
+        create_private_file(work)
+        copy_file(info.path, work)
+        snapshot = read_snapshot_file(work, cipher=cipher)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot read {info.path} for a restore: {exc.strerror or exc}; the state was not "
+            "changed"
+        ) from None
+    finally:
+        remove_with_companions(work)
+    pre = backup_before()
+    revision = restore_snapshot(store, snapshot, source=str(info.path))
+    log.warning(
+        "state %s restored from %s (taken %s, revision %d) as revision %d%s",
+        store.path,
+        info.path,
+        info.created_at.isoformat(),
+        info.revision,
+        revision,
+        f"; the previous state is in {pre.path}" if pre else "",
+    )
+    return RestoreResult(info, pre, None)
+
+
+@contextlib.contextmanager
+def _state_file(path: Path, cipher: StateCipher | None = None) -> Iterator[StateQueries]:
+    """A private SQLite state file (a snapshot being filled, or a copy being read), brought to
+    the current schema: no hot cache, no claim, no backup before the schema change."""
+    db = Database(path, cipher=cipher)
+    try:
+        db.prepare_files()
+        migrations.migrate(db)
+        yield _FileQueries(db)
+    finally:
+        db.close()
+
+
+class _FileQueries(StateQueries):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        super().__init__()
+
+
 def write_snapshot_file(snapshot: StateSnapshot, path: Path) -> None:
     """Make the empty file ``path`` a SQLite state holding ``snapshot``, as one
     self-contained file (rollback journal, no ``-wal``): what a backup file is."""
-    store = StateStore.open(path, recover=False, cipher=None, before_schema_change=_no_backup)
-    try:
+    with _state_file(path) as store:
         write_snapshot(store, snapshot, where=str(path))
-    finally:
-        store.close()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=DELETE")
@@ -79,18 +174,11 @@ def write_snapshot_file(snapshot: StateSnapshot, path: Path) -> None:
         conn.close()
 
 
-def read_snapshot_file(path: Path) -> StateSnapshot:
+def read_snapshot_file(path: Path, *, cipher: StateCipher | None = None) -> StateSnapshot:
     """The state held by the SQLite file ``path`` (brought to the current schema first:
     the caller hands a private copy when the file must stay as it is)."""
-    store = StateStore.open(path, recover=False, cipher=None, before_schema_change=_no_backup)
-    try:
+    with _state_file(path, cipher) as store:
         return read_snapshot(store)
-    finally:
-        store.close()
-
-
-def _no_backup(current: int, target: int) -> None:
-    """A snapshot file being filled, or a private copy being read, needs no backup of its own."""
 
 
 __all__ = [
@@ -98,6 +186,8 @@ __all__ = [
     "Tables",
     "read_snapshot",
     "read_snapshot_file",
+    "restore_from_backup",
+    "restore_snapshot",
     "write_snapshot",
     "write_snapshot_file",
 ]

@@ -47,9 +47,13 @@ from dapi_config.store.queries import (
 from dapi_config.store.recovery import (
     CheckResult,
     RestoreResult,
+    diagnose,
     hold_open_claim,
     recover_if_damaged,
+    restorable_backup,
+    staged_path,
 )
+from dapi_config.store.snapshot import restore_from_backup
 
 log = logging.getLogger("dapi_config.state")
 
@@ -62,6 +66,7 @@ __all__ = [
     "NODE_VERSION",
     "StateStore",
     "current_actor",
+    "restore_state_file",
 ]
 
 
@@ -406,9 +411,14 @@ class StateStore(StateQueries):
         )
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
-        """Replace the state with ``backup`` (see :func:`.recovery.restore_backup`)."""
-        return _recovery.restore_backup(
-            self.db.path, backup, backup_dir=self.backup_dir, cipher=self.cipher
+        """Make ``backup`` the state, in one transaction that keeps the audit trail, after a
+        ``pre-restore`` backup (see :func:`.snapshot.restore_from_backup`)."""
+        return restore_from_backup(
+            self,
+            backup,
+            work_dir=self.backup_dir,
+            cipher=self.cipher,
+            backup_before=lambda: self.backup_before("restore", keep=0),
         )
 
     def check(self, *, max_backup_age: float | None = None) -> CheckResult:
@@ -416,3 +426,35 @@ class StateStore(StateQueries):
         return _recovery.check_state(
             self.db.path, self.backup_dir, max_backup_age=max_backup_age, cipher=self.cipher
         )
+
+
+def restore_state_file(
+    state_path: str | os.PathLike[str],
+    backup: str | os.PathLike[str],
+    *,
+    cipher: StateCipher | None = None,
+) -> RestoreResult:
+    """Restore ``backup`` into the state file at ``state_path`` without an open manager
+    (``dapi-config restore``, which must also work when the live file is beyond use): a sound
+    file through :meth:`StateStore.restore_backup` (services that have it open see the
+    restored state at their next read), a damaged or missing one by a file swap
+    (:func:`.recovery.replace_with_backup`).
+
+    Raises :class:`BackupError` (missing or damaged backup; nothing changed),
+    :class:`SchemaTooNewError`, :class:`StateUnavailableError`.
+    """
+    state = Path(state_path)
+    info = restorable_backup(backup, cipher=cipher)
+    sound = (
+        not staged_path(state).exists()
+        and state.is_file()
+        and state.stat().st_size > 0
+        and diagnose(state, backup_dir_for(state), cipher=cipher) is None
+    )
+    if not sound:
+        return _recovery.replace_with_backup(state, info, cipher=cipher)
+    store = StateStore.open(state, recover=False, cipher=cipher)
+    try:
+        return store.restore_backup(info.path)
+    finally:
+        store.close()
