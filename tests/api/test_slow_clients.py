@@ -13,13 +13,14 @@ from pathlib import Path
 
 import httpx
 
+from dapi_config import ConfigManager
 from dapi_config.api.limits import HEADER_TIMEOUT_S
 from dapi_config.service import (
     _AcceptErrorFilter,
     connection_cap,
     raise_open_file_limit,
 )
-from tests.api.conftest import ServeProcess
+from tests.api.conftest import ServeProcess, StartServer
 
 OPEN_FILES = 256
 SLOW_CLIENTS = 300  # more than the server can hold open
@@ -86,3 +87,54 @@ def test_the_open_file_limit_is_raised_and_caps_connections() -> None:
     assert connection_cap(256) == 128
     assert connection_cap(1 << 20) == 4096
     assert connection_cap(100) == 16
+
+
+GIVING_UP = 60  # clients that start a body and leave
+
+
+def test_clients_that_leave_mid_body_are_not_server_errors(
+    config_file: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """Reproduction: 300 slow-body clients that disconnected gave 300 x "500" in the access
+    log, two tracebacks each (ClientDisconnect) and 300 5xx in the metrics."""
+    server = serve_process(config_file)
+    port = int(server.url.rsplit(":", 1)[1])
+    for _ in range(GIVING_UP):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /admin/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"id": "n'
+            )
+    deadline = time.monotonic() + 30
+    while server.log().count('"POST /admin/v1/nodes" 499') < GIVING_UP:
+        assert time.monotonic() < deadline, server.log()[-2000:]
+        time.sleep(0.1)
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert server.terminate() == 0
+    log = server.log()
+    assert "Traceback" not in log and "ClientDisconnect" not in log
+    assert '" 500 ' not in log
+    errors = [line for line in metrics.splitlines() if line.startswith("dapi_config_http_errors")]
+    assert errors and all('status="5' not in line for line in errors), errors
+    assert any('status="499"' in line and line.endswith(f" {GIVING_UP}.0") for line in errors)
+
+
+def test_a_trickled_body_gets_408_within_the_body_timeout(
+    manager: ConfigManager, start_server: StartServer
+) -> None:
+    server = start_server(manager, body_timeout=1.0)
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /admin/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        started = time.monotonic()
+        reply = b""
+        while chunk := sock.recv(4096):  # the server answers, then closes
+            reply += chunk
+            if time.monotonic() - started < 0.5:
+                sock.sendall(b" ")  # a byte now and then, as a slow-loris body does
+    assert reply.startswith(b"HTTP/1.1 408 ")
+    assert b'"code":"body_timeout"' in reply
+    assert manager.get_nodes() == []

@@ -19,7 +19,7 @@ from dapi_config.api.auth import (
 from dapi_config.api.bodies import add_body_schemas
 from dapi_config.api.docs import DOC_PATHS, add_offline_docs
 from dapi_config.api.errors import error_responses, install_error_handlers
-from dapi_config.api.limits import MAX_BODY_BYTES, describe_limits
+from dapi_config.api.limits import BODY_TIMEOUT_S, MAX_BODY_BYTES, describe_limits
 from dapi_config.api.metrics import ServiceMetrics
 from dapi_config.api.middleware import ActingAs, CrossOriginGuard, RequestMiddleware
 from dapi_config.health import Readiness
@@ -47,6 +47,7 @@ def create_app(
     readiness: Readiness | None = None,
     admin_dependencies: Sequence[Any] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The FastAPI app serving ``manager``.
 
@@ -122,5 +123,6 @@ def create_app(
         metrics=service_metrics,
         max_body=max_body_bytes,
         route_templates=route_templates,
+        body_timeout=body_timeout,
     )
     return app

@@ -22,6 +22,9 @@ MAX_ERRORS = 20
 #: Seconds a client has to send a request's headers once it connected (or, on a kept-alive
 #: connection, once it started the next request); then the connection is closed.
 HEADER_TIMEOUT_S = 10.0
+#: Seconds a client has to send a request's whole body once its headers are in (408 and the
+#: connection closed beyond): a body trickled a byte at a time cannot hold a connection.
+BODY_TIMEOUT_S = 30.0
 #: Seconds an idle kept-alive connection stays open.
 KEEP_ALIVE_TIMEOUT_S = 5
 #: Most connections served at once; lower when the open-file limit is lower (see ``serve``).
@@ -42,7 +45,8 @@ def describe_limits() -> str:
             f"segments of {MAX_NAME_LENGTH} characters, URLs of {MAX_URL_LENGTH}, tokens of "
             f"{MAX_TOKEN_LENGTH}; no control characters; `host` is a DNS name or an IP address;",
             "- types are strict: no string-to-number or bool-to-number coercion;",
-            f"- request headers must arrive within {HEADER_TIMEOUT_S:.0f} s; an idle "
+            f"- request headers must arrive within {HEADER_TIMEOUT_S:.0f} s and the body within "
+            f"{BODY_TIMEOUT_S:.0f} s after them (408 `body_timeout`); an idle "
             f"kept-alive connection is closed after {KEEP_ALIVE_TIMEOUT_S} s;",
             f"- at most {MAX_CONNECTIONS} connections (fewer under a lower open-file limit); "
             "one beyond is closed at once.",

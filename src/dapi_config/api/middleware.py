@@ -1,12 +1,15 @@
 """The outermost ASGI middleware: the body-size limit, per-request metrics and the access log.
 
-The body is read up front (bounded) and replayed to the app, so an oversized body gets a clean
-413 before any parsing; each request is counted under its route template (never the raw path,
-so a scanner cannot explode the metrics) and logged on one escaped line.
+The body is read up front (bounded in size and time) and replayed to the app, so an oversized
+body gets a clean 413 and a trickled one a 408 before any parsing, and a client that goes away
+while sending its body is logged once as such (499, nginx's "client closed request"), never as
+a server error; each request is counted under its route template (never the raw path, so a
+scanner cannot explode the metrics) and logged on one escaped line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -25,6 +28,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("dapi_config.access")
 
+#: The status logged and counted for a request whose client left before its body was in
+#: (nothing is sent: there is nobody to send it to).
+CLIENT_CLOSED = 499
+
 #: The HTTP methods metrics are labelled with; any other is counted as ``other``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -34,11 +41,11 @@ class ActorScope(Protocol):
 
 
 class RequestMiddleware:
-    """Outermost ASGI middleware: body-size limit, per-request metrics and one log line.
+    """Outermost ASGI middleware: body limits, per-request metrics and one log line.
 
-    The body is read up front (bounded by ``max_body``) and replayed to the app, so an
-    oversized body gets a clean 413 before any parsing, whether or not the client sent
-    ``Content-Length``.
+    The body is read up front (bounded by ``max_body`` bytes and ``body_timeout`` seconds)
+    and replayed to the app, so an oversized body gets a clean 413 before any parsing, whether
+    or not the client sent ``Content-Length``, and a trickled one a 408.
     """
 
     def __init__(
@@ -47,10 +54,12 @@ class RequestMiddleware:
         metrics: ServiceMetrics,
         max_body: int,
         route_templates: Callable[[], Iterable[str]],
+        body_timeout: float,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self._route_templates = route_templates
         self._routes: list[tuple[re.Pattern[str], str]] | None = None
 
@@ -69,16 +78,13 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            replay = await self._bounded_body(scope, receive)
-            if replay is None:
-                response = error_response(
-                    413,
-                    f"request body larger than {self.max_body} bytes",
-                    "payload_too_large",
-                )
-                await response(scope, receive, send_wrapper)
+            body = await self._bounded_body(scope, receive)
+            if body == CLIENT_CLOSED:
+                status = CLIENT_CLOSED
+            elif isinstance(body, int):
+                await self._refusal(body)(scope, receive, send_wrapper)
             else:
-                await self.app(scope, replay, send_wrapper)
+                await self.app(scope, body, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
             route = self._route_label(str(scope.get("path", "")))
@@ -113,27 +119,45 @@ class RequestMiddleware:
                 return template
         return "unmatched"
 
-    async def _bounded_body(self, scope: Scope, receive: Receive) -> Receive | None:
-        """A ``receive`` that replays the whole body, or None when it exceeds the limit."""
+    def _refusal(self, status: int) -> ASGIApp:
+        if status == 413:
+            return error_response(
+                413, f"request body larger than {self.max_body} bytes", "payload_too_large"
+            )
+        # The rest of a late body may still arrive: the connection cannot be reused.
+        return error_response(
+            408,
+            f"request body not received within {self.body_timeout:.0f} s",
+            "body_timeout",
+            headers={"Connection": "close"},
+        )
+
+    async def _bounded_body(self, scope: Scope, receive: Receive) -> Receive | int:
+        """A ``receive`` that replays the whole body; or 413 (too large), 408 (not in within
+        the body timeout) or :data:`CLIENT_CLOSED` (the client left while sending it)."""
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            return None
+            return 413
         if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE") and length is None:
             return receive
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return receive
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-            more = bool(message.get("more_body", False))
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return CLIENT_CLOSED
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        return 413
+                    chunks.append(chunk)
+                    more = bool(message.get("more_body", False))
+        except TimeoutError:
+            return 408
         return _replay(b"".join(chunks), receive)
 
 
