@@ -11,6 +11,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -47,6 +48,22 @@ class PgServer:
         if self.control is None:
             pytest.skip("the server given by DAPI_CONFIG_TEST_PG_URL cannot be started here")
         self.control.start()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server and every backend stopped (SIGSTOP) as a stall would stop them: its
+        kernel still accepts and acknowledges, nothing answers. Resumed (SIGCONT) after."""
+        if self.control is None:
+            pytest.skip("the server given by DAPI_CONFIG_TEST_PG_URL cannot be stopped here")
+        pids = self.control.server_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/{database}"
@@ -107,6 +124,17 @@ class _Control:
 
     def start(self) -> None:
         self.pg_ctl("-l", str(self.log), "-t", "60", "start", "-o", self.options)
+
+    def server_pids(self) -> list[int]:
+        """The postmaster and its children (backends, background workers)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # The command name may hold spaces: the parent pid follows its closing ')'.
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
 
 
 def unavailable(reason: str) -> None:

@@ -9,6 +9,7 @@ state lives in an embedded SQLite file, one ACID transaction per change::
 """
 
 from dapi_config.errors import (
+    CommitUnknownError,
     ConfigError,
     DapiConfigError,
     DuplicateNodeError,
@@ -20,6 +21,7 @@ from dapi_config.errors import (
     SecurityKeyExistsError,
     SecurityKeyNotFoundError,
     StateCorruptError,
+    StateTimeoutError,
     StateUnavailableError,
     ValidationError,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "ApiConfig",
     "BandwidthParamsCache",
     "ChainNodeConfig",
+    "CommitUnknownError",
     "ConfigError",
     "ConfigManager",
     "DapiConfigError",
@@ -75,6 +78,7 @@ __all__ = [
     "SecurityKeyNotFoundError",
     "SeedInfo",
     "StateCorruptError",
+    "StateTimeoutError",
     "StateUnavailableError",
     "StaticConfig",
     "UpgradePlan",

@@ -149,6 +149,20 @@ class StateUnavailableError(DapiConfigError):
     code = "state_unavailable"
 
 
+class StateTimeoutError(StateUnavailableError):
+    """The state database did not answer within its bound (``API_STATE_PG_TIMEOUT``): a
+    stalled server or network. Nothing was committed; retry once it answers again."""
+
+    code = "state_timeout"
+
+
+class CommitUnknownError(StateUnavailableError):
+    """The connection to the database was lost after the commit was sent: the change may or
+    may not be stored. Read the state back before repeating the write."""
+
+    code = "commit_outcome_unknown"
+
+
 class NotSupportedError(StateUnavailableError):
     """The state backend in use cannot do this (``API_STATE_MODE=yaml`` has no database: no
     backups, audit queries or per-node keys). The message names the mode and what to use."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -27,6 +29,9 @@ Check = Callable[["ConfigManager"], "str | None"]
 #: Less free space than this under the state is "not ready": SQLite needs room for the WAL,
 #: checkpoints and backups, and a full disk fails the next write.
 MIN_FREE_BYTES = 16 * 1024 * 1024
+#: ``/readyz`` answers within this many seconds whatever the state backend does: a probe
+#: still waiting for it then reports the state as not answering.
+READY_WITHIN_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class Readiness:
 
     def __init__(self, manager: ConfigManager) -> None:
         self.manager = manager
+        self._flight_lock = threading.Lock()
+        self._flight: Future[ReadinessReport] | None = None
         if not manager.backend.file_backed:
             # A database server (PostgreSQL): no file or directory here to watch.
             self.checks: list[Check] = [_state_readable, _master_key_present]
@@ -60,6 +67,31 @@ class Readiness:
         if manager.state_mode == "yaml":
             # The state is the legacy YAML file, replaced (new inode) by every atomic write.
             self.checks = [_directory_writable, _disk_has_room, _state_readable]
+
+    def report_within(self, seconds: float = READY_WITHIN_S) -> ReadinessReport:
+        """:meth:`report`, but never waiting longer than ``seconds``: a stalled database
+        makes a probe answer "not ready", not hang. One run at a time: probes that arrive
+        while one waits share its outcome, so a stall never piles up threads."""
+        with self._flight_lock:
+            flight = self._flight
+            if flight is None or flight.done():
+                flight = self._flight = Future()
+                threading.Thread(
+                    target=self._fly, args=(flight,), name="dapi-config-readiness", daemon=True
+                ).start()
+        try:
+            return flight.result(timeout=seconds)
+        except TimeoutError:
+            return ReadinessReport(
+                ready=False,
+                problems=[
+                    f"{self.manager.state_location}: the state did not answer within "
+                    f"{seconds:g} s (the database server or its disk stalls)"
+                ],
+            )
+
+    def _fly(self, flight: Future[ReadinessReport]) -> None:
+        flight.set_result(self.report())
 
     def add_check(self, check: Check) -> None:
         """Add a check: ``check(manager)`` returns a problem string, or None when fine."""
@@ -143,7 +175,7 @@ class Overview(BaseModel):
 def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
     """The :class:`Overview` of ``manager`` now; never raises for an unusable state (the
     readiness problems say why, and the values it cannot read are zero)."""
-    report = readiness.report()
+    report = readiness.report_within()
     height, version, schedule, nodes, revision = 0, "", [], 0, 0
     with contextlib.suppress(DapiConfigError):
         summary = manager.state_summary()  # counts the nodes without loading them

@@ -939,6 +939,7 @@ def _open_backend(
             default_actor=actor,
             audit_retention=settings.audit_retention,
             read_only=read_only,
+            timeout=settings.pg_timeout,
             # A shared state has no directory of its own: each replica keeps its snapshot
             # files beside its config file.
             backup_dir=backup_dir_for(loaded.path),

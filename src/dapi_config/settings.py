@@ -9,6 +9,9 @@ variable, which beats the default.
 - ``API_CONFIG_PATH``: the static YAML file (default ``./config.yaml``);
 - ``API_STATE_DB_PATH``: the state file (default ``state.db`` beside the config);
 - ``API_STATE_URL``: ``postgresql://...``: the state in PostgreSQL instead (shared by replicas);
+- ``API_STATE_PG_TIMEOUT``: the longest a PostgreSQL connection attempt, statement or lock
+  wait may take, a duration > 0 (default 10s); a stalled server then fails the call with
+  ``state_timeout`` instead of hanging it;
 - ``API_STATE_MODE``: ``db`` (default), ``dual`` (plus a legacy mirror) or ``yaml``;
 - ``API_STATE_MIRROR_PATH``: the ``dual`` mirror (default ``<state>.legacy.yaml``);
 - ``API_STATE_KEY``: the master-key secret, >= 16 characters (default: the key file);
@@ -54,6 +57,8 @@ BACKUP_KEEP_ENV: Final = "API_BACKUP_KEEP"
 EXPORT_INTERVAL_ENV: Final = "CONFIG_EXPORT_INTERVAL"
 EXPORT_KEEP_ENV: Final = "CONFIG_EXPORT_KEEP"
 EXPORT_SECRETS_ENV: Final = "CONFIG_EXPORT_SECRETS"
+PG_TIMEOUT_ENV: Final = "API_STATE_PG_TIMEOUT"
+DEFAULT_PG_TIMEOUT_S: Final = 10.0
 FAILPOINT_ENV: Final = "DAPI_CONFIG_FAILPOINT"
 PROGRESS_INTERVAL_ENV: Final = "DAPI_CONFIG_PROGRESS_INTERVAL"
 DEFAULT_PROGRESS_INTERVAL_S: Final = 5.0
@@ -229,6 +234,8 @@ class Settings:
     #: ``API_STATE_URL``: a PostgreSQL state (wins over ``API_STATE_DB_PATH``).
     state_url: str | None = field(default=None, repr=False)
     state_mode: StateMode = "db"
+    #: ``API_STATE_PG_TIMEOUT``: the bound on every wait for PostgreSQL (seconds).
+    pg_timeout: float = DEFAULT_PG_TIMEOUT_S
     mirror_path: Path | None = None
     state_key: str | None = field(default=None, repr=False)
     encryption: Encryption | None = None
@@ -281,6 +288,7 @@ class Settings:
             state_path=_path(source, "API_STATE_DB_PATH"),
             state_url=_state_url(source.get(STATE_URL_ENV, "")),
             state_mode=_state_mode(source.get("API_STATE_MODE", "")),
+            pg_timeout=duration(PG_TIMEOUT_ENV, DEFAULT_PG_TIMEOUT_S),
             mirror_path=_path(source, "API_STATE_MIRROR_PATH"),
             state_key=key,
             encryption=_encryption(source.get(ENCRYPTION_ENV, ""), source.get(STATE_KEY_ENV)),

@@ -68,7 +68,9 @@ def _open(
     location: Location, settings: Settings, *, read_only: bool, backup_dir: Path | None = None
 ) -> StateStore | PgStateStore:
     if isinstance(location, str):
-        return PgStateStore.open(location, read_only=read_only, backup_dir=backup_dir)
+        return PgStateStore.open(
+            location, read_only=read_only, backup_dir=backup_dir, timeout=settings.pg_timeout
+        )
     if read_only and not location.is_file():
         raise ConfigError(f"{location}: no state file here; nothing was copied")
     return StateStore.open(location, read_only=read_only, audit_retention=settings.audit_retention)

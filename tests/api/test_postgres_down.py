@@ -4,13 +4,14 @@ resume on their own. An immediate (crash-like) server restart loses no acknowled
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from dapi_config import ConfigManager, StateUnavailableError
+from dapi_config import CommitUnknownError, ConfigManager, StateUnavailableError
 from tests._postgres import PgServer, local_server
 from tests.api.conftest import ServeProcess
 from tests.api.test_nodes import NODES
@@ -81,3 +82,78 @@ def test_immediate_restart_keeps_every_acknowledged_change(
         # One row per change, in order. (The sequence may skip numbers after a crash: it logs
         # values ahead; a poller following since=REV misses nothing.)
         assert len(revisions) == 51 and revisions == sorted(set(revisions))
+
+
+#: The bound the stall tests run with (API_STATE_PG_TIMEOUT), and what may come on top of it:
+#: the watchdog's grace and tick, the request itself.
+STALL_BOUND_S = 2.0
+STALL_SLACK_S = 4.0
+
+
+def test_a_stalled_server_gives_503_within_the_bound(
+    durable_pg: PgServer, config_file: Path, serve_process: Serve
+) -> None:
+    """Reproduction: with the postmaster and its backends stopped for 30 s, writes hung the
+    full 30 s and /readyz hung instead of answering 503."""
+    env = {
+        "API_STATE_URL": durable_pg.fresh_database(),
+        "API_STATE_KEY": TEST_STATE_KEY,
+        "API_STATE_PG_TIMEOUT": f"{STALL_BOUND_S:g}s",
+    }
+    replica = serve_process(config_file, env=env)
+    assert httpx.post(f"{replica.url}{NODES}", json=node("before")).status_code == 200
+    with durable_pg.frozen():
+        started = time.monotonic()
+        ready = httpx.get(f"{replica.url}/readyz", timeout=30)
+        assert ready.status_code == 503 and time.monotonic() - started < 2.5
+        assert "did not answer" in ready.json()["error"]
+        started = time.monotonic()
+        r = httpx.post(f"{replica.url}{NODES}", json=node("during"), timeout=60)
+        assert time.monotonic() - started < STALL_BOUND_S + STALL_SLACK_S
+        assert r.status_code == 503 and r.json()["code"] == "state_timeout", r.text
+        assert httpx.get(f"{replica.url}/livez", timeout=5).status_code == 200
+    # Resumed: writes go on without a restart, and the refused one left nothing.
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{replica.url}/readyz", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert httpx.post(f"{replica.url}{NODES}", json=node("after")).status_code == 200
+    listed = {n["node"]["id"] for n in httpx.get(f"{replica.url}{NODES}").json()}
+    assert listed == {"before", "after"}
+    assert "Traceback" not in replica.log()
+
+
+def test_a_commit_that_is_never_answered_is_reported_as_unknown(
+    durable_pg: PgServer, config_file: Path
+) -> None:
+    """COMMIT sent and never answered (a synchronous standby that does not exist: the server
+    committed locally and waits): the write is reported as of unknown outcome, neither as
+    success nor as a plain failure; it did commit."""
+    import psycopg
+
+    env = {
+        "API_STATE_URL": durable_pg.fresh_database(),
+        "API_STATE_KEY": TEST_STATE_KEY,
+        "API_STATE_PG_TIMEOUT": "1s",
+    }
+
+    def standby(names: str) -> None:
+        with psycopg.connect(durable_pg.admin_url, autocommit=True) as admin:
+            admin.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+            admin.execute("SELECT pg_reload_conf()")
+
+    with ConfigManager.open(config_file, env=env) as cm:
+        cm.set_height(4)
+        standby("nobody")
+        try:
+            started = time.monotonic()
+            with pytest.raises(CommitUnknownError) as err:
+                cm.set_height(5)
+            assert time.monotonic() - started < 1 + STALL_SLACK_S
+            assert "may or may not be stored" in str(err.value)
+        finally:
+            standby("")
+        deadline = time.monotonic() + 30
+        while cm.get_height() != 5:  # it was committed: "unknown" was the truth
+            assert time.monotonic() < deadline
+            time.sleep(0.1)

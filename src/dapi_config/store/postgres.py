@@ -14,7 +14,14 @@ connection pool. What differs from SQLite, and why:
   network dropped it) hot reads read through. Staleness bound: the notice's delivery time (well
   under a second on a healthy link); every other read is fresh.
 - **Session settings** are made in one place, :meth:`PgDatabase._configure`: time zone UTC, the
-  application name, timestamps read as text (as SQLite returns them).
+  application name, timestamps read as text (as SQLite returns them), and the bounds below.
+- **Every wait is bounded** by ``API_STATE_PG_TIMEOUT`` (default 10 s): connection attempts
+  (``connect_timeout``), statements (``statement_timeout``) and lock waits (``lock_timeout``,
+  the write lock included) on the server's side, TCP keepalives for a peer that vanished, and
+  :class:`_Watchdog` for a server that stalls without closing anything (stopped, swapping): it
+  cuts the connection of a call that has waited that long (a grace later), which fails at once
+  with :class:`StateTimeoutError`. A commit whose connection is lost is reported as
+  :class:`CommitUnknownError`: it may or may not have been stored.
 - **Schema steps** are the same numbered steps as SQLite's, in PostgreSQL's DDL, applied under a
   session advisory lock (:data:`MIGRATION_LOCK`) so replicas starting at once do not race.
 - **The master key** must come from ``API_STATE_KEY``: there is no directory for a key file.
@@ -28,9 +35,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,12 +49,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from dapi_config.errors import (
+    CommitUnknownError,
     ConfigError,
     NotSupportedError,
     SchemaTooNewError,
+    StateTimeoutError,
     StateUnavailableError,
 )
-from dapi_config.settings import AuditRetention
+from dapi_config.settings import DEFAULT_PG_TIMEOUT_S, PG_TIMEOUT_ENV, AuditRetention
 from dapi_config.store import backup as _backup
 from dapi_config.store.backup import BackupInfo
 from dapi_config.store.connection import register_hook
@@ -76,10 +87,13 @@ WRITE_LOCK = 0x6461_7069_0001
 MIGRATION_LOCK = 0x6461_7069_0002
 #: ``NOTIFY`` channel of committed changes.
 CHANGES_CHANNEL = "dapi_config_changes"
-#: Seconds a replica waits for a connection from its pool before a read or write fails.
-POOL_TIMEOUT_S = 10.0
 #: Seconds a read or write waits for a pooled connection before opening one of its own.
 POOL_WAIT_S = 2.0
+#: Seconds the watchdog leaves the server's own timeouts to end a statement cleanly first.
+WATCHDOG_GRACE_S = 2.0
+#: TCP keepalives: first probe after this many idle seconds, then every ``interval``, and
+#: ``count`` unanswered probes close the connection (a peer gone without a word).
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 10, 5, 3
 
 
 def redact_url(url: str) -> str:
@@ -140,13 +154,93 @@ class _ThreadState:
     callbacks: list[Callable[[], None]] = field(default_factory=list)
 
 
+class _Watchdog:
+    """Cuts the connection under a call that has waited too long for the server.
+
+    PostgreSQL's ``statement_timeout`` and ``lock_timeout`` end a slow statement cleanly, but a
+    stalled server (SIGSTOP, swapping, a network that drops packets without a reset) enforces
+    nothing and its kernel still acknowledges keepalives: the call would wait as long as the
+    stall lasts. Each watched connection has a deadline, moved on by every statement; a daemon
+    thread shuts down the socket of one past its deadline, so the blocked call fails at once
+    and the connection is discarded."""
+
+    TICK_S = 0.25
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        self._lock = threading.Lock()
+        self._due: dict[int, tuple[float, Any]] = {}
+        self._fired: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, conn: Any) -> None:
+        """Start (or move on) ``conn``'s deadline."""
+        with self._lock:
+            self._due[id(conn)] = (time.monotonic() + self.bound, conn)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="dapi-config-pg-watchdog", daemon=True
+                )
+                self._thread.start()
+
+    def release(self, conn: Any) -> bool:
+        """Stop watching ``conn``; True when its deadline passed and it was cut."""
+        with self._lock:
+            self._due.pop(id(conn), None)
+            if id(conn) in self._fired:
+                self._fired.discard(id(conn))
+                return True
+            return False
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                for key, (deadline, conn) in list(self._due.items()):
+                    if deadline <= now:
+                        del self._due[key]
+                        self._fired.add(key)
+                        _cut(conn)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """True for a connection attempt that ran out of ``connect_timeout``."""
+    timeout = getattr(_psycopg().errors, "ConnectionTimeout", ())
+    return isinstance(exc, timeout) or "timeout expired" in str(exc)
+
+
+def _cut(conn: Any) -> None:
+    """Shut the connection's socket down under whoever waits on it (they get an error)."""
+    with contextlib.suppress(Exception):
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
 class PgDatabase:
     """A pool of connections to one PostgreSQL database, with the transactions the shared
     statements expect (``?`` placeholders are translated here)."""
 
-    def __init__(self, url: str, *, max_connections: int = 10) -> None:
+    def __init__(
+        self, url: str, *, max_connections: int = 10, timeout: float = DEFAULT_PG_TIMEOUT_S
+    ) -> None:
+        """``timeout``: the bound on every connection attempt, statement and lock wait
+        (``API_STATE_PG_TIMEOUT``)."""
         psycopg = _psycopg()
         self.url = url
+        self.timeout = timeout
+        self._watchdog = _Watchdog(timeout + WATCHDOG_GRACE_S)
+        #: libpq's connection options: connect_timeout is whole seconds (at least 2).
+        self._connect_kwargs: dict[str, Any] = {
+            "connect_timeout": max(2, math.ceil(timeout)),
+            "keepalives": 1,
+            "keepalives_idle": KEEPALIVE_IDLE_S,
+            "keepalives_interval": KEEPALIVE_INTERVAL_S,
+            "keepalives_count": KEEPALIVE_COUNT,
+        }
         #: What messages show: the URL without its password.
         self.path = redact_url(url)
         self.integrity_errors: tuple[type[BaseException], ...] = (psycopg.errors.IntegrityError,)
@@ -158,7 +252,7 @@ class PgDatabase:
         try:
             # One direct attempt first: a wrong host, port or password fails at once with the
             # server's reason (the pool would retry until its timeout).
-            psycopg.connect(url, connect_timeout=POOL_TIMEOUT_S).close()
+            psycopg.connect(url, **self._connect_kwargs).close()
         except psycopg.Error as exc:
             raise StateUnavailableError(
                 f"{self.path}: cannot connect to PostgreSQL: {_message(url, exc)}"
@@ -175,18 +269,19 @@ class PgDatabase:
 
         pool = ConnectionPool(
             self.url,
+            kwargs=self._connect_kwargs,
             min_size=1,
             max_size=self._max_connections,
             configure=self._configure,
             # A connection handed out is checked first: after a server restart the idle ones
             # are dead, and a write must not fail on one when a fresh one would work.
-            check=ConnectionPool.check_connection,
-            timeout=POOL_TIMEOUT_S,
+            check=self._check,
+            timeout=self.timeout,
             open=False,
             name="dapi-config",
         )
         try:
-            pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+            pool.open(wait=True, timeout=self.timeout)
         except Exception as exc:
             pool.close()
             raise StateUnavailableError(
@@ -194,17 +289,34 @@ class PgDatabase:
             ) from None
         return pool
 
-    @staticmethod
-    def _configure(conn: psycopg.Connection[Any]) -> None:
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """The one place that sets session settings (each pooled connection, once)."""
         from psycopg.types.string import TextLoader  # noqa: PLC0415 - optional extra
 
         # Timestamps read as text, as SQLite returns them; stored and shown in UTC.
         for name in ("timestamp", "timestamptz", "date"):
             conn.adapters.register_loader(name, TextLoader)
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute("SET application_name = 'dapi-config'")
-        conn.commit()
+        bound_ms = max(1, round(self.timeout * 1000))
+        self._watchdog.watch(conn)
+        try:
+            conn.execute("SET TIME ZONE 'UTC'")
+            conn.execute("SET application_name = 'dapi-config'")
+            # A statement or a lock wait (the write lock too) longer than the bound fails.
+            conn.execute(f"SET statement_timeout = {bound_ms}")
+            conn.execute(f"SET lock_timeout = {bound_ms}")
+            conn.commit()
+        finally:
+            self._watchdog.release(conn)
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection it hands out (an empty query), bounded."""
+        from psycopg_pool import ConnectionPool  # noqa: PLC0415 - after _psycopg's check
+
+        self._watchdog.watch(conn)
+        try:
+            ConnectionPool.check_connection(conn)
+        finally:
+            self._watchdog.release(conn)
 
     # --- transactions --------------------------------------------------------------------
 
@@ -230,24 +342,42 @@ class PgDatabase:
             # The pool is busy, or the server was unreachable (the pool then retries with
             # growing delays): one direct connection says at once whether it is there.
             try:
-                direct = _psycopg().connect(self.url, connect_timeout=POOL_TIMEOUT_S)
+                direct = _psycopg().connect(self.url, **self._connect_kwargs)
                 self._configure(direct)
             except Exception as exc:
                 self._down = True
+                if _timed_out(exc):
+                    raise self._timeout_error() from None
                 raise StateUnavailableError(
                     f"{self.path}: PostgreSQL is not reachable: {_message(self.url, exc)}"
                 ) from None
             if self._down:
                 self._recovered()
             try:
-                yield direct
+                with self._watched(direct):
+                    yield direct
             finally:
                 direct.close()
             return
         try:
-            yield conn
+            with self._watched(conn):
+                yield conn
         finally:
             pool.putconn(conn)
+
+    @contextlib.contextmanager
+    def _watched(self, conn: Any) -> Iterator[None]:
+        """Bound every wait on ``conn`` (see :class:`_Watchdog`); a call it cut raises
+        :class:`StateTimeoutError` (or :class:`CommitUnknownError`, raised by the caller)."""
+        self._watchdog.watch(conn)
+        try:
+            yield
+        except StateUnavailableError as exc:
+            if self._watchdog.release(conn) and not isinstance(exc, CommitUnknownError):
+                raise self._timeout_error() from None
+            raise
+        finally:
+            self._watchdog.release(conn)
 
     def _recovered(self) -> None:
         """The server answers again: a fresh pool (the old one may still be backing off)."""
@@ -275,15 +405,21 @@ class PgDatabase:
                     state.depth -= 1
             return
         start = time.perf_counter()
-        committed = False
+        committed = committing = False
         try:
             with self._connection() as conn:
                 state.conn, state.depth, state.writing = conn, 1, True
                 try:
-                    with self._mapped(), conn.transaction():
+                    with (
+                        self._commit_outcome(conn, lambda: committing),
+                        self._mapped(),
+                        conn.transaction(),
+                    ):
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                         yield
                         conn.execute("SELECT pg_notify(%s, '')", (CHANGES_CHANNEL,))
+                        self._watchdog.watch(conn)  # the commit gets the whole bound
+                        committing = True
                     committed = True
                 finally:
                     callbacks = state.callbacks
@@ -297,6 +433,27 @@ class PgDatabase:
         if committed:
             for callback in [*callbacks, *self._commit_hooks]:
                 _run_hook(callback)
+
+    def _timeout_error(self) -> StateTimeoutError:
+        return StateTimeoutError(
+            f"{self.path}: PostgreSQL did not answer within {self.timeout:g} s "
+            f"({PG_TIMEOUT_ENV}); the server or the network stalls. Nothing was written"
+        )
+
+    @contextlib.contextmanager
+    def _commit_outcome(self, conn: Any, committing: Callable[[], bool]) -> Iterator[None]:
+        """A failure once COMMIT was sent, with the connection gone, is not a plain failure:
+        the server may have committed before the connection broke."""
+        try:
+            yield
+        except StateUnavailableError:
+            if committing() and (conn.broken or conn.closed):
+                raise CommitUnknownError(
+                    f"{self.path}: the connection to PostgreSQL was lost while the commit was "
+                    "sent: the change may or may not be stored. Read the state back before "
+                    "repeating the write"
+                ) from None
+            raise
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -320,10 +477,17 @@ class PgDatabase:
 
     @contextlib.contextmanager
     def _mapped(self) -> Iterator[None]:
+        psycopg = _psycopg()
         try:
             yield
         except self.integrity_errors:
             raise
+        except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
+            # statement_timeout / lock_timeout: the server itself gave up waiting.
+            raise StateTimeoutError(
+                f"{self.path}: PostgreSQL did not finish within {self.timeout:g} s "
+                f"({PG_TIMEOUT_ENV}): {_message(self.url, exc)}. Nothing was written"
+            ) from None
         except self._errors as exc:
             raise StateUnavailableError(
                 f"{self.path}: PostgreSQL: {_message(self.url, exc)}"
@@ -361,6 +525,7 @@ class PgDatabase:
             return self._run(conn, sql, params)
 
     def _run(self, conn: Any, sql: str, params: Sequence[Any]) -> _Result:
+        self._watchdog.watch(conn)  # each statement gets the whole bound
         with self._mapped():
             cur = conn.execute(self._translate(sql), tuple(params))
             rows = cur.fetchall() if cur.description is not None else []
@@ -414,7 +579,7 @@ class PgDatabase:
     def listen_connection(self) -> Any:
         """A new autocommit connection of its own (the change listener's), configured."""
         psycopg = _psycopg()
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(self.url, autocommit=True, **self._connect_kwargs)
         conn.execute("SET application_name = 'dapi-config listener'")
         return conn
 
@@ -530,6 +695,7 @@ class PgStateStore(StateQueries):
         read_only: bool = False,
         max_connections: int = 10,
         backup_dir: str | os.PathLike[str] | None = None,
+        timeout: float = DEFAULT_PG_TIMEOUT_S,
     ) -> PgStateStore:
         """Connect, apply pending schema steps (not with ``read_only``: then a schema older
         than this code is an error) and start the change listener. ``backup_dir``: where this
@@ -537,7 +703,7 @@ class PgStateStore(StateQueries):
 
         Raises :class:`StateUnavailableError` (unreachable, not a dapi-config database),
         :class:`SchemaTooNewError`, :class:`ConfigError` (psycopg missing)."""
-        db = PgDatabase(url, max_connections=max_connections)
+        db = PgDatabase(url, max_connections=max_connections, timeout=timeout)
         try:
             _migrate(db, read_only=read_only)
             return cls(
