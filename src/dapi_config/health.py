@@ -8,8 +8,10 @@ their own check with :meth:`Readiness.add_check`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -17,18 +19,23 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
-from dapi_config.errors import DapiConfigError
+from dapi_config.errors import DapiConfigError, StateTimeoutError
 from dapi_config.export import default_export_path
 from dapi_config.models import NodeVersion
+from dapi_config.store.backend import IntegrityCheckable
 
 if TYPE_CHECKING:
     from dapi_config.manager import ConfigManager
+
+log = logging.getLogger("dapi_config.health")
 
 Check = Callable[["ConfigManager"], "str | None"]
 
 #: Less free space than this under the state is "not ready": SQLite needs room for the WAL,
 #: checkpoints and backups, and a full disk fails the next write.
 MIN_FREE_BYTES = 16 * 1024 * 1024
+#: Longest one periodic integrity check may run; past it, it is abandoned as inconclusive.
+INTEGRITY_CHECK_LIMIT_S = 60.0
 #: ``/readyz`` answers within this many seconds whatever the state backend does: a probe
 #: still waiting for it then reports the state as not answering.
 READY_WITHIN_S = 1.5
@@ -42,11 +49,91 @@ class ReadinessReport:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class IntegrityResult:
+    """One periodic integrity check: when (POSIX seconds), whether the state was sound
+    (None: abandoned at :data:`INTEGRITY_CHECK_LIMIT_S`, inconclusive), what it found."""
+
+    checked_at: float
+    ok: bool | None
+    problems: list[str]
+    seconds: float
+
+
+class IntegrityChecker:
+    """The state file's ``quick_check`` at start and every ``interval`` seconds, in a thread
+    of its own: off the write path (a WAL reader never blocks a writer), bounded in time
+    (etcd's periodic corruption check is the model). Damage it finds makes readiness fail and
+    refuses writes until a restart recovers the file; the outcome and its time show on
+    ``/readyz``, the overview and ``/metrics`` (``on_result``)."""
+
+    def __init__(
+        self,
+        backend: IntegrityCheckable,
+        *,
+        interval: float,
+        on_result: Callable[[IntegrityResult], None] | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.backend = backend
+        self.interval = interval
+        self.on_result = on_result
+        self.last: IntegrityResult | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> IntegrityResult:
+        """Check now; never raises (an unreadable state is reported by readiness)."""
+        started = time.monotonic()
+        ok: bool | None
+        try:
+            problems = self.backend.quick_check(time_limit=INTEGRITY_CHECK_LIMIT_S)
+            ok = not problems
+        except StateTimeoutError as exc:
+            problems, ok = [str(exc)], None
+        except DapiConfigError as exc:
+            problems, ok = [str(exc)], False
+        result = IntegrityResult(time.time(), ok, problems, time.monotonic() - started)
+        if ok is False:
+            log.critical("integrity check of the state failed: %s", "; ".join(problems[:3]))
+        elif ok is None:
+            log.warning("%s", problems[0])
+        self.last = result
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+    def _loop(self) -> None:
+        self.run_once()
+        while not self._stop.wait(self.interval):
+            self.run_once()
+
+    def start(self) -> None:
+        """Start the background thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._loop, name="dapi-config-integrity", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread (a check in progress ends within its time limit)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
 class Readiness:
     """Cheap checks that the service's state file can be read and written."""
 
     def __init__(self, manager: ConfigManager) -> None:
         self.manager = manager
+        #: The service's periodic integrity check, when one runs (its last outcome is shown).
+        self.integrity: IntegrityChecker | None = None
         self._flight_lock = threading.Lock()
         self._flight: Future[ReadinessReport] | None = None
         if not manager.backend.file_backed:
@@ -156,7 +243,8 @@ def _master_key_present(manager: ConfigManager) -> str | None:
 class Overview(BaseModel):
     """What an operator looks at first (the console's health strip): readiness and why, where
     the chain is, what is scheduled next, where the state lives (a URL without its password),
-    how fresh the last backup and the last export are (POSIX seconds; None: none yet)."""
+    how fresh the last backup and the last export are (POSIX seconds; None: none yet), and what
+    the last periodic integrity check found (None: none ran, or it was inconclusive)."""
 
     ready: bool
     problems: list[str]
@@ -170,6 +258,8 @@ class Overview(BaseModel):
     state_location: str
     last_backup_at: float | None
     last_export_at: float | None
+    integrity_ok: bool | None = None
+    integrity_checked_at: float | None = None
 
 
 def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
@@ -194,6 +284,7 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
         last_export: float | None = default_export_path(manager).stat().st_mtime
     except OSError:
         last_export = None
+    checked = readiness.integrity.last if readiness.integrity is not None else None
     return Overview(
         ready=report.ready,
         problems=report.problems,
@@ -207,6 +298,8 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
         state_location=str(manager.state_location),
         last_backup_at=last_backup,
         last_export_at=last_export,
+        integrity_ok=None if checked is None else checked.ok,
+        integrity_checked_at=None if checked is None else checked.checked_at,
     )
 
 

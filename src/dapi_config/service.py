@@ -17,11 +17,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dapi_config.errors import ListenError
+from dapi_config.health import IntegrityChecker, Readiness
 from dapi_config.manager import ConfigManager
+from dapi_config.store.backend import IntegrityCheckable
 from dapi_config.store.backup import SCHEDULED, BackupInfo, BackupScheduler
+
+if TYPE_CHECKING:
+    from dapi_config.api import ServiceMetrics
 
 log = logging.getLogger("dapi_config.serve")
 
@@ -212,6 +217,15 @@ def _start_backups(
     return scheduler
 
 
+def _start_integrity_checks(cm: ConfigManager, metrics: ServiceMetrics) -> IntegrityChecker | None:
+    interval = cm.settings.integrity_interval
+    if interval <= 0 or not isinstance(cm.backend, IntegrityCheckable):
+        return None  # off, or a database server that checks its own storage
+    checker = IntegrityChecker(cm.backend, interval=interval, on_result=metrics.observe_integrity)
+    checker.start()
+    return checker
+
+
 def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     """Serve the admin API on ``cm`` until SIGTERM/SIGINT; returns the stopping signal.
 
@@ -236,12 +250,15 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     listener = listen(options.host, port)
     metrics = ServiceMetrics()
     scheduler: BackupScheduler | None = None
+    integrity: IntegrityChecker | None = None
     stop_signals: list[int] = []
     previous: dict[int, object] = {}
     accept_errors = _AcceptErrorFilter()
     logging.getLogger("asyncio").addFilter(accept_errors)
     try:
-        application = create_app(cm, service_metrics=metrics)
+        readiness = Readiness(cm)
+        readiness.integrity = integrity = _start_integrity_checks(cm, metrics)
+        application = create_app(cm, service_metrics=metrics, readiness=readiness)
         scheduler = _start_backups(
             cm, lambda info: metrics.last_backup_timestamp.set(info.created_at.timestamp())
         )
@@ -283,6 +300,8 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
         listener.close()
         if scheduler is not None:
             scheduler.stop()
+        if integrity is not None:
+            integrity.stop()
         cm.stop_periodic_export()
         logging.getLogger("asyncio").removeFilter(accept_errors)
         for sig, handler in previous.items():

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dapi_config.api.deps import ReadinessDep
 from dapi_config.api.errors import ErrorBody
@@ -20,17 +20,27 @@ class Live(BaseModel):
     status: str = "ok"
 
 
+class Integrity(BaseModel):
+    """The last periodic integrity check of the state file (absent: none has run)."""
+
+    ok: bool | None = Field(description="false: damage found; null: not finished in time")
+    checked_at: float = Field(description="When it ran (POSIX seconds)")
+    problems: list[str]
+
+
 class Ready(BaseModel):
     """The state file is usable."""
 
     status: str = "ready"
     problems: list[str] = []
+    integrity: Integrity | None = None
 
 
 class NotReady(ErrorBody):
     """The state file is not usable; ``problems`` says why."""
 
     problems: list[str]
+    integrity: Integrity | None = None
 
 
 @router.get("/livez", response_model=Live, summary="Liveness")
@@ -49,6 +59,7 @@ async def healthz() -> Live:
 @router.get(
     "/readyz",
     response_model=Ready,
+    response_model_exclude_none=True,  # no "integrity" until a check ran
     responses={503: {"model": NotReady, "description": "The state file is not usable"}},
     summary="Readiness",
 )
@@ -56,14 +67,23 @@ def readyz(readiness: ReadinessDep) -> Any:
     """200 when the state can be used; 503 with the problems otherwise (within 2 s, whatever
     the state's database does)."""
     report = readiness.report_within()
+    checked = readiness.integrity.last if readiness.integrity is not None else None
+    integrity = (
+        None
+        if checked is None
+        else Integrity(ok=checked.ok, checked_at=checked.checked_at, problems=checked.problems)
+    )
     if report.ready:
-        return Ready()
+        return Ready(integrity=integrity)
+    body: dict[str, Any] = {
+        "error": "not ready: " + "; ".join(report.problems),
+        "code": "not_ready",
+        "problems": report.problems,
+    }
+    if integrity is not None:
+        body["integrity"] = integrity.model_dump()
     return JSONResponse(
-        {
-            "error": "not ready: " + "; ".join(report.problems),
-            "code": "not_ready",
-            "problems": report.problems,
-        },
+        body,
         status_code=503,
         headers={"Retry-After": "5"},
     )

@@ -26,6 +26,8 @@ from prometheus_client import (
     ProcessCollector as _ProcessCollector,
 )
 
+from dapi_config.health import IntegrityResult
+
 # Every counter and histogram would also export a ``*_created`` series (its creation time):
 # noise on every dashboard and scrape. The switch is process-wide; only the service imports it.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -87,6 +89,24 @@ class ServiceMetrics:
             "Unix time of the last successful backup (0 = none yet).",
             registry=r,
         )
+
+        self.integrity_ok = Gauge(
+            "dapi_config_integrity_check_ok",
+            "1 when the last periodic integrity check found the state sound, 0 when it found "
+            "damage (absent until a check finished).",
+            registry=r,
+        )
+        self.integrity_timestamp = Gauge(
+            "dapi_config_integrity_check_timestamp_seconds",
+            "Unix time of the last periodic integrity check that finished (0 = none yet).",
+            registry=r,
+        )
+
+    def observe_integrity(self, result: IntegrityResult) -> None:
+        """Record a periodic integrity check (an inconclusive one changes nothing)."""
+        if result.ok is not None:
+            self.integrity_ok.set(1 if result.ok else 0)
+            self.integrity_timestamp.set(result.checked_at)
 
     def observe_write(self, seconds: float, committed: bool) -> None:
         """Record one state write transaction (a :class:`Database` transaction observer)."""

@@ -685,9 +685,6 @@ class YamlStateStore:
     def check(self, *, max_backup_age: float | None = None) -> CheckResult:
         raise self._unsupported("checks of the state file")
 
-    def quick_check(self) -> list[str]:
-        raise self._unsupported("integrity checks")
-
     def schema_version(self) -> int:
         raise self._unsupported("schema versions")
 

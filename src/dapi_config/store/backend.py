@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, SecretStr
 
@@ -109,6 +109,16 @@ class BlsDealerOpening:
     slot_index: int
     share_bytes: bytes
     seed: bytes
+
+
+@runtime_checkable
+class IntegrityCheckable(Protocol):
+    """A backend whose storage the service can check for damage now and then (the SQLite
+    file; a database server checks its own)."""
+
+    def quick_check(self, *, time_limit: float | None = None) -> list[str]:
+        """Problems found (empty: sound); problems mark the state damaged."""
+        ...
 
 
 class StateBackend(Protocol):

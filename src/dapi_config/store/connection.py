@@ -600,6 +600,13 @@ class Database:
                 "open the store in the child only after the parent's writes finished "
                 "(or start the child with spawn)"
             )
+        if self.damage is not None:
+            # Acknowledged into a damaged file, a write would be lost when the next start
+            # recovers the file from a backup: refused until then.
+            raise StateUnavailableError(
+                f"{self.path}: {self.damage}; writes are refused until a restart recovers the "
+                "file from the newest good backup (nothing was written)"
+            )
         started = time.perf_counter()
         committed = False
         try:

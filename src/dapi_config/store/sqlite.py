@@ -18,13 +18,14 @@ import mmap
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from dapi_config._files import atomic_write, sqlite_family
-from dapi_config.errors import StateUnavailableError
+from dapi_config.errors import StateTimeoutError, StateUnavailableError
 from dapi_config.settings import AuditRetention
 from dapi_config.store import backup as _backup
 from dapi_config.store import cipher as _cipher
@@ -360,10 +361,32 @@ class StateStore(StateQueries):
                 raise StateUnavailableError(f"{self.path}: {self.db.damage}")
         super().probe()
 
-    def quick_check(self) -> list[str]:
-        """``PRAGMA quick_check`` problems (empty when the file is sound)."""
-        rows = self.db.query_all("PRAGMA quick_check")
-        return [] if [r[0] for r in rows] == ["ok"] else [str(r[0]) for r in rows]
+    def quick_check(self, *, time_limit: float | None = None) -> list[str]:
+        """``PRAGMA quick_check`` problems (empty when the file is sound), on this thread's
+        read connection (writers go on meanwhile). Problems found mark the file damaged:
+        readiness fails and writes are refused until a restart recovers it.
+
+        ``time_limit`` (seconds): past it the check is abandoned with
+        :class:`StateTimeoutError` (a huge file, a slow disk: inconclusive, not damage)."""
+        conn = self.db.connection()
+        if time_limit is not None:
+            deadline = time.monotonic() + time_limit
+            conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            rows = self.db.query_all("PRAGMA quick_check")
+        except StateUnavailableError as exc:
+            if time_limit is not None and "interrupted" in str(exc):
+                raise StateTimeoutError(
+                    f"{self.path}: the integrity check did not finish within {time_limit:g} s"
+                ) from None
+            raise
+        finally:
+            if time_limit is not None:
+                conn.set_progress_handler(None, 0)
+        problems = [] if [r[0] for r in rows] == ["ok"] else [str(r[0]) for r in rows]
+        if problems:
+            self.db.damage = f"the integrity check found damage ({problems[0]})"
+        return problems
 
     # --- backups and recovery (SPEC §10) -------------------------------------------------
 
