@@ -235,6 +235,7 @@ def test_audit_route_pages_by_revision(running_server: RunningServer) -> None:
         "target": "current_height",
         "old_value": 24,
         "new_value": 25,
+        "undone_by": None,
     }
     for bad in ({"since": -1}, {"limit": 0}, {"limit": 1001}, {"since": "x"}):
         r = c.get(f"{ADMIN_PREFIX}/audit", params=bad)
