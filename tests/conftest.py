@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import gc
+import inspect
 import os
 import shutil
 import sqlite3
@@ -12,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -80,6 +84,66 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and not definition.get_closest_marker("sqlite_only")
     ):
         metafunc.parametrize("state_backend", BACKENDS, indirect=True)
+
+
+#: Fixtures that make a test need a part the machine may lack (see the ``postgres`` and
+#: ``browser`` markers), and the modules whose tests must not run beside each other on a
+#: parallel run: they kill processes on timers, mount a file system or measure.
+_PG_FIXTURES = frozenset({"pg_server", "durable_pg"})
+_BROWSER_FIXTURES = frozenset({"chromium", "browser_page"})
+MACHINE_GROUP = "machine"
+
+
+#: Names whose use means a test starts processes of its own (the CLI, ``serve``, children).
+_SPAWNERS = frozenset(
+    {"run_cli", "serve_process", "start_serve_process", "subprocess", "run_child", "executable"}
+)
+
+
+@functools.cache
+def _spawning_names(module: ModuleType) -> frozenset[str]:
+    """The module's functions (tests, helpers, fixtures) that start processes, directly or
+    through another of its functions or fixtures."""
+    tree = ast.parse(inspect.getsource(module))
+    uses = {
+        node.name: {
+            *(n.id for n in ast.walk(node) if isinstance(n, ast.Name)),
+            *(n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)),
+            *(a.arg for a in node.args.args),
+        }
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    spawning = set(_SPAWNERS)
+    grew = True
+    while grew:
+        grew = False
+        for name, used in uses.items():
+            if name not in spawning and used & spawning:
+                spawning.add(name)
+                grew = True
+    return frozenset(spawning)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what each test needs, so that ``make test-fast`` can leave it out: ``postgres``
+    for the tests on a PostgreSQL server (the contract tests' second run included),
+    ``browser`` for those driving Chromium, ``processes`` for those that start the CLI,
+    ``serve`` or other processes (end to end: each costs an interpreter start)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("state_backend") == "postgres"
+        if on_pg or names & _PG_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if names & _BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        function = getattr(item, "function", None)
+        module = getattr(item, "module", None)
+        if function is not None and module is not None:
+            spawning = _spawning_names(module)
+            if function.__name__ in spawning or names & spawning:
+                item.add_marker(pytest.mark.processes)
 
 
 @pytest.fixture(scope="session")

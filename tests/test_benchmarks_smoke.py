@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MACHINE_GROUP
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(MACHINE_GROUP)]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytest.importorskip("yaml")

@@ -19,6 +19,8 @@ import pytest
 
 from tests.api.conftest import ServeProcess
 
+pytestmark = pytest.mark.slow
+
 SETTINGS = """\
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "404", "409", "412"]

@@ -11,7 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dapi_config import ConfigManager
+from tests.conftest import MACHINE_GROUP
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(MACHINE_GROUP)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 12

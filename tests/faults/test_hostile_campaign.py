@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MACHINE_GROUP
 from tests.faults.hostile import hostile_campaign
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(MACHINE_GROUP)]
 
 CI_ROUNDS = 2
 FULL_ROUNDS = 30

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MACHINE_GROUP
 from tests.faults.campaign import kill_campaign, legacy_campaign
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(MACHINE_GROUP)]
 
 CI_ROUNDS = 50
 FULL_ROUNDS = 1000

@@ -27,7 +27,7 @@ from dapi_config.store.backend import AuditEntry
 from tests.api.conftest import ServeProcess, start_serve_process
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.slow]
 
 #: Seconds of mixed load in CI (``make stress``: DAPI_CONFIG_CAMPAIGN_SECONDS, default 120).
 CI_SECONDS = 12.0

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MACHINE_GROUP
 from tests.faults import powerloss
 from tests.faults.powerfs import PowerFS, unavailable_reason
 from tests.faults.powerloss import fsync_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(MACHINE_GROUP)]
 
 REQUIRED = os.environ.get("DAPI_CONFIG_REQUIRE_FUSE", "").strip() not in ("", "0")
 #: Rounds per scenario in the default run (13 scenarios: >= 100 cuts); `make stress` runs 1,000+.

@@ -9,7 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dapi_config import ConfigManager
+from tests.conftest import MACHINE_GROUP
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(MACHINE_GROUP)]
 
 WRITER = [sys.executable, "-m", "tests.store._writer"]
 ROUNDS = 20
