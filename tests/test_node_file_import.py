@@ -218,3 +218,18 @@ def test_merged_flag_of_a_legacy_file_adopts_the_node_file(
     with ConfigManager.open(config, env=env):
         pass
     assert [r for r in caplog.records if "changed since it was merged" in r.getMessage()]
+
+
+def test_a_node_file_replace_keeps_disabled_nodes_disabled(
+    config_file: Path, tmp_path: Path
+) -> None:
+    path = node_file(tmp_path, NODES)
+    env = {"NODE_CONFIG_PATH": str(path), "NODE_CONFIG_MODE": "sync"}
+    with ConfigManager.open(config_file, env=env) as cm:
+        cm.set_node_enabled("mlnode1", False)
+    changed = [{**NODES[0], "max_concurrent": 400}, NODES[1]]
+    node_file(tmp_path, changed)
+    with ConfigManager.open(config_file, env=env) as cm:
+        assert cm.get_node("mlnode1").max_concurrent == 400  # the file applied...
+        assert cm.get_node("mlnode1").is_enabled is False  # ...and the operator's choice kept
+        assert cm.get_node("mlnode2").is_enabled is True

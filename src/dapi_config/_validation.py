@@ -97,6 +97,25 @@ def _plain_with_secrets(value: BaseModel) -> dict[str, Any]:
     return {**value.model_dump(exclude=set(secret)), **secret}
 
 
+#: The field that holds a node's admin state (enabled or disabled by the operator).
+ADMIN_STATE_FIELD = "is_enabled"
+
+
+def sets_admin_state(node: Any) -> bool:
+    """Whether a node given to a write names its admin state (a model whose ``is_enabled``
+    was set). Not given, a replaced node keeps the stored one."""
+    return not isinstance(node, BaseModel) or ADMIN_STATE_FIELD in node.model_fields_set
+
+
+def with_admin_state_of(
+    current: InferenceNodeConfig, node: InferenceNodeConfig
+) -> InferenceNodeConfig:
+    """``node`` with ``current``'s admin state."""
+    if node.is_enabled == current.is_enabled:
+        return node
+    return node.model_copy(update={ADMIN_STATE_FIELD: current.is_enabled})
+
+
 def node_etag(node: InferenceNodeConfig) -> str:
     """A strong HTTP entity tag of a node's stored value (quoted, as sent in ``ETag``)."""
     return etag_of_dump(node.model_dump(mode="json"))

@@ -28,8 +28,10 @@ from dapi_config._validation import (
     check_node_id,
     known_node_id,
     node_etag,
+    sets_admin_state,
     validate,
     validate_nodes,
+    with_admin_state_of,
 )
 from dapi_config.errors import (
     ConfigError,
@@ -514,13 +516,19 @@ class ConfigManager:
     def set_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> None:
         """Replace the whole registry atomically.
 
+        A node that stays and whose ``is_enabled`` is not given keeps its admin state, as the
+        predecessor's update did (an operator's disabled node stays out of rotation).
         Raises :class:`ValidationError` or :class:`DuplicateNodeError` (nothing changed).
         """
-        values = self._prepared_nodes(validate_nodes(nodes))
+        given = list(nodes)
+        keep = {n.id for n in given if not sets_admin_state(n)}
+        values = self._prepared_nodes(validate_nodes(given))
         # A bulk replace can wipe the registry with one call: back up first (SPEC §10).
         self.before_risky_operation("set-nodes")
         with self._store.transaction():
-            self._store.replace_nodes(keep_redacted_tokens(values, self._store))
+            self._store.replace_nodes(
+                keep_redacted_tokens(values, self._store), keep_admin_state=keep
+            )
 
     def _prepared_nodes(self, values: list[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
         # ``values`` are this call's own copies (``validate`` made them) and no backend keeps
@@ -547,8 +555,11 @@ class ConfigManager:
         stored node and whether it was created (the predecessor's re-POST replaced a node).
 
         ``if_match`` as in :meth:`update_node`; given for an id that does not exist, it fails
-        (:class:`PreconditionFailedError`). Raises :class:`ValidationError`.
+        (:class:`PreconditionFailedError`). A replaced node keeps its admin state unless
+        ``is_enabled`` is given (the predecessor's update kept it). Raises
+        :class:`ValidationError`.
         """
+        keep_state = not sets_admin_state(node)
         (value,) = self._prepared_nodes([validate(InferenceNodeConfig, node, "node")])
         with self._store.transaction():
             (value,) = keep_redacted_tokens([value], self._store)
@@ -566,6 +577,8 @@ class ConfigManager:
             else:
                 if if_match is not None:
                     check_etag(current, if_match)
+                if keep_state:
+                    value = with_admin_state_of(current, value)
                 self._store.update_node(value)
         return value, current is None
 
@@ -583,15 +596,21 @@ class ConfigManager:
         """Replace the node with the same id; returns the stored node.
 
         ``if_match``: the ETags (see :func:`node_etag`) the caller accepts as the current
-        value, ``"*"`` for any; checked in the same transaction as the write.
+        value, ``"*"`` for any; checked in the same transaction as the write. The node keeps
+        its admin state unless ``is_enabled`` is given.
         Raises :class:`ValidationError`, :class:`NodeNotFoundError`,
         :class:`PreconditionFailedError` (stale ETag; nothing written).
         """
+        keep_state = not sets_admin_state(node)
         (value,) = self._prepared_nodes([validate(InferenceNodeConfig, node, "node")])
         with self._store.transaction():
             (value,) = keep_redacted_tokens([value], self._store)
-            if if_match is not None:
-                check_etag(self._store.node(value.id), if_match)
+            if if_match is not None or keep_state:
+                current = self._store.node(value.id)
+                if if_match is not None:
+                    check_etag(current, if_match)
+                if keep_state:
+                    value = with_admin_state_of(current, value)
             self._store.update_node(value)
         return value
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dapi_config._validation import describe, json_integers, node_inputs
+from dapi_config._validation import describe, json_integers, node_inputs, sets_admin_state
 from dapi_config._yaml import load_document
 from dapi_config.errors import ConfigError, DuplicateNodeError, ValidationError
 from dapi_config.models import InferenceNodeConfig, NodeInput
@@ -141,7 +141,9 @@ def import_node_file(
         before_risky_operation("node-file-replace")
     with store.transaction():
         if replace:
-            store.replace_nodes(nodes)
+            # A node the file does not enable or disable keeps the operator's admin state.
+            kept = {n.id for n in nodes if not sets_admin_state(n)}
+            store.replace_nodes(nodes, keep_admin_state=kept)
         else:
             existing = {n.id for n in store.nodes()}
             for node in nodes:

@@ -327,3 +327,29 @@ def test_http_client_sees_json_errors(running_server: RunningServer) -> None:
     r = httpx.post(f"{running_server.url}{NODES}", json=node("n1", host=""))
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/json"
+
+
+def test_an_update_keeps_the_operators_admin_state(running_server: RunningServer) -> None:
+    """Reproduction: a disabled node posted again (its port fixed) came back enabled; the
+    predecessor's update kept a node's admin state."""
+    c = running_server.client
+    assert c.post(NODES, json=node("n1")).status_code == 200
+    assert c.post(f"{NODES}/n1/disable").status_code == 200
+    fixed = node("n1", poc_port=8081)
+    for write in (
+        lambda: c.post(NODES, json=fixed),
+        lambda: c.put(f"{NODES}/n1", json=fixed),
+    ):
+        reply = write()
+        assert reply.status_code == 200 and reply.json()["is_enabled"] is False, reply.text
+        assert reply.json()["poc_port"] == 8081
+        listed = c.get(NODES).json()
+        assert listed[0]["state"]["admin_state"]["enabled"] is False
+    # Said in the body, it is what the body says.
+    assert c.post(NODES, json={**fixed, "is_enabled": True}).json()["is_enabled"] is True
+    cm = running_server.manager
+    cm.set_node_enabled("n1", False)
+    cm.update_node(InferenceNodeConfig.model_validate(fixed))  # the library, likewise
+    assert cm.get_node("n1").is_enabled is False
+    cm.set_nodes([InferenceNodeConfig.model_validate(fixed)])
+    assert cm.get_node("n1").is_enabled is False

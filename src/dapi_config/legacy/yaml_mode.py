@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from pydantic import BaseModel, SecretStr
 
 from dapi_config._files import atomic_write, file_lock, file_owner
 from dapi_config._goyaml import render_go_yaml
+from dapi_config._validation import with_admin_state_of
 from dapi_config._yaml import YamlDocument, load_document
 from dapi_config.errors import (
     BackupError,
@@ -550,8 +551,17 @@ class YamlStateStore:
         work.nodes[i] = work.nodes[i].model_copy(update={"is_enabled": enabled})
         return work.nodes[i].model_copy(deep=True)
 
-    def replace_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
-        self._work().nodes = [n.model_copy(deep=True) for n in nodes]
+    def replace_nodes(
+        self, nodes: Sequence[InferenceNodeConfig], *, keep_admin_state: Collection[str] = ()
+    ) -> None:
+        work = self._work()
+        stored = {n.id: n for n in work.nodes or []}
+        work.nodes = [
+            with_admin_state_of(stored[n.id], n).model_copy(deep=True)
+            if n.id in keep_admin_state and n.id in stored
+            else n.model_copy(deep=True)
+            for n in nodes
+        ]
 
     def set_worker_key(
         self, public: str, private: str, *, fingerprint: str, seal: Callable[[str, str], str]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -223,7 +223,9 @@ class StateBackend(Protocol):
 
     def set_node_enabled(self, node_id: str, enabled: bool) -> InferenceNodeConfig: ...
 
-    def replace_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None: ...
+    def replace_nodes(
+        self, nodes: Sequence[InferenceNodeConfig], *, keep_admin_state: Collection[str] = ()
+    ) -> None: ...
 
     def set_worker_key(
         self, public: str, private: str, *, fingerprint: str, seal: Callable[[str, str], str]

@@ -17,12 +17,13 @@ import contextvars
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
+from dapi_config._validation import with_admin_state_of
 from dapi_config.errors import DuplicateNodeError, MasterKeyError, NodeNotFoundError
 from dapi_config.models import (
     Hardware,
@@ -765,13 +766,24 @@ class StateQueries:
         self._audit("enable_node" if enabled else "disable_node", node_id, old.is_enabled, enabled)
         return old.model_copy(update={"is_enabled": enabled})
 
-    def replace_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
+    def replace_nodes(
+        self, nodes: Sequence[InferenceNodeConfig], *, keep_admin_state: Collection[str] = ()
+    ) -> None:
         """Replace the whole registry with ``nodes`` (callers check for duplicate ids).
 
         Nodes that stay keep their rows (an upsert, not delete + insert), so their security
-        keys survive; the keys of nodes that leave go with them (ON DELETE CASCADE).
+        keys survive; the keys of nodes that leave go with them (ON DELETE CASCADE). Those
+        named in ``keep_admin_state`` keep their stored ``is_enabled``.
         """
         current = self.nodes()
+        if keep_admin_state:
+            stored = {n.id: n for n in current}
+            nodes = [
+                with_admin_state_of(stored[n.id], n)
+                if n.id in keep_admin_state and n.id in stored
+                else n
+                for n in nodes
+            ]
         old = [_dump(n) for n in current]
         staying = {n.id for n in nodes}
         for gone in [n.id for n in current if n.id not in staying]:
