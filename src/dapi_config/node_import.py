@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from dapi_config.legacy.parse import (
     MERGED_FLAG_ORIGIN,
+    MERGED_FLAG_ORIGINS,
     MIGRATION_ACTOR,
     NODE_CONFIG_KIND,
     LegacyParser,
@@ -197,7 +198,7 @@ def import_node_config_env(
                 done.get("imported_at", "earlier"),
             )
             return None
-        if mode == "once" and (done.get("details") or {}).get("from") == MERGED_FLAG_ORIGIN:
+        if mode == "once" and (done.get("details") or {}).get("from") in MERGED_FLAG_ORIGINS:
             # The predecessor's merged_node_config flag says the file was merged, not which
             # bytes: take the file as it is now as the merged one, so later edits are noticed.
             with store.transaction(), store.acting_as(MIGRATION_ACTOR):

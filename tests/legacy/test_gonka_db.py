@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -273,3 +274,23 @@ def test_bad_value_in_gonka_db_changes_nothing(later_era: tuple[Path, Path]) -> 
         assert "inference_nodes[1].inference_port" in str(err.value)
         assert cm.latest_revision() == before
         assert cm.get_nodes() == []
+
+
+def test_the_node_file_it_merged_is_not_taken_for_a_changed_one(
+    later_era: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reproduction: after a gonka.db import every start warned that node_config.json changed
+    since it was merged and advised `nodes import --replace`, which would drop every node
+    added through the admin API. The file had not changed."""
+    config, gonka = later_era
+    node_file = config.parent / "node_config.json"
+    node_file.write_text('[{"id": "gpu-a", "host": "mlnode-a", "inference_port": 5000, "poc_port": 8080}]')
+    env = {"API_SQLITE_PATH": str(gonka), "NODE_CONFIG_PATH": str(node_file)}
+    for _ in range(3):
+        with caplog.at_level(logging.WARNING), ConfigManager.open(config, env=env) as cm:
+            assert [n.id for n in cm.get_nodes()] == ["cloud-1", "gpu-a"]
+    assert "changed since it was merged" not in caplog.text
+    node_file.write_text('[{"id": "gpu-b", "host": "mlnode-b", "inference_port": 5000, "poc_port": 8080}]')
+    with caplog.at_level(logging.WARNING), ConfigManager.open(config, env=env) as cm:
+        assert [n.id for n in cm.get_nodes()] == ["cloud-1", "gpu-a"]  # once: not applied
+    assert "changed since it was merged" in caplog.text  # but a real change is said

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dapi_config.legacy.parse import (
+    MERGED_FLAG_ORIGIN,
     NODE_CONFIG_KIND,
     SEED_KINDS_BY_KV,
     LegacyParser,
@@ -235,8 +236,10 @@ def import_gonka_db(
         if content.rows.openings:
             store.put_bls_openings(content.rows.openings, seal=seal)
         if content.merged and store.find_import(NODE_CONFIG_KIND) is None:
+            # The flag says the file was merged, not which bytes: the next start with
+            # NODE_CONFIG_PATH takes the file as it is then as the merged one.
             store.record_import(
-                NODE_CONFIG_KIND, source, "", {"from": "gonka.db node_config_merged"}
+                NODE_CONFIG_KIND, source, "", {"from": MERGED_FLAG_ORIGIN, "source": "gonka.db"}
             )
         report = GonkaDbReport(
             str(path),

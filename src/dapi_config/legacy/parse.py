@@ -44,6 +44,8 @@ LEGACY_KIND = "legacy_yaml"
 NODE_CONFIG_KIND = "node_config"
 #: ``details.from`` of the node-file import recorded for the predecessor's ``merged_node_config``.
 MERGED_FLAG_ORIGIN = "merged_node_config flag"
+#: What states imported from a gonka.db before this release recorded as that origin.
+MERGED_FLAG_ORIGINS = (MERGED_FLAG_ORIGIN, "gonka.db node_config_merged")
 MIGRATION_ACTOR = "migration"
 #: The seed keys of the later predecessor's ``kv_config`` (gonka.db).
 SEED_KINDS_BY_KV: dict[str, Literal["current", "previous", "upcoming"]] = {
