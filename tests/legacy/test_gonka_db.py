@@ -284,13 +284,17 @@ def test_the_node_file_it_merged_is_not_taken_for_a_changed_one(
     added through the admin API. The file had not changed."""
     config, gonka = later_era
     node_file = config.parent / "node_config.json"
-    node_file.write_text('[{"id": "gpu-a", "host": "mlnode-a", "inference_port": 5000, "poc_port": 8080}]')
+    node_file.write_text(
+        '[{"id": "gpu-a", "host": "mlnode-a", "inference_port": 5000, "poc_port": 8080}]'
+    )
     env = {"API_SQLITE_PATH": str(gonka), "NODE_CONFIG_PATH": str(node_file)}
     for _ in range(3):
         with caplog.at_level(logging.WARNING), ConfigManager.open(config, env=env) as cm:
             assert [n.id for n in cm.get_nodes()] == ["cloud-1", "gpu-a"]
     assert "changed since it was merged" not in caplog.text
-    node_file.write_text('[{"id": "gpu-b", "host": "mlnode-b", "inference_port": 5000, "poc_port": 8080}]')
+    node_file.write_text(
+        '[{"id": "gpu-b", "host": "mlnode-b", "inference_port": 5000, "poc_port": 8080}]'
+    )
     with caplog.at_level(logging.WARNING), ConfigManager.open(config, env=env) as cm:
         assert [n.id for n in cm.get_nodes()] == ["cloud-1", "gpu-a"]  # once: not applied
     assert "changed since it was merged" in caplog.text  # but a real change is said
