@@ -224,7 +224,9 @@ async def replace_node(
     summary="Remove one node",
 )
 def delete_node(node_id: NodeId, cm: Manager, if_match: IfMatch = "") -> Any:
-    """Remove a node; 200 with the removed node."""
+    """Remove a node; 200 with the removed node, 404 for an unknown id. (The predecessor
+    answered ``true``, or ``false`` for an unknown id, both with 200: its clients ignore the
+    body, and the removed node tells a script what is gone.)"""
     removed = cm.remove_node(node_id, if_match=parse_if_match(if_match))
     return JSONResponse(removed.model_dump(mode="json"))
 
