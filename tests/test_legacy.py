@@ -407,7 +407,8 @@ def test_malformed_values_change_nothing(tmp_path: Path, snippet: str, expected:
 
 
 def test_invalid_static_part_stops_before_anything(tmp_path: Path) -> None:
-    config = write(tmp_path, GO_WRITER.replace("port: 4222", "port: 0"))
+    # (0 would be "not set", as the predecessor read it: a port out of range is invalid.)
+    config = write(tmp_path, GO_WRITER.replace("port: 4222", "port: 70000"))
     with pytest.raises(ConfigError, match=r"nats\.port"):
         ConfigManager.open(config)
     assert backups(config) == []

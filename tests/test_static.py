@@ -131,7 +131,8 @@ BAD_FILES = [
     ("duplicate sections", "nats: {}\nnats: {}\n", ["duplicate key", "nats"]),
     ("wrong type", "api:\n  port: eighty\n", ["api.port", "eighty"]),
     ("port too high", "api:\n  admin_server_port: 70000\n", ["api.admin_server_port", "65535"]),
-    ("port zero", "nats:\n  port: 0\n", ["nats.port", "greater than or equal to 1"]),
+    # 0 is "not set" (the predecessor's reading: tests/legacy/test_as_deployed.py); below is not.
+    ("port negative", "nats:\n  port: -1\n", ["nats.port", "greater than or equal to 1"]),
     ("bad url", "chain_node:\n  url: not a url\n", ["chain_node.url", "URL"]),
     ("bad bool", "api:\n  test_mode: sometimes\n", ["api.test_mode", "sometimes"]),
     ("section not a map", "api: 5\n", ["api", "expected a mapping"]),

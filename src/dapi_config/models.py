@@ -21,6 +21,8 @@ from pydantic import (
     SerializationInfo,
     SerializerFunctionWrapHandler,
     StrictBool,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_serializer,
     field_validator,
     model_serializer,
@@ -312,6 +314,27 @@ class Hardware(_State):
     count: Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
+#: Validation context key: the value comes from something the predecessor wrote or accepted
+#: (a legacy file of any era, its ``gonka.db``, a node file). Such values are read as its Go
+#: decoder read them: what it accepted is kept as it was and noted under ``LEGACY_NOTES``
+#: (a list in the same context), never refused; control characters stay refused. New input
+#: (the API, the CLI, the library) is validated strictly.
+LEGACY = "legacy"
+LEGACY_NOTES = "legacy_notes"
+_PRINTABLE_RE = re.compile(PRINTABLE_PATTERN)
+
+
+def from_predecessor(info: ValidationInfo) -> bool:
+    """Whether this validation reads a value the predecessor wrote or accepted."""
+    return bool(info.context and info.context.get(LEGACY))
+
+
+def note_kept(info: ValidationInfo, note: str) -> None:
+    """Record that a value the strict rules refuse was kept as the predecessor took it."""
+    if info.context is not None and isinstance(info.context.get(LEGACY_NOTES), list):
+        info.context[LEGACY_NOTES].append(note)
+
+
 _ADDRESS_REQUIRED = PydanticCustomError(
     "node_address",
     "required: a node needs host, inference_port and poc_port (1-65535), or a base_url",
@@ -359,11 +382,39 @@ class InferenceNodeConfig(_State):
     def _empty_token_is_none(cls, value: Any) -> Any:
         return None if value == "" else value  # the Go writer's "" means no token
 
+    @field_validator("host", mode="wrap")
+    @classmethod
+    def _host_as_the_predecessor_took_it(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        try:
+            return handler(value)
+        except PydanticValidationError:
+            # Its Go decoder took any string (``34.171.235.205:8080/`` in its own files).
+            if (
+                from_predecessor(info)
+                and isinstance(value, str)
+                and len(value) <= 253
+                and _PRINTABLE_RE.fullmatch(value)
+            ):
+                note_kept(info, f"host {value!r} is not a DNS name or an IP address")
+                return value
+            raise
+
     @model_validator(mode="wrap")
     @classmethod
-    def _reachable(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+    def _reachable(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
         node = handler(data)
         if node.base_url or node.url:
+            return node
+        if from_predecessor(info):
+            # Go read a missing port as 0 and started anyway (the repository's own config.yaml
+            # has a node without poc_port): kept, noted.
+            for name in ("host", "inference_port", "poc_port"):
+                if not getattr(node, name):
+                    note_kept(info, f"no {name} (the predecessor read it as empty)")
             return node
         missing = [
             InitErrorDetails(type=_ADDRESS_REQUIRED, loc=(name,), input=getattr(node, name))

@@ -59,6 +59,19 @@ LEGACY_ENV: dict[str, tuple[str, str]] = {
     "KEYRING_PASSWORD": ("chain_node", "keyring_password"),
 }
 
+#: Ports the predecessor's binary read as "not set" when 0 (Go's zero value: the key absent,
+#: or written back as 0 by its own writer, as every ``deploy/join`` node's file is), and what
+#: it used then. For the other ports 0 made it listen on a random free port nobody could
+#: reach: they are read as not set too, so the documented default applies.
+GO_ZERO_PORTS: dict[tuple[str, str], int] = {
+    ("api", "ml_grpc_server_port"): 9300,
+    ("nats", "port"): 4222,
+    ("api", "port"): 8080,
+    ("api", "public_server_port"): 9000,
+    ("api", "ml_server_port"): 9100,
+    ("api", "admin_server_port"): 9200,
+}
+
 #: The worker-key section's name in the predecessor from 2025-01 to 2025-08.
 LEGACY_KEY_SECTION = "key_config"
 
@@ -88,6 +101,9 @@ class LoadedConfig:
     #: large legacy file a second time (the manager drops both once start-up is done).
     raw: bytes | None = field(default=None, repr=False)
     parsed: YamlDocument | None = field(default=None, repr=False)
+    #: Values the strict rules refuse that were read as the predecessor read them (a port of
+    #: 0 as not set), one note each; ``check`` lists them.
+    predecessor_values: list[str] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
@@ -160,6 +176,7 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
         )
         merged["chain_node"]["keyring_password"] = str(legacy_password)
 
+    notes = _zero_ports_unset(merged, overrides, source)
     try:
         config = StaticConfig.model_validate(merged)
     except pydantic.ValidationError as exc:
@@ -187,8 +204,32 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
             "http://host:port; kept as the predecessor accepted it",
         )
     return LoadedConfig(
-        path=path, config=config, document=data, unknown_keys=unknown, raw=raw, parsed=parsed
+        path=path,
+        config=config,
+        document=data,
+        unknown_keys=unknown,
+        raw=raw,
+        parsed=parsed,
+        predecessor_values=notes,
     )
+
+
+def _zero_ports_unset(
+    merged: dict[str, Any], overrides: dict[tuple[str, str], tuple[str, str]], source: str
+) -> list[str]:
+    """Drop the ports given as 0 (the default applies), as the predecessor read them; returns
+    a note for each."""
+    notes = []
+    for (section, key), default in GO_ZERO_PORTS.items():
+        block = merged.get(section)
+        if not isinstance(block, dict) or block.get(key) not in (0, "0"):
+            continue
+        del block[key]
+        where = overrides[(section, key)][1] if (section, key) in overrides else source
+        note = f"{section}.{key}: 0 means not set, as it did for the predecessor; {default} is used"
+        notes.append(f"{where}: {note}")
+        _warn_once(where, note)
+    return notes
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[tuple[str, str], tuple[str, str]]:

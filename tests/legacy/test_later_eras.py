@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dapi_config import ConfigError, ConfigManager
+from dapi_config import ConfigManager
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.models import REDACTED
 from tests.conftest import sqlite_file
@@ -274,20 +274,22 @@ def test_base_url_era_rollback_gives_every_value_back(tmp_path: Path) -> None:
     assert "base_url" not in gpu and "auth_token" not in gpu and "url" not in gpu
 
 
-def test_a_node_that_cannot_be_reached_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_node_with_no_address_is_kept_and_flagged_not_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its binary loaded a node with neither host and ports nor a base URL (its broker then
+    failed to reach it): the upgrade takes it as it was and says so, instead of stopping."""
     text = ERA_BASE_URL.replace(
         "      base_url: https://svc.provider.example/v1\n", '      base_url: ""\n'
     )
     config = write_config(tmp_path, text)
-    before = config.read_bytes()
-    with pytest.raises(ConfigError) as err:
-        ConfigManager.open(config)
-    message = str(err.value)
-    assert "nodes[0].host" in message and "nodes[0].inference_port" in message
-    assert "base_url" in message
-    assert TOKEN not in message
-    assert config.read_bytes() == before
-    assert not (tmp_path / "state.db").exists() or not _has_nodes(tmp_path / "state.db")
+    with caplog.at_level(logging.WARNING), ConfigManager.open(config) as cm:
+        node = cm.get_node("cloud-1")
+        assert (node.host, node.inference_port, node.poc_port, node.base_url) == ("", 0, 0, "")
+    flagged = [r.getMessage() for r in caplog.records if "cloud-1" in r.getMessage()]
+    assert any("no host" in m and "no poc_port" not in m for m in flagged), flagged
+    assert all(TOKEN not in m for m in caplog.messages)
+    assert _has_nodes(tmp_path / "state.db")
 
 
 def _has_nodes(state: Path) -> bool:

@@ -175,8 +175,10 @@ def check(
     shared = context.state_is_shared()
     state = None if shared else _state_path()
     config_problem: str | None = None
+    read_as_before: list[str] = []
     try:
-        load_static_config(context.config_file(), context.settings.static_env)
+        loaded = load_static_config(context.config_file(), context.settings.static_env)
+        read_as_before = loaded.predecessor_values
     except ConfigError as exc:
         config_problem = str(exc)
     try:
@@ -196,6 +198,8 @@ def check(
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     result.items["config"] = "ok" if config_problem is None else "invalid"
+    if read_as_before:
+        result.items["config_read_as_the_predecessor_read_it"] = read_as_before
     if config_problem is not None:
         result.problems.insert(0, config_problem)
     if as_json:
@@ -208,6 +212,8 @@ def check(
                 shown = f"{value['path']} ({_age(value['age_seconds'])} old)"
             elif isinstance(value, dict):  # seen on main: a Python dict, {'state.db': '0600'}
                 shown = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+            elif isinstance(value, list):
+                shown = "".join(f"\n  {item}" for item in value) or "-"
             print(f"{key}: {shown}")
         for problem in result.problems:
             print(f"PROBLEM: {problem}")

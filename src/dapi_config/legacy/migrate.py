@@ -157,6 +157,7 @@ def import_state(
                 "keys": keys,
                 "ignored": {k: _jsonable(v) for k, v in state.ignored.items()},
                 "kept_unknown_fields": list(state.kept),
+                "kept_as_the_predecessor_accepted": list(state.flagged),
                 "models_as_names": state.models_as_names,
             },
         )

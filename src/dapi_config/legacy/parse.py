@@ -18,6 +18,8 @@ from pydantic import BaseModel, SecretStr
 from dapi_config._validation import describe, error_items
 from dapi_config.errors import ConfigError
 from dapi_config.models import (
+    LEGACY,
+    LEGACY_NOTES,
     BandwidthParamsCache,
     Hardware,
     InferenceNodeConfig,
@@ -96,6 +98,8 @@ class LegacyState:
     models_as_names: bool = False
     #: Fields no model here knows, inside dynamic entries: dotted paths (stored as they are).
     kept: list[str] = field(default_factory=list)
+    #: Values the strict rules for new input refuse, kept as the predecessor accepted them.
+    flagged: list[str] = field(default_factory=list)
     #: Keys beside the schedule's list (``node_versions.<key>``): path -> value (not stored;
     #: they stay in the pre-migration backup).
     ignored: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +134,8 @@ class LegacyState:
             out["poc_params"] = self.poc_params.model_dump(mode="json")
         if self.kept:
             out["kept_unknown_fields"] = list(self.kept)
+        if self.flagged:
+            out["kept_as_the_predecessor_accepted"] = list(self.flagged)
         if self.ignored:
             out["ignored_keys"] = sorted(self.ignored)
         return out
@@ -142,6 +148,8 @@ class LegacyParser:
         self.source = source
         self.ignored: dict[str, Any] = {}
         self.kept: list[str] = []
+        #: Values the strict rules refuse that were kept as the predecessor accepted them.
+        self.flagged: list[str] = []
         self.models_as_names = False
         self.logger = log if warn else logging.getLogger(f"{__name__}.quiet")
         if not warn:
@@ -242,10 +250,24 @@ class LegacyParser:
                 )
                 for i, h in enumerate(hardware)
             ]
+        notes: list[str] = []
         try:
-            return InferenceNodeConfig.model_validate(data)
+            node = InferenceNodeConfig.model_validate(
+                data, context={LEGACY: True, LEGACY_NOTES: notes}
+            )
         except pydantic.ValidationError as exc:
             raise ConfigError(f"{self.source}: {describe(error_items(exc, prefix=key))}") from None
+        for note in notes:
+            self.flagged.append(f"{key} ({node.id}): {note}")
+            self.logger.warning(
+                "%s: %s (%s): %s; kept as the predecessor accepted it (new input would be "
+                "refused: fix it when convenient)",
+                self.source,
+                key,
+                node.id,
+                note,
+            )
+        return node
 
     def model_args(self, key: str, value: Any) -> dict[str, Any]:
         cfg = self.mapping(key, value)
@@ -366,6 +388,7 @@ def parse_legacy_state(
         state.poc_params = p.model("poc_params", poc, PoCParamsCache)
     state.ignored = p.ignored
     state.kept = p.kept
+    state.flagged = p.flagged
     state.models_as_names = p.models_as_names
     return state
 

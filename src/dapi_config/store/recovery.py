@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import stat
@@ -504,8 +505,11 @@ def check_state(
             conn = _cipher.connect(str(state), key, timeout=BUSY_TIMEOUT_S)
             try:
                 version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                kept = kept_from_the_predecessor(conn) if version else []
             finally:
                 conn.close()
+            if kept:
+                result.items["kept_as_the_predecessor_accepted"] = kept
         except connection.SQLITE_ERRORS as exc:
             version = -1
             result.problems.append(f"{state}: {sqlite_error_message(exc)}")
@@ -523,6 +527,16 @@ def check_state(
     result.items["permissions"] = modes
     check_backups(result, backups, state, max_backup_age=max_backup_age, cipher=key)
     return result
+
+
+def kept_from_the_predecessor(conn: Any) -> list[str]:
+    """What the legacy imports recorded as kept the way the predecessor accepted it (values
+    the strict rules for new input refuse): not problems, but worth fixing some day."""
+    kept: list[str] = []
+    for (details,) in conn.execute("SELECT details FROM legacy_imports ORDER BY id").fetchall():
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            kept.extend(json.loads(details).get("kept_as_the_predecessor_accepted") or [])
+    return kept
 
 
 def check_schema_version(result: CheckResult, where: str | Path, version: int) -> None:
