@@ -17,7 +17,8 @@ from dapi_config.errors import (
     ValidationError,
 )
 from dapi_config.models import (
-    HOST_PATTERN,
+    HOST_TEXT_PATTERN,
+    LEGACY_NOTES,
     PRINTABLE_PATTERN,
     REDACTED,
     URL_PATTERN,
@@ -34,8 +35,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _PATTERN_MESSAGES = {
     PRINTABLE_PATTERN: "control characters (CR, LF, NUL, tabs, ...) are not allowed",
-    HOST_PATTERN: "expected a host name (letters, digits, '-', '_', dot-separated) or an IP "
-    "address, with no scheme, port or spaces",
+    HOST_TEXT_PATTERN: "expected a host name or an IP address (no spaces or control characters)",
     URL_PATTERN: "expected a URL such as http://host:port (a port of 1-65535, no spaces)",
 }
 
@@ -221,15 +221,17 @@ def json_integers(value: Any) -> Any:
 
 
 def node_inputs(
-    items: Sequence[Any], where: Callable[[int], str]
+    items: Sequence[Any], where: Callable[[int], str], notes: list[str] | None = None
 ) -> tuple[list[NodeInput], list[dict[str, Any]]]:
     """``items`` validated strictly as client input (:class:`NodeInput`): the valid nodes,
-    and every problem with its field prefixed by ``where(index)`` (``nodes[1]``, ``1``)."""
+    and every problem with its field prefixed by ``where(index)`` (``nodes[1]``, ``1``).
+    ``notes`` collects what was taken as the predecessor took it (a host that is a URL)."""
     nodes: list[NodeInput] = []
     problems: list[dict[str, Any]] = []
+    context = None if notes is None else {LEGACY_NOTES: notes}
     for index, item in enumerate(items):
         try:
-            nodes.append(NodeInput.model_validate(item, strict=True))
+            nodes.append(NodeInput.model_validate(item, strict=True, context=context))
         except pydantic.ValidationError as exc:
             problems.extend(error_items(exc, prefix=where(index)))
     return nodes, problems

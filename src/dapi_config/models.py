@@ -81,6 +81,12 @@ _IPV6 = (
 #: are such names too) or an IPv6 address, bare or in brackets. Nothing else: no scheme, no
 #: port, no spaces or control characters (it ends up in URLs and headers).
 HOST_PATTERN = rf"^(?:|{_LABEL}(?:\.{_LABEL})*\.?|{_IPV6}|\[{_IPV6}\])$"
+_HOST_RE = re.compile(HOST_PATTERN)
+#: What a host may be at all: any text without spaces or control characters. The
+#: predecessor's admin API took any string, and its own clients send a URL there
+#: (testermint's ``host = "http://localhost:8080"``): such a host is stored as given and
+#: noted; what cannot be in a URL or a header (spaces, CR, LF, NUL...) is refused.
+HOST_TEXT_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 _PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 #: A base URL: ``scheme://host[:port][/path...]``, no spaces or control characters.
 URL_PATTERN = (
@@ -354,8 +360,10 @@ class InferenceNodeConfig(_State):
         str,
         Field(
             max_length=253,
-            pattern=HOST_PATTERN,
-            description="a DNS name or an IP address (no scheme, no port)",
+            pattern=HOST_TEXT_PATTERN,
+            description="a DNS name or an IP address (no scheme, no port); other text without "
+            "spaces, as the predecessor took it (a URL, host:port), is stored as given and "
+            "noted in the service's log",
         ),
     ] = ""
     inference_segment: Text = ""
@@ -388,9 +396,10 @@ class InferenceNodeConfig(_State):
         cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> Any:
         try:
-            return handler(value)
+            host = handler(value)
         except PydanticValidationError:
-            # Its Go decoder took any string (``34.171.235.205:8080/`` in its own files).
+            # Its Go decoder took any string, spaces included: a legacy file never stops an
+            # upgrade over one (it is noted; a new write of that node would be refused).
             if (
                 from_predecessor(info)
                 and isinstance(value, str)
@@ -400,6 +409,9 @@ class InferenceNodeConfig(_State):
                 note_kept(info, f"host {value!r} is not a DNS name or an IP address")
                 return value
             raise
+        if not _HOST_RE.fullmatch(host):
+            note_kept(info, f"host {host!r} is not a DNS name or an IP address")
+        return host
 
     @model_validator(mode="wrap")
     @classmethod

@@ -174,3 +174,36 @@ def test_export_db_has_every_table_with_secrets_redacted(running_server: Running
     assert [row["security_key"] for row in tables["mlnode_security"]] == [REDACTED]
     assert {row["value"] for row in tables["secrets"]} == {REDACTED}
     assert issued.security_key not in running_server.client.get("/admin/v1/export/db").text
+
+
+def _testermint_node(node_id: str) -> InferenceNode:
+    """The node testermint's NodeManagementTests add: a host written as a URL."""
+    return InferenceNode(
+        host="http://localhost:8080",
+        models={"Qwen/Qwen2.5-7B-Instruct": {"args": []}},
+        id=node_id,
+        poc_port=100,
+        inference_port=200,
+        max_concurrent=1,
+    )
+
+
+def test_testermint_node_management_tests_pass(
+    running_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its `add node`, `remove nodes` and `add multiple nodes` tests, as they ran against the
+    Go binary (reproduction: 422 for the host, so that suite no longer passed)."""
+    api = ApplicationApi(running_server.client)
+    with caplog.at_level("WARNING", logger="dapi_config.api"):
+        node = api.add_node(_testermint_node("node2"))
+    assert node.host == "http://localhost:8080"  # stored as given, and said in the log
+    assert "host 'http://localhost:8080' is not a DNS name or an IP address" in caplog.text
+    assert any(r.node.id == "node2" for r in api.get_nodes())
+
+    api.add_node(_testermint_node("nodeToRemove"))
+    api.remove_node("nodeToRemove")
+    assert all(r.node.id != "nodeToRemove" for r in api.get_nodes())
+
+    first, second = api.add_nodes([_testermint_node("multinode1"), _testermint_node("multinode2")])
+    assert (first.id, second.id) == ("multinode1", "multinode2")
+    assert {"multinode1", "multinode2"} <= {r.node.id for r in api.get_nodes()}

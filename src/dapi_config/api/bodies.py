@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any
 
 import pydantic
@@ -21,7 +22,9 @@ from dapi_config._validation import describe, error_items, json_integers, node_i
 from dapi_config.api.errors import ApiError
 from dapi_config.api.limits import MAX_BATCH, MAX_ERRORS
 from dapi_config.errors import ValidationError
-from dapi_config.models import NodeInput
+from dapi_config.models import LEGACY_NOTES, NodeInput
+
+log = logging.getLogger("dapi_config.api")
 
 _JSON_TYPES = ("application/json", "application/merge-patch+json")
 
@@ -78,10 +81,13 @@ def parse_node(raw: bytes, content_type: str | None, path_id: str | None = None)
                 f"id: the body's id {given!r} differs from the path's {path_id!r}",
                 [{"field": "id", "message": "must equal the id in the path", "input": given}],
             )
+    notes: list[str] = []
     try:
-        return NodeInput.model_validate(data, strict=True)
+        node = NodeInput.model_validate(data, strict=True, context={LEGACY_NOTES: notes})
     except pydantic.ValidationError as exc:
         raise _refuse(error_items(exc)) from None
+    _log_taken_as_before(notes, [node])
+    return node
 
 
 def parse_nodes(raw: bytes, content_type: str | None) -> list[NodeInput]:
@@ -97,10 +103,23 @@ def parse_nodes(raw: bytes, content_type: str | None) -> list[NodeInput]:
             f"a batch takes at most {MAX_BATCH} nodes, got {len(data)}; split it",
             "batch_too_large",
         )
-    nodes, problems = node_inputs(data, str)
+    notes: list[str] = []
+    nodes, problems = node_inputs(data, str, notes)
     if problems:
         raise _refuse(problems)
+    _log_taken_as_before(notes, nodes)
     return nodes
+
+
+def _log_taken_as_before(notes: list[str], nodes: list[NodeInput]) -> None:
+    """Say, once per request, what was taken as the predecessor's API took it."""
+    if notes:
+        log.warning(
+            "node(s) %s: %s; taken as the predecessor's admin API took it (fix it when "
+            "convenient: such a node is not reachable the usual way)",
+            ", ".join(n.id for n in nodes),
+            "; ".join(notes),
+        )
 
 
 _NODE_REF = {"$ref": "#/components/schemas/NodeInput"}
