@@ -43,7 +43,9 @@ def describe_limits() -> str:
             f"- per node: {MAX_MODELS} models of up to {MAX_MODEL_ARGS} arguments of "
             f"{MAX_ARG_LENGTH} characters, {MAX_HARDWARE} hardware items, names, versions and "
             f"segments of {MAX_NAME_LENGTH} characters, URLs of {MAX_URL_LENGTH}, tokens of "
-            f"{MAX_TOKEN_LENGTH}; no control characters; `host` is a DNS name or an IP address;",
+            f"{MAX_TOKEN_LENGTH}; no control characters; `host` holds no spaces (a DNS name or "
+            "an IP address; other text, as the predecessor's API took it, is stored and "
+            "logged);",
             "- types are strict: no string-to-number or bool-to-number coercion;",
             f"- request headers must arrive within {HEADER_TIMEOUT_S:.0f} s and the body within "
             f"{BODY_TIMEOUT_S:.0f} s after them (408 `body_timeout`); an idle "
