@@ -107,3 +107,31 @@ def test_bad_copies_change_nothing(config_file: Path, tmp_path: Path) -> None:
     state = str(config_file.parent / "state.db")
     same = run_cli("state", "copy", state, state)
     assert same.returncode == 1 and "the same state" in same.stderr
+
+
+def test_a_forced_copy_never_takes_a_states_revisions_back(
+    config_file: Path, tmp_path: Path
+) -> None:
+    """A copy onto a state whose trail had gone further than the source's would have handed
+    its revisions out again: pollers at the old latest revision would miss every change."""
+    state = config_file.parent / "state.db"
+    with ConfigManager.open(config_file) as cm:
+        cm.set_height(1)
+        source_latest = cm.latest_revision()
+    target_config = tmp_path / "other" / "config.yaml"
+    target_config.parent.mkdir()
+    target_config.write_text(config_file.read_text())
+    target_config.chmod(0o600)
+    with ConfigManager.open(target_config) as cm:
+        for height in range(1, 11):
+            cm.set_height(height)
+        before = cm.latest_revision()
+    assert before > source_latest
+    copied = run_cli("state", "copy", str(state), str(tmp_path / "other" / "state.db"), "--force")
+    assert copied.returncode == 0, copied.stderr
+    with ConfigManager.open(target_config) as cm:
+        assert cm.get_height() == 1  # the source's state
+        (jump,) = cm.get_audit(since=before)
+        assert (jump.revision, jump.action) == (before + 1, "state_copy")
+        cm.set_height(2)
+        assert cm.latest_revision() == before + 2  # and on from there

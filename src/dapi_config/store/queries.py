@@ -382,6 +382,25 @@ class StateQueries:
                 ranges.append((int(undone["from"]), int(undone["to"]), int(revision)))
         return ranges
 
+    def record_trail_jump(self, where: str, copied: int, before: int) -> None:
+        """Mark, at revision ``before + 1``, that a copy replaced this state's trail (which
+        had reached ``before``) with one ending at ``copied`` (in the caller's transaction;
+        the old trail is in the backup taken before the copy)."""
+        actor = current_actor.get() or self.default_actor
+        self.db.execute(
+            "INSERT INTO audit_log(revision, at, actor, action, target, old_value, new_value) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                before + 1,
+                _now(),
+                actor,
+                "state_copy",
+                "state",
+                _audit_value({"revision": before}),
+                _audit_value({"copied_to": where, "copied_revision": copied}),
+            ),
+        )
+
     def record_restore(self, source: str, backup_revision: int, latest: int) -> int:
         """Append the audit entry of a restore (in the caller's transaction): the backup, its
         revision and the revisions it undid; returns the entry's revision."""

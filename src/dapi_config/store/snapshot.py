@@ -62,10 +62,13 @@ def read_snapshot(store: StateQueries) -> StateSnapshot:
 
 def write_snapshot(store: StateQueries, snapshot: StateSnapshot, *, where: str) -> None:
     """Replace everything in ``store`` with ``snapshot`` in one durable transaction, checked
-    (rows per table, latest revision) before it commits.
+    (rows per table, latest revision) before it commits. When ``store``'s own trail had gone
+    further than the snapshot's (a forced copy onto a used state), one more entry marks the
+    jump after its old latest revision: the revisions of a state never go back.
 
     Raises :class:`StateUnavailableError` (nothing committed) when the check fails."""
     with store.transaction(durable=True):
+        before = store.latest_revision()
         store.clear_state()
         for table in STATE_TABLES:
             columns, rows = snapshot.tables[table]
@@ -77,6 +80,9 @@ def write_snapshot(store: StateQueries, snapshot: StateSnapshot, *, where: str) 
                 f"{where}: the copy does not match its source (rows {got} vs "
                 f"{snapshot.counts}); nothing was written"
             )
+        if before > snapshot.revision:
+            store.record_trail_jump(where, snapshot.revision, before)
+            store.finish_load()
 
 
 def restore_snapshot(store: StateQueries, snapshot: StateSnapshot, *, source: str) -> int:
