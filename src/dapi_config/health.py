@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
+from dapi_config._periodic import Periodic
 from dapi_config.errors import DapiConfigError, StateTimeoutError
 from dapi_config.export import default_export_path
 from dapi_config.models import NodeVersion
@@ -60,7 +61,7 @@ class IntegrityResult:
     seconds: float
 
 
-class IntegrityChecker:
+class IntegrityChecker(Periodic):
     """The state file's ``quick_check`` at start and every ``interval`` seconds, in a thread
     of its own: off the write path (a WAL reader never blocks a writer), bounded in time
     (etcd's periodic corruption check is the model). Damage it finds makes readiness fail and
@@ -74,14 +75,10 @@ class IntegrityChecker:
         interval: float,
         on_result: Callable[[IntegrityResult], None] | None = None,
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
+        super().__init__(interval, name="dapi-config-integrity", run_first=True)
         self.backend = backend
-        self.interval = interval
         self.on_result = on_result
         self.last: IntegrityResult | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self) -> IntegrityResult:
         """Check now; never raises (an unreadable state is reported by readiness)."""
@@ -103,28 +100,6 @@ class IntegrityChecker:
         if self.on_result is not None:
             self.on_result(result)
         return result
-
-    def _loop(self) -> None:
-        self.run_once()
-        while not self._stop.wait(self.interval):
-            self.run_once()
-
-    def start(self) -> None:
-        """Start the background thread (idempotent)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._loop, name="dapi-config-integrity", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the thread (a check in progress ends within its time limit)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
 
 class Readiness:

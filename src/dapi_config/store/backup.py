@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from typing import Any
 
 from dapi_config import _failpoints
 from dapi_config._files import fsync_directory, fsync_file, make_durable_dir, stage_verified
+from dapi_config._periodic import Periodic
 from dapi_config.errors import BackupError, DapiConfigError
 from dapi_config.settings import DEFAULT_BACKUP_INTERVAL_S, DEFAULT_BACKUP_KEEP
 from dapi_config.store import _held_files, connection
@@ -495,7 +495,7 @@ def prune_backups(
     return removed
 
 
-class BackupScheduler:
+class BackupScheduler(Periodic):
     """Runs ``take()`` (a ``scheduled`` backup, pruned to ``API_BACKUP_KEEP``) every
     ``interval`` seconds, whatever the backend.
 
@@ -510,14 +510,10 @@ class BackupScheduler:
         interval: float = DEFAULT_BACKUP_INTERVAL_S,
         on_backup: Callable[[BackupInfo], None] | None = None,
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
+        super().__init__(interval, name="dapi-config-backup")
         self.take = take
-        self.interval = interval
         self.on_backup = on_backup
         self.last: BackupInfo | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self) -> BackupInfo | None:
         """Take one scheduled backup; None (logged) when it failed."""
@@ -533,22 +529,3 @@ class BackupScheduler:
             except Exception:
                 log.exception("backup callback failed")
         return info
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.run_once()
-
-    def start(self) -> None:
-        """Start the background thread (idempotent)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="dapi-config-backup", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the thread, waiting for a backup in progress to finish."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
