@@ -26,7 +26,9 @@ from tests.conftest import EXAMPLE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
+# One worker builds the wheel once for both tests: two builds at once in the same source tree
+# (its build/ and egg-info) break each other.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 
 
 def _run(*args: str | Path, cwd: Path | None = None, timeout: float = 600) -> str:
