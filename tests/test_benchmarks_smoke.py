@@ -123,6 +123,15 @@ def test_upgrade_benchmark_runs(tmp_path: Path) -> None:
     assert "| 1,000 (" in (tmp_path / "upgrade.md").read_text()
 
 
+def test_gonka_import_benchmark_runs(tmp_path: Path) -> None:
+    proc = _run_module("benchmarks.gonka_import", "--days", "0.05", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads((tmp_path / "gonka_import.json").read_text())
+    assert result["history_rows"] == round(0.05 * 4320) and result["seconds"] > 0
+    assert result["peak_mib"] > 0 and result["idle_peak_mib"] > 0
+    assert "| 0.05 days | 216 |" in (tmp_path / "gonka_import.md").read_text()
+
+
 def test_console_benchmark_runs(tmp_path: Path) -> None:
     from tests._browser import CHROMIUM, unavailable
 

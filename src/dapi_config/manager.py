@@ -712,13 +712,29 @@ class ConfigManager:
             out, protected=self.own_files(), force=force, default_name=default_name
         )
 
-    def write_rollback(self, out: str | os.PathLike[str], *, force: bool = True) -> Path:
+    def write_rollback(
+        self, out: str | os.PathLike[str], *, force: bool = True, yaml_only: bool = False
+    ) -> Path:
         """Write the legacy single-file YAML (static + dynamic) that the predecessor loads
         (``out`` a file, or a directory for ``config-legacy.yaml`` in it).
 
-        Raises :class:`ConfigError` when the file cannot be written, is one of
-        :meth:`own_files`, or exists and ``force`` is False.
+        A state upgraded from the later predecessor's ``gonka.db`` is refused unless
+        ``yaml_only``: that binary reads its ``gonka.db``, not this file, and would silently
+        start from the state of the upgrade. Raises :class:`ConfigError` when the file cannot
+        be written, is one of :meth:`own_files`, or exists and ``force`` is False.
         """
+        imported = self._store.find_import(legacy.GONKA_DB_KIND)
+        if imported is not None and not yaml_only:
+            raise ConfigError(
+                f"this state was upgraded from the predecessor's SQLite store "
+                f"{imported['source_path']} ({imported['imported_at']}). The binary that "
+                "wrote it reads that gonka.db, not the YAML file rollback writes, so it would "
+                "start from the state of the upgrade: every change made since (nodes, heights, "
+                "versions, seeds) would be lost. Nothing was written. To go back to a release "
+                "of the YAML era, run rollback again with --yaml-only; to go back to that "
+                "binary, re-apply the changes `dapi-config audit` lists since the upgrade "
+                "through its admin API after starting it on its gonka.db (left as it was)"
+            )
         target = self.output_path(out, force=force, default_name=ROLLBACK_FILENAME)
         return legacy.write_rollback(self, target)
 

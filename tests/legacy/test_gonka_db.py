@@ -298,3 +298,22 @@ def test_the_node_file_it_merged_is_not_taken_for_a_changed_one(
     with caplog.at_level(logging.WARNING), ConfigManager.open(config, env=env) as cm:
         assert [n.id for n in cm.get_nodes()] == ["cloud-1", "gpu-a"]  # once: not applied
     assert "changed since it was merged" in caplog.text  # but a real change is said
+
+
+def test_rollback_of_a_state_from_gonka_db_says_what_it_would_lose(
+    later_era: tuple[Path, Path],
+) -> None:
+    """Reproduction: rollback wrote the YAML, which the SQLite-era binary never reads; pointed
+    at it, that binary started from gonka.db as it was at the upgrade, and every node added
+    and every height reached since vanished without a word."""
+    config, gonka = later_era
+    with ConfigManager.open(config, env={"API_SQLITE_PATH": str(gonka)}) as cm:
+        cm.set_height(905_200)
+    out = config.parent / "rollback.yaml"
+    refused = run_cli("--config", str(config), "rollback", "--out", str(out))
+    assert refused.returncode == 1 and not out.exists()
+    assert "reads that gonka.db, not the YAML file" in refused.stderr
+    assert "--yaml-only" in refused.stderr and "Nothing was written" in refused.stderr
+    written = run_cli("--config", str(config), "rollback", "--out", str(out), "--yaml-only")
+    assert written.returncode == 0, written.stderr
+    assert "current_height: 905200" in out.read_text()

@@ -136,17 +136,26 @@ def rollback(
         ),
     ],
     force: OverwriteOpt = False,
+    yaml_only: Annotated[
+        bool,
+        typer.Option(
+            "--yaml-only",
+            help="Write it although the state came from a gonka.db (for a release of the "
+            "YAML era: the gonka.db binary would not read it).",
+        ),
+    ] = False,
 ) -> None:
     """Write a legacy single-file YAML (static + dynamic) that the predecessor can load.
 
     The file uses the old writer's layout (sorted keys, 4-space indentation) and holds the
-    worker key, so it is written with mode 0600. Point the old binary at it to roll back.
+    worker key, so it is written with mode 0600. Point the old binary at it to roll back. A
+    state upgraded from a gonka.db is refused without --yaml-only (its binary reads gonka.db).
 
     Example: dapi-config --config config.yaml rollback --out /etc/dapi/config-legacy.yaml
     """
     with open_manager() as cm:
         try:
-            path = cm.write_rollback(out, force=force)
+            path = cm.write_rollback(out, force=force, yaml_only=yaml_only)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     stdout.print(str(path), markup=False)

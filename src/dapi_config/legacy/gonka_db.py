@@ -35,8 +35,8 @@ from dapi_config.models import (
     ValidationParamsCache,
 )
 from dapi_config.settings import Settings
-from dapi_config.store.backend import SEED_KINDS, StateBackend
-from dapi_config.store.predecessor_db import PredecessorRows, read_predecessor_db
+from dapi_config.store.backend import SEED_KINDS, SeedKind, StateBackend
+from dapi_config.store.predecessor_db import PredecessorRows, read_predecessor_db, seed_history
 
 log = logging.getLogger("dapi_config.legacy")
 
@@ -82,7 +82,6 @@ class GonkaDbContent:
     """A ``gonka.db`` read and checked."""
 
     state: LegacyState
-    seed_history: list[tuple[str, SeedInfo]]
     worker: tuple[str, str] | None
     kept_kv: dict[str, str]
     merged: bool
@@ -144,32 +143,16 @@ def read_gonka_db(path: Path) -> GonkaDbContent:
             if key == _KV_MERGED:
                 merged = value is True
             kept[key] = raw
-    history: list[tuple[str, SeedInfo]] = []
     for i, row in enumerate(rows.seeds):
-        kind = str(row["type"])
-        where = f"seed_info[{i}]"
-        if kind not in SEED_KINDS:
-            raise p.fail(f"{where}.type", "expected current, previous or upcoming", kind)
-        seed = p.model(
-            where,
-            {
-                "seed": row["seed"],
-                "epoch_index": int(row["epoch_index"]) % 2**64,  # a uint64 in an INTEGER
-                "signature": row["signature"],
-                "claimed": bool(row["claimed"]),
-            },
-            SeedInfo,
-        )
-        if row["is_active"]:
-            state.seeds[kind] = seed  # the table beats kv_config
-        else:
-            history.append((kind, seed))
+        kind, seed = _seed(p, f"seed_info[active {i}]", row)
+        state.seeds[kind] = seed  # the table beats kv_config
     digest = hashlib.sha256(
         json.dumps(
             {
                 "nodes": rows.nodes,
                 "kv": rows.kv,
                 "seeds": rows.seeds,
+                "history_rows": rows.history_rows,
                 "openings": [
                     [o.epoch_id, o.recipient_index, o.ciphertext_index, o.slot_index]
                     for o in rows.openings
@@ -179,7 +162,35 @@ def read_gonka_db(path: Path) -> GonkaDbContent:
             default=repr,
         ).encode("utf-8")
     ).hexdigest()
-    return GonkaDbContent(state, history, worker, kept, merged, rows, f"sha256:{digest}")
+    return GonkaDbContent(state, worker, kept, merged, rows, f"sha256:{digest}")
+
+
+def _seed(p: LegacyParser, where: str, row: dict[str, Any]) -> tuple[SeedKind, SeedInfo]:
+    kind = next((k for k in SEED_KINDS if k == row["type"]), None)
+    if kind is None:
+        raise p.fail(f"{where}.type", "expected current, previous or upcoming", row["type"])
+    seed = p.model(
+        where,
+        {
+            "seed": row["seed"],
+            "epoch_index": int(row["epoch_index"]) % 2**64,  # a uint64 in an INTEGER
+            "signature": row["signature"],
+            "claimed": bool(row["claimed"]),
+        },
+        SeedInfo,
+    )
+    return kind, seed
+
+
+def _import_seed_history(store: StateBackend, path: Path, p: LegacyParser) -> int:
+    """Stream the inactive seeds into ``store`` (in the caller's transaction), a batch at a
+    time: memory stays flat however long the binary ran. Returns how many."""
+    done = 0
+    for batch in seed_history(path):
+        seeds = [_seed(p, f"seed_info[history {done + i}]", row) for i, row in enumerate(batch)]
+        store.add_seed_history(seeds)
+        done += len(seeds)
+    return done
 
 
 def _node_data(row: dict[str, Any], p: LegacyParser, index: int) -> dict[str, Any]:
@@ -226,8 +237,7 @@ def import_gonka_db(
                 path,
                 ", ".join(skipped),
             )
-        for kind, seed in content.seed_history:
-            store.add_seed_history(kind, seed)  # type: ignore[arg-type]
+        history = _import_seed_history(store, path, LegacyParser(str(path)))
         apply_legacy_state(store, state)
         if content.worker is not None:
             seal_worker(*content.worker)
@@ -247,7 +257,7 @@ def import_gonka_db(
             nodes=len(state.nodes or []),
             keys=sorted(content.rows.kv),
             kept_keys=sorted(content.kept_kv),
-            seeds=len(state.seeds) + len(content.seed_history),
+            seeds=len(state.seeds) + history,
             openings=len(content.rows.openings),
             skipped=skipped,
         )

@@ -596,7 +596,7 @@ class YamlStateStore:
     def observe_transactions(self, observer: Callable[[float, bool], None]) -> Callable[[], None]:
         return register_hook(self._observers, observer)
 
-    def add_seed_history(self, kind: SeedKind, seed: SeedInfo) -> None:
+    def add_seed_history(self, seeds: Sequence[tuple[SeedKind, SeedInfo]]) -> None:
         raise self._unsupported("seed history")
 
     def put_predecessor_kv(self, key: str, value_json: str) -> None:

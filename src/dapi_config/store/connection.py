@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -545,6 +545,16 @@ class Database:
         conn = self.connection()
         try:
             return conn.execute(sql, params)
+        except INTEGRITY_ERRORS:
+            raise
+        except SQLITE_ERRORS as exc:
+            raise self._unavailable(exc) from None
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` (a bulk insert), mapping SQLite errors."""
+        conn = self.connection()
+        try:
+            conn.executemany(sql, rows)
         except INTEGRITY_ERRORS:
             raise
         except SQLITE_ERRORS as exc:

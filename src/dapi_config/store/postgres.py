@@ -524,6 +524,17 @@ class PgDatabase:
         with self._connection() as conn, self._mapped(), conn.transaction():
             return self._run(conn, sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` (a bulk insert; psycopg pipelines it)."""
+        state = self._state()
+        if not state.depth:
+            with self.transaction():
+                self.executemany(sql, rows)
+            return
+        self._watchdog.watch(state.conn)
+        with self._mapped(), state.conn.cursor() as cur:
+            cur.executemany(self._translate(sql), [tuple(r) for r in rows])
+
     def _run(self, conn: Any, sql: str, params: Sequence[Any]) -> _Result:
         self._watchdog.watch(conn)  # each statement gets the whole bound
         with self._mapped():

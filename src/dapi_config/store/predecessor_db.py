@@ -11,6 +11,7 @@ tables and columns; every one is optional except ``kv_config``.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,13 @@ class PredecessorRows:
 
     nodes: list[dict[str, Any]] = field(default_factory=list)
     kv: dict[str, str] = field(default_factory=dict)
-    #: ``seed_info`` rows in insertion order: ``{type, seed, epoch_index, signature, claimed,
-    #: is_active}``.
+    #: The active ``seed_info`` rows (one per type), in insertion order: ``{type, seed,
+    #: epoch_index, signature, claimed, is_active}``. The history (inactive rows: the binary
+    #: re-inserted every seed each minute, hundreds of thousands of rows a year) is streamed
+    #: by :func:`seed_history` instead of held here.
     seeds: list[dict[str, Any]] = field(default_factory=list)
+    #: How many inactive ``seed_info`` rows the file holds.
+    history_rows: int = 0
     openings: list[BlsDealerOpening] = field(default_factory=list)
 
 
@@ -72,9 +77,12 @@ def _read(conn: sqlite3.Connection, path: Path) -> PredecessorRows:
             dict(r)
             for r in conn.execute(
                 "SELECT type, seed, epoch_index, signature, claimed, is_active "
-                "FROM seed_info ORDER BY id"
+                "FROM seed_info WHERE is_active ORDER BY id"
             )
         ]
+        rows.history_rows = int(
+            conn.execute("SELECT COUNT(*) FROM seed_info WHERE NOT is_active").fetchone()[0]
+        )
     if "bls_dealer_openings" in tables:
         rows.openings = [
             BlsDealerOpening(
@@ -93,3 +101,28 @@ def _read(conn: sqlite3.Connection, path: Path) -> PredecessorRows:
         ]
     conn.execute("COMMIT")
     return rows
+
+
+#: Rows of seed history read (and imported) at a time: memory stays flat whatever the length.
+HISTORY_BATCH = 5000
+
+
+def seed_history(path: Path, batch: int = HISTORY_BATCH) -> Iterator[list[dict[str, Any]]]:
+    """The inactive ``seed_info`` rows of ``path`` in insertion order, ``batch`` at a time, as
+    ``{type, seed, epoch_index, signature, claimed}``. Raises :class:`ConfigError`."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{path}: cannot open the predecessor's gonka.db: {exc}") from None
+    try:
+        conn.row_factory = sqlite3.Row
+        cursor = conn.execute(
+            "SELECT type, seed, epoch_index, signature, claimed FROM seed_info "
+            "WHERE NOT is_active ORDER BY id"
+        )
+        while rows := cursor.fetchmany(batch):
+            yield [dict(r) for r in rows]
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{path}: cannot read the predecessor's gonka.db: {exc}") from None
+    finally:
+        conn.close()

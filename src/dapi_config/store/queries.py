@@ -129,6 +129,8 @@ class SqlDatabase(Protocol):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
     def query_all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
@@ -556,10 +558,29 @@ class StateQueries:
             ),
         )
 
-    def add_seed_history(self, kind: SeedKind, seed: SeedInfo) -> None:
-        """Keep ``seed`` as an old (inactive) ``kind`` seed: an imported predecessor's history."""
-        self._insert_seed(kind, seed, active=False)
-        self._audit(f"import_{kind}_seed_history", f"{kind}_seed", None, _dump(seed))
+    def add_seed_history(self, seeds: Sequence[tuple[SeedKind, SeedInfo]]) -> None:
+        """Keep ``seeds`` as old (inactive) seeds of their kinds: a batch of an imported
+        predecessor's history, in one statement and one audit row (counts per kind)."""
+        if not seeds:
+            return
+        self.db.executemany(
+            "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed, extra, "
+            "is_active) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    kind,
+                    seed.seed,
+                    _as_int64(seed.epoch_index),
+                    seed.signature,
+                    seed.claimed,
+                    _json(seed.model_extra or {}),
+                    False,
+                )
+                for kind, seed in seeds
+            ],
+        )
+        counts = {k: n for k in SEED_KINDS if (n := sum(1 for kind, _ in seeds if kind == k))}
+        self._audit("import_seed_history", "seeds", None, {"inactive_seeds": counts})
 
     def rotate_seeds(self) -> None:
         """previous <- current <- upcoming; upcoming cleared. Old rows stay as history."""
