@@ -149,7 +149,8 @@ def rollback(
 
     The file uses the old writer's layout (sorted keys, 4-space indentation) and holds the
     worker key, so it is written with mode 0600. Point the old binary at it to roll back. A
-    state upgraded from a gonka.db is refused without --yaml-only (its binary reads gonka.db).
+    state upgraded from a gonka.db is refused unless the option below says otherwise: its
+    binary reads gonka.db, not this file.
 
     Example: dapi-config --config config.yaml rollback --out /etc/dapi/config-legacy.yaml
     """
