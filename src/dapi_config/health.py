@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from dapi_config._periodic import Periodic
-from dapi_config.errors import DapiConfigError, StateTimeoutError
+from dapi_config.errors import DapiConfigError
 from dapi_config.export import default_export_path
 from dapi_config.models import NodeVersion
 from dapi_config.store.backend import IntegrityCheckable
@@ -53,7 +53,8 @@ class ReadinessReport:
 @dataclass(frozen=True)
 class IntegrityResult:
     """One periodic integrity check: when (POSIX seconds), whether the state was sound
-    (None: abandoned at :data:`INTEGRITY_CHECK_LIMIT_S`, inconclusive), what it found."""
+    (None: inconclusive, abandoned at :data:`INTEGRITY_CHECK_LIMIT_S` or unreadable), what it
+    found."""
 
     checked_at: float
     ok: bool | None
@@ -87,10 +88,10 @@ class IntegrityChecker(Periodic):
         try:
             problems = self.backend.quick_check(time_limit=INTEGRITY_CHECK_LIMIT_S)
             ok = not problems
-        except StateTimeoutError as exc:
-            problems, ok = [str(exc)], None
         except DapiConfigError as exc:
-            problems, ok = [str(exc)], False
+            # Not finished in time, or the state could not be read at all (readiness says
+            # why): inconclusive. Damage is what the check itself reports.
+            problems, ok = [str(exc)], None
         result = IntegrityResult(time.time(), ok, problems, time.monotonic() - started)
         if ok is False:
             log.critical("integrity check of the state failed: %s", "; ".join(problems[:3]))
@@ -153,7 +154,10 @@ class Readiness:
             )
 
     def _fly(self, flight: Future[ReadinessReport]) -> None:
-        flight.set_result(self.report())
+        try:
+            flight.set_result(self.report())
+        except BaseException as exc:  # a bug: the probes that wait for it see it too
+            flight.set_exception(exc)
 
     def add_check(self, check: Check) -> None:
         """Add a check: ``check(manager)`` returns a problem string, or None when fine."""

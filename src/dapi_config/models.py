@@ -324,7 +324,9 @@ class Hardware(_State):
 #: (a legacy file of any era, its ``gonka.db``, a node file). Such values are read as its Go
 #: decoder read them: what it accepted is kept as it was and noted under ``LEGACY_NOTES``
 #: (a list in the same context), never refused; control characters stay refused. New input
-#: (the API, the CLI, the library) is validated strictly.
+#: (the API, the CLI, the library) is validated strictly: a node needs its address, and its
+#: host no spaces (a host that is no DNS name or IP address is noted, as for the predecessor's
+#: own clients, which send a URL there).
 LEGACY = "legacy"
 LEGACY_NOTES = "legacy_notes"
 _PRINTABLE_RE = re.compile(PRINTABLE_PATTERN)

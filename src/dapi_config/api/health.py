@@ -23,7 +23,10 @@ class Live(BaseModel):
 class Integrity(BaseModel):
     """The last periodic integrity check of the state file (absent: none has run)."""
 
-    ok: bool | None = Field(description="false: damage found; null: not finished in time")
+    ok: bool | None = Field(
+        description="false: damage found; null: inconclusive (not finished in time, or the "
+        "state could not be read)"
+    )
     checked_at: float = Field(description="When it ran (POSIX seconds)")
     problems: list[str]
 

@@ -177,7 +177,7 @@ class _Watchdog:
         """Start (or move on) ``conn``'s deadline."""
         with self._lock:
             self._due[id(conn)] = (time.monotonic() + self.bound, conn)
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="dapi-config-pg-watchdog", daemon=True
                 )
@@ -193,6 +193,7 @@ class _Watchdog:
             return False
 
     def _run(self) -> None:
+        # Ticks while anything is watched; ends when nothing is (the next watch restarts it).
         while True:
             time.sleep(self.TICK_S)
             now = time.monotonic()
@@ -202,6 +203,9 @@ class _Watchdog:
                         del self._due[key]
                         self._fired.add(key)
                         _cut(conn)
+                if not self._due:
+                    self._thread = None
+                    return
 
 
 def _timed_out(exc: BaseException) -> bool:
