@@ -224,6 +224,24 @@ class NoMasterKeySealer:
         raise self._fail()
 
 
+_INSERT_SEED = (
+    "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed, extra, is_active) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _seed_row(kind: SeedKind, seed: SeedInfo, active: bool) -> tuple[Any, ...]:
+    return (
+        kind,
+        seed.seed,
+        _as_int64(seed.epoch_index),
+        seed.signature,
+        seed.claimed,
+        _json(seed.model_extra or {}),
+        active,
+    )
+
+
 def _audit_value(value: Any) -> str:
     """An audit row's old or new value as JSON; one above :data:`AUDIT_VALUE_LIMIT` characters
     is recorded as its digest and size, so a huge write cannot make the trail (or an audit
@@ -544,41 +562,14 @@ class StateQueries:
         self._audit(f"set_{kind}_seed", f"{kind}_seed", _dump(old), _dump(seed))
 
     def _insert_seed(self, kind: SeedKind, seed: SeedInfo, *, active: bool = True) -> None:
-        self.db.execute(
-            "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed, extra, "
-            "is_active) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                kind,
-                seed.seed,
-                _as_int64(seed.epoch_index),
-                seed.signature,
-                seed.claimed,
-                _json(seed.model_extra or {}),
-                active,
-            ),
-        )
+        self.db.execute(_INSERT_SEED, _seed_row(kind, seed, active))
 
     def add_seed_history(self, seeds: Sequence[tuple[SeedKind, SeedInfo]]) -> None:
         """Keep ``seeds`` as old (inactive) seeds of their kinds: a batch of an imported
         predecessor's history, in one statement and one audit row (counts per kind)."""
         if not seeds:
             return
-        self.db.executemany(
-            "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed, extra, "
-            "is_active) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    kind,
-                    seed.seed,
-                    _as_int64(seed.epoch_index),
-                    seed.signature,
-                    seed.claimed,
-                    _json(seed.model_extra or {}),
-                    False,
-                )
-                for kind, seed in seeds
-            ],
-        )
+        self.db.executemany(_INSERT_SEED, [_seed_row(kind, seed, False) for kind, seed in seeds])
         counts = {k: n for k in SEED_KINDS if (n := sum(1 for kind, _ in seeds if kind == k))}
         self._audit("import_seed_history", "seeds", None, {"inactive_seeds": counts})
 
