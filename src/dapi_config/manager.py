@@ -713,30 +713,48 @@ class ConfigManager:
         )
 
     def write_rollback(
-        self, out: str | os.PathLike[str], *, force: bool = True, yaml_only: bool = False
+        self,
+        out: str | os.PathLike[str],
+        *,
+        force: bool = True,
+        yaml_only: bool = False,
+        overwrite_changed_gonka_db: bool = False,
     ) -> Path:
         """Write the legacy single-file YAML (static + dynamic) that the predecessor loads
-        (``out`` a file, or a directory for ``config-legacy.yaml`` in it).
+        (``out`` a file, or a directory for ``config-legacy.yaml`` in it); see
+        :meth:`roll_back`, which this calls, for a state upgraded from a ``gonka.db``."""
+        return self.roll_back(
+            out,
+            force=force,
+            yaml_only=yaml_only,
+            overwrite_changed_gonka_db=overwrite_changed_gonka_db,
+        ).yaml
 
-        A state upgraded from the later predecessor's ``gonka.db`` is refused unless
-        ``yaml_only``: that binary reads its ``gonka.db``, not this file, and would silently
-        start from the state of the upgrade. Raises :class:`ConfigError` when the file cannot
-        be written, is one of :meth:`own_files`, or exists and ``force`` is False.
-        """
-        imported = self._store.find_import(legacy.GONKA_DB_KIND)
-        if imported is not None and not yaml_only:
-            raise ConfigError(
-                f"this state was upgraded from the predecessor's SQLite store "
-                f"{imported['source_path']} ({imported['imported_at']}). The binary that "
-                "wrote it reads that gonka.db, not the YAML file rollback writes, so it would "
-                "start from the state of the upgrade: every change made since (nodes, heights, "
-                "versions, seeds) would be lost. Nothing was written. To go back to a release "
-                "of the YAML era, run rollback again with --yaml-only; to go back to that "
-                "binary, re-apply the changes `dapi-config audit` lists since the upgrade "
-                "through its admin API after starting it on its gonka.db (left as it was)"
-            )
+    def roll_back(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        force: bool = True,
+        yaml_only: bool = False,
+        overwrite_changed_gonka_db: bool = False,
+    ) -> legacy.RollbackReport:
+        """Everything the predecessor needs to run on this state: the legacy YAML at ``out``
+        and, for a state upgraded from the later predecessor's ``gonka.db`` (which that binary
+        reads instead of the YAML's dynamic keys), that file brought up to date after a backup
+        of it, unless ``yaml_only`` (for a release of the YAML era).
+
+        Raises :class:`ConfigError`, nothing written, when the YAML cannot be written, is one
+        of :meth:`own_files` or exists and ``force`` is False, or when the ``gonka.db`` is gone
+        or changed since the state took it (``overwrite_changed_gonka_db`` replaces it)."""
         target = self.output_path(out, force=force, default_name=ROLLBACK_FILENAME)
-        return legacy.write_rollback(self, target)
+        document = legacy.rollback_document(self)
+        gonka: legacy.GonkaDbRollback | None = None
+        if not yaml_only and self._store.find_import(legacy.GONKA_DB_KIND) is not None:
+            path = legacy.check_gonka_db_for_rollback(
+                self._store, overwrite_changed=overwrite_changed_gonka_db
+            )
+            gonka = legacy.roll_back_gonka_db(self._store, path, document)
+        return legacy.RollbackReport(legacy.write_rollback(self, target), gonka)
 
     # --- backups and recovery (SPEC §10) ------------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dapi_config import ConfigError, ConfigManager
+from dapi_config.legacy import read_gonka_db
 from dapi_config.models import REDACTED
 from tests.conftest import run_cli, sqlite_file
 
@@ -300,20 +301,153 @@ def test_the_node_file_it_merged_is_not_taken_for_a_changed_one(
     assert "changed since it was merged" in caplog.text  # but a real change is said
 
 
-def test_rollback_of_a_state_from_gonka_db_says_what_it_would_lose(
-    later_era: tuple[Path, Path],
-) -> None:
-    """Reproduction: rollback wrote the YAML, which the SQLite-era binary never reads; pointed
-    at it, that binary started from gonka.db as it was at the upgrade, and every node added
-    and every height reached since vanished without a word."""
+def _dump(db: Path) -> list[str]:
+    with sqlite_file(db) as conn:
+        return list(conn.iterdump())
+
+
+def _kv(gonka: Path) -> dict[str, str]:
+    with sqlite_file(gonka) as conn:
+        return dict(conn.execute("SELECT key, value_json FROM kv_config").fetchall())
+
+
+def test_rollback_brings_gonka_db_up_to_date(later_era: tuple[Path, Path]) -> None:
+    """Reproduction: rollback wrote only the YAML, which the SQLite-era binary never reads;
+    pointed at it, that binary started from gonka.db as it was at the upgrade, and every node
+    added and every height reached since vanished without a word."""
     config, gonka = later_era
     with ConfigManager.open(config, env={"API_SQLITE_PATH": str(gonka)}) as cm:
         cm.set_height(905_200)
+        cm.add_node(
+            {"id": "gpu-b", "host": "mlnode-b", "inference_port": 5000, "poc_port": 8080,
+             "models": {"b/m": {"args": []}, "a/m": {"args": ["<x>&"]}},
+             "max_concurrent": 100}
+        )  # fmt: skip
+        gpu_a = next(n for n in cm.get_nodes() if n.id == "gpu-a")
+        cm.update_node(gpu_a.model_copy(update={"inference_port": 5001}))
+        cm.remove_node("cloud-1")
+        cm.set_upgrade_plan({"name": "v3.3.0", "height": 920_000, "node_version": "v3.3.0"})
+        cm.set_current_seed({"seed": 444, "epoch_index": 143, "signature": "sig-143"})
+    before = _dump(gonka)
+    kv_before = _kv(gonka)
+    out = config.parent / "rollback.yaml"
+    result = run_cli("--config", str(config), "rollback", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["yaml"] == str(out) and "current_height: 905200" in out.read_text()
+    written = report["gonka_db"]
+    assert written["changed"] and written["nodes_deleted"] == ["cloud-1"]
+    assert sorted(written["nodes_written"]) == ["gpu-a", "gpu-b"]
+    assert written["seeds"] == ["current"]
+    # The file as it was is kept, and the binary's reader finds the state in it.
+    assert _dump(Path(written["backup"])) == before
+    back = read_gonka_db(gonka)
+    assert back.state.current_height == 905_200
+    assert back.state.upgrade_plan is not None and back.state.upgrade_plan.name == "v3.3.0"
+    assert [n.id for n in back.state.nodes or []] == ["gpu-a", "gpu-b"]
+    assert back.state.seeds["current"].seed == 444
+    assert back.worker == (WORKER_PUBLIC, WORKER_PRIVATE)
+    # Its own encodings: json.Marshal's, a map's keys sorted, a nil slice as null, HTML
+    # characters escaped; what did not change is byte for byte what the binary wrote.
+    kv = _kv(gonka)
+    assert kv["current_height"] == "905200"
+    assert kv["upgrade_plan"] == (
+        '{"name":"v3.3.0","height":920000,"binaries":{},"node_version":"v3.3.0"}'
+    )
+    for unchanged in ("validation_params", "bandwidth_params", "poc_params", "devshard_runtime",
+                      "ml_node_key_config", "current_node_version", "config_migrated"):  # fmt: skip
+        assert kv[unchanged] == kv_before[unchanged]
+    with sqlite_file(gonka) as conn:
+        models, hardware = conn.execute(
+            "SELECT models_json, hardware_json FROM inference_nodes WHERE id = 'gpu-b'"
+        ).fetchone()
+        seeds = conn.execute(
+            "SELECT seed, is_active FROM seed_info WHERE type = 'current' ORDER BY id"
+        ).fetchall()
+    assert models == '{"a/m":{"args":["\\u003cx\\u003e\\u0026"]},"b/m":{"args":[]}}'
+    assert hardware == "null"
+    assert seeds == [(111, 0), (222, 0), (444, 1)]  # SetActiveSeed's way: history kept
+    # A second rollback finds it up to date: no new backup, the file untouched.
+    after = gonka.read_bytes()
+    again = run_cli("--config", str(config), "rollback", "--out", str(out), "--force")
+    assert again.returncode == 0 and "already up to date" in again.stdout, again.stderr
+    assert gonka.read_bytes() == after
+    assert len(list(gonka.parent.glob("gonka.db.before-rollback.*"))) == 1
+
+
+def test_rollback_refuses_a_gonka_db_changed_since_the_upgrade(
+    later_era: tuple[Path, Path],
+) -> None:
+    config, gonka = later_era
+    with ConfigManager.open(config, env={"API_SQLITE_PATH": str(gonka)}) as cm:
+        cm.set_height(905_200)
+    with sqlite_file(gonka) as conn:  # the old binary ran on it again
+        conn.execute("UPDATE kv_config SET value_json = '905300' WHERE key = 'current_height'")
+    changed = _dump(gonka)
     out = config.parent / "rollback.yaml"
     refused = run_cli("--config", str(config), "rollback", "--out", str(out))
     assert refused.returncode == 1 and not out.exists()
-    assert "reads that gonka.db, not the YAML file" in refused.stderr
-    assert "--yaml-only" in refused.stderr and "Nothing was written" in refused.stderr
+    assert "changed since this state took it" in refused.stderr
+    assert "--overwrite-changed-gonka-db" in refused.stderr
+    assert "Nothing was written" in refused.stderr
+    assert _dump(gonka) == changed
+    forced = run_cli(
+        "--config", str(config), "rollback", "--out", str(out), "--overwrite-changed-gonka-db"
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert _kv(gonka)["current_height"] == "905200"
+    (backup,) = gonka.parent.glob("gonka.db.before-rollback.*")
+    assert _dump(backup) == changed and backup.stat().st_mode & 0o777 == 0o600
+
+
+def test_rollback_without_the_gonka_db_says_what_to_do(later_era: tuple[Path, Path]) -> None:
+    config, gonka = later_era
+    with ConfigManager.open(config, env={"API_SQLITE_PATH": str(gonka)}) as cm:
+        cm.set_height(905_200)
+    gonka.rename(gonka.with_name("elsewhere.db"))
+    out = config.parent / "rollback.yaml"
+    refused = run_cli("--config", str(config), "rollback", "--out", str(out))
+    assert refused.returncode == 1 and not out.exists()
+    assert "is gone" in refused.stderr and "--yaml-only" in refused.stderr
     written = run_cli("--config", str(config), "rollback", "--out", str(out), "--yaml-only")
     assert written.returncode == 0, written.stderr
     assert "current_height: 905200" in out.read_text()
+
+
+def test_rollback_yaml_only_leaves_gonka_db_alone(later_era: tuple[Path, Path]) -> None:
+    config, gonka = later_era
+    with ConfigManager.open(config, env={"API_SQLITE_PATH": str(gonka)}) as cm:
+        cm.set_height(905_200)
+    before = gonka.read_bytes()
+    out = config.parent / "rollback.yaml"
+    written = run_cli("--config", str(config), "rollback", "--out", str(out), "--yaml-only")
+    assert written.returncode == 0, written.stderr
+    assert gonka.read_bytes() == before and "current_height: 905200" in out.read_text()
+
+
+def test_rollback_into_an_older_gonka_db(tmp_path: Path) -> None:
+    """A file of the store's first release: no base_url/auth_token columns (the binary adds
+    them on start), so a node of base-url mode needs them added as it would."""
+    config = tmp_path / "config.yaml"
+    config.write_text(ZEROED_YAML)
+    config.chmod(0o600)
+    gonka = tmp_path / "gonka.db"
+    first_release = GO_SCHEMA.replace(
+        ",\n  base_url TEXT NOT NULL DEFAULT '',\n  auth_token TEXT NOT NULL DEFAULT ''", ""
+    )
+    with sqlite_file(gonka) as conn:
+        conn.executescript(first_release)
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(inference_nodes)")]
+        assert "base_url" not in columns
+        conn.execute("INSERT INTO kv_config(key, value_json) VALUES ('current_height', '10')")
+    with ConfigManager.open(config) as cm:
+        assert cm.get_height() == 10
+        cm.add_node(
+            {"id": "cloud", "base_url": "https://svc.example", "auth_token": TOKEN,
+             "models": {"m": {"args": []}}, "max_concurrent": 8}
+        )  # fmt: skip
+    result = run_cli("--config", str(config), "rollback", "--out", str(tmp_path / "r.yaml"))
+    assert result.returncode == 0, result.stderr
+    with sqlite_file(gonka) as conn:
+        row = conn.execute("SELECT base_url, auth_token FROM inference_nodes").fetchone()
+    assert row == ("https://svc.example", TOKEN)

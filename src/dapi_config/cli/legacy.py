@@ -140,23 +140,52 @@ def rollback(
         bool,
         typer.Option(
             "--yaml-only",
-            help="Write it although the state came from a gonka.db (for a release of the "
-            "YAML era: the gonka.db binary would not read it).",
+            help="Write only the YAML file, also for a state upgraded from a gonka.db (to go "
+            "back to a release of the YAML era).",
         ),
     ] = False,
+    overwrite_changed_gonka_db: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite-changed-gonka-db",
+            help="Bring the gonka.db up to date although it changed since the upgrade (a "
+            "backup of it is taken first).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Write a legacy single-file YAML (static + dynamic) that the predecessor can load.
+    """Write what the predecessor needs to run on this state again.
 
-    The file uses the old writer's layout (sorted keys, 4-space indentation) and holds the
-    worker key, so it is written with mode 0600. Point the old binary at it to roll back. A
-    state upgraded from a gonka.db is refused unless the option below says otherwise: its
-    binary reads gonka.db, not this file.
+    The legacy single-file YAML (static + dynamic) in the old writer's layout (sorted keys,
+    4-space indentation), mode 0600 as it holds the worker key: point the old binary at it.
+    For a state upgraded from a gonka.db, that file is brought up to date as well (nodes,
+    heights, versions, plan, caches, seeds, worker key; a backup of it first), because its
+    binary reads gonka.db, not the YAML. Stop the old binary before.
 
     Example: dapi-config --config config.yaml rollback --out /etc/dapi/config-legacy.yaml
     """
     with open_manager() as cm:
         try:
-            path = cm.write_rollback(out, force=force, yaml_only=yaml_only)
+            report = cm.roll_back(
+                out,
+                force=force,
+                yaml_only=yaml_only,
+                overwrite_changed_gonka_db=overwrite_changed_gonka_db,
+            )
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
-    stdout.print(str(path), markup=False)
+    gonka = report.gonka_db
+    if as_json:
+        print_json({"yaml": str(report.yaml), "gonka_db": gonka.as_dict() if gonka else None})
+        return
+    stdout.print(str(report.yaml), markup=False)
+    if gonka is not None and gonka.changed:
+        stdout.print(
+            f"{gonka.path}: brought up to date (kv: {', '.join(gonka.keys) or '-'}; "
+            f"{len(gonka.nodes_written)} node(s) written, {len(gonka.nodes_deleted)} "
+            f"deleted; seeds: {', '.join(gonka.seeds) or '-'}); the file as it was: "
+            f"{gonka.backup}",
+            markup=False,
+        )
+    elif gonka is not None:
+        stdout.print(f"{gonka.path}: already up to date", markup=False)

@@ -15,7 +15,8 @@ reused). After step 2 the checksum is recorded, so the next run only rewrites. A
 the file has no dynamic keys and nothing happens (the file is not touched).
 
 Rollback: :func:`rollback_document` + :func:`render_legacy_yaml` give the predecessor's exact
-layout (static + dynamic), which the old binary loads.
+layout (static + dynamic), which the old binary loads; for a state upgraded from a ``gonka.db``,
+:func:`roll_back_gonka_db` brings that file up to date too (its binary reads it, not the YAML).
 
 Modules: :mod:`.parse` (which keys are dynamic, their values checked), :mod:`.text` (pure text
 surgery that drops them and keeps the comments), :mod:`.migrate` (the three steps),
@@ -29,13 +30,17 @@ from __future__ import annotations
 from dapi_config.legacy.gonka_db import (
     GONKA_DB_KIND,
     GonkaDbReport,
+    GonkaDbRollback,
+    check_gonka_db_for_rollback,
     gonka_db_to_import,
     import_gonka_db,
     read_gonka_db,
+    roll_back_gonka_db,
 )
 from dapi_config.legacy.layout import (
     MIRROR_SUFFIX,
     ExportSource,
+    RollbackReport,
     attach_mirror,
     mirror_path_for,
     render_legacy_yaml,
@@ -75,11 +80,14 @@ __all__ = [
     "NODE_CONFIG_KIND",
     "ExportSource",
     "GonkaDbReport",
+    "GonkaDbRollback",
     "LegacyState",
     "MigrationReport",
+    "RollbackReport",
     "SealReport",
     "apply_legacy_state",
     "attach_mirror",
+    "check_gonka_db_for_rollback",
     "checksum_of",
     "describe_state",
     "dynamic_keys_in",
@@ -93,6 +101,7 @@ __all__ = [
     "read_gonka_db",
     "render_legacy_yaml",
     "rewrite_static",
+    "roll_back_gonka_db",
     "rollback_document",
     "seal_file_secrets",
     "static_text",

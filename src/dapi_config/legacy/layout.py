@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,6 +17,7 @@ from dapi_config.models import REVEAL_SECRETS, InferenceNodeConfig
 from dapi_config.static import LEGACY_PASSWORD_KEY
 
 if TYPE_CHECKING:
+    from dapi_config.legacy.gonka_db import GonkaDbRollback
     from dapi_config.settings import Settings
 
 log = logging.getLogger("dapi_config.legacy")
@@ -114,6 +116,15 @@ def rollback_document(cm: ExportSource) -> dict[str, Any]:
         # Moved out of the file by `secrets seal`: the old binary reads it there again.
         data.setdefault("chain_node", {})[LEGACY_PASSWORD_KEY] = sealed
     return data
+
+
+@dataclass(frozen=True)
+class RollbackReport:
+    """What a rollback wrote: the legacy YAML, and the ``gonka.db`` brought up to date (None
+    when the state did not come from one, or only the YAML was asked for)."""
+
+    yaml: Path
+    gonka_db: GonkaDbRollback | None = None
 
 
 def write_rollback(cm: ExportSource, out: Path) -> Path:

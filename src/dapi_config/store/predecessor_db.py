@@ -1,6 +1,7 @@
-"""Reading the later predecessor's own SQLite state, ``gonka.db`` (its ``apiconfig`` SQLite
-store): the rows as they are, read-only. Checking and importing them is
-:mod:`dapi_config.legacy.gonka_db`'s job; this module only knows the file's tables.
+"""The later predecessor's own SQLite state, ``gonka.db`` (its ``apiconfig`` SQLite store):
+reading its rows as they are, and writing changes back for a rollback the way its own store
+writes them. Deciding what to import or write back is :mod:`dapi_config.legacy.gonka_db`'s
+job; this module only knows the file's tables.
 
 Its tables: ``inference_nodes`` (``models_json``, ``hardware_json``; ``base_url`` and
 ``auth_token`` added later), ``kv_config`` (``key``, ``value_json``), ``seed_info`` (history:
@@ -10,12 +11,14 @@ tables and columns; every one is optional except ``kv_config``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dapi_config._files import fsync_directory
 from dapi_config.errors import ConfigError
 from dapi_config.store.backend import BlsDealerOpening
 
@@ -34,6 +37,8 @@ class PredecessorRows:
     #: How many inactive ``seed_info`` rows the file holds.
     history_rows: int = 0
     openings: list[BlsDealerOpening] = field(default_factory=list)
+    #: The file's tables (older files lack the later ones).
+    tables: set[str] = field(default_factory=set)
 
 
 def read_predecessor_db(path: Path) -> PredecessorRows:
@@ -63,7 +68,7 @@ def _read(conn: sqlite3.Connection, path: Path) -> PredecessorRows:
             f"{path}: not the predecessor's gonka.db (it has no kv_config table); "
             "check API_SQLITE_PATH / --gonka-db. Nothing was imported."
         )
-    rows = PredecessorRows()
+    rows = PredecessorRows(tables=tables)
     conn.execute("BEGIN")  # one consistent read of every table
     rows.kv = {
         str(r["key"]): str(r["value_json"])
@@ -126,3 +131,127 @@ def seed_history(path: Path, batch: int = HISTORY_BATCH) -> Iterator[list[dict[s
         raise ConfigError(f"{path}: cannot read the predecessor's gonka.db: {exc}") from None
     finally:
         conn.close()
+
+
+#: The node columns the predecessor's store writes (``UpsertInferenceNodes``), in its order.
+NODE_COLUMNS = (
+    "id",
+    "host",
+    "inference_segment",
+    "inference_port",
+    "poc_segment",
+    "poc_port",
+    "max_concurrent",
+    "models_json",
+    "hardware_json",
+    "base_url",
+    "auth_token",
+)
+#: Columns its later releases added to older files on start (``addColumnIfMissing``).
+_ADDED_NODE_COLUMNS = ("base_url", "auth_token")
+#: Its timestamp expression, so a row written here looks like one it wrote itself.
+_GO_NOW = "(STRFTIME('%Y-%m-%d %H:%M:%f','now'))"
+#: How long a write-back waits for the predecessor's own lock (its busy_timeout).
+_BUSY_TIMEOUT_S = 5.0
+
+
+@dataclass
+class PredecessorChanges:
+    """What a rollback writes into a ``gonka.db``: ``kv`` keys to set (``value_json`` as the
+    Go store encodes it), node rows to upsert (``NODE_COLUMNS``) and ids to delete, and new
+    active seeds by type (``{seed, epoch_index, signature, claimed}``)."""
+
+    kv: dict[str, str] = field(default_factory=dict)
+    upsert_nodes: list[dict[str, Any]] = field(default_factory=list)
+    delete_nodes: list[str] = field(default_factory=list)
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.kv or self.upsert_nodes or self.delete_nodes or self.seeds)
+
+
+def write_predecessor_db(path: Path, changes: PredecessorChanges, *, backup: Path) -> None:
+    """Copy ``path`` to ``backup`` (a consistent online copy, 0600, synced), then apply
+    ``changes`` in one transaction, as the predecessor's own store does: nodes upserted by id,
+    ``kv_config`` upserted, a seed made active by deactivating the type's active row and
+    inserting a new one (its history stays). Raises :class:`ConfigError` (nothing changed
+    when the backup or the transaction fails)."""
+    try:
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{path}: cannot open the predecessor's gonka.db: {exc}") from None
+    try:
+        _backup(conn, path, backup)
+        _apply(conn, changes)
+    except sqlite3.OperationalError as exc:
+        busy = "locked" in str(exc) or "busy" in str(exc)
+        hint = " (is the predecessor's binary still running? stop it first)" if busy else ""
+        raise ConfigError(
+            f"{path}: cannot write the predecessor's gonka.db: {exc}{hint}; it was not changed"
+        ) from None
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"{path}: cannot write the predecessor's gonka.db: {exc}; it was not changed"
+        ) from None
+    finally:
+        conn.close()
+
+
+def _backup(conn: sqlite3.Connection, path: Path, backup: Path) -> None:
+    fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    try:
+        target = sqlite3.connect(backup)
+        try:
+            conn.backup(target)
+        finally:
+            target.close()
+        fd = os.open(backup, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_directory(backup.parent)
+    except BaseException:
+        backup.unlink(missing_ok=True)
+        raise
+
+
+def _apply(conn: sqlite3.Connection, changes: PredecessorChanges) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if changes.upsert_nodes or changes.delete_nodes:
+            present = {str(r[1]) for r in conn.execute("PRAGMA table_info(inference_nodes)")}
+            for column in _ADDED_NODE_COLUMNS:
+                if column not in present:
+                    conn.execute(
+                        f"ALTER TABLE inference_nodes ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+                    )
+            conn.executemany(
+                "DELETE FROM inference_nodes WHERE id = ?", [(i,) for i in changes.delete_nodes]
+            )
+            updates = ", ".join(f"{c} = excluded.{c}" for c in NODE_COLUMNS[1:])
+            conn.executemany(
+                f"INSERT INTO inference_nodes ({', '.join(NODE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in NODE_COLUMNS)}) "
+                f"ON CONFLICT(id) DO UPDATE SET {updates}, updated_at = {_GO_NOW}",
+                [tuple(row[c] for c in NODE_COLUMNS) for row in changes.upsert_nodes],
+            )
+        conn.executemany(
+            "INSERT INTO kv_config(key, value_json) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+            f"SET value_json = excluded.value_json, updated_at = {_GO_NOW}",
+            list(changes.kv.items()),
+        )
+        for kind, seed in changes.seeds.items():
+            conn.execute(
+                "UPDATE seed_info SET is_active = 0 WHERE type = ? AND is_active = 1", (kind,)
+            )
+            conn.execute(
+                "INSERT INTO seed_info(type, seed, epoch_index, signature, claimed, is_active) "
+                "VALUES (?, ?, ?, ?, ?, 1)",
+                (kind, seed["seed"], seed["epoch_index"], seed["signature"], seed["claimed"]),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
