@@ -11,15 +11,15 @@ tables and columns; every one is optional except ``kv_config``.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dapi_config._files import fsync_directory
+from dapi_config._files import fsync_directory, fsync_file
 from dapi_config.errors import ConfigError
+from dapi_config.store._held_files import create_private
 from dapi_config.store.backend import BlsDealerOpening
 
 
@@ -198,19 +198,16 @@ def write_predecessor_db(path: Path, changes: PredecessorChanges, *, backup: Pat
 
 
 def _backup(conn: sqlite3.Connection, path: Path, backup: Path) -> None:
-    fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.close(fd)
+    if backup.exists():
+        raise sqlite3.OperationalError(f"the backup {backup} exists already")
+    create_private(backup)  # 0600 before a byte is in it: it holds the worker key
     try:
         target = sqlite3.connect(backup)
         try:
             conn.backup(target)
         finally:
             target.close()
-        fd = os.open(backup, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(backup)
         fsync_directory(backup.parent)
     except BaseException:
         backup.unlink(missing_ok=True)
