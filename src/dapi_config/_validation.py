@@ -18,6 +18,7 @@ from dapi_config.errors import (
 )
 from dapi_config.models import (
     HOST_TEXT_PATTERN,
+    LEGACY,
     LEGACY_NOTES,
     PRINTABLE_PATTERN,
     REDACTED,
@@ -99,6 +100,20 @@ def _plain_with_secrets(value: BaseModel) -> dict[str, Any]:
 
 #: The field that holds a node's admin state (enabled or disabled by the operator).
 ADMIN_STATE_FIELD = "is_enabled"
+
+
+def kept_as_the_predecessor_accepted(node: InferenceNodeConfig) -> list[str]:
+    """What of a stored ``node`` the rules for new input would refuse or note but the
+    predecessor accepted (a host written as a URL, a node without its address), one note each;
+    empty for a node new input could have written the same."""
+    notes: list[str] = []
+    try:
+        InferenceNodeConfig.model_validate(
+            _plain_with_secrets(node), context={LEGACY: True, LEGACY_NOTES: notes}
+        )
+    except pydantic.ValidationError as exc:  # stored, so valid when written: say what changed
+        notes.append(describe(error_items(exc)))
+    return notes
 
 
 def sets_admin_state(node: Any) -> bool:

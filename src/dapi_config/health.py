@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from dapi_config._periodic import Periodic
+from dapi_config._validation import kept_as_the_predecessor_accepted
 from dapi_config.errors import DapiConfigError
 from dapi_config.export import default_export_path
 from dapi_config.models import NodeVersion
@@ -112,6 +113,8 @@ class Readiness:
         self.integrity: IntegrityChecker | None = None
         self._flight_lock = threading.Lock()
         self._flight: Future[ReadinessReport] | None = None
+        #: The predecessor marks of the overview, with the revision they were computed at.
+        self._marks: tuple[int, list[PredecessorMark]] | None = None
         if not manager.backend.file_backed:
             # A database server (PostgreSQL): no file or directory here to watch.
             self.checks: list[Check] = [_state_readable, _master_key_present]
@@ -219,11 +222,38 @@ def _master_key_present(manager: ConfigManager) -> str | None:
     return manager.master_key_problem()
 
 
+class PredecessorMark(BaseModel):
+    """A value kept as the predecessor accepted it that new input would not be: of a node
+    (``node_id``) or of the config file (``node_id`` None). Not a problem; fix it when
+    convenient (the note says what)."""
+
+    node_id: str | None
+    note: str
+
+
+def predecessor_marks(
+    manager: ConfigManager, readiness: Readiness, revision: int
+) -> list[PredecessorMark]:
+    """The marks of ``manager``'s config and nodes (computed again only when the state's
+    ``revision`` moved: the console asks every few seconds)."""
+    cached = readiness._marks
+    if cached is not None and cached[0] == revision:
+        return cached[1]
+    marks = [PredecessorMark(node_id=None, note=n) for n in manager.predecessor_values]
+    for node in manager.get_nodes():
+        marks.extend(
+            PredecessorMark(node_id=node.id, note=n) for n in kept_as_the_predecessor_accepted(node)
+        )
+    readiness._marks = (revision, marks)
+    return marks
+
+
 class Overview(BaseModel):
     """What an operator looks at first (the console's health strip): readiness and why, where
     the chain is, what is scheduled next, where the state lives (a URL without its password),
-    how fresh the last backup and the last export are (POSIX seconds; None: none yet), and what
-    the last periodic integrity check found (None: none ran, or it was inconclusive)."""
+    how fresh the last backup and the last export are (POSIX seconds; None: none yet), what
+    the last periodic integrity check found (None: none ran, or it was inconclusive), and the
+    values kept as the predecessor accepted them (:class:`PredecessorMark`)."""
 
     ready: bool
     problems: list[str]
@@ -239,6 +269,7 @@ class Overview(BaseModel):
     last_export_at: float | None
     integrity_ok: bool | None = None
     integrity_checked_at: float | None = None
+    kept_as_the_predecessor_accepted: list[PredecessorMark] = []
 
 
 def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
@@ -246,6 +277,7 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
     readiness problems say why, and the values it cannot read are zero)."""
     report = readiness.report_within()
     height, version, schedule, nodes, revision = 0, "", [], 0, 0
+    marks: list[PredecessorMark] = []
     with contextlib.suppress(DapiConfigError):
         summary = manager.state_summary()  # counts the nodes without loading them
         height = int(summary["height"])
@@ -253,6 +285,7 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
         schedule = [NodeVersion.model_validate(v) for v in summary["node_versions"]]
         nodes = int(summary["node_count"])
         revision = int(summary["revision"])
+        marks = predecessor_marks(manager, readiness, revision)
     last_backup = None
     if manager.backend.supports_backups:
         # Named, not verified: a probe-like view must stay cheap (the backups list verifies).
@@ -279,6 +312,7 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
         last_export_at=last_export,
         integrity_ok=None if checked is None else checked.ok,
         integrity_checked_at=None if checked is None else checked.checked_at,
+        kept_as_the_predecessor_accepted=marks,
     )
 
 

@@ -304,6 +304,12 @@ class ConfigManager:
         return self._settings
 
     @property
+    def predecessor_values(self) -> list[str]:
+        """What the config file holds that the predecessor's decoder read its own way (a port
+        of 0 read as unset), one note each, as found at open."""
+        return list(self._loaded.predecessor_values)
+
+    @property
     def loaded_document(self) -> dict[str, Any]:
         """The config file's top-level mapping as read at open (plain data)."""
         return self._loaded.document

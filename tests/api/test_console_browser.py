@@ -209,3 +209,22 @@ def test_a_thousand_nodes_render(running_server: RunningServer, browser_page: An
     page.wait_for_selector("tr[data-node='n0999']", state="attached")
     assert page.locator("#node-table tbody tr[data-node]").count() == 1_000
     assert _page_errors(opened) == []
+
+
+def test_a_value_kept_as_the_predecessor_took_it_is_marked(
+    running_server: RunningServer, browser_page: Any
+) -> None:
+    """A host written as the predecessor's clients write it (host:port/) is kept and marked in
+    the node table and listed in the strip, with what to fix; a plain node is not marked."""
+    running_server.manager.add_node(_node("plain"))
+    running_server.manager.add_node(_node("odd", host="203.0.113.7:8080/"))
+    opened = browser_page(running_server.url)
+    page = opened.page
+    page.goto(running_server.url + "/")
+    page.wait_for_selector("tr[data-node='odd'] .mark")
+    title = page.get_attribute("tr[data-node='odd'] .mark", "title") or ""
+    assert "203.0.113.7:8080/" in title and "not a DNS name" in title
+    assert page.locator("tr[data-node='plain'] .mark").count() == 0
+    assert page.is_visible("#h-kept")
+    assert "node odd: host '203.0.113.7:8080/'" in page.inner_text("#h-kept-list")
+    assert _page_errors(opened) == []

@@ -175,3 +175,39 @@ def test_what_its_binary_would_not_have_taken_either_is_still_refused(tmp_path: 
     nats = _write(tmp_path, DEPLOY_JOIN_WRITTEN.replace("    port: 0\n", "    port: 70000\n"))
     with pytest.raises(ConfigError, match=r"nats\.port"):
         ConfigManager.open(nats)
+
+
+def test_what_was_kept_is_marked_in_the_overview_until_fixed(tmp_path: Path) -> None:
+    """The overview (the console's health strip) lists what was kept as the predecessor took
+    it: the config file's zeros read as unset, and each node's odd value, with the node's id.
+    A fix through the API takes the mark away; a host sent as a URL by the predecessor's own
+    client puts one on."""
+    from dapi_config.api import create_app
+    from tests.api.conftest import serve_app
+
+    local = yaml.safe_load(REPO_LOCAL)
+    deployed = yaml.safe_load(DEPLOY_JOIN_WRITTEN)
+    deployed["nodes"].append(local["nodes"][0])
+    config = _write(tmp_path, yaml.safe_dump(deployed))
+    cm = ConfigManager.open(config)
+    server = serve_app(create_app(cm), cm)
+    try:
+        marks = server.client.get("/admin/v1/overview").json()["kept_as_the_predecessor_accepted"]
+        notes = {(m["node_id"], m["note"]) for m in marks}
+        assert (None, f"{config}: api.ml_grpc_server_port: 0 means not set, as it did for "
+                "the predecessor; 9300 is used") in notes  # fmt: skip
+        assert (None, f"{config}: nats.port: 0 means not set, as it did for the "
+                "predecessor; 4222 is used") in notes  # fmt: skip
+        assert ("node1", "host '203.0.113.7:8080/' is not a DNS name or an IP address") in notes
+        assert not any(node == "mlnode1" for node, _ in notes)
+        fixed = {**local["nodes"][0], "host": "203.0.113.7", "poc_port": 8080}
+        assert server.client.post("/admin/v1/nodes", json=fixed).status_code == 200
+        marks = server.client.get("/admin/v1/overview").json()["kept_as_the_predecessor_accepted"]
+        assert [m for m in marks if m["node_id"] is not None] == []
+        sent_as_url = {**fixed, "id": "node2", "host": "http://203.0.113.8:8080"}
+        assert server.client.post("/admin/v1/nodes", json=sent_as_url).status_code == 200
+        marks = server.client.get("/admin/v1/overview").json()["kept_as_the_predecessor_accepted"]
+        assert [m["node_id"] for m in marks if m["node_id"] is not None] == ["node2"]
+    finally:
+        server.stop()
+        cm.close()

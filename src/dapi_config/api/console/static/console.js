@@ -111,6 +111,16 @@
     $("h-backup").textContent = age(data.last_backup_at);
     $("h-export").textContent = age(data.last_export_at);
     $("h-problems").replaceChildren(...data.problems.map((p) => el("li", {}, p)));
+    const kept = data.kept_as_the_predecessor_accepted || [];
+    state.marks = {};
+    for (const mark of kept) {
+      if (mark.node_id !== null) (state.marks[mark.node_id] = state.marks[mark.node_id] || []).push(mark.note);
+    }
+    $("h-kept").hidden = kept.length === 0;
+    $("h-kept-list").replaceChildren(
+      ...kept.map((m) => el("li", {}, (m.node_id === null ? "config file" : "node " + m.node_id) + ": " + m.note))
+    );
+    if (state.nodes.length) renderNodes();
   }
 
   // -- nodes ----------------------------------------------------------------------------------
@@ -129,6 +139,15 @@
     if (!filter) return true;
     const text = [node.id, address(node), ...Object.keys(node.models || {})].join(" ");
     return text.toLowerCase().includes(filter);
+  }
+
+  function keptMark(id) {
+    // A value the predecessor accepted and new input would not: marked, its note on hover.
+    const notes = (state.marks || {})[id];
+    if (!notes) return [];
+    const mark = el("span", { class: "mark", title: notes.join("\n") }, "kept as before");
+    mark.setAttribute("aria-label", "kept as the predecessor accepted it: " + notes.join("; "));
+    return [mark];
   }
 
   function renderNodes() {
@@ -155,7 +174,7 @@
           "tr",
           { "data-node": node.id },
           el("td", {}, node.id),
-          el("td", {}, address(node)),
+          el("td", {}, address(node), ...keptMark(node.id)),
           el("td", {}, Object.keys(node.models || {}).join(", ")),
           el("td", { class: "num" }, node.max_concurrent),
           el("td", {}, hardware(node)),
