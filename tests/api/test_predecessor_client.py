@@ -2,7 +2,10 @@
 ``ApplicationAPI.kt`` (``getNodes``, ``addNode``, ``addNodes``, ``removeNode``, ``enableNode``,
 ``disableNode``, ``setNodesTo``), decoding replies into its data classes (``NodeResponse``,
 ``InferenceNode``, ``AdminState``) with its snake_case field names. Plus the later
-predecessor's ``GET /admin/v1/config`` and ``GET /admin/v1/export/db``."""
+predecessor's ``GET /admin/v1/config`` and ``GET /admin/v1/export/db``, and testermint's
+``UpgradeTests`` (``submit upgrade``, ``partialUpgrade``) as far as they touch the config: what
+the chain's event listener writes through the library, what the admin client sees, and what
+survives the restart onto the new binary."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dapi_config import ConfigManager
 from dapi_config.security import REDACTED
 from tests.api.conftest import RunningServer
 
@@ -207,3 +211,55 @@ def test_testermint_node_management_tests_pass(
     first, second = api.add_nodes([_testermint_node("multinode1"), _testermint_node("multinode2")])
     assert (first.id, second.id) == ("multinode1", "multinode2")
     assert {"multinode1", "multinode2"} <= {r.node.id for r in api.get_nodes()}
+
+
+def test_testermint_partial_upgrade_flow(running_server: RunningServer) -> None:
+    """``partialUpgrade``: every participant adds a node of the new version through the admin
+    API; the governance proposal schedules that version at a height; once the chain passes it
+    the current version is the new one, and the nodes of that version are the ones to use."""
+    cm = running_server.manager
+    api = ApplicationApi(running_server.client)
+    cm.set_height(1_000)
+    api.add_node(ml_node("mlnode1"))
+    v1 = replace(ml_node("v1Node"), host="join1-wiremock", inference_segment="/newVersion",
+                 version="v1")  # fmt: skip
+    assert api.add_node(v1) == as_returned(v1)
+    effective = 1_040
+    assert cm.add_node_version(effective, "v1")  # the listener, on the proposal's event
+    overview = running_server.client.get("/admin/v1/overview").json()
+    assert overview["next_version"] == {"height": effective, "version": "v1"}
+    assert overview["current_node_version"] == ""
+    for height in range(1_001, effective + 11):  # a block at a time, as the listener sets it
+        cm.set_height(height)
+    config = running_server.client.get("/admin/v1/config").json()
+    assert config["current_node_version"] == "v1" and config["current_height"] == effective + 10
+    listed = {r.node.id: r.node for r in api.get_nodes()}
+    assert [i for i, n in listed.items() if n.version == config["current_node_version"]] == [
+        "v1Node"
+    ]
+    assert listed["v1Node"].inference_segment == "/newVersion"
+
+
+def test_testermint_submit_upgrade_flow(
+    running_server: RunningServer, state_env: dict[str, str]
+) -> None:
+    """``submit upgrade``: the proposal's plan (name, height, binaries by platform with their
+    checksums) is kept from the event until the new binary, started after the restart, reads
+    it, and the admin client sees it in the predecessor's layout throughout."""
+    cm = running_server.manager
+    cm.set_height(5_000)
+    binaries = {
+        "linux/amd64": "http://genesis-wiremock:8080/v2/dapi/decentralized-api-amd64.zip"
+        "?checksum=sha256:" + "ab" * 32
+    }
+    cm.set_upgrade_plan({"name": "v0.0.1test", "height": 5_030, "binaries": binaries})
+    plan = running_server.client.get("/admin/v1/config").json()["upgrade_plan"]
+    assert plan == {"name": "v0.0.1test", "height": 5_030, "binaries": binaries,
+                    "node_version": ""}  # fmt: skip
+    for height in range(5_001, 5_029):
+        cm.set_height(height)
+    # The binary is swapped at the plan's height: the next process reads the same state.
+    with ConfigManager.open(cm.config_path, env=state_env) as restarted:
+        assert restarted.get_height() == 5_028
+        after = restarted.get_upgrade_plan()
+        assert (after.name, after.height, after.binaries) == ("v0.0.1test", 5_030, binaries)
