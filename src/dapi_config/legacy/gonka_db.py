@@ -358,7 +358,7 @@ def _merged(old_raw: str | None, new: Any) -> tuple[Any, bool]:
         return new, True
     # Into an object: the fields only the binary knows stay, in its order.
     value = {**old, **new} if isinstance(old, dict) and isinstance(new, dict) else new
-    return value, old_raw is None or not _same(old, value)
+    return value, not _same(old, value)  # a missing key reads as its zero value
 
 
 def _node_row(node: Mapping[str, Any]) -> dict[str, Any]:
