@@ -13,15 +13,17 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from dapi_config import __version__
+from dapi_config.cli._output import stderr
+from dapi_config.cli._progress import long_operation
 from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.manager import ConfigManager
 from dapi_config.settings import Settings
@@ -29,7 +31,7 @@ from dapi_config.store.cipher import StateCipher, cipher_for
 from dapi_config.store.postgres import redact_url
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    pass
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -102,41 +104,6 @@ secrets_app = typer.Typer(
     help="Move secrets out of the YAML file into sealed state.", no_args_is_help=True
 )
 app.add_typer(secrets_app, name="secrets")
-
-
-class _LazyConsole:
-    """A rich ``Console`` made on first use: ``serve`` never prints through one, and rich costs
-    it ~1.2 MiB resident."""
-
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._console: Console | None = None
-
-    def console(self) -> Console:
-        """The rich ``Console`` itself (made now if need be)."""
-        if self._console is None:
-            from rich.console import Console  # noqa: PLC0415
-
-            self._console = Console(**self._options)
-        return self._console
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.console(), name)
-
-
-def rich_console(console: Console) -> Console:
-    """The object behind :data:`stdout` or :data:`stderr`, for rich APIs that use it as a
-    context manager or otherwise need the console itself (``Progress(console=...)``)."""
-    lazy: Any = console
-    return lazy.console() if isinstance(lazy, _LazyConsole) else console
-
-
-#: Piped or redirected, tables take the width they need (a terminal's width otherwise), so a
-#: script or a file never gets a cut path or model name.
-stdout = cast(
-    "Console", _LazyConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
-)
-stderr = cast("Console", _LazyConsole(stderr=True, soft_wrap=True))
 
 
 @dataclass
@@ -282,12 +249,13 @@ def open_manager(
 
     ``actor`` is recorded in the audit rows of its writes (``serve`` passes ``api``).
     """
-    from dapi_config.cli._progress import long_operation  # noqa: PLC0415 - it imports this
-
     context = cli_context()
     try:
         # The first open of a legacy file migrates it: with a large file, that takes a while.
-        with long_operation(f"opening {config or context.config_file()}"):
+        with long_operation(
+            f"opening {config or context.config_file()}",
+            interval=context.settings.progress_interval,
+        ):
             cm = ConfigManager.open(
                 config or context.config,
                 state or context.state,
@@ -300,6 +268,12 @@ def open_manager(
             yield cm
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
+
+
+def working(what: str) -> AbstractContextManager[None]:
+    """Say that ``what`` is running until the block ends (:func:`long_operation`, at the
+    settings' ``DAPI_CONFIG_PROGRESS_INTERVAL`` off a terminal)."""
+    return long_operation(what, interval=cli_context().settings.progress_interval)
 
 
 def print_json(data: Any) -> None:

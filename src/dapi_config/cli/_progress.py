@@ -11,14 +11,15 @@ import threading
 import time
 from collections.abc import Iterator
 
-from dapi_config.cli._common import cli_context, rich_console, stderr
+from dapi_config.cli._output import rich_console, stderr
 
 log = logging.getLogger("dapi_config.cli")
 
 
 @contextlib.contextmanager
-def long_operation(what: str) -> Iterator[None]:
-    """Show that ``what`` (``"migrating config.yaml"``) is running until the block ends."""
+def long_operation(what: str, *, interval: float) -> Iterator[None]:
+    """Show that ``what`` (``"migrating config.yaml"``) is running until the block ends (off a
+    terminal, a line every ``interval`` seconds)."""
     if stderr.is_terminal:
         from rich.progress import (  # noqa: PLC0415 - rich on first use
             Progress,
@@ -37,7 +38,6 @@ def long_operation(what: str) -> Iterator[None]:
             progress.add_task(what, total=None)
             yield
         return
-    interval = cli_context().settings.progress_interval
     done = threading.Event()
     start = time.monotonic()
 

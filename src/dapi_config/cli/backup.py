@@ -22,9 +22,9 @@ from dapi_config.cli._common import (
     fail,
     open_manager,
     print_json,
-    stdout,
+    working,
 )
-from dapi_config.cli._progress import long_operation
+from dapi_config.cli._output import stdout
 from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.settings import parse_duration
 from dapi_config.static import load_static_config
@@ -68,7 +68,7 @@ def backup(
     with open_manager() as cm:
         try:
             target = None if out is None else cm.output_path(out, force=force)
-            with long_operation("backing up the state"):
+            with working("backing up the state"):
                 info = cm.backup(target)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
@@ -129,11 +129,11 @@ def restore(
     at their next read. Example: dapi-config restore backups/state-20261127T120000000000Z-manual.db
     """
     if cli_context().state_is_shared():
-        with open_manager() as cm, long_operation(f"restoring {backup_file}"):
+        with open_manager() as cm, working(f"restoring {backup_file}"):
             result = cm.restore_backup(backup_file)
     else:
         try:
-            with long_operation(f"restoring {backup_file}"):
+            with working(f"restoring {backup_file}"):
                 result = restore_state_file(
                     _state_path(), backup_file, cipher=cli_context().cipher()
                 )

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, stderr
-from dapi_config.cli._progress import long_operation
+from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, working
+from dapi_config.cli._output import stderr
 from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.store import encryption
 from dapi_config.store.cipher import ENV_KEY, ENV_MODE, SQLCIPHER, StateCipher
@@ -70,7 +70,7 @@ def encrypt(as_json: JsonOpt = False) -> None:
     """
     state = _state_path()
     try:
-        with long_operation(f"encrypting {state}"):
+        with working(f"encrypting {state}"):
             result = encryption.encrypt_state(state, _key_from_env(ENV_KEY))
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
@@ -91,7 +91,7 @@ def decrypt(as_json: JsonOpt = False) -> None:
     """
     state = _state_path()
     try:
-        with long_operation(f"decrypting {state}"):
+        with working(f"decrypting {state}"):
             result = encryption.decrypt_state(state, _key_from_env(ENV_KEY))
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
@@ -128,7 +128,7 @@ def rekey(
     try:
         old = _key_from_env(ENV_KEY)
         new = _key_from_stdin() if new_key_stdin else _key_from_env(new_key_env)
-        with long_operation(f"re-keying {state}"):
+        with working(f"re-keying {state}"):
             result = encryption.rekey_state(state, old, new)
     except DapiConfigError as exc:
         raise fail(str(exc)) from None

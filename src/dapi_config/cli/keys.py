@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import JsonOpt, app, open_manager, print_json, stdout
+from dapi_config.cli._common import JsonOpt, app, open_manager, print_json
+from dapi_config.cli._output import stdout
 from dapi_config.models import IssuedSecurityKey
 
 keys_app = typer.Typer(

@@ -16,9 +16,9 @@ from dapi_config.cli._common import (
     fail,
     open_manager,
     print_json,
-    stdout,
+    working,
 )
-from dapi_config.cli._progress import long_operation
+from dapi_config.cli._output import stdout
 from dapi_config.errors import DapiConfigError
 from dapi_config.static import load_static_config
 
@@ -66,7 +66,7 @@ def migrate(
             context = cli_context()
             config = context.config_file()
             load_static_config(config, context.settings.static_env)
-            with long_operation(f"planning the migration of {config}"):
+            with working(f"planning the migration of {config}"):
                 report = legacy.plan_migration(config)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
@@ -78,12 +78,12 @@ def migrate(
                     "unset it (or set db) to migrate into the state database"
                 )
             if force:
-                with long_operation(f"migrating {cm.config_path}"):
+                with working(f"migrating {cm.config_path}"):
                     report = cm.migrate_legacy(force=True)
             else:
                 report = cm.legacy_report or legacy.MigrationReport(str(cm.config_path), "none")
             if gonka_db is not None:
-                with long_operation(f"importing {gonka_db}"):
+                with working(f"importing {gonka_db}"):
                     imported = cm.import_gonka_db(gonka_db)
     if as_json:
         print_json(

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, stdout
-from dapi_config.cli._progress import long_operation
+from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, working
+from dapi_config.cli._output import stdout
 from dapi_config.errors import DapiConfigError
 from dapi_config.models import InferenceNodeConfig, NodeInput
 from dapi_config.node_import import parse_node_input
@@ -81,7 +81,7 @@ def nodes_import(
     """
     with open_manager() as cm:
         try:
-            with long_operation(f"importing {file}"):
+            with working(f"importing {file}"):
                 nodes = cm.import_nodes_file(file, replace=replace)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None

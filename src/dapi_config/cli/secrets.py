@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dapi_config.cli._common import JsonOpt, open_manager, print_json, secrets_app, stdout
+from dapi_config.cli._common import JsonOpt, open_manager, print_json, secrets_app
+from dapi_config.cli._output import stdout
 
 
 @secrets_app.command("seal")

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, stdout
-from dapi_config.cli._progress import long_operation
+from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, working
+from dapi_config.cli._output import stdout
 from dapi_config.errors import DapiConfigError
 from dapi_config.state_copy import copy_state, location_of
 from dapi_config.store.backend import StateBackend
@@ -54,7 +54,7 @@ def state_copy(
             target_store.backup_before("state-copy", keep=settings.backup_keep)
 
     try:
-        with long_operation(f"copying the state to {redact_url(target)}"):
+        with working(f"copying the state to {redact_url(target)}"):
             report = copy_state(
                 location_of(source),
                 location_of(target),

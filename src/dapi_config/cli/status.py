@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from dapi_config.cli._common import JsonOpt, app, open_manager, print_json, stdout
+from dapi_config.cli._common import JsonOpt, app, open_manager, print_json
+from dapi_config.cli._output import stdout
 
 
 @app.command()
