@@ -98,10 +98,10 @@ class PgServer:
 
     def _migrated_template(self) -> str:
         if self.template is None:
-            from dapi_config.store.postgres import PgStateStore
+            from dapi_config.store.postgres import PostgresStore
 
             url = self.fresh_database(empty=True)
-            PgStateStore.open(url).close()  # applies every schema step
+            PostgresStore.open(url).close()  # applies every schema step
             self.template = url.rsplit("/", 1)[1]
         return self.template
 

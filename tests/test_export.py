@@ -9,6 +9,7 @@ import pytest
 
 from dapi_config import ConfigError, ConfigManager, InferenceNodeConfig
 from dapi_config._yaml import parse_yaml, to_plain
+from dapi_config.crypto import REDACTED
 from dapi_config.export import (
     EXPORT_FILENAME,
     ExportSettings,
@@ -16,7 +17,6 @@ from dapi_config.export import (
     export_once,
     render_legacy_yaml,
 )
-from dapi_config.security import REDACTED
 from dapi_config.settings import Settings, parse_duration
 from tests.conftest import run_cli
 

@@ -17,7 +17,7 @@ import pytest
 from dapi_config import ConfigManager, InferenceNodeConfig, legacy
 from dapi_config._files import make_durable_dir
 from dapi_config.errors import DapiConfigError
-from dapi_config.store import StateStore
+from dapi_config.store import SqliteStore
 from dapi_config.store import recovery as rc
 
 
@@ -93,7 +93,7 @@ def test_legacy_import_commits_durably_under_normal_durability(tmp_path: Path) -
     The import's commit must run with ``synchronous=FULL``, whatever the setting."""
     config = tmp_path / "config.yaml"
     config.write_text("api:\n    port: 8080\ncurrent_height: 77\n")
-    store = StateStore.open(tmp_path / "state.db", durability="normal")
+    store = SqliteStore.open(tmp_path / "state.db", durability="normal")
     seen: list[int] = []
     real_set = store.set_chain_value
 
@@ -116,7 +116,7 @@ def test_legacy_import_commits_durably_under_normal_durability(tmp_path: Path) -
 
 
 def test_durable_transaction_cannot_nest(tmp_path: Path) -> None:
-    store = StateStore.open(tmp_path / "state.db", durability="normal")
+    store = SqliteStore.open(tmp_path / "state.db", durability="normal")
     try:
         with (
             pytest.raises(DapiConfigError, match="cannot be nested"),

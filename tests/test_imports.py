@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dapi_config.store import cipher, connection
+from dapi_config.store import connection, sqlcipher
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "dapi_config"
 
@@ -66,7 +66,7 @@ def test_a_plain_service_loads_no_driver_crypto_or_templates(tmp_path: Path) -> 
 
 
 def test_the_driver_errors_join_the_store_error_classes_when_it_loads() -> None:
-    module = cipher.driver()
+    module = sqlcipher.driver()
     if module is None:
         pytest.skip("the encryption extra (sqlcipher3) is not installed")
     assert module.Error in connection.SQLITE_ERRORS
@@ -81,15 +81,15 @@ def test_the_driver_errors_join_the_store_error_classes_when_it_loads() -> None:
 
 
 def test_a_callback_registered_after_the_driver_loaded_runs_at_once() -> None:
-    module = cipher.driver()
+    module = sqlcipher.driver()
     if module is None:
         pytest.skip("the encryption extra (sqlcipher3) is not installed")
     seen: list[object] = []
-    cipher.when_driver_loaded(seen.append)
+    sqlcipher.when_driver_loaded(seen.append)
     try:
         assert seen == [module]
     finally:
-        cipher._on_driver_loaded.remove(seen.append)
+        sqlcipher._on_driver_loaded.remove(seen.append)
 
 
 def test_no_module_binds_the_error_tuples_at_import() -> None:

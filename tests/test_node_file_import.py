@@ -11,7 +11,7 @@ import pytest
 
 from dapi_config import ConfigError, ConfigManager, DuplicateNodeError
 from tests.conftest import run_cli, sqlite_file
-from tests.test_legacy import GO_WRITER, write
+from tests.legacy.test_migrate import GO_WRITER, write
 
 NODES: list[dict[str, Any]] = [
     {

@@ -27,7 +27,7 @@ from dapi_config import (
 )
 from dapi_config.legacy import parse_legacy_state
 from dapi_config.schedule import go_stack_order
-from tests.test_legacy import GO_WRITER, HAND_EDITED, dynamic_view, plain_load, write
+from tests.legacy.test_migrate import GO_WRITER, HAND_EDITED, dynamic_view, plain_load, write
 
 
 def node(node_id: str) -> InferenceNodeConfig:

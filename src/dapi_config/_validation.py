@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import pydantic
 from pydantic import BaseModel, SecretStr
 
+from dapi_config.crypto import SECRET_FIELDS
 from dapi_config.errors import (
     DuplicateNodeError,
     NodeNotFoundError,
@@ -27,7 +28,6 @@ from dapi_config.models import (
     NodeInput,
     is_valid_node_id,
 )
-from dapi_config.security import SECRET_FIELDS
 
 INT64_MAX = 2**63 - 1
 

@@ -33,6 +33,7 @@ from dapi_config._validation import (
     validate_nodes,
     with_admin_state_of,
 )
+from dapi_config.crypto import MasterKeySource
 from dapi_config.errors import (
     ConfigError,
     NodeNotFoundError,
@@ -59,16 +60,15 @@ from dapi_config.models import (
     ValidationParamsCache,
 )
 from dapi_config.secrets import Secrets, has_new_token, keep_redacted_tokens
-from dapi_config.security import MasterKeySource
 from dapi_config.settings import Settings, StateMode
 from dapi_config.static import LoadedConfig, load_static_config
-from dapi_config.store import AuditEntry, Durability, StateStore
+from dapi_config.store import AuditEntry, Durability, SqliteStore
 from dapi_config.store.backend import SeedKind, StateBackend
 from dapi_config.store.backup import MANUAL as MANUAL_BACKUP
 from dapi_config.store.backup import BackupInfo, backup_dir_for
-from dapi_config.store.cipher import cipher_for
-from dapi_config.store.postgres import PgStateStore
+from dapi_config.store.postgres import PostgresStore
 from dapi_config.store.recovery import CheckResult, RestoreResult
+from dapi_config.store.sqlcipher import cipher_for
 from dapi_config.store.sqlite import AUDIT_PAGE_MAX
 
 __all__ = ["INT64_MAX", "MAX_NODE_PAGE", "ConfigManager", "node_etag", "validate_nodes"]
@@ -993,7 +993,7 @@ def _open_backend(
     ``dual``) or the legacy single file itself (``yaml``). The only place that tells them
     apart."""
     if isinstance(path, str):
-        return PgStateStore.open(
+        return PostgresStore.open(
             path,
             default_actor=actor,
             audit_retention=settings.audit_retention,
@@ -1005,9 +1005,9 @@ def _open_backend(
         )
     if settings.state_mode == "yaml":
         # Loaded only in this mode (~0.7 MiB resident that the database modes never need).
-        from dapi_config.legacy.yaml_mode import YamlStateStore  # noqa: PLC0415
+        from dapi_config.legacy.yaml_mode import YamlStore  # noqa: PLC0415
 
-        return YamlStateStore.open(
+        return YamlStore.open(
             loaded.path,
             state_path=path,
             default_actor=actor,
@@ -1015,7 +1015,7 @@ def _open_backend(
             parsed=None if loaded.raw is None else (loaded.raw, loaded.parsed),
             read_only=read_only,
         )
-    return StateStore.open(
+    return SqliteStore.open(
         path,
         durability=durability,
         default_actor=actor,

@@ -1,9 +1,10 @@
-"""Secrets at rest (SPEC §11): the master key, the worker key pair and the per-node keys.
+"""The secrets the state keeps (SPEC §11): the worker key pair and the per-node security
+keys, sealed under the master key, stored through the backend.
 
 :class:`Secrets` works on any :class:`~dapi_config.store.backend.StateBackend`: it seals and
-opens with the master key (:class:`~dapi_config.security.MasterKeySource`) and leaves storage
+opens with the master key (:class:`~dapi_config.crypto.MasterKeySource`) and leaves storage
 to the backend, which may decline (``API_STATE_MODE=yaml`` keeps the worker key in clear for
-the old binary and has no per-node keys). The crypto itself lives in :mod:`dapi_config.security`.
+the old binary and has no per-node keys). The crypto itself lives in :mod:`dapi_config.crypto`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dapi_config.crypto import (
+    WORKER_KEY_SECRET,
+    KeyParams,
+    MasterKeySource,
+    SecretBox,
+    fingerprint,
+    generate_security_key,
+    generate_worker_key,
+    is_sealed,
+    keys_equal,
+    security_key_context,
+)
 from dapi_config.errors import (
     MasterKeyError,
     NodeNotFoundError,
@@ -24,18 +37,6 @@ from dapi_config.models import (
     IssuedSecurityKey,
     MLNodeKeyConfig,
     SecurityKeyInfo,
-)
-from dapi_config.security import (
-    WORKER_KEY_SECRET,
-    KeyParams,
-    MasterKeySource,
-    SecretBox,
-    fingerprint,
-    generate_security_key,
-    generate_worker_key,
-    is_sealed,
-    keys_equal,
-    security_key_context,
 )
 from dapi_config.store.backend import SealedToken, Sealer, SecurityKeyRow, StateBackend
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dapi_config.errors import ConfigError, MasterKeyError
-from dapi_config.security import (
+from dapi_config.crypto import (
     WORKER_KEY_SECRET,
     KeyParams,
     MasterKeySource,
@@ -28,12 +27,13 @@ from dapi_config.security import (
     is_sealed,
     security_key_context,
 )
+from dapi_config.errors import ConfigError, MasterKeyError
 from dapi_config.settings import Settings, is_state_url
 from dapi_config.store.backend import StateBackend, auth_token_context
-from dapi_config.store.postgres import PgStateStore, redact_url
+from dapi_config.store.postgres import PostgresStore, redact_url
 from dapi_config.store.queries import KEY_PARAMS_SECRET
 from dapi_config.store.snapshot import Tables, read_snapshot, write_snapshot
-from dapi_config.store.sqlite import StateStore
+from dapi_config.store.sqlite import SqliteStore
 
 log = logging.getLogger("dapi_config.state")
 
@@ -66,14 +66,14 @@ def _shown(location: Location) -> str:
 
 def _open(
     location: Location, settings: Settings, *, read_only: bool, backup_dir: Path | None = None
-) -> StateStore | PgStateStore:
+) -> SqliteStore | PostgresStore:
     if isinstance(location, str):
-        return PgStateStore.open(
+        return PostgresStore.open(
             location, read_only=read_only, backup_dir=backup_dir, timeout=settings.pg_timeout
         )
     if read_only and not location.is_file():
         raise ConfigError(f"{location}: no state file here; nothing was copied")
-    return StateStore.open(location, read_only=read_only, audit_retention=settings.audit_retention)
+    return SqliteStore.open(location, read_only=read_only, audit_retention=settings.audit_retention)
 
 
 def _same_file(a: Location, b: Location) -> bool:

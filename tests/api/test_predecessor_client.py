@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from dapi_config import ConfigManager
-from dapi_config.security import REDACTED
+from dapi_config.crypto import REDACTED
 from tests.api.conftest import RunningServer
 
 pytestmark = pytest.mark.both_backends

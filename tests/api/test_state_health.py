@@ -11,7 +11,7 @@ import pytest
 
 from dapi_config import ConfigManager, InferenceNodeConfig, SeedInfo
 from dapi_config._yaml import parse_yaml, to_plain
-from dapi_config.security import REDACTED
+from dapi_config.crypto import REDACTED
 from dapi_config.store import connection
 from tests.api.conftest import RunningServer, StartServer
 from tests.api.test_nodes import NODES, node

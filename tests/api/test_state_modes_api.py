@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ServeProcess
-from tests.test_legacy import GO_WRITER, plain_load, write
+from tests.legacy.test_migrate import GO_WRITER, plain_load, write
 
 NODE = {"id": "api-node", "host": "10.1.1.1", "inference_port": 5000, "poc_port": 8080}
 

@@ -13,7 +13,7 @@ import pytest
 
 from dapi_config import ConfigError, ConfigManager, StateUnavailableError
 from tests.conftest import run_cli
-from tests.test_legacy import GO_WRITER, write
+from tests.legacy.test_migrate import GO_WRITER, write
 
 LOOKING = (
     ("status", "--json"),

@@ -470,7 +470,7 @@ _FORMS = [None, SECRET_A, SECRET_B, None]  # plain -> encrypted A -> rekeyed B -
 
 
 def _cipher_write(folder: Path, say: Say, seed: int) -> None:
-    from dapi_config.store.encryption import decrypt_state, encrypt_state, rekey_state
+    from dapi_config.store.encrypt_file import decrypt_state, encrypt_state, rekey_state
 
     state = folder / "state.db"
     encrypt_state(state, SECRET_A)

@@ -133,7 +133,7 @@ def test_killed_mid_recovery_is_finished_by_the_next_start(
 
 def test_killed_mid_legacy_migration_is_finished_without_double_import(tmp_path: Path) -> None:
     from dapi_config.legacy import LEGACY_KIND
-    from tests.test_legacy import GO_WRITER, dynamic_view, write
+    from tests.legacy.test_migrate import GO_WRITER, dynamic_view, write
 
     config = write(tmp_path, GO_WRITER)
     res = run_child("open", str(config), failpoint="legacy.mid_migration")

@@ -24,9 +24,9 @@ from dapi_config.models import (
     UpgradePlan,
     ValidationParamsCache,
 )
-from dapi_config.store import cipher, encryption
+from dapi_config.store import encrypt_file, sqlcipher
 from dapi_config.store.backup import backup_dir_for, inspect_backup, list_backups
-from dapi_config.store.cipher import StateCipher
+from dapi_config.store.sqlcipher import StateCipher
 from tests.conftest import sqlite_file
 
 pytest.importorskip(
@@ -112,7 +112,7 @@ def test_encrypted_state_has_no_sqlite_header_and_no_plaintext(config_file: Path
     assert not data.startswith(MAGIC)
     assert HOST.encode() not in data and b"v0.2.0" not in data
     assert mode(state) == 0o600
-    assert cipher.marker_path(state).exists() and mode(cipher.marker_path(state)) == 0o600
+    assert sqlcipher.marker_path(state).exists() and mode(sqlcipher.marker_path(state)) == 0o600
     with open_encrypted(config_file) as cm:
         assert everything(cm) == expected
 
@@ -144,7 +144,7 @@ def test_plain_open_of_encrypted_file_says_how_to_enable(config_file: Path) -> N
     assert file_bytes(state) == before
     # Without the marker the file cannot be told from garbage; the message still points at
     # encryption and, with no plain backup to restore, nothing changes.
-    cipher.marker_path(state).unlink()
+    sqlcipher.marker_path(state).unlink()
     with pytest.raises(StateCorruptError) as corrupt:
         ConfigManager.open(config_file, env={})
     assert "API_STATE_ENCRYPTION=sqlcipher" in str(corrupt.value)
@@ -255,9 +255,9 @@ def test_encrypt_rekey_decrypt_keeps_every_value(config_file: Path) -> None:
         expected = everything(cm)
         state = cm.state_path
     backups = backup_dir_for(state)
-    marker = cipher.marker_path(state)
+    marker = sqlcipher.marker_path(state)
 
-    done = encryption.encrypt_state(state, KEY)
+    done = encrypt_file.encrypt_state(state, KEY)
     assert done.backup.path.exists() and file_bytes(done.backup.path).startswith(MAGIC)
     assert done.revision == expected["audit"][-1].revision
     data = file_bytes(state)
@@ -269,14 +269,14 @@ def test_encrypt_rekey_decrypt_keeps_every_value(config_file: Path) -> None:
     with open_encrypted(config_file) as cm:
         assert everything(cm) == expected
 
-    rekeyed = encryption.rekey_state(state, KEY, OTHER_KEY)
+    rekeyed = encrypt_file.rekey_state(state, KEY, OTHER_KEY)
     assert rekeyed.rows == done.rows
     with pytest.raises(StateUnavailableError):
         open_encrypted(config_file, KEY)
     with open_encrypted(config_file, OTHER_KEY) as cm:
         assert everything(cm) == expected
 
-    encryption.decrypt_state(state, OTHER_KEY)
+    encrypt_file.decrypt_state(state, OTHER_KEY)
     assert file_bytes(state).startswith(MAGIC) and not marker.exists()
     assert mode(state) == 0o600
     with sqlite_file(state) as conn:  # a plain file for the stdlib / sqlite3 shell again
@@ -301,7 +301,7 @@ def test_a_plain_backup_is_never_restored_over_an_encrypted_file(config_file: Pa
         populate(cm)
         cm.backup()
         state = cm.state_path
-    encryption.encrypt_state(state, KEY)
+    encrypt_file.encrypt_state(state, KEY)
     before = file_bytes(state)
     with pytest.raises(StateUnavailableError, match="not enabled"):
         ConfigManager.open(config_file, env={})
@@ -315,22 +315,22 @@ def test_conversions_refuse_the_wrong_mode_and_key(config_file: Path) -> None:
         state = cm.state_path
     key = KEY
     with pytest.raises(StateUnavailableError, match="not encrypted"):
-        encryption.decrypt_state(state, key)
+        encrypt_file.decrypt_state(state, key)
     with pytest.raises(StateUnavailableError, match="not encrypted"):
-        encryption.rekey_state(state, key, OTHER_KEY)
-    encryption.encrypt_state(state, key)
+        encrypt_file.rekey_state(state, key, OTHER_KEY)
+    encrypt_file.encrypt_state(state, key)
     before = file_bytes(state)
     backups_before = sorted(backup_dir_for(state).iterdir())
     with pytest.raises(StateUnavailableError, match="already encrypted"):
-        encryption.encrypt_state(state, key)
+        encrypt_file.encrypt_state(state, key)
     with pytest.raises(StateUnavailableError, match="not the key"):
-        encryption.decrypt_state(state, OTHER_KEY)
+        encrypt_file.decrypt_state(state, OTHER_KEY)
     with pytest.raises(StateUnavailableError, match="same as the current"):
-        encryption.rekey_state(state, key, key)
+        encrypt_file.rekey_state(state, key, key)
     assert file_bytes(state) == before
     assert sorted(backup_dir_for(state).iterdir()) == backups_before
     with pytest.raises(StateUnavailableError, match="no state file"):
-        encryption.encrypt_state(state.with_name("missing.db"), key)
+        encrypt_file.encrypt_state(state.with_name("missing.db"), key)
 
 
 def test_conversion_refuses_while_another_process_has_the_file_open(
@@ -355,9 +355,9 @@ def test_conversion_refuses_while_another_process_has_the_file_open(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         with pytest.raises(StateUnavailableError, match="another process has it open"):
-            encryption.encrypt_state(state, KEY)
+            encrypt_file.encrypt_state(state, KEY)
         assert file_bytes(state).startswith(MAGIC)
-        assert not cipher.marker_path(state).exists()
+        assert not sqlcipher.marker_path(state).exists()
         assert not any("pre-encrypt" in p.name for p in backup_dir_for(state).glob("*"))
     finally:
         assert holder.stdin is not None
@@ -367,7 +367,7 @@ def test_conversion_refuses_while_another_process_has_the_file_open(
         assert holder.stdout is not None
         holder.stdout.close()
     # Once the other process is gone the same conversion goes through.
-    encryption.encrypt_state(state, KEY)
+    encrypt_file.encrypt_state(state, KEY)
     with open_encrypted(config_file) as cm:
         assert cm.get_height() == 12
 
@@ -397,7 +397,7 @@ def test_encrypt_reseals_secrets_sealed_under_the_key_file(config_file: Path) ->
         private, security_key = sealed_secrets(cm)
         state = cm.state_path
     assert Path(f"{state}.key").exists()
-    encryption.encrypt_state(state, KEY)
+    encrypt_file.encrypt_state(state, KEY)
     with open_encrypted(config_file) as cm:
         assert_secrets(cm, private, security_key)
         cm.rotate_security_key("keyed")  # and new secrets are sealed fine
@@ -411,11 +411,11 @@ def test_encrypt_refuses_when_the_sealed_secrets_cannot_be_opened(config_file: P
         expected = everything(cm)
     Path(f"{state}.key").rename(tmp := state.with_name("elsewhere.key"))
     with pytest.raises(ConfigError, match="key file"):
-        encryption.encrypt_state(state, KEY)
+        encrypt_file.encrypt_state(state, KEY)
     tmp.rename(f"{state}.key")
     # Still the plain file with the same data (only its journal mode was switched).
     assert file_bytes(state).startswith(MAGIC)
-    assert not cipher.marker_path(state).exists()
+    assert not sqlcipher.marker_path(state).exists()
     assert not list(state.parent.glob(".state.db.*.tmp"))
     with ConfigManager.open(config_file, env={}) as cm:
         assert everything(cm) == expected
@@ -426,10 +426,10 @@ def test_rekey_and_decrypt_keep_secrets_readable(config_file: Path) -> None:
     with open_encrypted(config_file) as cm:
         private, security_key = sealed_secrets(cm)
         state = cm.state_path
-    encryption.rekey_state(state, KEY, OTHER_KEY)
+    encrypt_file.rekey_state(state, KEY, OTHER_KEY)
     with open_encrypted(config_file, OTHER_KEY) as cm:
         assert_secrets(cm, private, security_key)
-    encryption.decrypt_state(state, OTHER_KEY)
+    encrypt_file.decrypt_state(state, OTHER_KEY)
     # Plain file now; API_STATE_KEY stays the master key of the sealed secrets.
     with ConfigManager.open(config_file, env={"API_STATE_KEY": OTHER_KEY}) as cm:
         assert_secrets(cm, private, security_key)

@@ -18,7 +18,7 @@ import pytest
 from dapi_config import ConfigManager, InferenceNodeConfig
 from dapi_config.export import export_once
 from dapi_config.health import Readiness, overview
-from dapi_config.store import _held_files, cipher, recovery
+from dapi_config.store import _held_files, recovery, sqlcipher
 from dapi_config.store.backup import read_header
 from tests._locks import assert_holds_locks
 
@@ -57,7 +57,7 @@ OPERATIONS: dict[str, Callable[[ConfigManager], object]] = {
     "restore": lambda cm: cm.restore_backup(cm.backup().path),
     "diagnose": lambda cm: recovery.diagnose(cm.state_path, cm.state_path.parent / "backups"),
     "header read": lambda cm: read_header(cm.state_path),
-    "plain-header test": lambda cm: cipher.has_plain_header(cm.state_path),
+    "plain-header test": lambda cm: sqlcipher.has_plain_header(cm.state_path),
     "master key check": lambda cm: cm.check_master_key(),
     "security key": lambda cm: cm.create_security_key("n0"),
     "a second manager opened and closed": _second_manager,

@@ -15,7 +15,7 @@ import pytest
 
 from dapi_config import ConfigManager, InferenceNodeConfig, MasterKeyError, StateUnavailableError
 from dapi_config.errors import BackupError
-from dapi_config.store.postgres import PgStateStore, redact_url
+from dapi_config.store.postgres import PostgresStore, redact_url
 from tests._postgres import PgServer
 from tests.conftest import TEST_STATE_KEY
 
@@ -64,7 +64,7 @@ def test_lost_listener_reads_through_and_comes_back(pg_server: PgServer, config_
     with replica(config_file, url) as a, replica(config_file, url) as b:
         assert b.get_height() == 0
         store = b.backend
-        assert isinstance(store, PgStateStore)
+        assert isinstance(store, PostgresStore)
         listener = store._listener
         eventually(lambda: listener.healthy, 5)
         before = listener.generation

@@ -27,8 +27,8 @@ from dapi_config.cli._progress import long_operation
 from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.manager import ConfigManager
 from dapi_config.settings import Settings
-from dapi_config.store.cipher import StateCipher, cipher_for
 from dapi_config.store.postgres import redact_url
+from dapi_config.store.sqlcipher import StateCipher, cipher_for
 
 if TYPE_CHECKING:
     pass

@@ -16,8 +16,8 @@ import typer
 from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, working
 from dapi_config.cli._output import stderr
 from dapi_config.errors import ConfigError, DapiConfigError
-from dapi_config.store import encryption
-from dapi_config.store.cipher import ENV_KEY, ENV_MODE, SQLCIPHER, StateCipher
+from dapi_config.store import encrypt_file
+from dapi_config.store.sqlcipher import ENV_KEY, ENV_MODE, SQLCIPHER, StateCipher
 
 DEFAULT_NEW_KEY_ENV = "API_STATE_NEW_KEY"
 
@@ -42,7 +42,7 @@ def _key_from_stdin() -> str:
     return secret
 
 
-def _report(result: encryption.ConversionResult, as_json: bool) -> None:
+def _report(result: encrypt_file.ConversionResult, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
         return
@@ -71,7 +71,7 @@ def encrypt(as_json: JsonOpt = False) -> None:
     state = _state_path()
     try:
         with working(f"encrypting {state}"):
-            result = encryption.encrypt_state(state, _key_from_env(ENV_KEY))
+            result = encrypt_file.encrypt_state(state, _key_from_env(ENV_KEY))
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     _report(result, as_json)
@@ -92,7 +92,7 @@ def decrypt(as_json: JsonOpt = False) -> None:
     state = _state_path()
     try:
         with working(f"decrypting {state}"):
-            result = encryption.decrypt_state(state, _key_from_env(ENV_KEY))
+            result = encrypt_file.decrypt_state(state, _key_from_env(ENV_KEY))
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     _report(result, as_json)
@@ -129,7 +129,7 @@ def rekey(
         old = _key_from_env(ENV_KEY)
         new = _key_from_stdin() if new_key_stdin else _key_from_env(new_key_env)
         with working(f"re-keying {state}"):
-            result = encryption.rekey_state(state, old, new)
+            result = encrypt_file.rekey_state(state, old, new)
     except DapiConfigError as exc:
         raise fail(str(exc)) from None
     _report(result, as_json)

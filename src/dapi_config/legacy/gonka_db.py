@@ -45,7 +45,7 @@ from dapi_config.models import (
 )
 from dapi_config.settings import Settings
 from dapi_config.store.backend import SEED_KINDS, SeedKind, StateBackend
-from dapi_config.store.predecessor_db import (
+from dapi_config.store.gonka_db import (
     NODE_COLUMNS,
     PredecessorChanges,
     PredecessorRows,

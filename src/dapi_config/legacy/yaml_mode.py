@@ -37,6 +37,13 @@ from dapi_config._files import atomic_write, file_lock, file_owner
 from dapi_config._goyaml import render_go_yaml
 from dapi_config._validation import with_admin_state_of
 from dapi_config._yaml import YamlDocument, load_document
+from dapi_config.crypto import (
+    WORKER_KEY_SECRET,
+    KeyParams,
+    MasterKeySource,
+    SecretBox,
+    is_sealed,
+)
 from dapi_config.errors import (
     BackupError,
     DuplicateNodeError,
@@ -62,13 +69,6 @@ from dapi_config.models import (
     UpgradePlan,
 )
 from dapi_config.schedule import due_winner, from_go_stack, go_stack_order
-from dapi_config.security import (
-    WORKER_KEY_SECRET,
-    KeyParams,
-    MasterKeySource,
-    SecretBox,
-    is_sealed,
-)
 from dapi_config.store.backend import (
     SEED_KINDS,
     AuditEntry,
@@ -80,7 +80,7 @@ from dapi_config.store.backend import (
 from dapi_config.store.backup import BackupInfo, backup_dir_for
 from dapi_config.store.connection import register_hook
 from dapi_config.store.recovery import CheckResult, RestoreResult
-from dapi_config.store.sqlite import HEIGHT, NODE_VERSION, StateStore, current_actor
+from dapi_config.store.sqlite import HEIGHT, NODE_VERSION, SqliteStore, current_actor
 
 log = logging.getLogger("dapi_config.state")
 
@@ -104,7 +104,7 @@ class _Doc:
     owns_keys: bool = False
 
 
-class YamlStateStore:
+class YamlStore:
     """The :class:`~dapi_config.store.backend.StateBackend` of ``yaml`` mode."""
 
     def __init__(
@@ -139,7 +139,7 @@ class YamlStateStore:
         keys: MasterKeySource | None = None,
         parsed: tuple[bytes, YamlDocument | None] | None = None,
         read_only: bool = False,
-    ) -> YamlStateStore:
+    ) -> YamlStore:
         """Open the config file as the state; seed it from ``state_path`` (a state database
         left by ``db``/``dual`` mode) when the file holds no dynamic state yet; ``keys``
         decrypts the worker key stored there (the old binary needs it in clear).
@@ -275,7 +275,7 @@ class YamlStateStore:
             self._refresh()
 
     def _seed_from_database(self, state_path: Path, keys: MasterKeySource | None) -> None:
-        db = StateStore.open(state_path)
+        db = SqliteStore.open(state_path)
         try:
             db.use_sealer(_DatabaseSealer(db.key_params(), state_path, keys))
             with db.snapshot():

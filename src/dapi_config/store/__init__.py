@@ -1,13 +1,20 @@
 """The state store: the only package that speaks SQL.
 
-- :mod:`.connection` opens the file, sets pragmas, hands out per-thread/per-process connections
-  and runs transactions;
-- :mod:`.migrations` holds the numbered schema steps;
-- :mod:`.sqlite` holds every statement on state and audit rows (:class:`StateStore`).
+- :mod:`.backend` the contract the manager needs (a core, and the capabilities a backend may
+  add), and the names every backend shares;
+- :mod:`.queries` every statement on state and audit rows, in the SQL both backends share;
+- :mod:`.sqlite` the SQLite state file (:class:`SqliteStore`) over :mod:`.connection`
+  (connections, pragmas, transactions);
+- :mod:`.postgres` the PostgreSQL state (:class:`~.postgres.PostgresStore`);
+- :mod:`.migrations` the numbered schema steps, in both dialects;
+- :mod:`.snapshot` a whole state as rows (copies, backups of PostgreSQL, restores);
+- :mod:`.backup`, :mod:`.recovery` backups and what is done with a damaged file;
+- :mod:`.sqlcipher`, :mod:`.encrypt_file` the optional whole-file encryption;
+- :mod:`.gonka_db` the later predecessor's own SQLite file, read and written back.
 """
 
 from dapi_config.store.backend import AuditEntry, StateBackend
 from dapi_config.store.connection import Database, Durability
-from dapi_config.store.sqlite import StateStore
+from dapi_config.store.sqlite import SqliteStore, StateStore
 
-__all__ = ["AuditEntry", "Database", "Durability", "StateBackend", "StateStore"]
+__all__ = ["AuditEntry", "Database", "Durability", "SqliteStore", "StateBackend", "StateStore"]

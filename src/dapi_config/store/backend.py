@@ -1,9 +1,9 @@
 """What :class:`~dapi_config.manager.ConfigManager` needs from a state backend, and the names
 every backend shares.
 
-Two backends implement :class:`StateBackend`: :class:`~dapi_config.store.sqlite.StateStore`
+Two backends implement :class:`StateBackend`: :class:`~dapi_config.store.sqlite.SqliteStore`
 (the SQLite state file, ``API_STATE_MODE=db`` and ``dual``) and
-:class:`~dapi_config.legacy.yaml_mode.YamlStateStore` (``API_STATE_MODE=yaml``: the
+:class:`~dapi_config.legacy.yaml_mode.YamlStore` (``API_STATE_MODE=yaml``: the
 predecessor's single YAML file, no database). The protocol is complete: the manager never asks
 which one it has. A capability a backend lacks (the YAML file has no backups, audit queries or
 per-node keys) raises :class:`~dapi_config.errors.NotSupportedError`, which every surface maps
@@ -25,8 +25,8 @@ from dapi_config.models import InferenceNodeConfig, NodeVersion, SeedInfo, Upgra
 
 if TYPE_CHECKING:
     from dapi_config.store.backup import BackupInfo
-    from dapi_config.store.cipher import StateCipher
     from dapi_config.store.recovery import CheckResult, RestoreResult
+    from dapi_config.store.sqlcipher import StateCipher
 
 SeedKind = Literal["current", "previous", "upcoming"]
 SEED_KINDS: tuple[SeedKind, ...] = ("current", "previous", "upcoming")

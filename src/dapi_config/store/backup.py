@@ -43,8 +43,7 @@ from dapi_config._periodic import Periodic
 from dapi_config.errors import BackupError, DapiConfigError
 from dapi_config.settings import DEFAULT_BACKUP_INTERVAL_S, DEFAULT_BACKUP_KEEP
 from dapi_config.store import _held_files, connection
-from dapi_config.store import cipher as _cipher
-from dapi_config.store.cipher import StateCipher
+from dapi_config.store import sqlcipher as _cipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
@@ -52,6 +51,7 @@ from dapi_config.store.connection import (
     sqlite_error_message,
 )
 from dapi_config.store.migrations import LATEST_VERSION
+from dapi_config.store.sqlcipher import StateCipher
 
 log = logging.getLogger("dapi_config.backup")
 

@@ -46,7 +46,7 @@ from dapi_config import _failpoints
 from dapi_config._files import make_durable_dir
 from dapi_config.errors import DapiConfigError, StateUnavailableError
 from dapi_config.store import _held_files
-from dapi_config.store.cipher import StateCipher, unreadable_message, when_driver_loaded
+from dapi_config.store.sqlcipher import StateCipher, unreadable_message, when_driver_loaded
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The PostgreSQL backend (SPEC §13): several replicas share one state.
 
-:class:`PgStateStore` runs the statements every backend shares (:mod:`.queries`) on a
+:class:`PostgresStore` runs the statements every backend shares (:mod:`.queries`) on a
 connection pool. What differs from SQLite, and why:
 
 - **One writer at a time, across replicas.** Every write transaction first takes one
@@ -77,7 +77,7 @@ from dapi_config.store.snapshot import (
 if TYPE_CHECKING:
     import psycopg
 
-    from dapi_config.store.cipher import StateCipher
+    from dapi_config.store.sqlcipher import StateCipher
 
 log = logging.getLogger("dapi_config.state")
 
@@ -673,7 +673,7 @@ class _ChangeListener:
                 os.close(fd)
 
 
-class PgStateStore(StateQueries):
+class PostgresStore(StateQueries):
     """The dynamic state in one PostgreSQL database, shared by every replica."""
 
     db: PgDatabase
@@ -711,7 +711,7 @@ class PgStateStore(StateQueries):
         max_connections: int = 10,
         backup_dir: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_PG_TIMEOUT_S,
-    ) -> PgStateStore:
+    ) -> PostgresStore:
         """Connect, apply pending schema steps (not with ``read_only``: then a schema older
         than this code is an error) and start the change listener. ``backup_dir``: where this
         replica's SQLite snapshot files go (none: backups need an explicit ``out``).
@@ -940,6 +940,6 @@ __all__ = [
     "HEIGHT",
     "NODE_VERSION",
     "PgDatabase",
-    "PgStateStore",
+    "PostgresStore",
     "redact_url",
 ]

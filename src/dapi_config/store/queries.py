@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from pydantic import BaseModel, SecretStr
 
 from dapi_config._validation import with_admin_state_of
+from dapi_config.crypto import WORKER_KEY_SECRET
 from dapi_config.errors import DuplicateNodeError, MasterKeyError, NodeNotFoundError
 from dapi_config.models import (
     Hardware,
@@ -35,7 +36,6 @@ from dapi_config.models import (
     UpgradePlan,
 )
 from dapi_config.schedule import due_winner
-from dapi_config.security import WORKER_KEY_SECRET
 from dapi_config.settings import AuditRetention
 from dapi_config.store.backend import (
     SEED_KINDS,

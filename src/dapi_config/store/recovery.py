@@ -43,15 +43,15 @@ from typing import Any
 
 from dapi_config import _failpoints
 from dapi_config._files import copy_file, fsync_directory, make_durable_dir, stage_verified
+from dapi_config.crypto import key_file_path
 from dapi_config.errors import (
     BackupError,
     SchemaTooNewError,
     StateCorruptError,
     StateUnavailableError,
 )
-from dapi_config.security import key_file_path
-from dapi_config.store import cipher as _cipher
 from dapi_config.store import connection, migrations
+from dapi_config.store import sqlcipher as _cipher
 from dapi_config.store.backup import (
     BackupInfo,
     backup_dir_for,
@@ -60,7 +60,6 @@ from dapi_config.store.backup import (
     newest_good_backup,
     read_header,
 )
-from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
@@ -69,6 +68,7 @@ from dapi_config.store.connection import (
     sqlite_error_message,
 )
 from dapi_config.store.migrations import LATEST_VERSION
+from dapi_config.store.sqlcipher import StateCipher
 
 #: Seconds a recovery waits for the state to be free (another recovery finishing) before it
 #: concludes that another process has it open.

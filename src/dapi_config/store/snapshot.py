@@ -27,10 +27,10 @@ from dapi_config._files import copy_file, make_durable_dir, remove_with_companio
 from dapi_config.errors import BackupError, StateUnavailableError
 from dapi_config.store import migrations
 from dapi_config.store.backup import BackupInfo
-from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import Database, create_private_file
 from dapi_config.store.queries import AUDIT_TABLE, STATE_TABLES, StateQueries
 from dapi_config.store.recovery import RestoreResult, restorable_backup
+from dapi_config.store.sqlcipher import StateCipher
 
 log = logging.getLogger("dapi_config.state")
 

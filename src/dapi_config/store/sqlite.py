@@ -1,4 +1,4 @@
-"""The SQLite backend: :class:`StateStore`, the state in one file.
+"""The SQLite backend: :class:`SqliteStore`, the state in one file.
 
 The statements themselves are shared with the PostgreSQL backend (:mod:`.queries`); this module
 opens, migrates, recovers and backs up the file, and keeps the hot values.
@@ -28,12 +28,11 @@ from dapi_config._files import atomic_write, sqlite_family
 from dapi_config.errors import StateTimeoutError, StateUnavailableError
 from dapi_config.settings import AuditRetention
 from dapi_config.store import backup as _backup
-from dapi_config.store import cipher as _cipher
 from dapi_config.store import connection, migrations
 from dapi_config.store import recovery as _recovery
+from dapi_config.store import sqlcipher as _cipher
 from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
 from dapi_config.store.backup import BackupInfo, backup_dir_for, create_backup, read_header
-from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import Database, Durability, sqlite_error_message
 from dapi_config.store.queries import (
     AUDIT_PAGE_MAX,
@@ -55,6 +54,7 @@ from dapi_config.store.recovery import (
     staged_path,
 )
 from dapi_config.store.snapshot import restore_from_backup
+from dapi_config.store.sqlcipher import StateCipher
 
 log = logging.getLogger("dapi_config.state")
 
@@ -65,6 +65,7 @@ __all__ = [
     "HEIGHT",
     "KEY_PARAMS_SECRET",
     "NODE_VERSION",
+    "SqliteStore",
     "StateStore",
     "current_actor",
     "restore_state_file",
@@ -128,7 +129,7 @@ def _sync_marker(path: Path, key: StateCipher | None) -> None:
         log.warning("cannot update %s: %s", marker, exc.strerror)
 
 
-class StateStore(StateQueries):
+class SqliteStore(StateQueries):
     """The dynamic state in one SQLite file.
 
     An open store holds a claim on its file (:func:`.recovery.hold_open_claim`): while any
@@ -164,7 +165,7 @@ class StateStore(StateQueries):
         backup_dir: str | os.PathLike[str] | None = None,
         cipher: StateCipher | None = None,
         read_only: bool = False,
-    ) -> StateStore:
+    ) -> SqliteStore:
         """Check, open (creating if needed, 0600) and migrate the state file at ``path``.
 
         With ``recover`` (the default) a damaged file is moved aside and the newest good backup
@@ -217,7 +218,7 @@ class StateStore(StateQueries):
         key: StateCipher | None,
         default_actor: str,
         audit_retention: AuditRetention | None,
-    ) -> StateStore:
+    ) -> SqliteStore:
         """For commands that only look: never create, recover, migrate or mark the file."""
         if not path.is_file():
             raise StateUnavailableError(
@@ -459,7 +460,7 @@ def restore_state_file(
 ) -> RestoreResult:
     """Restore ``backup`` into the state file at ``state_path`` without an open manager
     (``dapi-config restore``, which must also work when the live file is beyond use): a sound
-    file through :meth:`StateStore.restore_backup` (services that have it open see the
+    file through :meth:`SqliteStore.restore_backup` (services that have it open see the
     restored state at their next read), a damaged or missing one by a file swap
     (:func:`.recovery.replace_with_backup`).
 
@@ -476,8 +477,13 @@ def restore_state_file(
     )
     if not sound:
         return _recovery.replace_with_backup(state, info, cipher=cipher)
-    store = StateStore.open(state, recover=False, cipher=cipher)
+    store = SqliteStore.open(state, recover=False, cipher=cipher)
     try:
         return store.restore_backup(info.path)
     finally:
         store.close()
+
+
+#: The name :class:`SqliteStore` had before 0.3 (every backend now says what it stores in):
+#: kept so that code importing it keeps working; new code uses :class:`SqliteStore`.
+StateStore = SqliteStore

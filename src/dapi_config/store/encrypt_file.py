@@ -53,6 +53,13 @@ from dapi_config._files import (
     remove_with_companions,
     stage_verified,
 )
+from dapi_config.crypto import (
+    WORKER_KEY_SECRET,
+    KeyParams,
+    MasterKeySource,
+    is_sealed,
+    security_key_context,
+)
 from dapi_config.errors import (
     BackupError,
     DapiConfigError,
@@ -60,16 +67,9 @@ from dapi_config.errors import (
     StateCorruptError,
     StateUnavailableError,
 )
-from dapi_config.security import (
-    WORKER_KEY_SECRET,
-    KeyParams,
-    MasterKeySource,
-    is_sealed,
-    security_key_context,
-)
 from dapi_config.settings import STATE_KEY_ENV
-from dapi_config.store import cipher as _cipher
 from dapi_config.store import connection
+from dapi_config.store import sqlcipher as _cipher
 from dapi_config.store.backup import (
     BackupInfo,
     backup_dir_for,
@@ -77,7 +77,6 @@ from dapi_config.store.backup import (
     create_backup,
     inspect_backup,
 )
-from dapi_config.store.cipher import StateCipher
 from dapi_config.store.connection import (
     APPLICATION_ID,
     create_private_file,
@@ -86,6 +85,7 @@ from dapi_config.store.connection import (
 )
 from dapi_config.store.migrations import LATEST_VERSION
 from dapi_config.store.recovery import exclusive_claim, staged_path
+from dapi_config.store.sqlcipher import StateCipher
 from dapi_config.store.sqlite import KEY_PARAMS_SECRET
 
 log = logging.getLogger("dapi_config.encryption")

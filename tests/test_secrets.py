@@ -25,14 +25,14 @@ from dapi_config import (
     SecurityKeyNotFoundError,
     ValidationError,
 )
-from dapi_config.export import render_legacy_yaml
-from dapi_config.security import (
+from dapi_config.crypto import (
     REDACTED,
     MasterKeySource,
     SecretBox,
     fingerprint,
     key_file_path,
 )
+from dapi_config.export import render_legacy_yaml
 from dapi_config.settings import STATE_KEY_ENV
 from tests.conftest import EXAMPLE_CONFIG, run_cli
 

@@ -20,7 +20,7 @@ import pytest
 from dapi_config import ConfigError, ConfigManager
 from dapi_config.legacy import migrate as legacy_migrate
 from tests.conftest import run_cli, sqlite_file
-from tests.test_legacy import GO_WRITER, backups, dynamic_view, plain_load, write
+from tests.legacy.test_migrate import GO_WRITER, backups, dynamic_view, plain_load, write
 
 # Runs the three steps by hand and kills itself with SIGKILL at the named point.
 STEPS_SCRIPT = r"""
@@ -28,7 +28,7 @@ import os, signal, sys
 from pathlib import Path
 from dapi_config import legacy
 from dapi_config._yaml import load_document
-from dapi_config.store import StateStore
+from dapi_config.store import SqliteStore
 
 config, point = Path(sys.argv[1]), sys.argv[2]
 
@@ -39,7 +39,7 @@ raw = config.read_bytes()
 document = load_document(raw, str(config))
 keys = legacy.dynamic_keys_in(document.data)
 state = legacy.parse_legacy_state(document.data, str(config))
-store = StateStore.open(config.parent / "state.db")
+store = SqliteStore.open(config.parent / "state.db")
 backup = legacy.write_backup(config, raw)
 if point == "after_backup":
     die()

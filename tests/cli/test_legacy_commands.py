@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from tests.conftest import run_cli
-from tests.test_legacy import GO_WRITER, backups, plain_load, write
+from tests.legacy.test_migrate import GO_WRITER, backups, plain_load, write
 
 
 def test_migrate_dry_run_then_migrate_then_noop(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Keys and encryption at rest: the worker key pair, per-node security keys, the master key.
+"""The cryptography, and nothing else: deriving the master key, sealing and opening values,
+generating and checking keys. Where the sealed values are kept is :mod:`dapi_config.secrets`.
 
 Secrets in the state file (the worker private key, per-node security keys) are stored as
 AES-256-GCM ciphertexts under a *master key*. The master key is derived with a standard KDF from

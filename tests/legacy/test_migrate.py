@@ -19,7 +19,7 @@ from dapi_config import ConfigError, ConfigManager, InferenceNodeConfig, SeedInf
 from dapi_config.legacy import parse_legacy_state, plan_migration
 from tests.conftest import sqlite_file
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 GO_WRITER = (DATA / "legacy_go_writer.yaml").read_text()
 HAND_EDITED = (DATA / "legacy_hand_edited.yaml").read_text()
 DYNAMIC = (
