@@ -111,10 +111,10 @@ NOT_WRITES = {
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
     "wait_for_revision",
     "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode", "state_location",
-    "write_rollback", "before_risky_operation", "import_nodes_file", "migrate_legacy",
+    "write_rollback", "roll_back", "before_risky_operation", "import_nodes_file", "migrate_legacy",
     "import_gonka_db",
     "export_tables", "seal_secrets", "sealed_keyring_password",
-    "own_files", "output_path", "master_key_problem",
+    "own_files", "output_path", "master_key_problem", "predecessor_values", "supports_backups",
 }  # fmt: skip
 
 

@@ -87,6 +87,20 @@ def validate(model: type[ModelT], value: Any, what: str) -> ModelT:
         raise ValidationError(f"invalid {what}: {describe(items)}", items) from None
 
 
+def validated_node(node: Any, what: str = "node") -> InferenceNodeConfig:
+    """``node`` as an :class:`InferenceNodeConfig`, validated once: a model instance was
+    validated when it was built and at every assignment (``validate_assignment``), so it is
+    taken as it is (a client's :class:`NodeInput` as the plain model, without a second pass);
+    anything else is validated. Raises :class:`ValidationError`."""
+    if type(node) is InferenceNodeConfig:
+        return node
+    if isinstance(node, InferenceNodeConfig):
+        return InferenceNodeConfig.model_construct(
+            _fields_set=set(node.model_fields_set), **dict(node)
+        )
+    return validate(InferenceNodeConfig, node, what)
+
+
 def _plain_with_secrets(value: BaseModel) -> dict[str, Any]:
     """``value`` as plain data for revalidation, its secret fields passed as the objects they
     are (a dump would redact them; a sealed token stays sealed)."""
@@ -177,7 +191,7 @@ def validate_nodes(nodes: Iterable[Any]) -> list[InferenceNodeConfig]:
     seen: set[str] = set()
     for index, node in enumerate(nodes):
         try:
-            value = validate(InferenceNodeConfig, node, f"node #{index}")
+            value = validated_node(node, f"node #{index}")
         except ValidationError as exc:
             for item in exc.errors:
                 item["field"] = f"nodes.{index}.{item['field']}"

@@ -21,10 +21,10 @@ from dapi_config.models import (
 )
 from dapi_config.schedule import go_stack_order
 from dapi_config.secrets import Secrets
-from dapi_config.store.backend import SEED_KINDS, StateBackend
+from dapi_config.store.backend import SEED_KINDS, StateCore
 
 
-def state_summary(store: StateBackend) -> dict[str, Any]:
+def state_summary(store: StateCore) -> dict[str, Any]:
     """The dynamic state as plain data, from one read transaction."""
     with store.snapshot():
         chain = store.chain_state()
@@ -44,7 +44,7 @@ def state_summary(store: StateBackend) -> dict[str, Any]:
 
 def full_config(
     static: StaticConfig,
-    store: StateBackend,
+    store: StateCore,
     secrets: Secrets,
     *,
     include_secrets: bool,

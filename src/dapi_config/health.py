@@ -287,7 +287,7 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
         revision = int(summary["revision"])
         marks = predecessor_marks(manager, readiness, revision)
     last_backup = None
-    if manager.backend.supports_backups:
+    if manager.supports_backups:
         # Named, not verified: a probe-like view must stay cheap (the backups list verifies).
         with contextlib.suppress(DapiConfigError):
             newest = manager.list_backups(verify=False)

@@ -31,6 +31,7 @@ from dapi_config._validation import (
     sets_admin_state,
     validate,
     validate_nodes,
+    validated_node,
     with_admin_state_of,
 )
 from dapi_config.crypto import MasterKeySource
@@ -63,15 +64,32 @@ from dapi_config.secrets import Secrets, has_new_token, keep_redacted_tokens
 from dapi_config.settings import Settings, StateMode
 from dapi_config.static import LoadedConfig, load_static_config
 from dapi_config.store import AuditEntry, Durability, SqliteStore
-from dapi_config.store.backend import SeedKind, StateBackend
+from dapi_config.store.backend import (
+    AUDIT_PAGE_MAX,
+    CAPABILITIES,
+    AuditTrail,
+    Backups,
+    PredecessorImports,
+    SealedSecrets,
+    SeedKind,
+    StateBackend,
+    StateCore,
+    Tables,
+)
 from dapi_config.store.backup import MANUAL as MANUAL_BACKUP
 from dapi_config.store.backup import BackupInfo, backup_dir_for
 from dapi_config.store.postgres import PostgresStore
 from dapi_config.store.recovery import CheckResult, RestoreResult
 from dapi_config.store.sqlcipher import cipher_for
-from dapi_config.store.sqlite import AUDIT_PAGE_MAX
 
-__all__ = ["INT64_MAX", "MAX_NODE_PAGE", "ConfigManager", "node_etag", "validate_nodes"]
+__all__ = [
+    "AUDIT_PAGE_MAX",
+    "INT64_MAX",
+    "MAX_NODE_PAGE",
+    "ConfigManager",
+    "node_etag",
+    "validate_nodes",
+]
 
 #: Largest page of nodes one :meth:`ConfigManager.get_nodes_page` call returns.
 MAX_NODE_PAGE = 10_000
@@ -92,7 +110,7 @@ class ConfigManager:
     def __init__(
         self,
         loaded: LoadedConfig,
-        store: StateBackend,
+        store: StateCore,
         settings: Settings,
         *,
         keys: MasterKeySource | None = None,
@@ -100,13 +118,33 @@ class ConfigManager:
         self._loaded = loaded
         self._store = store
         self._settings = settings
+        # What the backend adds to the core, asked once (None: this state has no such thing,
+        # and using it raises the one NotSupportedError of :meth:`_lacking`).
+        self._audit = store if isinstance(store, AuditTrail) else None
+        self._backups = store if isinstance(store, Backups) else None
+        self._tables = store if isinstance(store, Tables) else None
+        self._database = store if isinstance(store, StateBackend) else None
         self._exporter: PeriodicExporter | None = None
         self._exporter_lock = threading.Lock()
         #: What the legacy migration did at open (None when the file was already static).
         self.legacy_report: legacy.MigrationReport | None = None
         self._keys = keys or MasterKeySource(store.path, settings.state_key)
-        self._secrets = Secrets(store, self._keys)
+        sealed = store if isinstance(store, SealedSecrets) else None
+        self._secrets = Secrets(store, self._keys, sealed=sealed, lacking=self._lacking)
         store.use_sealer(self._secrets.sealer())
+
+    def _lacking(self, capability: type) -> NotSupportedError:
+        """The error for a capability this state does not have (SPEC: the one typed error)."""
+        return NotSupportedError(
+            f"{CAPABILITIES[capability]} need the state database, and "
+            f"API_STATE_MODE={self._settings.state_mode} runs without one (the state is in "
+            f"{self._store.path})"
+        )
+
+    def _need_backups(self) -> Backups:
+        if self._backups is None:
+            raise self._lacking(Backups)
+        return self._backups
 
     @classmethod
     def open(
@@ -289,9 +327,15 @@ class ConfigManager:
         return self._store.path
 
     @property
-    def backend(self) -> StateBackend:
-        """The state backend in use (SQLite, or the legacy YAML file in ``yaml`` mode)."""
+    def backend(self) -> StateCore:
+        """The state backend in use (SQLite, PostgreSQL, or the legacy YAML file in ``yaml``
+        mode): its core; what it adds is reached through the manager."""
         return self._store
+
+    @property
+    def supports_backups(self) -> bool:
+        """Whether this state has backups (every state database; not ``yaml`` mode)."""
+        return self._backups is not None
 
     @property
     def state_mode(self) -> StateMode:
@@ -371,7 +415,7 @@ class ConfigManager:
         stored in one durable transaction, then the file is rewritten without them.
         Raises :class:`ConfigError`, :class:`MasterKeyError`, :class:`NotSupportedError`
         (``yaml`` mode keeps them in its file for the old binary)."""
-        if not self._store.supports_backups:
+        if self._database is None:
             raise NotSupportedError(
                 "API_STATE_MODE=yaml keeps the secrets in its file, where the old binary reads "
                 "them; switch to db (or dual) mode to seal them"
@@ -528,29 +572,34 @@ class ConfigManager:
         """
         given = list(nodes)
         keep = {n.id for n in given if not sets_admin_state(n)}
-        values = self._prepared_nodes(validate_nodes(given))
+        values = self._before_sealing(validate_nodes(given))
         # A bulk replace can wipe the registry with one call: back up first (SPEC §10).
         self.before_risky_operation("set-nodes")
         with self._store.transaction():
-            self._store.replace_nodes(
-                keep_redacted_tokens(values, self._store), keep_admin_state=keep
-            )
+            values = keep_redacted_tokens(values, self._store)
+            self._store.replace_nodes(self._secrets.seal_node_tokens(values), keep_admin_state=keep)
 
-    def _prepared_nodes(self, values: list[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
-        # ``values`` are this call's own copies (``validate`` made them) and no backend keeps
-        # a reference to them: the writes below return them without copying again.
+    def _before_sealing(self, values: list[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
+        """Derive the master key before the write transaction when ``values`` bring a token
+        to seal (scrypt takes tens of ms: not while holding the writer lock)."""
         if has_new_token(values):
-            self._secrets.warm()  # seal tokens without deriving the key under the writer lock
+            self._secrets.warm()
         return values
+
+    def _stored(self, node_id: str) -> InferenceNodeConfig | None:
+        try:
+            return self._store.node(node_id)
+        except NodeNotFoundError:
+            return None
 
     def add_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
         """Register a node; returns the stored node.
 
         Raises :class:`ValidationError`, :class:`DuplicateNodeError`.
         """
-        (value,) = self._prepared_nodes([validate(InferenceNodeConfig, node, "node")])
+        (value,) = self._before_sealing([validated_node(node)])
         with self._store.transaction():
-            (value,) = keep_redacted_tokens([value], self._store)
+            (value,) = self._secrets.seal_node_tokens(keep_redacted_tokens([value], self._store))
             self._store.add_node(value)
         return value
 
@@ -566,33 +615,47 @@ class ConfigManager:
         :class:`ValidationError`.
         """
         keep_state = not sets_admin_state(node)
-        (value,) = self._prepared_nodes([validate(InferenceNodeConfig, node, "node")])
+        (value,) = self._before_sealing([validated_node(node)])
         with self._store.transaction():
-            (value,) = keep_redacted_tokens([value], self._store)
-            try:
-                current: InferenceNodeConfig | None = self._store.node(value.id)
-            except NodeNotFoundError:
-                current = None
+            current = self._stored(value.id)  # the one read of the row
             if current is None:
                 if if_match is not None:
                     raise PreconditionFailedError(
                         f"node {value.id!r} does not exist, so no If-Match can hold; send the "
                         "request without If-Match to create it. Nothing was written."
                     )
+                (value,) = keep_redacted_tokens([value], self._store, {value.id: None})
+                (value,) = self._secrets.seal_node_tokens([value])
                 self._store.add_node(value)
-            else:
-                if if_match is not None:
-                    check_etag(current, if_match)
-                if keep_state:
-                    value = with_admin_state_of(current, value)
-                self._store.update_node(value)
-        return value, current is None
+                return value, True
+            value = self._replacing(current, value, if_match=if_match, keep_state=keep_state)
+            self._store.update_node(value, old=current)
+        return value, False
+
+    def _replacing(
+        self,
+        current: InferenceNodeConfig,
+        value: InferenceNodeConfig,
+        *,
+        if_match: Collection[str] | None,
+        keep_state: bool,
+    ) -> InferenceNodeConfig:
+        """``value`` ready to replace ``current`` (read in this transaction): its ETag checked,
+        a redacted token and (unless given) the admin state taken from it, its token sealed."""
+        if if_match is not None:
+            check_etag(current, if_match)
+        (value,) = keep_redacted_tokens([value], self._store, {current.id: current})
+        if keep_state:
+            value = with_admin_state_of(current, value)
+        (value,) = self._secrets.seal_node_tokens([value])
+        return value
 
     def add_nodes(self, nodes: Iterable[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
         """Register several nodes, all or nothing; returns the stored nodes."""
-        values = self._prepared_nodes(validate_nodes(nodes))
+        values = self._before_sealing(validate_nodes(nodes))
         with self._store.transaction():
             values = keep_redacted_tokens(values, self._store)
+            values = self._secrets.seal_node_tokens(values)
             self._store.add_nodes(values)
         return values
 
@@ -608,16 +671,11 @@ class ConfigManager:
         :class:`PreconditionFailedError` (stale ETag; nothing written).
         """
         keep_state = not sets_admin_state(node)
-        (value,) = self._prepared_nodes([validate(InferenceNodeConfig, node, "node")])
+        (value,) = self._before_sealing([validated_node(node)])
         with self._store.transaction():
-            (value,) = keep_redacted_tokens([value], self._store)
-            if if_match is not None or keep_state:
-                current = self._store.node(value.id)
-                if if_match is not None:
-                    check_etag(current, if_match)
-                if keep_state:
-                    value = with_admin_state_of(current, value)
-            self._store.update_node(value)
+            current = self._store.node(value.id)  # the one read of the row
+            value = self._replacing(current, value, if_match=if_match, keep_state=keep_state)
+            self._store.update_node(value, old=current)
         return value
 
     def remove_node(
@@ -677,10 +735,12 @@ class ConfigManager:
         ``kv_config`` key (the worker key sealed), seeds with history, BLS dealer openings
         (sealed); after a backup, in one transaction; a second run is a no-op. Raises
         :class:`ConfigError` (not the predecessor's file, bad values: nothing changed)."""
+        if self._database is None:
+            raise self._lacking(PredecessorImports)
         self._secrets.warm()
         sealer = self._secrets.sealer()
         return legacy.import_gonka_db(
-            self._store,
+            self._database,
             Path(path),
             seal_worker=self._secrets.store_worker_key,
             seal=sealer.seal,
@@ -768,7 +828,9 @@ class ConfigManager:
     def backup_dir(self) -> Path:
         """Where automatic and scheduled backups go: ``<state dir>/backups`` (for a
         PostgreSQL state, ``<config dir>/backups`` on each replica)."""
-        return self._store.backup_dir
+        if self._backups is None:
+            return backup_dir_for(Path(self._store.path))
+        return self._backups.backup_dir
 
     def backup(
         self, out: str | os.PathLike[str] | None = None, *, reason: str = MANUAL_BACKUP
@@ -781,8 +843,8 @@ class ConfigManager:
         if out is None:
             # Into the backup directory: kept like every backup there, the newest
             # API_BACKUP_KEEP of each reason (a loop of POST /backups cannot fill the disk).
-            return self._store.kept_backup(reason, keep=self._settings.backup_keep)
-        return self._store.backup(self.output_path(out, force=True), reason=reason)
+            return self._need_backups().kept_backup(reason, keep=self._settings.backup_keep)
+        return self._need_backups().backup(self.output_path(out, force=True), reason=reason)
 
     def backup_before(self, reason: str) -> BackupInfo | None:
         """The automatic ``pre-<reason>`` backup before a risky operation, keeping
@@ -794,7 +856,7 @@ class ConfigManager:
     def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:
         """Backups of this state, newest first, each checked (``verify=False``: only listed by
         name, for a cheap look at the newest)."""
-        return self._store.list_backups(verify=verify)
+        return self._need_backups().list_backups(verify=verify)
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
         """Replace the state with ``backup`` after backing up the current state.
@@ -803,12 +865,12 @@ class ConfigManager:
         (missing or damaged backup, nothing changed), :class:`SchemaTooNewError`,
         :class:`StateUnavailableError` (:class:`NotSupportedError` in ``yaml`` mode).
         """
-        return self._store.restore_backup(backup)
+        return self._need_backups().restore_backup(backup)
 
     def check(self, *, max_backup_age: float | None = None) -> CheckResult:
         """Integrity, schema version, permissions and backup freshness of the state (for a
         PostgreSQL state: the server, the schema version and the backups)."""
-        return self._store.check(max_backup_age=max_backup_age)
+        return self._need_backups().check(max_backup_age=max_backup_age)
 
     # --- secrets (SPEC §11; see :mod:`dapi_config.secrets`) --------------------------------
 
@@ -897,7 +959,9 @@ class ConfigManager:
         """
         since = check_int(since, "since", 0, INT64_MAX)
         limit = check_int(limit, "limit", 1, AUDIT_PAGE_MAX)
-        return self._store.audit_entries(since, limit, newest=newest)
+        if self._audit is None:
+            raise self._lacking(AuditTrail)
+        return self._audit.audit_entries(since, limit, newest=newest)
 
     def latest_revision(self) -> int:
         """The newest audit revision (0 before the first change)."""
@@ -908,8 +972,10 @@ class ConfigManager:
 
         Writes also prune, one write in 1,000, in bounded batches; this runs one batch.
         """
+        if self._audit is None:
+            return 0  # no trail to prune
         with self._store.transaction():
-            return self._store.prune_audit()
+            return self._audit.prune_audit()
 
     # --- summaries and export ------------------------------------------------------------
 
@@ -917,7 +983,9 @@ class ConfigManager:
         """Every table of the state as rows of plain values (one consistent read), secrets
         redacted: ``GET /admin/v1/export/db``. Raises :class:`NotSupportedError` in ``yaml``
         mode (no database)."""
-        return self._store.export_tables(REDACTED)
+        if self._tables is None:
+            raise self._lacking(Tables)
+        return self._tables.export_tables(REDACTED)
 
     def state_summary(self) -> dict[str, Any]:
         """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``), from
@@ -988,7 +1056,7 @@ def _open_backend(
     durability: Durability = "full",
     actor: str,
     read_only: bool = False,
-) -> StateBackend:
+) -> StateCore:
     """The backend the settings name: PostgreSQL (a URL), the SQLite state file (``db``,
     ``dual``) or the legacy single file itself (``yaml``). The only place that tells them
     apart."""

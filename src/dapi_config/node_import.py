@@ -15,7 +15,7 @@ from dapi_config.errors import ConfigError, DuplicateNodeError, ValidationError
 from dapi_config.models import InferenceNodeConfig, NodeInput
 
 if TYPE_CHECKING:
-    from dapi_config.store.backend import StateBackend
+    from dapi_config.store.backend import StateCore
 
 
 from dapi_config.legacy.parse import (
@@ -128,7 +128,7 @@ def parse_node_input(raw: bytes, source: str) -> tuple[list[NodeInput], bool]:
 
 
 def import_node_file(
-    store: StateBackend,
+    store: StateCore,
     path: Path,
     *,
     replace: bool = False,
@@ -165,7 +165,7 @@ def import_node_file(
 
 
 def import_node_config_env(
-    store: StateBackend,
+    store: StateCore,
     path: Path | None,
     *,
     mode: NodeConfigMode = "once",

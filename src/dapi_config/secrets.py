@@ -1,7 +1,7 @@
 """The secrets the state keeps (SPEC §11): the worker key pair and the per-node security
 keys, sealed under the master key, stored through the backend.
 
-:class:`Secrets` works on any :class:`~dapi_config.store.backend.StateBackend`: it seals and
+:class:`Secrets` works on any :class:`~dapi_config.store.backend.StateCore`: it seals and
 opens with the master key (:class:`~dapi_config.crypto.MasterKeySource`) and leaves storage
 to the backend, which may decline (``API_STATE_MODE=yaml`` keeps the worker key in clear for
 the old binary and has no per-node keys). The crypto itself lives in :mod:`dapi_config.crypto`.
@@ -10,6 +10,7 @@ the old binary and has no per-node keys). The crypto itself lives in :mod:`dapi_
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from dapi_config.crypto import (
@@ -38,18 +39,29 @@ from dapi_config.models import (
     MLNodeKeyConfig,
     SecurityKeyInfo,
 )
-from dapi_config.store.backend import SealedToken, Sealer, SecurityKeyRow, StateBackend
+from dapi_config.store.backend import (
+    SealedSecrets,
+    SealedToken,
+    Sealer,
+    SecurityKeyRow,
+    StateCore,
+    auth_token_context,
+)
 
 #: The row holding the keyring password that ``secrets seal`` moved out of the YAML file.
 KEYRING_PASSWORD_SECRET = "keyring_password"  # noqa: S105 - a row name
 
 
 def keep_redacted_tokens(
-    nodes: list[InferenceNodeConfig], store: StateBackend
+    nodes: list[InferenceNodeConfig],
+    store: StateCore,
+    current: Mapping[str, InferenceNodeConfig | None] | None = None,
 ) -> list[InferenceNodeConfig]:
     """``nodes`` with every ``auth_token`` given as ``<redacted>`` (what reads show) replaced
-    by the token stored for that node, so a read-modify-write keeps it. Call inside the write
-    transaction. Raises :class:`ValidationError` when the node has no stored token."""
+    by the token stored for that node, so a read-modify-write keeps it. ``current``: the
+    stored nodes the caller read already, by id (None: not stored), so they are not read
+    again. Call inside the write transaction. Raises :class:`ValidationError` when the node
+    has no stored token."""
     out: list[InferenceNodeConfig] = []
     for node in nodes:
         token = node.auth_token
@@ -58,10 +70,14 @@ def keep_redacted_tokens(
             and not isinstance(token, SealedToken)
             and token.get_secret_value() == REDACTED
         ):
-            try:
-                stored = store.node(node.id).auth_token
-            except NodeNotFoundError:
-                stored = None
+            if current is not None and node.id in current:
+                held = current[node.id]
+                stored = None if held is None else held.auth_token
+            else:
+                try:
+                    stored = store.node(node.id).auth_token
+                except NodeNotFoundError:
+                    stored = None
             if stored is None:
                 raise ValidationError(
                     f"node {node.id!r}: auth_token {REDACTED!r} stands for the stored "
@@ -94,14 +110,33 @@ class _BoxSealer:
 class Secrets:
     """Sealed secrets of one state backend, under one master key."""
 
-    def __init__(self, store: StateBackend, keys: MasterKeySource) -> None:
+    def __init__(
+        self,
+        store: StateCore,
+        keys: MasterKeySource,
+        *,
+        sealed: SealedSecrets | None,
+        lacking: Callable[[type], Exception],
+    ) -> None:
         self._store = store
+        #: Where sealed secrets are kept (None: nowhere, e.g. the predecessor's YAML file,
+        #: which holds the worker key in clear for the old binary).
+        self._sealed_store = sealed
+        self._lacking = lacking
         self._keys = keys
+
+    @property
+    def _sealed(self) -> SealedSecrets:
+        if self._sealed_store is None:
+            raise self._lacking(SealedSecrets)
+        return self._sealed_store
 
     # --- the master key ------------------------------------------------------------------
 
     def _key_params(self) -> KeyParams | None:
-        raw = self._store.key_params()
+        if self._sealed_store is None:
+            return None  # nothing sealed here
+        raw = self._sealed_store.key_params()
         return None if raw is None else KeyParams.from_json(raw, self._store.path)
 
     def box(self) -> SecretBox:
@@ -114,13 +149,13 @@ class Secrets:
                 raise MasterKeyError(
                     f"{self._store.path}: no secret has been stored yet; nothing to decrypt"
                 )
-            self._store.set_key_params(made.to_json())
+            self._sealed.set_key_params(made.to_json())
         return box
 
     def warm(self) -> None:
         """Derive the master key (scrypt: tens of ms) before a write takes the writer lock,
         not while holding it."""
-        if self._store.key_params() is not None:
+        if self._key_params() is not None:
             self.box()
 
     def check_master_key(self) -> str:
@@ -136,6 +171,24 @@ class Secrets:
         """Why the next start could not open the stored secrets (a deleted key file), or None."""
         params = self._key_params()
         return None if params is None else self._keys.missing_key_file(params)
+
+    def seal_node_tokens(self, nodes: list[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
+        """``nodes`` with each token given in clear sealed here (a :class:`SealedToken`), so
+        the store writes the ciphertext as it is and never calls back to seal. Call inside the
+        write transaction (the first secret records the master key's parameters). Raises
+        :class:`MasterKeyError`."""
+        if not has_new_token(nodes):
+            return nodes
+        box, sealer = self.box(), self.sealer()
+        out = []
+        for node in nodes:
+            token = node.auth_token
+            if token is not None and not isinstance(token, SealedToken):
+                context = auth_token_context(node.id)
+                sealed = SealedToken(box.seal(token.get_secret_value(), context), context, sealer)
+                node = node.model_copy(update={"auth_token": sealed})  # noqa: PLW2901
+            out.append(node)
+        return out
 
     def sealer(self) -> Sealer:
         """What the backend seals node auth tokens with: this file's master key (the first
@@ -197,7 +250,7 @@ class Secrets:
                 )
             if keyring_password is not None:
                 old = self._store.secret(KEYRING_PASSWORD_SECRET)
-                self._store.set_secret(
+                self._sealed.set_secret(
                     KEYRING_PASSWORD_SECRET,
                     self.box().seal(keyring_password, KEYRING_PASSWORD_SECRET),
                     fingerprint=fingerprint(keyring_password),
@@ -251,14 +304,14 @@ class Secrets:
         self.warm()
         with self._store.transaction():
             self._store.node(node_id)
-            old = self._store.security_key(node_id)
+            old = self._sealed.security_key(node_id)
             if rotate and old is None:
                 raise SecurityKeyNotFoundError(node_id)
             if not rotate and old is not None:
                 raise SecurityKeyExistsError(node_id)
             box = self.box()
             version = 1 if old is None else old.key_version + 1
-            row = self._store.put_security_key(
+            row = self._sealed.put_security_key(
                 node_id,
                 box.seal(key, security_key_context(node_id, version)),
                 version,
@@ -280,11 +333,11 @@ class Secrets:
         self.warm()
         with self._store.transaction():
             self._store.node(node_id)
-            row = self._store.security_key(node_id)
+            row = self._sealed.security_key(node_id)
             if row is None:
                 raise SecurityKeyNotFoundError(node_id)
             info = self._info(row, self.box())
-            self._store.delete_security_key(node_id, old_fingerprint=info.fingerprint)
+            self._sealed.delete_security_key(node_id, old_fingerprint=info.fingerprint)
         return info
 
     def security_key_info(self, node_id: str) -> SecurityKeyInfo:
@@ -292,14 +345,14 @@ class Secrets:
         :class:`NodeNotFoundError`, :class:`SecurityKeyNotFoundError`, :class:`MasterKeyError`."""
         with self._store.snapshot():
             self._store.node(node_id)
-            row = self._store.security_key(node_id)
+            row = self._sealed.security_key(node_id)
         if row is None:
             raise SecurityKeyNotFoundError(node_id)
         return self._info(row, self.box())
 
     def security_keys(self) -> list[SecurityKeyInfo]:
         """Info (no keys) for every node that has a key, in registration order."""
-        rows = self._store.security_keys()
+        rows = self._sealed.security_keys()
         if not rows:
             return []
         box = self.box()
@@ -307,7 +360,7 @@ class Secrets:
 
     def verify_security_key(self, node_id: str, key: str) -> bool:
         """True when ``key`` is the node's current key (constant-time comparison)."""
-        row = self._store.security_key(node_id)
+        row = self._sealed.security_key(node_id)
         if row is None:
             return False
         stored = self.box().open(row.sealed, security_key_context(node_id, row.key_version))
@@ -315,7 +368,7 @@ class Secrets:
 
     def exported_security_keys(self, *, include_secrets: bool) -> dict[str, dict[str, object]]:
         """``mlnode_security`` of an export: versions, keys redacted unless asked for."""
-        rows = self._store.security_keys()
+        rows = self._sealed.security_keys()
         box = self.box() if rows and include_secrets else None
         return {
             row.node_id: {

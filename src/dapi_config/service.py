@@ -201,16 +201,15 @@ def listen(host: str, port: int) -> socket.socket:
 def _start_backups(
     cm: ConfigManager, on_backup: Callable[[BackupInfo], None]
 ) -> BackupScheduler | None:
-    if not cm.backend.supports_backups:
+    if not cm.supports_backups:
         log.warning("%s: no scheduled backups of this state (see the README)", cm.state_location)
         return None
-    keep = cm.settings.backup_keep
     scheduler = BackupScheduler(
-        lambda: cm.backend.kept_backup(SCHEDULED, keep=keep),
+        lambda: cm.backup(reason=SCHEDULED),
         interval=cm.settings.backup_interval,
         on_backup=on_backup,
     )
-    existing = cm.backend.list_backups(verify=False)
+    existing = cm.list_backups(verify=False)
     if existing:
         on_backup(existing[0])
     scheduler.start()

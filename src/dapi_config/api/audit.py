@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import error_responses
-from dapi_config.store.sqlite import AUDIT_PAGE_MAX
+from dapi_config.manager import AUDIT_PAGE_MAX
 
 router = APIRouter(tags=["audit"])
 

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from dapi_config.cli._common import JsonOpt, app, open_manager, print_json
+from dapi_config.manager import AUDIT_PAGE_MAX
 from dapi_config.store import AuditEntry
-from dapi_config.store.sqlite import AUDIT_PAGE_MAX
 
 #: How long --follow waits for a change before looking again (it returns at once on one).
 FOLLOW_WAIT_S = 5.0

@@ -10,7 +10,7 @@ from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json,
 from dapi_config.cli._output import stdout
 from dapi_config.errors import DapiConfigError
 from dapi_config.state_copy import copy_state, location_of
-from dapi_config.store.backend import StateBackend
+from dapi_config.store.backend import Backups, StateBackend
 from dapi_config.store.backup import backup_dir_for
 from dapi_config.store.postgres import redact_url
 
@@ -50,7 +50,7 @@ def state_copy(
     settings = context.settings
 
     def backup_first(target_store: StateBackend) -> None:
-        if target_store.supports_backups:
+        if isinstance(target_store, Backups):
             target_store.backup_before("state-copy", keep=settings.backup_keep)
 
     try:

@@ -44,7 +44,7 @@ from dapi_config.models import (
     ValidationParamsCache,
 )
 from dapi_config.settings import Settings
-from dapi_config.store.backend import SEED_KINDS, SeedKind, StateBackend
+from dapi_config.store.backend import SEED_KINDS, SeedKind, StateBackend, StateCore
 from dapi_config.store.gonka_db import (
     NODE_COLUMNS,
     PredecessorChanges,
@@ -462,7 +462,7 @@ def rollback_backup_path(path: Path, now: datetime | None = None) -> Path:
     return target
 
 
-def check_gonka_db_for_rollback(store: StateBackend, *, overwrite_changed: bool) -> Path:
+def check_gonka_db_for_rollback(store: StateCore, *, overwrite_changed: bool) -> Path:
     """The ``gonka.db`` this state was upgraded from, checked for a write-back: it must still
     be there and hold what the state took (or last wrote) unless ``overwrite_changed``.
     Raises :class:`ConfigError` saying what to do."""
@@ -489,7 +489,7 @@ def check_gonka_db_for_rollback(store: StateBackend, *, overwrite_changed: bool)
 
 
 def roll_back_gonka_db(
-    store: StateBackend, path: Path, document: Mapping[str, Any]
+    store: StateCore, path: Path, document: Mapping[str, Any]
 ) -> GonkaDbRollback:
     """Bring ``path`` up to date with ``document`` (see the module's docstring) after a
     backup, and record the file as written (the next rollback compares with it). Raises

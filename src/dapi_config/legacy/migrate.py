@@ -18,7 +18,7 @@ from dapi_config.errors import ConfigError
 from dapi_config.static import LEGACY_PASSWORD_KEY
 
 if TYPE_CHECKING:
-    from dapi_config.store.backend import StateBackend
+    from dapi_config.store.backend import StateCore
 
 
 from dapi_config.legacy.parse import (
@@ -109,7 +109,7 @@ ImportOutcome = Literal["imported", "already", "ignored"]
 
 
 def import_state(
-    store: StateBackend,
+    store: StateCore,
     state: LegacyState,
     *,
     source: str,
@@ -164,7 +164,7 @@ def import_state(
     return "imported"
 
 
-def _already_imported(store: StateBackend, checksum: str) -> bool:
+def _already_imported(store: StateCore, checksum: str) -> bool:
     found = store.find_import(LEGACY_KIND)
     return found is not None and found["checksum"] == checksum
 
@@ -191,7 +191,7 @@ def rewrite_static(config: Path, raw: bytes, new_text: str, *, imported: bool = 
 
 
 def migrate_legacy_file(
-    store: StateBackend,
+    store: StateCore,
     config: Path,
     *,
     before_risky_operation: Callable[[str], None] | None = None,

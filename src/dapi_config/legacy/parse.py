@@ -36,7 +36,7 @@ from dapi_config.schedule import from_go_stack
 from dapi_config.static import LEGACY_DYNAMIC_KEYS
 
 if TYPE_CHECKING:
-    from dapi_config.store.backend import StateBackend
+    from dapi_config.store.backend import StateCore
 
 log = logging.getLogger("dapi_config.legacy")
 
@@ -460,7 +460,7 @@ def describe_state(state: LegacyState) -> str:
     return ", ".join(parts) or "dynamic keys with empty values"
 
 
-def current_state(store: StateBackend) -> LegacyState:
+def current_state(store: StateCore) -> LegacyState:
     """What ``store`` holds now, as the legacy keys would carry it (one consistent read)."""
     with store.snapshot():
         chain = store.chain_state()
@@ -512,7 +512,7 @@ def without_emptying(
     return kept, skipped
 
 
-def apply_legacy_state(store: StateBackend, state: LegacyState) -> None:
+def apply_legacy_state(store: StateCore, state: LegacyState) -> None:
     """Write ``state`` into ``store`` inside the caller's transaction (keys absent from the
     file are left alone). The schedule is stored as is: the next ``set_height`` applies it."""
     if state.nodes is not None:

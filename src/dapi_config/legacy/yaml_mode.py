@@ -49,7 +49,6 @@ from dapi_config.errors import (
     DuplicateNodeError,
     MasterKeyError,
     NodeNotFoundError,
-    NotSupportedError,
     StateUnavailableError,
 )
 from dapi_config.legacy.layout import legacy_node, trim_unset_later_fields, with_models_as_names
@@ -71,15 +70,11 @@ from dapi_config.models import (
 from dapi_config.schedule import due_winner, from_go_stack, go_stack_order
 from dapi_config.store.backend import (
     SEED_KINDS,
-    AuditEntry,
-    BlsDealerOpening,
     Sealer,
-    SecurityKeyRow,
     SeedKind,
 )
-from dapi_config.store.backup import BackupInfo, backup_dir_for
+from dapi_config.store.backup import BackupInfo
 from dapi_config.store.connection import register_hook
-from dapi_config.store.recovery import CheckResult, RestoreResult
 from dapi_config.store.sqlite import HEIGHT, NODE_VERSION, SqliteStore, current_actor
 
 log = logging.getLogger("dapi_config.state")
@@ -443,9 +438,6 @@ class YamlStore:
                 raise NodeNotFoundError(after)
         return [n.model_copy(deep=True) for n in nodes[start : start + limit]]
 
-    def export_tables(self, redacted: str) -> dict[str, list[dict[str, Any]]]:
-        raise self._unsupported("table exports")
-
     def node_count(self) -> int:
         return len(self._view().nodes)
 
@@ -534,7 +526,9 @@ class YamlStore:
                 return i
         raise NodeNotFoundError(node_id)
 
-    def update_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
+    def update_node(
+        self, node: InferenceNodeConfig, *, old: InferenceNodeConfig | None = None
+    ) -> InferenceNodeConfig:
         work = self._work()
         i = self._index(work, node.id)
         old = work.nodes[i]
@@ -574,17 +568,9 @@ class YamlStore:
         work.owns_keys = True
         log.info("worker key %s written to %s", fingerprint, self.file)
 
-    # --- what only the database can do ---------------------------------------------------
+    # --- the rest of the core: what the single file does its own way ---------------------
 
-    def _unsupported(self, what: str) -> NotSupportedError:
-        return NotSupportedError(
-            f"{what} need the state database, and API_STATE_MODE=yaml runs without one "
-            f"(the state is in {self.file})"
-        )
-
-    supports_backups: ClassVar[bool] = False
     file_backed: ClassVar[bool] = True
-    cipher: ClassVar[None] = None
 
     @property
     def in_transaction(self) -> bool:
@@ -596,68 +582,11 @@ class YamlStore:
     def observe_transactions(self, observer: Callable[[float, bool], None]) -> Callable[[], None]:
         return register_hook(self._observers, observer)
 
-    def add_seed_history(self, seeds: Sequence[tuple[SeedKind, SeedInfo]]) -> None:
-        raise self._unsupported("seed history")
-
-    def put_predecessor_kv(self, key: str, value_json: str) -> None:
-        raise self._unsupported("imports of gonka.db")
-
-    def put_bls_openings(
-        self, openings: Sequence[BlsDealerOpening], *, seal: Callable[[str, str], str]
-    ) -> None:
-        raise self._unsupported("imports of gonka.db")
-
     def use_sealer(self, sealer: Sealer) -> None:
         """Nothing to seal: the predecessor's file holds node tokens in clear."""
 
     def probe(self) -> None:
         self.hot_values()  # re-reads the file if it changed; raises when it is unusable
-
-    def audit_entries(
-        self, since: int = 0, limit: int = 100, *, newest: bool = False
-    ) -> list[AuditEntry]:
-        raise self._unsupported("audit queries")
-
-    def prune_audit(self) -> int:
-        return 0  # no audit trail to prune
-
-    def key_params(self) -> str | None:
-        return None  # no sealed secrets: the worker key is in clear, as the old binary needs
-
-    def set_key_params(self, raw: str) -> None:
-        raise self._unsupported("sealed secrets")
-
-    def set_secret(
-        self, name: str, value: str, *, fingerprint: str, old_fingerprint: str | None = None
-    ) -> None:
-        raise self._unsupported("sealed secrets")
-
-    def security_key(self, node_id: str) -> SecurityKeyRow | None:
-        return None
-
-    def security_keys(self) -> list[SecurityKeyRow]:
-        return []
-
-    def put_security_key(
-        self,
-        node_id: str,
-        sealed: str,
-        key_version: int,
-        *,
-        fingerprint: str,
-        old_fingerprint: str | None,
-    ) -> SecurityKeyRow:
-        raise self._unsupported("per-node security keys")
-
-    def delete_security_key(self, node_id: str, *, old_fingerprint: str | None) -> bool:
-        raise self._unsupported("per-node security keys")
-
-    @property
-    def backup_dir(self) -> Path:
-        return backup_dir_for(self.file)
-
-    def backup(self, out: str | os.PathLike[str] | None, *, reason: str) -> BackupInfo:
-        raise self._unsupported("backups")
 
     def backup_before(self, reason: str, *, keep: int) -> BackupInfo | None:
         """Before a risky change of the file itself: a byte copy of it beside it,
@@ -682,21 +611,6 @@ class YamlStore:
     def own_files(self) -> list[Path]:
         """The legacy file and the copies taken before risky changes."""
         return [self.file, *self.file.parent.glob(f"{glob.escape(self.file.name)}.pre-*")]
-
-    def kept_backup(self, reason: str, *, keep: int) -> BackupInfo:
-        raise self._unsupported("backups")
-
-    def list_backups(self, *, verify: bool = True) -> list[BackupInfo]:
-        raise self._unsupported("backups")
-
-    def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
-        raise self._unsupported("restores")
-
-    def check(self, *, max_backup_age: float | None = None) -> CheckResult:
-        raise self._unsupported("checks of the state file")
-
-    def schema_version(self) -> int:
-        raise self._unsupported("schema versions")
 
     def record_import(
         self, kind: str, source_path: str, checksum: str, details: dict[str, Any]

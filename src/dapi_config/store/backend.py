@@ -1,13 +1,17 @@
 """What :class:`~dapi_config.manager.ConfigManager` needs from a state backend, and the names
 every backend shares.
 
-Two backends implement :class:`StateBackend`: :class:`~dapi_config.store.sqlite.SqliteStore`
-(the SQLite state file, ``API_STATE_MODE=db`` and ``dual``) and
-:class:`~dapi_config.legacy.yaml_mode.YamlStore` (``API_STATE_MODE=yaml``: the
-predecessor's single YAML file, no database). The protocol is complete: the manager never asks
-which one it has. A capability a backend lacks (the YAML file has no backups, audit queries or
-per-node keys) raises :class:`~dapi_config.errors.NotSupportedError`, which every surface maps
-once; :attr:`StateBackend.supports_backups` tells the service whether to schedule backups.
+The contract is a small core, :class:`StateCore` (transactions, chain values, seeds, parameter
+caches, the plan, nodes, the worker key), and capabilities a backend may add:
+:class:`AuditTrail`, :class:`SealedSecrets`, :class:`Backups`, :class:`Tables`,
+:class:`PredecessorImports` (httpx's one-method transport and apscheduler's storage kept apart
+from its notifications are the model). The
+database backends, :class:`~dapi_config.store.sqlite.SqliteStore` (``API_STATE_MODE=db`` and
+``dual``) and :class:`~dapi_config.store.postgres.PostgresStore`, implement all of it
+(:class:`StateBackend`); :class:`~dapi_config.legacy.yaml_mode.YamlStore`
+(``API_STATE_MODE=yaml``, the predecessor's single file) implements the core only. The manager
+asks for each capability once, at open, and maps its absence to the one
+:class:`~dapi_config.errors.NotSupportedError`; it never asks which backend it has.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
     from dapi_config.store.backup import BackupInfo
     from dapi_config.store.recovery import CheckResult, RestoreResult
     from dapi_config.store.sqlcipher import StateCipher
+
+#: Largest page of audit rows one call returns (:meth:`AuditTrail.audit_entries`).
+AUDIT_PAGE_MAX = 1000
 
 SeedKind = Literal["current", "previous", "upcoming"]
 SEED_KINDS: tuple[SeedKind, ...] = ("current", "previous", "upcoming")
@@ -121,11 +128,19 @@ class IntegrityCheckable(Protocol):
         ...
 
 
-class StateBackend(Protocol):
-    """Dynamic state storage. Writes run inside :meth:`transaction`; reads return copies."""
+class StateCore(Protocol):
+    """What every backend does, the predecessor's single YAML file included: transactions,
+    the chain values, seeds, parameter caches, the plan, the node registry and the worker key.
+    Writes run inside :meth:`transaction`; reads return copies."""
 
     @property
     def path(self) -> str: ...
+
+    @property
+    def file_backed(self) -> bool:
+        """True when the state is a local file (SQLite, the legacy YAML), False for a server
+        database shared by replicas (PostgreSQL)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -149,6 +164,15 @@ class StateBackend(Protocol):
     def use_sealer(self, sealer: Sealer) -> None:
         """Seal node ``auth_token`` values with ``sealer`` (the manager sets it at open)."""
 
+    def own_files(self) -> list[Path]:
+        """The files this backend keeps (state, companions, backups): never an output."""
+        ...
+
+    def backup_before(self, reason: str, *, keep: int) -> BackupInfo | None:
+        """A copy of the state before a risky change (None when the copy is no backup the
+        :class:`Backups` capability lists, e.g. the YAML file's byte copy)."""
+        ...
+
     # reads
     def hot_values(self) -> tuple[int, str]: ...
 
@@ -170,23 +194,11 @@ class StateBackend(Protocol):
 
     def node_count(self) -> int: ...
 
-    def export_tables(self, redacted: str) -> dict[str, list[dict[str, Any]]]: ...
-
     def secret(self, name: str) -> str | None: ...
 
     def latest_revision(self) -> int: ...
 
     def find_import(self, kind: str) -> dict[str, Any] | None: ...
-
-    def audit_entries(
-        self, since: int = 0, limit: int = 100, *, newest: bool = False
-    ) -> list[AuditEntry]: ...
-
-    def key_params(self) -> str | None: ...
-
-    def security_key(self, node_id: str) -> SecurityKeyRow | None: ...
-
-    def security_keys(self) -> list[SecurityKeyRow]: ...
 
     # writes
     def set_height(self, height: int) -> tuple[int, str | None]: ...
@@ -201,14 +213,6 @@ class StateBackend(Protocol):
 
     def rotate_seeds(self) -> None: ...
 
-    def add_seed_history(self, seeds: Sequence[tuple[SeedKind, SeedInfo]]) -> None: ...
-
-    def put_predecessor_kv(self, key: str, value_json: str) -> None: ...
-
-    def put_bls_openings(
-        self, openings: Sequence[BlsDealerOpening], *, seal: Callable[[str, str], str]
-    ) -> None: ...
-
     def set_params(self, kind: str, params: BaseModel) -> None: ...
 
     def set_upgrade_plan(self, plan: UpgradePlan) -> None: ...
@@ -217,7 +221,12 @@ class StateBackend(Protocol):
 
     def add_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None: ...
 
-    def update_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig: ...
+    def update_node(
+        self, node: InferenceNodeConfig, *, old: InferenceNodeConfig | None = None
+    ) -> InferenceNodeConfig:
+        """Replace the node; returns the old value (``old``: already read in this
+        transaction, so it is not read again)."""
+        ...
 
     def remove_node(self, node_id: str) -> InferenceNodeConfig: ...
 
@@ -231,11 +240,41 @@ class StateBackend(Protocol):
         self, public: str, private: str, *, fingerprint: str, seal: Callable[[str, str], str]
     ) -> None: ...
 
+    def record_import(
+        self, kind: str, source_path: str, checksum: str, details: dict[str, Any]
+    ) -> None: ...
+
+
+# --- capabilities: what a database adds to the core ------------------------------------------
+
+
+@runtime_checkable
+class AuditTrail(Protocol):
+    """Every change kept, queryable by revision (SPEC §11)."""
+
+    def audit_entries(
+        self, since: int = 0, limit: int = 100, *, newest: bool = False
+    ) -> list[AuditEntry]: ...
+
+    def prune_audit(self) -> int: ...
+
+
+@runtime_checkable
+class SealedSecrets(Protocol):
+    """Secrets stored sealed under the master key: its parameters, named secrets, per-node
+    security keys (SPEC §11)."""
+
+    def key_params(self) -> str | None: ...
+
     def set_key_params(self, raw: str) -> None: ...
 
     def set_secret(
         self, name: str, value: str, *, fingerprint: str, old_fingerprint: str | None = None
     ) -> None: ...
+
+    def security_key(self, node_id: str) -> SecurityKeyRow | None: ...
+
+    def security_keys(self) -> list[SecurityKeyRow]: ...
 
     def put_security_key(
         self,
@@ -249,21 +288,10 @@ class StateBackend(Protocol):
 
     def delete_security_key(self, node_id: str, *, old_fingerprint: str | None) -> bool: ...
 
-    def prune_audit(self) -> int: ...
 
-    def record_import(
-        self, kind: str, source_path: str, checksum: str, details: dict[str, Any]
-    ) -> None: ...
-
-    # backups and checks (SPEC §10)
-    @property
-    def supports_backups(self) -> bool: ...
-
-    @property
-    def file_backed(self) -> bool:
-        """True when the state is a local file (SQLite, the legacy YAML), False for a server
-        database shared by replicas (PostgreSQL)."""
-        ...
+@runtime_checkable
+class Backups(Protocol):
+    """Verified backups, restores and the state's own check (SPEC §10)."""
 
     @property
     def cipher(self) -> StateCipher | None: ...
@@ -273,16 +301,49 @@ class StateBackend(Protocol):
 
     def backup(self, out: str | os.PathLike[str] | None, *, reason: str) -> BackupInfo: ...
 
-    def backup_before(self, reason: str, *, keep: int) -> BackupInfo | None: ...
-
     def kept_backup(self, reason: str, *, keep: int) -> BackupInfo: ...
-
-    def own_files(self) -> list[Path]:
-        """The files this backend keeps (state, companions, backups): never an output."""
-        ...
 
     def list_backups(self, *, verify: bool = True) -> list[BackupInfo]: ...
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult: ...
 
     def check(self, *, max_backup_age: float | None = None) -> CheckResult: ...
+
+
+@runtime_checkable
+class Tables(Protocol):
+    """The state as the tables it is kept in (``GET /admin/v1/export/db``)."""
+
+    def export_tables(self, redacted: str) -> dict[str, list[dict[str, Any]]]: ...
+
+
+@runtime_checkable
+class PredecessorImports(Protocol):
+    """What only a database can take from the later predecessor's ``gonka.db``: seed history,
+    its other ``kv_config`` keys and its BLS dealer openings."""
+
+    def add_seed_history(self, seeds: Sequence[tuple[SeedKind, SeedInfo]]) -> None: ...
+
+    def put_predecessor_kv(self, key: str, value_json: str) -> None: ...
+
+    def put_bls_openings(
+        self, openings: Sequence[BlsDealerOpening], *, seal: Callable[[str, str], str]
+    ) -> None: ...
+
+
+@runtime_checkable
+class StateBackend(
+    StateCore, AuditTrail, SealedSecrets, Backups, Tables, PredecessorImports, Protocol
+):
+    """A database backend: the core and every capability (SQLite, PostgreSQL)."""
+
+
+#: The capabilities a backend may add to :class:`StateCore`, and what each is for (the
+#: message of the one :class:`~dapi_config.errors.NotSupportedError` its absence raises).
+CAPABILITIES: dict[type, str] = {
+    AuditTrail: "audit queries",
+    SealedSecrets: "sealed secrets and per-node security keys",
+    Backups: "backups, restores and checks of the state",
+    Tables: "table exports",
+    PredecessorImports: "imports of gonka.db",
+}

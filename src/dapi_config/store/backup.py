@@ -18,7 +18,7 @@ Backups live in ``<state dir>/backups/`` as ``<state stem>-<UTC time>-<reason>.d
 manual ones included (the manager prunes them after each manual backup); a backup written
 elsewhere (``--out``) is never pruned.
 
-An encrypted state file (:mod:`.cipher`) gives encrypted backups with the same key (SQLCipher's
+An encrypted state file (:mod:`.sqlcipher`) gives encrypted backups with the same key (SQLCipher's
 backup API copies between files with the same key only). A backup can be read only in the mode
 it was made in: while encryption is on, plain backups (from before ``dapi-config encrypt``) are
 reported as unusable, and the other way round; after ``rekey`` the old backups need the old key.

@@ -38,6 +38,7 @@ from dapi_config.models import (
 from dapi_config.schedule import due_winner
 from dapi_config.settings import AuditRetention
 from dapi_config.store.backend import (
+    AUDIT_PAGE_MAX,
     SEED_KINDS,
     AuditEntry,
     BlsDealerOpening,
@@ -72,8 +73,6 @@ current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 AUDIT_PRUNE_EVERY = 1000
 #: At most this many audit rows are deleted per prune, so no single write pays for a backlog.
 AUDIT_PRUNE_BATCH = 10_000
-#: Largest page of audit rows one call returns.
-AUDIT_PAGE_MAX = 1000
 #: The ``secrets`` row holding the master key's derivation parameters (not secret).
 KEY_PARAMS_SECRET = "master_key_params"  # noqa: S105 - a row name
 
@@ -765,9 +764,12 @@ class StateQueries:
             self._insert_node(node)
         self._audit("add_nodes", "nodes", None, [_dump(n) for n in nodes])
 
-    def update_node(self, node: InferenceNodeConfig) -> InferenceNodeConfig:
-        """Replace the node with ``node.id``; returns the old value. Raises NodeNotFoundError."""
-        old = self.node(node.id)
+    def update_node(
+        self, node: InferenceNodeConfig, *, old: InferenceNodeConfig | None = None
+    ) -> InferenceNodeConfig:
+        """Replace the node with ``node.id``; returns the old value (``old``: the caller read
+        it in this transaction already). Raises NodeNotFoundError."""
+        old = old if old is not None else self.node(node.id)
         params = self._node_params(node)
         self.db.execute(
             "UPDATE inference_nodes SET host = ?, inference_segment = ?, inference_port = ?, "

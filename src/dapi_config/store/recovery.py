@@ -20,7 +20,7 @@ steps 2-3 before anything else. With no good backup, open stops with
 file is restored through the store in one write transaction (:mod:`.snapshot`), which keeps
 the audit trail and every process's view of the file.
 
-Encryption (:mod:`.cipher`): a key problem is never taken for damage. With encryption on, a
+Encryption (:mod:`.sqlcipher`): a key problem is never taken for damage. With encryption on, a
 plain file or a file the key does not open stops start-up with a message about the key; with it
 off, a file marked encrypted (``<state>.encrypted``) stops start-up with a message saying how to
 enable it. Only backups readable in the current mode are candidates for recovery.

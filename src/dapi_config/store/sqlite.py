@@ -32,10 +32,10 @@ from dapi_config.store import connection, migrations
 from dapi_config.store import recovery as _recovery
 from dapi_config.store import sqlcipher as _cipher
 from dapi_config.store._wal_index import HEADER_SIZE, WalIndex, open_wal_index
+from dapi_config.store.backend import AUDIT_PAGE_MAX
 from dapi_config.store.backup import BackupInfo, backup_dir_for, create_backup, read_header
 from dapi_config.store.connection import Database, Durability, sqlite_error_message
 from dapi_config.store.queries import (
-    AUDIT_PAGE_MAX,
     AUDIT_PRUNE_BATCH,
     AUDIT_PRUNE_EVERY,
     HEIGHT,
