@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dapi_config.errors import ConfigError
+from dapi_config.legacy.migrate import apply_legacy_state, current_state
 from dapi_config.legacy.parse import (
     MERGED_FLAG_ORIGIN,
     NODE_CONFIG_KIND,
     SEED_KINDS_BY_KV,
     LegacyParser,
     LegacyState,
-    apply_legacy_state,
-    current_state,
     without_emptying,
 )
 from dapi_config.models import (

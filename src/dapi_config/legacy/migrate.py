@@ -15,6 +15,8 @@ from dapi_config import _failpoints
 from dapi_config._files import atomic_write, file_owner
 from dapi_config._yaml import YamlDocument, load_document, parse_yaml, to_plain
 from dapi_config.errors import ConfigError
+from dapi_config.models import BandwidthParamsCache, PoCParamsCache, ValidationParamsCache
+from dapi_config.schedule import from_go_stack
 from dapi_config.static import LEGACY_PASSWORD_KEY
 
 if TYPE_CHECKING:
@@ -28,9 +30,7 @@ from dapi_config.legacy.parse import (
     NODE_CONFIG_KIND,
     LegacyState,
     _jsonable,
-    apply_legacy_state,
     checksum_of,
-    current_state,
     differing_keys,
     dynamic_keys_in,
     parse_legacy_state,
@@ -162,6 +162,55 @@ def import_state(
             },
         )
     return "imported"
+
+
+# --- the state's side: what it holds, and the legacy values written into it -------------
+
+
+def current_state(store: StateCore) -> LegacyState:
+    """What ``store`` holds now, as the legacy keys would carry it (one consistent read)."""
+    with store.snapshot():
+        chain = store.chain_state()
+        return LegacyState(
+            nodes=store.nodes(),
+            current_height=int(chain.get("current_height", 0)),
+            current_node_version=chain.get("current_node_version", ""),
+            last_processed_height=int(chain.get("last_processed_height", 0)),
+            last_used_version=chain.get("last_used_version", ""),
+            seeds={kind: store.seed(kind) for kind in ("current", "previous", "upcoming")},
+            upgrade_plan=store.upgrade_plan(),
+            node_versions=store.node_versions(),
+            validation_params=store.params("validation", ValidationParamsCache),
+            bandwidth_params=store.params("bandwidth", BandwidthParamsCache),
+            poc_params=store.params("poc", PoCParamsCache),
+        )
+
+
+def apply_legacy_state(store: StateCore, state: LegacyState) -> None:
+    """Write ``state`` into ``store`` inside the caller's transaction (keys absent from the
+    file are left alone). The schedule is stored as is: the next ``set_height`` applies it."""
+    if state.nodes is not None:
+        store.replace_nodes(state.nodes)
+    for key in ("current_height", "last_processed_height"):
+        value = getattr(state, key)
+        if value is not None:
+            store.set_chain_value(key, str(value))
+    for key in ("current_node_version", "last_used_version"):
+        value = getattr(state, key)
+        if value is not None:
+            store.set_chain_value(key, value)
+    for kind, seed in state.seeds.items():
+        store.set_seed(kind, seed)
+    if state.upgrade_plan is not None:
+        store.set_upgrade_plan(state.upgrade_plan)
+    if state.node_versions is not None:
+        store.replace_node_versions(from_go_stack(state.node_versions))
+    if state.validation_params is not None:
+        store.set_params("validation", state.validation_params)
+    if state.bandwidth_params is not None:
+        store.set_params("bandwidth", state.bandwidth_params)
+    if state.poc_params is not None:
+        store.set_params("poc", state.poc_params)
 
 
 def _already_imported(store: StateCore, checksum: str) -> bool:

@@ -32,11 +32,10 @@ from dapi_config.models import (
     UpgradePlan,
     ValidationParamsCache,
 )
-from dapi_config.schedule import from_go_stack
 from dapi_config.static import LEGACY_DYNAMIC_KEYS
 
 if TYPE_CHECKING:
-    from dapi_config.store.backend import StateCore
+    pass
 
 log = logging.getLogger("dapi_config.legacy")
 
@@ -460,25 +459,6 @@ def describe_state(state: LegacyState) -> str:
     return ", ".join(parts) or "dynamic keys with empty values"
 
 
-def current_state(store: StateCore) -> LegacyState:
-    """What ``store`` holds now, as the legacy keys would carry it (one consistent read)."""
-    with store.snapshot():
-        chain = store.chain_state()
-        return LegacyState(
-            nodes=store.nodes(),
-            current_height=int(chain.get("current_height", 0)),
-            current_node_version=chain.get("current_node_version", ""),
-            last_processed_height=int(chain.get("last_processed_height", 0)),
-            last_used_version=chain.get("last_used_version", ""),
-            seeds={kind: store.seed(kind) for kind in ("current", "previous", "upcoming")},
-            upgrade_plan=store.upgrade_plan(),
-            node_versions=store.node_versions(),
-            validation_params=store.params("validation", ValidationParamsCache),
-            bandwidth_params=store.params("bandwidth", BandwidthParamsCache),
-            poc_params=store.params("poc", PoCParamsCache),
-        )
-
-
 def _is_empty(value: Any) -> bool:
     """Null, zero, empty text or collection, or a mapping of nothing but such values (the
     all-zero seed, the empty plan)."""
@@ -510,33 +490,6 @@ def without_emptying(
             else:
                 setattr(kept, key, None)
     return kept, skipped
-
-
-def apply_legacy_state(store: StateCore, state: LegacyState) -> None:
-    """Write ``state`` into ``store`` inside the caller's transaction (keys absent from the
-    file are left alone). The schedule is stored as is: the next ``set_height`` applies it."""
-    if state.nodes is not None:
-        store.replace_nodes(state.nodes)
-    for key in ("current_height", "last_processed_height"):
-        value = getattr(state, key)
-        if value is not None:
-            store.set_chain_value(key, str(value))
-    for key in ("current_node_version", "last_used_version"):
-        value = getattr(state, key)
-        if value is not None:
-            store.set_chain_value(key, value)
-    for kind, seed in state.seeds.items():
-        store.set_seed(kind, seed)
-    if state.upgrade_plan is not None:
-        store.set_upgrade_plan(state.upgrade_plan)
-    if state.node_versions is not None:
-        store.replace_node_versions(from_go_stack(state.node_versions))
-    if state.validation_params is not None:
-        store.set_params("validation", state.validation_params)
-    if state.bandwidth_params is not None:
-        store.set_params("bandwidth", state.bandwidth_params)
-    if state.poc_params is not None:
-        store.set_params("poc", state.poc_params)
 
 
 def _short(value: Any) -> str:
