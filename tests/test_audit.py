@@ -115,6 +115,7 @@ NOT_WRITES = {
     "import_gonka_db",
     "export_tables", "seal_secrets", "sealed_keyring_password",
     "own_files", "output_path", "master_key_problem", "predecessor_values", "supports_backups",
+    "run_imports",
 }  # fmt: skip
 
 

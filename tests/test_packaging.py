@@ -77,7 +77,7 @@ def test_wheel_and_sdist_carry_the_version_and_the_package(dist: Path) -> None:
     extras = set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE))
     assert {"encryption", "dev"} <= extras
     with tarfile.open(sdist) as tf:
-        assert f"dapi_config-{version}/src/dapi_config/manager.py" in tf.getnames()
+        assert f"dapi_config-{version}/src/dapi_config/manager/facade.py" in tf.getnames()
 
 
 def test_installed_wheel_runs_without_dev_dependencies(dist: Path, tmp_path: Path) -> None:

@@ -159,6 +159,16 @@ def _round_trip_positions(tree: Any) -> dict[str, tuple[int, int]]:
         return {}
 
 
+@dataclass(frozen=True)
+class YamlFile:
+    """A YAML file as read once: its bytes and their parsed document (handed on, never read
+    or parsed again by whoever needs it next)."""
+
+    path: Path
+    raw: bytes
+    document: YamlDocument
+
+
 def read_yaml_document(path: str | os.PathLike[str]) -> tuple[YamlDocument, bytes]:
     """Parse ``path``; returns (its :class:`YamlDocument`, raw bytes).
 

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import pydantic
 
 from dapi_config._validation import describe, error_items
-from dapi_config._yaml import YamlDocument, read_yaml_document
+from dapi_config._yaml import YamlFile, read_yaml_document
 from dapi_config.errors import ConfigError
 from dapi_config.models import STATIC_SECTIONS, StaticConfig
 
@@ -97,10 +97,6 @@ class LoadedConfig:
     document: dict[str, Any] = field(default_factory=dict)
     #: Top-level keys that are neither static sections nor legacy dynamic keys.
     unknown_keys: list[str] = field(default_factory=list)
-    #: The file's bytes and parsed document as read, so the legacy importer need not parse a
-    #: large legacy file a second time (the manager drops both once start-up is done).
-    raw: bytes | None = field(default=None, repr=False)
-    parsed: YamlDocument | None = field(default=None, repr=False)
     #: Values the strict rules refuse that were read as the predecessor read them (a port of
     #: 0 as not set), one note each; ``check`` lists them.
     predecessor_values: list[str] = field(default_factory=list)
@@ -117,6 +113,14 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
     Raises :class:`ConfigError` with one message naming the file or variable, the key and
     what was expected.
     """
+    return read_static_config(config_path, env)[0]
+
+
+def read_static_config(
+    config_path: str | os.PathLike[str], env: Mapping[str, str]
+) -> tuple[LoadedConfig, YamlFile]:
+    """:func:`load_static_config`, and the file as read (for whoever needs its bytes or its
+    document next: the legacy migration, the ``yaml`` backend), so it is read once."""
     path = Path(config_path)
     source = str(path)
     parsed, raw = read_yaml_document(path)
@@ -203,15 +207,14 @@ def load_static_config(config_path: str | os.PathLike[str], env: Mapping[str, st
             f"api.poc_callback_url {config.api.poc_callback_url!r} is not a URL such as "
             "http://host:port; kept as the predecessor accepted it",
         )
-    return LoadedConfig(
+    loaded = LoadedConfig(
         path=path,
         config=config,
         document=data,
         unknown_keys=unknown,
-        raw=raw,
-        parsed=parsed,
         predecessor_values=notes,
     )
+    return loaded, YamlFile(path, raw, parsed)
 
 
 def _zero_ports_unset(

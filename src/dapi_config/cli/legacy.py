@@ -71,20 +71,17 @@ def migrate(
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     else:
-        with open_manager(migrate_legacy=not force) as cm:
+        # Opened without importing: the work happens here, where the command says so.
+        with open_manager(migrate_legacy=False) as cm:
             if cm.state_mode == "yaml":
                 raise fail(
                     "API_STATE_MODE=yaml keeps the state in the config file itself; "
                     "unset it (or set db) to migrate into the state database"
                 )
-            if force:
-                with working(f"migrating {cm.config_path}"):
-                    report = cm.migrate_legacy(force=True)
-            else:
-                report = cm.legacy_report or legacy.MigrationReport(str(cm.config_path), "none")
-            if gonka_db is not None:
-                with working(f"importing {gonka_db}"):
-                    imported = cm.import_gonka_db(gonka_db)
+            with working(f"migrating {cm.config_path}"):
+                done = cm.run_imports(force=force, gonka_db=gonka_db)
+            report = done.migration or legacy.MigrationReport(str(cm.config_path), "none")
+            imported = done.gonka_db
     if as_json:
         print_json(
             report.as_dict()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dapi_config import _failpoints
 from dapi_config._files import atomic_write, file_owner
-from dapi_config._yaml import YamlDocument, load_document, parse_yaml, to_plain
+from dapi_config._yaml import YamlFile, load_document, parse_yaml, to_plain
 from dapi_config.errors import ConfigError
 from dapi_config.models import BandwidthParamsCache, PoCParamsCache, ValidationParamsCache
 from dapi_config.schedule import from_go_stack
@@ -239,44 +239,62 @@ def rewrite_static(config: Path, raw: bytes, new_text: str, *, imported: bool = 
     return True
 
 
+@dataclass(frozen=True)
+class LegacyFile:
+    """A config file that still holds the predecessor's dynamic keys, as read once when the
+    state was opened: the file (bytes and document), its dynamic keys, and their values as
+    checked (None: not checked yet; the migration checks them)."""
+
+    file: YamlFile
+    keys: tuple[str, ...]
+    state: LegacyState | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+
+def legacy_file(file: YamlFile, *, check: bool) -> LegacyFile | None:
+    """``file`` as a :class:`LegacyFile` when it holds dynamic keys (else None); ``check``:
+    validate their values now (raises :class:`ConfigError`, before anything is written)."""
+    plain = file.document.data
+    keys = dynamic_keys_in(plain) if isinstance(plain, dict) else []
+    if not keys:
+        return None
+    state = parse_legacy_state(plain, str(file.path)) if check else None
+    return LegacyFile(file, tuple(keys), state)
+
+
 def migrate_legacy_file(
     store: StateCore,
-    config: Path,
+    source: LegacyFile | Path,
     *,
     before_risky_operation: Callable[[str], None] | None = None,
-    parsed: tuple[bytes, YamlDocument | None] | None = None,
-    checked: LegacyState | None = None,
     force: bool = False,
 ) -> MigrationReport:
-    """Run (or resume) the legacy migration of ``config`` into ``store``.
+    """Run (or resume) the legacy migration of ``source`` into ``store``: the file as read
+    at open (its bytes and document are not read or parsed again), or a path to read now.
 
     Once the state has taken a legacy import, a file with other dynamic values is backed up
     and stripped to its static part without importing them (one WARNING names the keys whose
     value differs from the state); ``force`` imports them, empty values included, after the
-    ``before_risky_operation("legacy-reimport")`` backup of the state.
-
-    ``parsed`` = (bytes, parsed document) of the file as already read: reused when the file
-    still holds those bytes (a large legacy file takes seconds to parse), and so is
-    ``checked``, its legacy values as already validated from that document. A file without
-    dynamic keys is left untouched (not even opened for writing). Raises
-    :class:`ConfigError` for malformed legacy values (before anything is written).
+    ``before_risky_operation("legacy-reimport")`` backup of the state. A file without
+    dynamic keys is left untouched (not even opened for writing). The rewrite replaces the
+    file only if it still holds the bytes imported. Raises :class:`ConfigError` for
+    malformed legacy values (before anything is written).
     """
-    source = str(config)
-    raw = _read_config(config)
-    document = None
-    if parsed is not None and parsed[0] == raw:
-        document = parsed[1]
-    else:
-        checked = None  # validated from bytes the file no longer holds
-    if document is None:
-        document = load_document(raw, source)
-    plain = document.data
-    if not isinstance(plain, dict):
-        return MigrationReport(source, "none")
-    keys = dynamic_keys_in(plain)
-    if not keys:
-        return MigrationReport(source, "none")
-    state = checked if checked is not None else parse_legacy_state(plain, source)
+    if isinstance(source, Path):
+        raw = _read_config(source)
+        found = legacy_file(YamlFile(source, raw, load_document(raw, str(source))), check=False)
+        if found is None:
+            return MigrationReport(str(source), "none")
+        source = found
+    config, raw, document = source.path, source.file.raw, source.file.document
+    keys = list(source.keys)
+    state = source.state
+    if state is None:
+        state = parse_legacy_state(document.data, str(config))  # a LegacyFile holds a mapping
+    source_text = str(config)
     checksum = checksum_of(raw)
     new_text = without_marker(static_text(document, set(keys)))
     # API_STATE_MODE=yaml's own file holds the newest state: switching back imports it.
@@ -308,8 +326,8 @@ def migrate_legacy_file(
         resumed = outcome == "already"
         _warn_not_imported(config, outcome, skipped, backup)
     else:
-        found = store.find_import(LEGACY_KIND) or {}
-        backup_raw = (found.get("details") or {}).get("backup")
+        record = store.find_import(LEGACY_KIND) or {}
+        backup_raw = (record.get("details") or {}).get("backup")
         backup = Path(backup_raw) if backup_raw else None
         log.warning(
             "%s: its dynamic keys were imported before (checksum %s); finishing the rewrite",
@@ -327,7 +345,7 @@ def migrate_legacy_file(
         "resumed" if resumed else "ignored" if outcome == "ignored" else "migrated"
     )
     return MigrationReport(
-        source,
+        source_text,
         action,
         keys,
         None if backup is None else str(backup),
