@@ -87,6 +87,12 @@ WRITES: dict[str, tuple[Callable[[ConfigManager], Any], str, str]] = {
         "upgrade_plan",
     ),
     "add_node_version": (lambda cm: cm.add_node_version(70, "v3"), "add_node_version", "70"),
+    "remove_node_version": (
+        lambda cm: cm.remove_node_version(50, "v2"),
+        "set_node_versions",
+        "node_versions",
+    ),
+    "clear_upgrade_plan": (lambda cm: cm.clear_upgrade_plan(), "set_upgrade_plan", "upgrade_plan"),
     "set_nodes": (lambda cm: cm.set_nodes([node("a"), node("c")]), "set_nodes", "nodes"),
     "add_node": (lambda cm: cm.add_node(node("c")), "add_node", "c"),
     "add_nodes": (lambda cm: cm.add_nodes([node("c"), node("d")]), "add_nodes", "nodes"),
@@ -115,7 +121,7 @@ NOT_WRITES = {
     "import_gonka_db",
     "export_tables", "seal_secrets", "sealed_keyring_password",
     "own_files", "output_path", "master_key_problem", "predecessor_values", "supports_backups",
-    "run_imports",
+    "run_imports", "state_value", "set_state_value", "clear_state_value", "patch_state",
 }  # fmt: skip
 
 

@@ -206,3 +206,8 @@ class ManagerBase:
             include_secrets=include_secrets,
             include_security_keys=include_security_keys,
         )
+
+    def state_summary(self) -> dict[str, Any]:
+        """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``), from
+        one consistent read."""
+        return documents.state_summary(self._store)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from dapi_config import documents, legacy
+from dapi_config import legacy
 from dapi_config._validation import (
     INT64_MAX,
     check_height,
@@ -25,6 +25,7 @@ from dapi_config._validation import (
 )
 from dapi_config.export import ExportSettings, PeriodicExporter
 from dapi_config.manager.keys import SecretsAndKeys
+from dapi_config.manager.kinds import StateKinds
 from dapi_config.manager.nodes import MAX_NODE_PAGE, NodeRegistry
 from dapi_config.manager.opening import open_state
 from dapi_config.manager.predecessor import PredecessorBridge
@@ -62,12 +63,13 @@ __all__ = [
 ]
 
 
-class ConfigManager(NodeRegistry, BackupsAndChecks, SecretsAndKeys, PredecessorBridge):
+class ConfigManager(NodeRegistry, StateKinds, BackupsAndChecks, SecretsAndKeys, PredecessorBridge):
     """Static configuration plus crash-safe dynamic state.
 
     Open with :meth:`open` and close with :meth:`close` (or use it as a context manager).
     Thread-safe; several processes may open the same state file. The parts it is made of:
-    :class:`~.nodes.NodeRegistry`, :class:`~.recovery.BackupsAndChecks`,
+    :class:`~.nodes.NodeRegistry`, :class:`~.kinds.StateKinds`,
+    :class:`~.recovery.BackupsAndChecks`,
     :class:`~.keys.SecretsAndKeys`, :class:`~.predecessor.PredecessorBridge`; opening is
     :mod:`.opening`'s.
     """
@@ -323,11 +325,6 @@ class ConfigManager(NodeRegistry, BackupsAndChecks, SecretsAndKeys, PredecessorB
         if self._tables is None:
             raise self._lacking(Tables)
         return self._tables.export_tables(REDACTED)
-
-    def state_summary(self) -> dict[str, Any]:
-        """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``), from
-        one consistent read."""
-        return documents.state_summary(self._store)
 
     def start_periodic_export(
         self,
