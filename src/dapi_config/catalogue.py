@@ -67,6 +67,9 @@ class StateKind:
     write: Callable[[StateCore, Any], object] | None = None
     #: Clear the value (DELETE); None: it cannot be cleared.
     clear: Callable[[StateCore], None] | None = None
+    #: A collection with operations of its own (the schedule: add, remove), not replaced by a
+    #: ``PUT`` of its own (``PATCH /state`` still replaces it whole).
+    collection: bool = False
     #: Its part of a ``PATCH /state`` document as :attr:`input_model` data.
     from_document: Callable[[Any], Any] = lambda value: value
 
@@ -128,6 +131,7 @@ KINDS: tuple[StateKind, ...] = (
         summary="The node-version schedule",
         read=lambda store: Schedule(store.node_versions()),
         write=lambda store, value: store.replace_node_versions(value.root),
+        collection=True,
     ),
     *(_seed_kind(kind) for kind in SEED_KINDS),
     *(_params_kind(kind, model) for kind, model in PARAMS_MODELS.items()),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from dapi_config import __version__
-from dapi_config.api import audit, backups, console, health, keys, metrics, nodes, state
+from dapi_config.api import audit, backups, console, health, keys, kinds, metrics, nodes, state
 from dapi_config.api.auth import (
     AdminTokenMiddleware,
     expected_token,
@@ -33,6 +33,7 @@ ADMIN_ROUTERS: tuple[APIRouter, ...] = (
     nodes.router,
     keys.router,
     state.router,
+    kinds.router,
     backups.router,
     audit.router,
 )
@@ -69,6 +70,9 @@ def create_app(
         ),
         docs_url=None,  # served by add_offline_docs: no CDN, no web fonts
         redoc_url=None,
+        # Each route's own name (``list_nodes``, ``set_height``): generated clients in other
+        # languages get methods named as here, not ``list_nodes_admin_v1_nodes_get``.
+        generate_unique_id_function=lambda route: route.name,
     )
     add_offline_docs(app)
     app.state.manager = manager

@@ -29,7 +29,9 @@ log = logging.getLogger("dapi_config.api")
 _JSON_TYPES = ("application/json", "application/merge-patch+json")
 
 
-def _decode(raw: bytes, content_type: str | None) -> Any:
+def decode_json(raw: bytes, content_type: str | None, *, what: str = "the node") -> Any:
+    """A JSON request body (``what`` it should hold, for the message). Raises the API's 400
+    (not JSON), 415 (not sent as JSON), 422 (empty)."""
     media = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media not in _JSON_TYPES and not media.endswith("+json"):
         raise ApiError(
@@ -39,7 +41,7 @@ def _decode(raw: bytes, content_type: str | None) -> Any:
         )
     if not raw.strip():
         raise ValidationError(
-            "invalid request: body: required (send the node as JSON)",
+            f"invalid request: body: required (send {what} as JSON)",
             [{"field": "body", "message": "required"}],
         )
     try:
@@ -62,7 +64,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _refuse(items: list[dict[str, Any]]) -> ValidationError:
+def refuse(items: list[dict[str, Any]]) -> ValidationError:
+    """The 422 for ``items`` (at most ``MAX_ERRORS`` of them shown)."""
     shown = items[:MAX_ERRORS]
     left_out = len(items) - len(shown)
     more = f" (and {left_out} more problems left out)" if left_out else ""
@@ -73,7 +76,7 @@ def parse_node(raw: bytes, content_type: str | None, path_id: str | None = None)
     """One node from a request body (for ``PUT /nodes/{id}``, ``path_id``: the body's ``id``
     may be left out, and must equal it when given). Raises :class:`ApiError` (400, 415) or
     :class:`ValidationError` (422, at most :data:`MAX_ERRORS` problems)."""
-    data = _decode(raw, content_type)
+    data = decode_json(raw, content_type)
     if path_id is not None and isinstance(data, dict):
         given = data.setdefault("id", path_id)
         if given != path_id:
@@ -85,7 +88,7 @@ def parse_node(raw: bytes, content_type: str | None, path_id: str | None = None)
     try:
         node = NodeInput.model_validate(data, strict=True, context={LEGACY_NOTES: notes})
     except pydantic.ValidationError as exc:
-        raise _refuse(error_items(exc)) from None
+        raise refuse(error_items(exc)) from None
     _log_taken_as_before(notes, [node])
     return node
 
@@ -93,9 +96,9 @@ def parse_node(raw: bytes, content_type: str | None, path_id: str | None = None)
 def parse_nodes(raw: bytes, content_type: str | None) -> list[NodeInput]:
     """A JSON array of nodes, at most :data:`MAX_BATCH` (422 ``batch_too_large`` beyond,
     before any element is validated). Raises as :func:`parse_node`."""
-    data = _decode(raw, content_type)
+    data = decode_json(raw, content_type)
     if not isinstance(data, list):
-        raise _refuse([{"field": "", "message": "expected a JSON array of nodes"}])
+        raise refuse([{"field": "", "message": "expected a JSON array of nodes"}])
     if len(data) > MAX_BATCH:
         # 422, not 413: the body is within the size limit; it breaks the schema's maxItems.
         raise ApiError(
@@ -106,7 +109,7 @@ def parse_nodes(raw: bytes, content_type: str | None) -> list[NodeInput]:
     notes: list[str] = []
     nodes, problems = node_inputs(data, str, notes)
     if problems:
-        raise _refuse(problems)
+        raise refuse(problems)
     _log_taken_as_before(notes, nodes)
     return nodes
 

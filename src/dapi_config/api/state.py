@@ -56,8 +56,14 @@ class StateSummary(BaseModel):
 )
 def get_state(cm: Manager) -> Any:
     """Height, node version, version schedule, seeds, parameter caches, upgrade plan, node count
-    and the latest audit revision."""
-    return JSONResponse(cm.state_summary())
+    and the latest audit revision; its ``ETag`` (the revision) guards ``PATCH /state``."""
+    summary = cm.state_summary()
+    return JSONResponse(summary, headers={"ETag": revision_etag(int(summary["revision"]))})
+
+
+def revision_etag(revision: int) -> str:
+    """The ``ETag`` of ``GET /state``: the latest audit revision."""
+    return f'"r{revision}"'
 
 
 @router.get("/overview", response_model=Overview, summary="Overview (health at a glance)")

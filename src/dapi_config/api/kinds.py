@@ -1,0 +1,265 @@
+"""``/admin/v1/state/...``: every dynamic value read and written over HTTP (SPEC §15).
+
+The routes are derived from :mod:`dapi_config.catalogue`, one ``GET`` per kind and a ``PUT``
+(and ``DELETE``) where the kind has that write, not written per kind: a new kind in the
+catalogue is served here without a line of its own. Every read carries an ``ETag``; ``PUT`` and
+``DELETE`` honour ``If-Match`` (412, nothing written). Bodies are decoded and validated strictly
+(no coercion, unknown fields refused) off the event loop. Besides: the schedule as a collection
+(``POST``, ``DELETE`` one entry), seed rotation, worker-key creation and ``PATCH /state``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Any
+
+import pydantic
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from dapi_config._validation import error_items
+from dapi_config.api.bodies import decode_json, refuse
+from dapi_config.api.deps import Manager
+from dapi_config.api.errors import ApiError, error_responses
+from dapi_config.api.nodes import IfMatch, parse_if_match
+from dapi_config.api.state import Seeds, revision_etag
+from dapi_config.catalogue import KINDS, StateKind
+from dapi_config.manager import ConfigManager
+from dapi_config.manager.kinds import value_etag
+from dapi_config.models import NodeVersion
+
+router = APIRouter(prefix="/state", tags=["state"])
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@cache
+def _strict(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` refusing fields it does not know (a typo is an error at the edge, as for
+    nodes); the stored model keeps unknown fields a predecessor's file brought in."""
+    if model.model_config.get("extra") == "forbid" or issubclass(model, pydantic.RootModel):
+        return model
+    config = ConfigDict(**{**model.model_config, "extra": "forbid"})
+    return type(f"{model.__name__}Input", (model,), {"model_config": config})
+
+
+def parse_value(model: type[BaseModel], raw: bytes, content_type: str | None) -> BaseModel:
+    """A request body as ``model``: JSON, validated strictly. Raises the API's 400/415/422."""
+    data = decode_json(raw, content_type, what="the value")
+    try:
+        return _strict(model).model_validate(data, strict=True)
+    except pydantic.ValidationError as exc:
+        raise refuse(error_items(exc)) from None
+
+
+def _value_response(value: BaseModel, status: int = 200) -> JSONResponse:
+    dumped = value.model_dump(mode="json")
+    return JSONResponse(dumped, status_code=status, headers={"ETag": value_etag(value)})
+
+
+def _put(
+    cm: ConfigManager, kind: StateKind, raw: bytes, content_type: str | None, if_match: str
+) -> JSONResponse:
+    value = parse_value(kind.input_model, raw, content_type)
+    return _value_response(cm.set_state_value(kind.name, value, if_match=parse_if_match(if_match)))
+
+
+def _add_routes(kind: StateKind) -> None:
+    def read(cm: Manager) -> Any:
+        return _value_response(cm.state_value(kind.name))
+
+    read.__doc__ = f"{kind.summary}, with its ``ETag``."
+    router.add_api_route(
+        f"/{kind.path}",
+        read,
+        methods=["GET"],
+        response_model=kind.model,
+        responses=error_responses(503),
+        summary=f"Get {kind.name}",
+        name=f"get_{kind.operation}",
+        operation_id=f"get_{kind.operation}",
+    )
+    if kind.write is not None and not kind.collection:
+
+        async def replace(request: Request, cm: Manager, if_match: IfMatch = "") -> Any:
+            raw = await request.body()
+            content_type = request.headers.get("content-type")
+            return await run_in_threadpool(_put, cm, kind, raw, content_type, if_match)
+
+        replace.__doc__ = (
+            f"Replace {kind.name} ({kind.summary.lower()}); 200 with the value stored and its "
+            "``ETag``. With ``If-Match``, a value that changed since that read gives 412 and "
+            "nothing is written."
+        )
+        router.add_api_route(
+            f"/{kind.path}",
+            replace,
+            methods=["PUT"],
+            response_model=kind.model,
+            responses=error_responses(400, 412, 413, 415, 422, 503),
+            summary=f"Set {kind.name}",
+            name=f"set_{kind.operation}",
+            operation_id=f"set_{kind.operation}",
+            openapi_extra=_body_doc(kind.input_model),
+        )
+    if kind.clear is not None:
+
+        def clear(cm: Manager, if_match: IfMatch = "") -> Any:
+            return _value_response(
+                cm.clear_state_value(kind.name, if_match=parse_if_match(if_match))
+            )
+
+        clear.__doc__ = f"Clear {kind.name}; 200 with the value it reads as now."
+        router.add_api_route(
+            f"/{kind.path}",
+            clear,
+            methods=["DELETE"],
+            response_model=kind.model,
+            responses=error_responses(400, 412, 503),
+            summary=f"Clear {kind.name}",
+            name=f"clear_{kind.operation}",
+            operation_id=f"clear_{kind.operation}",
+        )
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _strict(model).model_json_schema()}},
+        }
+    }
+
+
+# The fixed paths first: /seeds/rotate must not be taken for a kind's path.
+
+
+class WorkerKey(BaseModel):
+    """The public half of a new worker key (the private half is never answered)."""
+
+    worker_public: str
+
+
+@router.post(
+    "/worker-key",
+    status_code=201,
+    response_model=WorkerKey,
+    responses=error_responses(503),
+    summary="Create a new worker key",
+    operation_id="create_worker_key",
+)
+def create_worker_key(cm: Manager) -> Any:
+    """Generate and store a new Ed25519 worker key pair (the private key sealed); 201 with
+    the public key."""
+    return JSONResponse({"worker_public": cm.create_worker_key()}, status_code=201)
+
+
+@router.post(
+    "/seeds/rotate",
+    response_model=Seeds,
+    responses=error_responses(503),
+    summary="Rotate the seeds (epoch change)",
+    operation_id="rotate_seeds",
+)
+def rotate_seeds(cm: Manager) -> Any:
+    """previous ← current ← upcoming, upcoming cleared, in one transaction; 200 with the
+    three seeds."""
+    cm.rotate_seeds()
+    return JSONResponse(cm.state_summary()["seeds"])
+
+
+@router.post(
+    "/node-versions",
+    response_model=list[NodeVersion],
+    responses={
+        201: {"description": "Scheduled", "model": list[NodeVersion]},
+        **error_responses(400, 413, 415, 422, 503),
+    },
+    summary="Schedule a node version",
+    operation_id="add_node_version",
+    openapi_extra=_body_doc(NodeVersion),
+)
+async def add_node_version(request: Request, cm: Manager) -> Any:
+    """Schedule ``version`` at ``height``: 201 with the schedule, 200 when that pair was
+    scheduled already."""
+    raw = await request.body()
+    content_type = request.headers.get("content-type")
+
+    def add() -> JSONResponse:
+        entry = parse_value(NodeVersion, raw, content_type)
+        assert isinstance(entry, NodeVersion)
+        added = cm.add_node_version(entry.height, entry.version)
+        return _value_response(cm.state_value("node-versions"), 201 if added else 200)
+
+    return await run_in_threadpool(add)
+
+
+@router.delete(
+    "/node-versions/{height}/{version}",
+    response_model=list[NodeVersion],
+    responses=error_responses(404, 422, 503),
+    summary="Take a node version off the schedule",
+    operation_id="remove_node_version",
+)
+def remove_node_version(
+    height: Annotated[int, Path(ge=0, le=2**63 - 1)],
+    version: Annotated[str, Path(min_length=1, max_length=128)],
+    cm: Manager,
+) -> Any:
+    """Remove ``version`` at ``height``: 200 with the schedule, 404 when it was not there."""
+    if not cm.remove_node_version(height, version):
+        raise ApiError(404, f"no version {version!r} is scheduled at height {height}", "not_found")
+    return _value_response(cm.state_value("node-versions"))
+
+
+for _kind in KINDS:
+    _add_routes(_kind)
+
+
+def _revision_of(if_match: str) -> int | None:
+    tags = parse_if_match(if_match)
+    if tags is None or "*" in tags:
+        return None
+    for tag in tags:
+        text = tag.strip('"')
+        if text.startswith("r") and text[1:].isdigit():
+            return int(text[1:])
+    return -1  # no tag of ours: it cannot match
+
+
+def _patch(cm: ConfigManager, raw: bytes, content_type: str | None, if_match: str) -> Any:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != MERGE_PATCH:
+        raise ApiError(
+            415,
+            f"send the patch with the header Content-Type: {MERGE_PATCH}",
+            "unsupported_media_type",
+        )
+    patch = decode_json(raw, content_type, what="the patch")
+    summary = cm.patch_state(patch, if_revision=_revision_of(if_match))
+    return JSONResponse(summary, headers={"ETag": revision_etag(int(summary["revision"]))})
+
+
+@router.patch(
+    "",
+    responses=error_responses(400, 412, 413, 415, 422, 503),
+    summary="Change several state values at once",
+    operation_id="patch_state",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {MERGE_PATCH: {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def patch_state(request: Request, cm: Manager, if_match: IfMatch = "") -> Any:
+    """A JSON merge patch (RFC 7396) of the dynamic state, in the keys of ``GET /state``
+    (``{"height": 1200, "upgrade_plan": {...}, "seeds": {"upcoming": {...}}}``), applied in
+    one transaction and refused whole on any bad part. ``If-Match``: the ``ETag`` of
+    ``GET /state``; a state that changed since gives 412 and nothing is written. 200 with
+    the state after it."""
+    raw = await request.body()
+    content_type = request.headers.get("content-type")
+    return await run_in_threadpool(_patch, cm, raw, content_type, if_match)
