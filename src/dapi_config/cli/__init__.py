@@ -23,6 +23,7 @@ from dapi_config.cli import (  # noqa: F401 - importing registers the commands
     serve,
     state,
     status,
+    values,
 )
 from dapi_config.cli._common import app
 

@@ -104,6 +104,12 @@ secrets_app = typer.Typer(
     help="Move secrets out of the YAML file into sealed state.", no_args_is_help=True
 )
 app.add_typer(secrets_app, name="secrets")
+state_app = typer.Typer(
+    help="Read and change the dynamic state (height, schedule, seeds, parameters, upgrade "
+    "plan), or move it whole between backends.",
+    no_args_is_help=True,
+)
+app.add_typer(state_app, name="state")
 
 
 @dataclass

@@ -6,19 +6,13 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import JsonOpt, app, cli_context, fail, print_json, working
+from dapi_config.cli._common import JsonOpt, cli_context, fail, print_json, state_app, working
 from dapi_config.cli._output import stdout
 from dapi_config.errors import DapiConfigError
 from dapi_config.state_copy import copy_state, location_of
 from dapi_config.store.backend import Backups, StateBackend
 from dapi_config.store.backup import backup_dir_for
 from dapi_config.store.postgres import redact_url
-
-state_app = typer.Typer(
-    help="Move the whole state between backends (a SQLite file and PostgreSQL).",
-    no_args_is_help=True,
-)
-app.add_typer(state_app, name="state")
 
 
 @state_app.command("copy")
