@@ -84,6 +84,22 @@ class StateKinds(ManagerBase):
         transaction: every part is validated first and the whole is refused on any bad part;
         ``if_revision``: refused (:class:`PreconditionFailedError`) unless the latest audit
         revision is still that. Returns the state summary after it."""
+        changes = self.check_state_patch(patch)
+        with self._store.transaction():
+            if if_revision is not None and self._store.latest_revision() != if_revision:
+                raise PreconditionFailedError(
+                    f"the state changed since revision {if_revision} (it is now at "
+                    f"{self._store.latest_revision()}); read it again and retry. Nothing was "
+                    "written."
+                )
+            for kind, value in changes:
+                assert kind.write is not None  # every kind in a document can be replaced
+                kind.write(self._store, value)
+        return self.state_summary()
+
+    def check_state_patch(self, patch: Mapping[str, Any]) -> list[tuple[StateKind, BaseModel]]:
+        """What :meth:`patch_state` would write, validated, writing nothing: (kind, value) per
+        kind the patch touches. Raises :class:`ValidationError` naming every bad part."""
         if not isinstance(patch, Mapping):
             raise ValidationError(
                 "expected a JSON object of state keys", [{"field": "", "message": "not an object"}]
@@ -128,17 +144,7 @@ class StateKinds(ManagerBase):
                 + "; ".join(f"{p['field']}: {p['message']}" for p in problems),
                 problems,
             )
-        with self._store.transaction():
-            if if_revision is not None and self._store.latest_revision() != if_revision:
-                raise PreconditionFailedError(
-                    f"the state changed since revision {if_revision} (it is now at "
-                    f"{self._store.latest_revision()}); read it again and retry. Nothing was "
-                    "written."
-                )
-            for kind, value in changes:
-                assert kind.write is not None  # every kind in a document can be replaced
-                kind.write(self._store, value)
-        return self.state_summary()
+        return changes
 
     def remove_node_version(self, height: int, version: str) -> bool:
         """Take ``version`` at ``height`` off the schedule; False when it was not scheduled."""
