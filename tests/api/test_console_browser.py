@@ -19,6 +19,7 @@ import pytest
 
 from dapi_config import ConfigManager, InferenceNodeConfig
 from dapi_config.api import create_app
+from dapi_config.catalogue import KINDS
 from tests.api.conftest import RunningServer, serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,3 +229,63 @@ def test_a_value_kept_as_the_predecessor_took_it_is_marked(
     assert page.is_visible("#h-kept")
     assert "node odd: host '203.0.113.7:8080/'" in page.inner_text("#h-kept-list")
     assert _page_errors(opened) == []
+
+
+def test_the_state_panel(console_server: RunningServer, browser_page: Any) -> None:
+    """Every value of the catalogue has a row; the schedule is added to and removed from; the
+    plan is set through the editor (a bad value names its field, a value changed elsewhere is
+    reported, not overwritten) and cancelled; the seeds rotate."""
+    cm = console_server.manager
+    opened = browser_page(console_server.url)
+    page = opened.page
+    page.goto(console_server.url + "/")
+    _log_in(page, TOKEN)
+    page.wait_for_selector("#console:not([hidden])")
+    for kind in KINDS:
+        if not kind.collection:
+            page.wait_for_selector(f"tr[data-kind='{kind.name}']")
+    page.wait_for_selector("tr[data-kind='height'] .kind-value:text-matches('1234')")
+
+    # The schedule: the version set up by the fixture, one added, one removed.
+    page.wait_for_selector("tr[data-version='2000/v0.2.1']")
+    page.fill("#schedule-height", "3000")
+    page.fill("#schedule-version", "v0.3.0")
+    page.click("#schedule-add")
+    page.wait_for_selector("tr[data-version='3000/v0.3.0']")
+    page.click("tr[data-version='2000/v0.2.1'] button")
+    page.wait_for_selector("tr[data-version='2000/v0.2.1']", state="detached")
+    assert [(v.height, v.version) for v in cm.get_node_versions()] == [(3000, "v0.3.0")]
+
+    # The upgrade plan through the editor.
+    row = "tr[data-kind='upgrade-plan']"
+    page.click(f"{row} .kind-edit")
+    page.wait_for_selector("#kind-editor:not([hidden])")
+    page.fill("#kind-editor-json", json.dumps({"name": "v0.3.0", "height": "soon"}))
+    page.click("#kind-editor-save")
+    page.wait_for_selector("#kind-editor-errors li:has-text('height')")
+    page.fill("#kind-editor-json", json.dumps({"name": "v0.3.0", "height": 3000}))
+    page.click("#kind-editor-save")
+    page.wait_for_selector(f"{row} .kind-value:has-text('v0.3.0')")
+    assert cm.get_upgrade_plan().height == 3000
+
+    # Changed elsewhere while open: reported, nothing overwritten.
+    page.click(f"{row} .kind-edit")
+    page.wait_for_selector("#kind-editor:not([hidden])")
+    cm.set_upgrade_plan({"name": "v0.3.1", "height": 3100})
+    page.fill("#kind-editor-json", json.dumps({"name": "mine", "height": 1}))
+    page.click("#kind-editor-save")
+    page.wait_for_selector("#kind-editor-errors li:has-text('changed elsewhere')")
+    assert cm.get_upgrade_plan().name == "v0.3.1"
+    page.click("#kind-editor-cancel")
+
+    # Cancel the plan (asks once more), rotate the seeds.
+    page.click(f"{row} .kind-clear")
+    page.wait_for_selector(f"{row} .kind-clear:text('Really cancel upgrade-plan?')")
+    page.click(f"{row} .kind-clear")
+    page.wait_for_selector(f'{row} .kind-value:has-text(\'"name":""\')')
+    assert cm.get_upgrade_plan().name == ""
+    cm.set_upcoming_seed({"seed": 42})
+    page.click("#rotate-seeds")
+    page.wait_for_selector("tr[data-kind='seeds.current'] .kind-value:has-text('42')")
+    assert cm.get_current_seed().seed == 42
+    assert opened.foreign_requests == [] and _page_errors(opened) == []

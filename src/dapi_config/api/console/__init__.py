@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from dapi_config import __version__
 from dapi_config.api.auth import no_token_warning
 from dapi_config.api.errors import error_response
+from dapi_config.catalogue import KINDS
 
 if TYPE_CHECKING:
     import jinja2
@@ -83,6 +84,17 @@ def console_page(request: Request) -> HTMLResponse:
         .render(
             version=__version__,
             token_required=token_required,
+            # The values the State panel edits, straight from the catalogue.
+            kinds=[
+                {
+                    "name": kind.name,
+                    "path": kind.path,
+                    "summary": kind.summary,
+                    "clearable": kind.clear is not None,
+                }
+                for kind in KINDS
+                if not kind.collection
+            ],
             warning=None if token_required else no_token_warning(host),
         )
     )

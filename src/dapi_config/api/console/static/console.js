@@ -20,6 +20,7 @@
     timer: null,
     showAll: false,
     confirming: null,
+    kindEditing: null,
   };
 
   class ApiError extends Error {
@@ -304,6 +305,140 @@
     }
   }
 
+  // -- state: every value of the catalogue, the schedule, the seeds -------------------------
+
+  const STATE = "/admin/v1/state/";
+
+  function brief(value) {
+    // One line for the table: a number as it is, an object as compact JSON.
+    const text = typeof value === "object" ? JSON.stringify(value) : String(value);
+    return text.length > 140 ? text.slice(0, 137) + "..." : text;
+  }
+
+  async function refreshState() {
+    const rows = Array.from(document.querySelectorAll("#kind-table tr[data-path]"));
+    await Promise.all(
+      rows.map(async (row) => {
+        const { data } = await api("GET", STATE + row.dataset.path);
+        row.querySelector(".kind-value").textContent = brief(data);
+      })
+    );
+    const { data } = await api("GET", STATE + "node-versions");
+    const body = document.createDocumentFragment();
+    for (const entry of data) {
+      const remove = el("button", { type: "button", class: "danger" }, "Remove");
+      remove.addEventListener("click", () => unschedule(entry.height, entry.version));
+      body.append(
+        el(
+          "tr",
+          { "data-version": entry.height + "/" + entry.version },
+          el("td", { class: "num" }, entry.height.toLocaleString("en-US")),
+          el("td", {}, entry.version),
+          el("td", { class: "actions" }, remove)
+        )
+      );
+    }
+    if (!data.length) body.append(el("tr", {}, el("td", { colSpan: 3, class: "hint" }, "Nothing scheduled.")));
+    $("schedule-table").tBodies[0].replaceChildren(body);
+  }
+
+  function kindError(field, message) {
+    $("kind-editor-errors").append(el("li", {}, field ? el("code", {}, field) : null, field ? ": " : "", message));
+  }
+
+  async function openKindEditor(row) {
+    clearError();
+    $("kind-editor-errors").replaceChildren();
+    const { data, etag } = await api("GET", STATE + row.dataset.path);
+    state.kindEditing = { path: row.dataset.path, name: row.dataset.kind, etag };
+    $("kind-editor-title").textContent = "Edit " + row.dataset.kind;
+    // The height is set as {"height": N}: its reply also says the version current at it.
+    const shown = row.dataset.path === "height" ? { height: data.height } : data;
+    $("kind-editor-json").value = JSON.stringify(shown, null, 2);
+    $("kind-editor").hidden = false;
+    $("kind-editor-json").focus();
+  }
+
+  async function saveKindEditor(event) {
+    event.preventDefault();
+    $("kind-editor-errors").replaceChildren();
+    let body;
+    try {
+      body = JSON.parse($("kind-editor-json").value);
+    } catch (error) {
+      kindError(null, "not valid JSON: " + error.message);
+      return;
+    }
+    const { path, etag } = state.kindEditing;
+    try {
+      await api("PUT", STATE + path, { body, headers: { "If-Match": etag } });
+      $("kind-editor").hidden = true;
+      state.kindEditing = null;
+      await Promise.all([refreshState(), refreshHealth()]);
+    } catch (error) {
+      if (error.status === 412) {
+        kindError(null, "This value was changed elsewhere since you opened it; nothing was saved. Cancel and edit it again to see the current value.");
+      } else if (error.body && Array.isArray(error.body.errors)) {
+        for (const problem of error.body.errors) kindError(problem.field, problem.message);
+      } else {
+        kindError(null, error.message);
+      }
+    }
+  }
+
+  async function clearKind(row, button) {
+    clearError();
+    if (button.dataset.confirm !== "yes") {
+      button.dataset.confirm = "yes";
+      button.textContent = "Really cancel " + row.dataset.kind + "?";
+      setTimeout(() => {
+        button.dataset.confirm = "";
+        button.textContent = "Cancel";
+      }, 5000);
+      return;
+    }
+    try {
+      await api("DELETE", STATE + row.dataset.path);
+      await Promise.all([refreshState(), refreshHealth()]);
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  async function schedule() {
+    clearError();
+    const height = Number($("schedule-height").value);
+    const version = $("schedule-version").value.trim();
+    try {
+      await api("POST", STATE + "node-versions", { body: { height, version } });
+      $("schedule-height").value = "";
+      $("schedule-version").value = "";
+      await Promise.all([refreshState(), refreshHealth()]);
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  async function unschedule(height, version) {
+    clearError();
+    try {
+      await api("DELETE", STATE + "node-versions/" + height + "/" + encodeURIComponent(version));
+      await Promise.all([refreshState(), refreshHealth()]);
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  async function rotateSeeds() {
+    clearError();
+    try {
+      await api("POST", STATE + "seeds/rotate");
+      await refreshState();
+    } catch (error) {
+      showError(error);
+    }
+  }
+
   // -- keys -----------------------------------------------------------------------------------
 
   async function refreshKeys() {
@@ -471,7 +606,7 @@
   }
 
   async function refreshAll() {
-    await Promise.all([refreshHealth(), refreshNodes(), refreshBackups()]);
+    await Promise.all([refreshHealth(), refreshNodes(), refreshBackups(), refreshState()]);
     await refreshKeys();
   }
 
@@ -526,6 +661,18 @@
       if (id) issueKey(id, false);
     });
     $("backup-now").addEventListener("click", backupNow);
+    for (const row of document.querySelectorAll("#kind-table tr[data-path]")) {
+      row.querySelector(".kind-edit").addEventListener("click", () => openKindEditor(row).catch(showError));
+      const clear = row.querySelector(".kind-clear");
+      if (clear) clear.addEventListener("click", () => clearKind(row, clear));
+    }
+    $("kind-editor").addEventListener("submit", saveKindEditor);
+    $("kind-editor-cancel").addEventListener("click", () => {
+      $("kind-editor").hidden = true;
+      state.kindEditing = null;
+    });
+    $("schedule-add").addEventListener("click", schedule);
+    $("rotate-seeds").addEventListener("click", rotateSeeds);
     if (tokenRequired && !token()) {
       $("login").hidden = false;
       return;
