@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import cast
 
 import pytest
 
@@ -83,7 +84,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and definition.get_closest_marker("both_backends")
         and not definition.get_closest_marker("sqlite_only")
     ):
-        metafunc.parametrize("state_backend", BACKENDS, indirect=True)
+        # The manager contract also runs against RemoteConfigManager over a served state:
+        # the proof that the library, HTTP and the remote client agree (SPEC §15).
+        remote = bool(definition.get_closest_marker("remote_contract")) and not (
+            definition.get_closest_marker("local_only")
+        )
+        metafunc.parametrize(
+            "state_backend", (*BACKENDS, "remote") if remote else BACKENDS, indirect=True
+        )
 
 
 #: Fixtures that make a test need a part the machine may lack (see the ``postgres`` and
@@ -170,11 +178,27 @@ def state_env(request: pytest.FixtureRequest, state_backend: str) -> dict[str, s
 
 
 @pytest.fixture
-def manager(config_file: Path, state_env: dict[str, str]) -> Iterator[ConfigManager]:
-    """An open ConfigManager on a fresh state (closed after the test)."""
+def manager(
+    config_file: Path, state_env: dict[str, str], state_backend: str
+) -> Iterator[ConfigManager]:
+    """An open ConfigManager on a fresh state (closed after the test); for the ``remote``
+    run of the contract, a RemoteConfigManager of that state served on a loopback port."""
     cm = ConfigManager.open(config_file, env=state_env)
     try:
-        yield cm
+        if state_backend != "remote":
+            yield cm
+            return
+        from dapi_config.api import create_app
+        from dapi_config.remote import RemoteConfigManager
+        from tests.api.conftest import serve_app
+
+        server = serve_app(create_app(cm), cm)
+        remote = RemoteConfigManager(server.url)
+        try:
+            yield cast("ConfigManager", remote)
+        finally:
+            remote.close()
+            server.stop()
     finally:
         cm.close()
 

@@ -22,7 +22,7 @@ from dapi_config import (
     ValidationParamsCache,
 )
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.remote_contract]
 
 
 def node(node_id: str = "node1", **changes: object) -> InferenceNodeConfig:
@@ -274,6 +274,7 @@ def test_reads_return_copies(manager: ConfigManager) -> None:
 # --- transactions ---------------------------------------------------------------------------
 
 
+@pytest.mark.local_only
 def test_transaction_batches_and_rolls_back(manager: ConfigManager) -> None:
     with manager.transaction():
         manager.set_height(10)
@@ -290,6 +291,7 @@ def test_transaction_batches_and_rolls_back(manager: ConfigManager) -> None:
     assert manager.get_height() == 10, "the hot cache never shows a rolled-back value"
 
 
+@pytest.mark.local_only
 def test_nested_transaction_inner_failure_keeps_outer(manager: ConfigManager) -> None:
     with manager.transaction():
         manager.set_height(1)
@@ -301,6 +303,7 @@ def test_nested_transaction_inner_failure_keeps_outer(manager: ConfigManager) ->
     assert [n.id for n in manager.get_nodes()] == ["c"]
 
 
+@pytest.mark.local_only
 def test_failing_write_inside_batch_undoes_the_batch(manager: ConfigManager) -> None:
     manager.add_node(node("a"))
     before = snapshot(manager)
@@ -313,6 +316,7 @@ def test_failing_write_inside_batch_undoes_the_batch(manager: ConfigManager) -> 
 # --- worker key ----------------------------------------------------------------------------
 
 
+@pytest.mark.local_only
 def test_worker_key_goes_to_the_state_file_not_the_yaml(
     manager: ConfigManager, config_file: Path
 ) -> None:

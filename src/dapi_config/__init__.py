@@ -49,6 +49,21 @@ from dapi_config.models import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # RemoteConfigManager needs httpx (the ``remote`` extra): imported when first asked for,
+    # so ``import dapi_config`` stays as light as it was.
+    if name == "RemoteConfigManager":
+        try:
+            from dapi_config.remote import RemoteConfigManager  # noqa: PLC0415
+        except ImportError as exc:
+            raise ImportError(
+                f"RemoteConfigManager needs httpx: pip install 'dapi-config[remote]' ({exc})"
+            ) from None
+        return RemoteConfigManager
+    raise AttributeError(f"module 'dapi_config' has no attribute {name!r}")
+
+
 __all__ = [
     "ApiConfig",
     "BandwidthParamsCache",
@@ -72,6 +87,7 @@ __all__ = [
     "PoCModelParams",
     "PoCParamsCache",
     "PreconditionFailedError",
+    "RemoteConfigManager",
     "SchemaTooNewError",
     "SecurityKeyExistsError",
     "SecurityKeyInfo",

@@ -185,6 +185,27 @@ async def create_nodes(request: Request, cm: Manager) -> Any:
     return await run_in_threadpool(_add_nodes, cm, raw, request.headers.get("content-type"))
 
 
+def _replace_all(cm: ConfigManager, raw: bytes, content_type: str | None) -> JSONResponse:
+    nodes = parse_nodes(raw, content_type)
+    cm.set_nodes(nodes)
+    return JSONResponse([n.model_dump(mode="json") for n in cm.get_nodes()])
+
+
+@router.put(
+    "",
+    response_model=list[InferenceNodeConfig],
+    responses=error_responses(400, 409, 413, 415, 422, 503),
+    summary="Replace the whole registry",
+    openapi_extra=NODES_BODY_DOC,
+)
+async def replace_nodes(request: Request, cm: Manager) -> Any:
+    """Replace every node with the list sent, in one transaction (after an automatic
+    ``pre-set-nodes`` backup): the library's ``set_nodes``. A node that stays keeps its
+    admin state unless the body sets ``is_enabled``. 200 with the registry."""
+    raw = await request.body()
+    return await run_in_threadpool(_replace_all, cm, raw, request.headers.get("content-type"))
+
+
 @router.get(
     "/{node_id}",
     response_model=InferenceNodeConfig,
