@@ -71,7 +71,7 @@ def test_tokens_errors_and_reachability(served: RunningServer) -> None:
                 "auth_token": "tok-abcdef",
                 "models": {"m": {"args": []}},
                 "max_concurrent": 4,
-            }  # fmt: skip
+            }  # type: ignore[arg-type]
         )
         assert (
             stored.auth_token is not None and stored.auth_token.get_secret_value() != "tok-abcdef"
