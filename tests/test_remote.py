@@ -64,21 +64,26 @@ def test_a_transaction_is_one_patch(served: RunningServer) -> None:
 
 def test_tokens_errors_and_reachability(served: RunningServer) -> None:
     with RemoteConfigManager(served.url, token=TOKEN) as remote:
-        stored = remote.add_node(
-            {
-                "id": "cloud",
-                "base_url": "https://svc.example",
-                "auth_token": "tok-abcdef",
-                "models": {"m": {"args": []}},
-                "max_concurrent": 4,
-            }  # type: ignore[arg-type]
-        )
+        cloud = {
+            "id": "cloud",
+            "base_url": "https://svc.example",
+            "auth_token": "tok-abcdef",
+            "models": {"m": {"args": []}},
+            "max_concurrent": 4,
+        }
+        stored = remote.add_node(cloud)  # type: ignore[arg-type]
         assert (
             stored.auth_token is not None and stored.auth_token.get_secret_value() != "tok-abcdef"
         )
         token = served.manager.get_node("cloud").auth_token
         assert token is not None and token.get_secret_value() == "tok-abcdef"  # sealed there
         assert remote.remove_node_version(1, "none") is False
+        # An update keeps the admin state unless it says is_enabled, as the library's does.
+        remote.set_node_enabled("cloud", False)
+        remote.update_node({**cloud, "max_concurrent": 8})  # type: ignore[arg-type]
+        assert served.manager.get_node("cloud").is_enabled is False
+        remote.update_node({**cloud, "is_enabled": True})  # type: ignore[arg-type]
+        assert served.manager.get_node("cloud").is_enabled is True
         assert remote.get_api_config().admin_token is not None
     with (
         RemoteConfigManager(served.url, token="wrong") as stranger,

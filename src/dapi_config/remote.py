@@ -58,6 +58,15 @@ def _error_classes() -> dict[str, type[errors.DapiConfigError]]:
 _ERRORS = _error_classes()
 
 
+def _node_body(node: InferenceNodeConfig) -> dict[str, Any]:
+    """A checked node as the service takes it; its admin state only when the caller set it
+    (else the service keeps the stored one, as the library's update does)."""
+    body = dict(_as_dict(node))
+    if "is_enabled" not in node.model_fields_set:
+        body.pop("is_enabled", None)
+    return body
+
+
 def _as_dict(value: Any) -> Any:
     """A checked value as the JSON the service takes (a node's token in clear: the service
     seals it; ``<redacted>`` stands for the stored one, as a read shows it)."""
@@ -325,12 +334,12 @@ class RemoteConfigManager:
         """Replace the whole registry in one transaction."""
         self._not_in_batch("set_nodes")
         checked = validate_nodes(nodes)
-        self._call("PUT", "/nodes", json=[_as_dict(n) for n in checked])
+        self._call("PUT", "/nodes", json=[_node_body(n) for n in checked])
 
     def add_node(self, node: InferenceNodeConfig | Mapping[str, Any]) -> InferenceNodeConfig:
         """Register a node; raises :class:`DuplicateNodeError` for a registered id."""
         self._not_in_batch("add_node")
-        body = [_as_dict(validated_node(node))]
+        body = [_node_body(validated_node(node))]
         try:
             (stored,) = self._call("POST", "/nodes/batch", json=body).json()
         except errors.DuplicateNodeError:
@@ -342,14 +351,14 @@ class RemoteConfigManager:
     ) -> list[InferenceNodeConfig]:
         """Register several nodes, all or nothing."""
         self._not_in_batch("add_nodes")
-        body = [_as_dict(n) for n in validate_nodes(nodes)]
+        body = [_node_body(n) for n in validate_nodes(nodes)]
         stored = self._call("POST", "/nodes/batch", json=body).json()
         return [InferenceNodeConfig.model_validate(n) for n in stored]
 
     def update_node(self, node: InferenceNodeConfig | Mapping[str, Any]) -> InferenceNodeConfig:
         """Replace the node with the same id; raises :class:`NodeNotFoundError`."""
         self._not_in_batch("update_node")
-        data = _as_dict(validated_node(node))
+        data = _node_body(validated_node(node))
         node_id = str(data.get("id", ""))
         try:
             response = self._call(
