@@ -54,8 +54,15 @@ def test_schedule_rotation_and_a_bare_height(config_file: Path) -> None:
     assert code == 0 and json.loads(out) == {"height": 900, "current_node_version": "v2"}
     code, _, err = _cli(config_file, "schedule", "remove", "900", "v2")
     assert code == 1 and "nothing changed" in err  # applied by the height: gone already
+    code, out, _ = _cli(config_file, "clear", "upgrade-plan")
+    assert code == 0 and 'name: ""' in out
+    code, _, err = _cli(config_file, "clear", "height")
+    assert code == 1 and "cannot be cleared" in err
+    code, public, _ = _cli(config_file, "worker-key")
     with ConfigManager.open(config_file) as cm:
         assert cm.get_current_seed().seed == 5 and cm.get_node_versions() == []
+        assert cm.get_upgrade_plan().name == ""
+        assert code == 0 and cm.get_ml_node_key_config().worker_public == public.strip()
 
 
 def test_bad_input_is_one_line_and_changes_nothing(config_file: Path) -> None:

@@ -156,3 +156,31 @@ def rotate_seeds() -> None:
         cm.rotate_seeds()
         seeds = cm.state_summary()["seeds"]
     _show(seeds)
+
+
+@state_app.command("clear")
+def state_clear(
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="upgrade-plan")],
+) -> None:
+    """Clear a value that can be cleared (the upgrade plan: cancelled).
+
+    Example: dapi-config state clear upgrade-plan
+    """
+    found = _kind(kind)
+    if found.clear is None:
+        names = ", ".join(k.name for k in KINDS if k.clear is not None)
+        raise fail(f"{found.name} cannot be cleared (only: {names}); set it instead")
+    with open_manager() as cm:
+        _show(cm.clear_state_value(found.name).model_dump(mode="json"))
+
+
+@state_app.command("worker-key")
+def state_worker_key() -> None:
+    """Create a new Ed25519 worker key pair, stored sealed in the state; prints the public key
+    (the private key is never shown).
+
+    Example: dapi-config state worker-key
+    """
+    with open_manager() as cm:
+        public = cm.create_worker_key()
+    stdout.print(public, markup=False)
