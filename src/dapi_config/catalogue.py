@@ -80,8 +80,12 @@ class StateKind:
 
 
 def _height(store: StateCore) -> Height:
-    height, version = store.hot_values()
-    return Height(height=height, current_node_version=version)
+    # From the chain rows (not the hot cache): consistent with the rest of a snapshot.
+    chain = store.chain_state()
+    return Height(
+        height=int(chain.get("current_height", 0)),
+        current_node_version=chain.get("current_node_version", ""),
+    )
 
 
 def _seed_kind(kind: Any) -> StateKind:
@@ -159,6 +163,19 @@ def kind_named(name: str) -> StateKind:
         raise KeyError(f"no state kind {name!r}; one of: {', '.join(BY_NAME)}") from None
 
 
+def put_in_document(document: dict[str, Any], kind: StateKind, value: BaseModel) -> None:
+    """Place ``value`` where ``GET /state`` shows ``kind`` (the height with the node version
+    current at it beside it, at the top)."""
+    dumped = value.model_dump(mode="json")
+    if isinstance(value, Height):
+        document.update(dumped)
+        return
+    target = document
+    for key in kind.document_path[:-1]:
+        target = target.setdefault(key, {})
+    target[kind.document_path[-1]] = dumped
+
+
 def document_value(document: Mapping[str, Any], kind: StateKind) -> Any:
     """The part of a ``GET /state`` shaped document that holds ``kind`` (absent: KeyError)."""
     value: Any = document
@@ -176,4 +193,5 @@ __all__ = [
     "StateKind",
     "document_value",
     "kind_named",
+    "put_in_document",
 ]

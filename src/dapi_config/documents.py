@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dapi_config.catalogue import KINDS, put_in_document
 from dapi_config.legacy.layout import (
     legacy_node,
     trim_unset_later_fields,
@@ -25,21 +26,15 @@ from dapi_config.store.backend import SEED_KINDS, StateCore
 
 
 def state_summary(store: StateCore) -> dict[str, Any]:
-    """The dynamic state as plain data, from one read transaction."""
+    """The dynamic state as plain data, from one read transaction: every kind of the
+    catalogue where ``GET /state`` shows it, then the node count and the latest revision."""
     with store.snapshot():
-        chain = store.chain_state()
-        return {
-            "height": int(chain.get("current_height", 0)),
-            "current_node_version": chain.get("current_node_version", ""),
-            "node_versions": [v.model_dump() for v in store.node_versions()],
-            "seeds": {kind: store.seed(kind).model_dump() for kind in SEED_KINDS},
-            "validation_params": store.params("validation", ValidationParamsCache).model_dump(),
-            "bandwidth_params": store.params("bandwidth", BandwidthParamsCache).model_dump(),
-            "poc_params": store.params("poc", PoCParamsCache).model_dump(),
-            "upgrade_plan": store.upgrade_plan().model_dump(),
-            "node_count": store.node_count(),
-            "revision": store.latest_revision(),
-        }
+        out: dict[str, Any] = {}
+        for kind in KINDS:
+            put_in_document(out, kind, kind.read(store))
+        out["node_count"] = store.node_count()
+        out["revision"] = store.latest_revision()
+        return out
 
 
 def full_config(
