@@ -122,6 +122,7 @@ NOT_WRITES = {
     "export_tables", "seal_secrets", "sealed_keyring_password",
     "own_files", "output_path", "master_key_problem", "predecessor_values", "supports_backups",
     "run_imports", "state_value", "set_state_value", "clear_state_value", "patch_state",
+    "check_state_patch",
 }  # fmt: skip
 
 

@@ -46,6 +46,11 @@ class Schedule(RootModel[list[NodeVersion]]):
     """The node-version schedule, by height."""
 
 
+def as_is(value: Any) -> Any:
+    """The default :attr:`StateKind.from_document`: the document part is the value."""
+    return value
+
+
 @dataclass(frozen=True)
 class StateKind:
     """One dynamic value and how every surface reaches it."""
@@ -71,7 +76,7 @@ class StateKind:
     #: ``PUT`` of its own (``PATCH /state`` still replaces it whole).
     collection: bool = False
     #: Its part of a ``PATCH /state`` document as :attr:`input_model` data.
-    from_document: Callable[[Any], Any] = lambda value: value
+    from_document: Callable[[Any], Any] = as_is
 
     @property
     def operation(self) -> str:
@@ -191,6 +196,7 @@ __all__ = [
     "HeightInput",
     "Schedule",
     "StateKind",
+    "as_is",
     "document_value",
     "kind_named",
     "put_in_document",

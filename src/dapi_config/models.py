@@ -64,6 +64,9 @@ MAX_TOKEN_LENGTH = 4096
 #: No control characters (CR, LF, NUL, tabs...): a value may end up in a URL, a header or a log.
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 Text = Annotated[str, Field(max_length=MAX_NAME_LENGTH, pattern=PRINTABLE_PATTERN)]
+#: Text of any length without control characters (they are header and log injection, and a
+#: NUL cannot be stored in PostgreSQL's text).
+Printable = Annotated[str, Field(pattern=PRINTABLE_PATTERN)]
 ModelName = Annotated[
     str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=PRINTABLE_PATTERN)
 ]
@@ -218,7 +221,7 @@ class SeedInfo(_State):
 
     seed: Int64 = 0
     epoch_index: Uint64 = 0
-    signature: str = ""
+    signature: Printable = ""
     claimed: StrictBool = False
 
 
@@ -228,7 +231,7 @@ class ValidationParamsCache(_State):
     timestamp_expiration: Int64 = 0
     timestamp_advance: Int64 = 0
     expiration_blocks: Int64 = 0
-    logprobs_mode: str = ""
+    logprobs_mode: Printable = ""
 
 
 class BandwidthParamsCache(_State):
@@ -243,7 +246,7 @@ class BandwidthParamsCache(_State):
 class PoCModelParams(_State):
     """One model of the cached proof-of-compute parameters."""
 
-    model_id: str = ""
+    model_id: Printable = ""
     seq_len: Int64 = 0
 
 
@@ -270,16 +273,16 @@ class NodeVersion(_Exact):
     """One entry of the node-version schedule: ``version`` becomes current at ``height``."""
 
     height: NonNegativeInt
-    version: Annotated[str, Field(min_length=1, max_length=256)]
+    version: Annotated[str, Field(min_length=1, max_length=256, pattern=PRINTABLE_PATTERN)]
 
 
 class UpgradePlan(_State):
     """A pending chain upgrade. The empty plan (no name) means "none"."""
 
-    name: str = ""
+    name: Printable = ""
     height: NonNegativeInt = 0
-    binaries: dict[str, str] = Field(default_factory=dict)
-    node_version: str = ""
+    binaries: dict[Printable, Printable] = Field(default_factory=dict)
+    node_version: Printable = ""
 
 
 class ModelOverride(_State):

@@ -258,6 +258,8 @@ class Settings:
     #: Seconds between "still working" lines of a long CLI operation off a terminal
     #: (``DAPI_CONFIG_PROGRESS_INTERVAL``, default 5 s).
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL_S
+    #: The editor ``dapi-config edit`` runs: ``VISUAL``, else ``EDITOR``, else ``vi``.
+    editor: str = "vi"
     #: The variables that override static keys (``DAPI_*`` and the predecessor's names).
     static_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: The whole mapping it was read from, for a variable named at run time (``rekey``'s
@@ -313,6 +315,7 @@ class Settings:
             node_config_mode=_node_config_mode(source.get("NODE_CONFIG_MODE", "")),
             gonka_db_path=_path(source, "API_SQLITE_PATH"),
             progress_interval=duration(PROGRESS_INTERVAL_ENV, DEFAULT_PROGRESS_INTERVAL_S),
+            editor=(source.get("VISUAL") or source.get("EDITOR") or "vi").strip() or "vi",
             static_env=MappingProxyType(static),
             _source=MappingProxyType(source),
         )

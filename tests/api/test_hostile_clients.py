@@ -148,7 +148,7 @@ def test_made_up_methods_do_not_grow_the_metrics(running_server: RunningServer) 
 def test_405_allows_every_method_of_the_path(running_server: RunningServer) -> None:
     r = running_server.client.patch(NODES, json={})
     assert r.status_code == 405
-    assert r.headers["Allow"] == "GET, HEAD, POST"
+    assert r.headers["Allow"] == "GET, HEAD, POST, PUT"
     r = running_server.client.post(f"{NODES}/n1")
     assert r.status_code == 405
     assert set(r.headers["Allow"].split(", ")) == {"GET", "HEAD", "PUT", "DELETE"}

@@ -11,7 +11,7 @@ catalogue is served here without a line of its own. Every read carries an ``ETag
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import pydantic
 from fastapi import APIRouter, Path, Request
@@ -25,7 +25,7 @@ from dapi_config.api.deps import Manager
 from dapi_config.api.errors import ApiError, error_responses
 from dapi_config.api.nodes import IfMatch, parse_if_match
 from dapi_config.api.state import Seeds, revision_etag
-from dapi_config.catalogue import KINDS, StateKind
+from dapi_config.catalogue import KINDS, StateKind, as_is, document_value
 from dapi_config.manager import ConfigManager
 from dapi_config.manager.kinds import value_etag
 from dapi_config.models import NodeVersion
@@ -124,13 +124,88 @@ def _add_routes(kind: StateKind) -> None:
         )
 
 
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``#/$defs/...`` references written in place: a request body's
+    schema sits inside the OpenAPI document, where those references would not resolve."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _strict(model).model_json_schema()}},
-        }
-    }
+    schema = _inline(_strict(model).model_json_schema())
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@cache
+def _partial(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` with every field optional (a merge patch names only what changes; null
+    removes a member), unknown fields refused, types strict."""
+    fields: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        annotation: Any = field.annotation
+        if field.metadata:
+            annotation = Annotated[(annotation, *field.metadata)]
+        fields[name] = (Optional[annotation], None)  # noqa: UP045 - a runtime-built type
+    config = ConfigDict(extra="forbid", strict=True)
+    return pydantic.create_model(f"{model.__name__}Patch", __config__=config, **fields)
+
+
+def _patch_model(kind: StateKind) -> type[BaseModel]:
+    if kind.collection or kind.from_document is not as_is:
+        return kind.input_model  # the schedule replaced whole; the height a number
+    return _partial(kind.input_model)
+
+
+def _patch_schema() -> dict[str, Any]:
+    """The body of ``PATCH /state``: the writable keys of ``GET /state``, each a part of its
+    value, nothing else."""
+    properties: dict[str, Any] = {}
+    for kind in KINDS:
+        schema = _inline(_patch_model(kind).model_json_schema())
+        if kind.from_document is not as_is:
+            schema = schema["properties"][kind.document_path[-1]]  # {"height": N} -> N
+        if len(kind.document_path) == 1:
+            properties[kind.document_path[0]] = schema
+            continue
+        group = properties.setdefault(
+            kind.document_path[0],
+            {"type": "object", "additionalProperties": False, "properties": {}},
+        )
+        group["properties"][kind.document_path[1]] = schema
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def check_patch(patch: Any) -> None:
+    """Refuse (422) a patch whose parts are not strictly what the schema says: wrong types,
+    unknown fields (the merge into the stored values is checked by the manager next)."""
+    if not isinstance(patch, dict):
+        raise refuse([{"field": "", "message": "expected a JSON object of state keys"}])
+    problems: list[dict[str, Any]] = []
+    for kind in KINDS:
+        try:
+            part = document_value(patch, kind)
+        except (KeyError, TypeError):
+            continue
+        try:
+            _strict(_patch_model(kind)).model_validate(kind.from_document(part), strict=True)
+        except pydantic.ValidationError as exc:
+            for item in error_items(exc):
+                path = (*kind.document_path, item["field"])
+                problems.append({**item, "field": ".".join(p for p in path if p)})
+    if problems:
+        raise refuse(problems)
 
 
 # The fixed paths first: /seeds/rotate must not be taken for a kind's path.
@@ -238,6 +313,7 @@ def _patch(cm: ConfigManager, raw: bytes, content_type: str | None, if_match: st
             "unsupported_media_type",
         )
     patch = decode_json(raw, content_type, what="the patch")
+    check_patch(patch)
     summary = cm.patch_state(patch, if_revision=_revision_of(if_match))
     return JSONResponse(summary, headers={"ETag": revision_etag(int(summary["revision"]))})
 
@@ -248,10 +324,7 @@ def _patch(cm: ConfigManager, raw: bytes, content_type: str | None, if_match: st
     summary="Change several state values at once",
     operation_id="patch_state",
     openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {MERGE_PATCH: {"schema": {"type": "object"}}},
-        }
+        "requestBody": {"required": True, "content": {MERGE_PATCH: {"schema": _patch_schema()}}}
     },
 )
 async def patch_state(request: Request, cm: Manager, if_match: IfMatch = "") -> Any:

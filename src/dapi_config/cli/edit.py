@@ -13,17 +13,14 @@ from typing import Annotated
 import typer
 
 from dapi_config import editing
-from dapi_config.cli._common import app, fail, open_manager
+from dapi_config.cli._common import app, cli_context, fail, open_manager
 from dapi_config.cli._output import stdout
 from dapi_config.errors import ConfigError, PreconditionFailedError, ValidationError
-
-#: What runs when neither VISUAL nor EDITOR is set.
-DEFAULT_EDITOR = "vi"
 
 
 def _run_editor(text: str) -> str:
     """``text`` as the operator left it in their editor (a private temporary file)."""
-    command = os.environ.get("VISUAL") or os.environ.get("EDITOR") or DEFAULT_EDITOR
+    command = cli_context().settings.editor
     fd, name = tempfile.mkstemp(prefix="dapi-config-edit-", suffix=".yaml")
     path = Path(name)
     try:
