@@ -250,10 +250,17 @@ class PoCModelParams(_State):
     seq_len: Int64 = 0
 
 
+def _null_or_list(schema: dict[str, Any]) -> None:
+    # What the validator below takes: null (Go's nil slice) reads as the empty list.
+    items = schema.pop("items")
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "array", "items": items}, {"type": "null"}]
+
+
 class PoCParamsCache(_State):
     """Cached chain proof-of-compute parameters (the predecessor's later ``poc_params``)."""
 
-    models: list[PoCModelParams] = Field(default_factory=list)
+    models: list[PoCModelParams] = Field(default_factory=list, json_schema_extra=_null_or_list)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -269,10 +276,15 @@ PARAMS_MODELS: dict[str, type[_State]] = {
 }
 
 
+#: A chain height: the predecessor's int64, never negative (over HTTP a client sets at most
+#: 2**53 - 1, see ``api.kinds``).
+ChainHeight = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
 class NodeVersion(_Exact):
     """One entry of the node-version schedule: ``version`` becomes current at ``height``."""
 
-    height: NonNegativeInt
+    height: ChainHeight
     version: Annotated[str, Field(min_length=1, max_length=256, pattern=PRINTABLE_PATTERN)]
 
 
@@ -280,7 +292,7 @@ class UpgradePlan(_State):
     """A pending chain upgrade. The empty plan (no name) means "none"."""
 
     name: Printable = ""
-    height: NonNegativeInt = 0
+    height: ChainHeight = 0
     binaries: dict[Printable, Printable] = Field(default_factory=dict)
     node_version: Printable = ""
 

@@ -43,6 +43,8 @@ def test_each_kind_is_read_and_replaced(running_server: RunningServer, kind: Any
     ("path", "body", "field"),
     [
         ("height", {"height": "12"}, "height"),  # no coercion
+        ("height", {"height": 2**53}, "height"),  # beyond what JSON numbers carry exactly
+        ("upgrade-plan", {"name": "v\u0000"}, "name"),  # control characters: never
         ("height", {"height": 12, "current_node_version": "v9"}, "current_node_version"),
         ("seeds/current", {"seed": 1, "signatur": "x"}, "signatur"),  # a typo is refused
         ("params/validation", {"timestamp_expiration": 1.5}, "timestamp_expiration"),

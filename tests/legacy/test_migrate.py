@@ -545,7 +545,8 @@ def _yaml_block(key: str, value: Any) -> str:
 
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 _ints = st.integers(min_value=0, max_value=2**63 - 1)
-#: A node's text fields hold no control characters (the models refuse them; SPEC §9).
+#: Text fields of the state hold no control characters (the models refuse them everywhere;
+#: SPEC §9): a node's, a version's, the plan's, a seed's signature.
 _node_chars = st.characters(
     codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="\u2028\u2029"
 )
@@ -580,7 +581,7 @@ _seed = st.fixed_dictionaries(
     {
         "seed": st.integers(-(2**63), 2**63 - 1),
         "epoch_index": _ints,
-        "signature": _text,
+        "signature": _node_text,
         "claimed": st.booleans(),
     }
 )
@@ -593,16 +594,20 @@ _legacy = st.fixed_dictionaries(
         "upcoming_seed": _seed,
         "nodes": st.lists(_node, max_size=4),
         "node_versions": st.lists(
-            st.fixed_dictionaries({"height": _ints, "version": st.text(min_size=1, max_size=10)}),
+            st.fixed_dictionaries(
+                {"height": _ints, "version": st.text(alphabet=_node_chars, min_size=1, max_size=10)}
+            ),
             max_size=3,
             unique_by=lambda v: (v["height"], v["version"]),
         ),
         "upgrade_plan": st.fixed_dictionaries(
             {
-                "name": _text,
+                "name": _node_text,
                 "height": _ints,
-                "binaries": st.dictionaries(st.text(min_size=1, max_size=8), _text, max_size=2),
-                "node_version": _text,
+                "binaries": st.dictionaries(
+                    st.text(alphabet=_node_chars, min_size=1, max_size=8), _node_text, max_size=2
+                ),
+                "node_version": _node_text,
             }
         ),
         "validation_params": st.fixed_dictionaries(

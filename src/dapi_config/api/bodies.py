@@ -184,10 +184,10 @@ def _key_patterns_as_property_names(node: Any) -> None:
     if not isinstance(node, dict):
         return
     patterns = node.get("patternProperties")
-    if isinstance(patterns, dict) and len(patterns) == 1 and "propertyNames" in node:
+    if isinstance(patterns, dict) and len(patterns) == 1 and "additionalProperties" not in node:
         ((pattern, values),) = patterns.items()
         del node["patternProperties"]
-        node["propertyNames"] = {**node["propertyNames"], "pattern": pattern}
+        node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": pattern}
         node["additionalProperties"] = values
     for value in node.values():
         _key_patterns_as_property_names(value)

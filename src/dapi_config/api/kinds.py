@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import pydantic
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from dapi_config._validation import error_items
@@ -28,21 +28,36 @@ from dapi_config.api.state import Seeds, revision_etag
 from dapi_config.catalogue import KINDS, StateKind, as_is, document_value
 from dapi_config.manager import ConfigManager
 from dapi_config.manager.kinds import value_etag
-from dapi_config.models import NodeVersion
+from dapi_config.models import PRINTABLE_PATTERN, NodeVersion
 
 router = APIRouter(prefix="/state", tags=["state"])
 
 MERGE_PATCH = "application/merge-patch+json"
 
 
+#: The largest height a client sets over HTTP: 2**53 - 1, the largest integer a JSON number
+#: carries exactly (clients in other languages read larger ones wrong; a chain needs
+#: billions of years to get there). The library and the predecessor's files keep int64.
+JSON_HEIGHT_MAX = 2**53 - 1
+JsonHeight = Annotated[int, Field(ge=0, le=JSON_HEIGHT_MAX)]
+
+
 @cache
 def _strict(model: type[BaseModel]) -> type[BaseModel]:
-    """``model`` refusing fields it does not know (a typo is an error at the edge, as for
-    nodes); the stored model keeps unknown fields a predecessor's file brought in."""
-    if model.model_config.get("extra") == "forbid" or issubclass(model, pydantic.RootModel):
+    """``model`` as a client sends it: fields it does not know refused (a typo is an error at
+    the edge, as for nodes; the stored model keeps unknown fields a predecessor's file brought
+    in), a height at most :data:`JSON_HEIGHT_MAX`."""
+    if issubclass(model, pydantic.RootModel):
         return model
-    config = ConfigDict(**{**model.model_config, "extra": "forbid"})
-    return type(f"{model.__name__}Input", (model,), {"model_config": config})
+    namespace: dict[str, Any] = {
+        "model_config": ConfigDict(**{**model.model_config, "extra": "forbid"})
+    }
+    height = model.model_fields.get("height")
+    if height is not None:
+        namespace["__annotations__"] = {"height": JsonHeight}
+        if not height.is_required():
+            namespace["height"] = height.default
+    return type(f"{model.__name__}Input", (model,), namespace)
 
 
 def parse_value(model: type[BaseModel], raw: bytes, content_type: str | None) -> BaseModel:
@@ -153,7 +168,7 @@ def _partial(model: type[BaseModel]) -> type[BaseModel]:
     """``model`` with every field optional (a merge patch names only what changes; null
     removes a member), unknown fields refused, types strict."""
     fields: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
+    for name, field in _strict(model).model_fields.items():
         annotation: Any = field.annotation
         if field.metadata:
             annotation = Annotated[(annotation, *field.metadata)]
@@ -163,9 +178,21 @@ def _partial(model: type[BaseModel]) -> type[BaseModel]:
 
 
 def _patch_model(kind: StateKind) -> type[BaseModel]:
-    if kind.collection or kind.from_document is not as_is:
-        return kind.input_model  # the schedule replaced whole; the height a number
+    if kind.collection:
+        return _STRICT_SCHEDULE  # replaced whole
+    if kind.from_document is not as_is:
+        return _strict(kind.input_model)  # the height: a number
     return _partial(kind.input_model)
+
+
+_ENTRY = _strict(NodeVersion)
+
+
+class _ScheduleInput(pydantic.RootModel[list[_ENTRY]]):  # type: ignore[valid-type]
+    """The schedule as a client sends it (its entries as :func:`_strict` makes them)."""
+
+
+_STRICT_SCHEDULE: type[BaseModel] = _ScheduleInput
 
 
 def _patch_schema() -> dict[str, Any]:
@@ -199,7 +226,7 @@ def check_patch(patch: Any) -> None:
         except (KeyError, TypeError):
             continue
         try:
-            _strict(_patch_model(kind)).model_validate(kind.from_document(part), strict=True)
+            _patch_model(kind).model_validate(kind.from_document(part), strict=True)
         except pydantic.ValidationError as exc:
             for item in error_items(exc):
                 path = (*kind.document_path, item["field"])
@@ -279,8 +306,8 @@ async def add_node_version(request: Request, cm: Manager) -> Any:
     operation_id="remove_node_version",
 )
 def remove_node_version(
-    height: Annotated[int, Path(ge=0, le=2**63 - 1)],
-    version: Annotated[str, Path(min_length=1, max_length=128)],
+    height: Annotated[int, Path(ge=0, le=JSON_HEIGHT_MAX)],
+    version: Annotated[str, Path(min_length=1, max_length=256, pattern=PRINTABLE_PATTERN)],
     cm: Manager,
 ) -> Any:
     """Remove ``version`` at ``height``: 200 with the schedule, 404 when it was not there."""

@@ -28,7 +28,7 @@ from dapi_config.api.bodies import (
     parse_nodes,
 )
 from dapi_config.api.deps import Manager
-from dapi_config.api.errors import ApiError, error_responses
+from dapi_config.api.errors import error_responses
 from dapi_config.manager import MAX_NODE_PAGE, ConfigManager
 from dapi_config.models import NODE_ID_PATTERN, InferenceNodeConfig
 
@@ -118,8 +118,7 @@ def parse_if_match(value: str | None) -> list[str] | None:
     if not value:
         return None
     tags = [t.strip() for t in value.split(",") if t.strip()]
-    if not tags:
-        raise ApiError(400, "If-Match header is empty", "bad_request")
+    # No tag in it (",", spaces): no current value can match it, so 412 as for a stale tag.
     # A tag sent without its quotes (some clients strip them) is compared as the quoted tag:
     # it matches when it is the current one, else 412, never an error about its shape.
     return [t if t == "*" or t.startswith(('"', "W/")) else f'"{t}"' for t in tags]
