@@ -11,7 +11,7 @@ JOBS    ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 PARALLEL = -n $(JOBS) --dist loadgroup
 # The inner loop: unit and contract tests on SQLite, in-process; no PostgreSQL, no browser,
 # no CLI or serve subprocesses, no campaigns (markers set in tests/conftest.py).
-FAST    := not slow and not stress and not postgres and not browser and not processes
+FAST    := not slow and not stress and not postgres and not browser and not processes and not remote
 
 .PHONY: venv serve test test-fast stress lint bench bench-full clean
 

@@ -141,9 +141,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
-        on_pg = callspec is not None and callspec.params.get("state_backend") == "postgres"
-        if on_pg or names & _PG_FIXTURES:
+        backend = callspec.params.get("state_backend") if callspec is not None else None
+        if backend == "postgres" or names & _PG_FIXTURES:
             item.add_marker(pytest.mark.postgres)
+        if backend == "remote":
+            item.add_marker(pytest.mark.remote)
         if names & _BROWSER_FIXTURES:
             item.add_marker(pytest.mark.browser)
         function = getattr(item, "function", None)
