@@ -124,6 +124,31 @@ class SecurityKeyNotFoundError(DapiConfigError, KeyError):
         return self.message
 
 
+class TokenExistsError(DapiConfigError):
+    """An API token of that name exists: revoke it first, or choose another name."""
+
+    code = "token_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"an API token named {name!r} exists; revoke it first or pick another name"
+        )
+        self.name = name
+
+
+class TokenNotFoundError(DapiConfigError, KeyError):
+    """No API token has that name (``dapi-config tokens list`` shows them)."""
+
+    code = "token_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no API token named {name!r} (dapi-config tokens list shows them)")
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
 class PreconditionFailedError(DapiConfigError):
     """The caller's view (ETag) is stale: someone else changed the object first."""
 

@@ -136,6 +136,18 @@ class ApiConfig(_Section):
     admin_token: SecretStr | None = Field(
         default=None, description="When set, every /admin/v1 route needs this bearer token."
     )
+    admin_token_file: str | None = Field(
+        default=None,
+        description="A file holding the admin token (a mounted secret), instead of admin_token.",
+    )
+    tls_cert: str | None = Field(
+        default=None, description="PEM certificate (chain): the admin API serves HTTPS only."
+    )
+    tls_key: str | None = Field(default=None, description="PEM private key of tls_cert.")
+    tls_client_ca: str | None = Field(
+        default=None,
+        description="PEM CA: clients must present a certificate it signed (mutual TLS).",
+    )
 
     # poc_callback_url is not checked: every Go binary accepted any text there (``localhost``
     # in real files); the loader warns when it is not a URL.

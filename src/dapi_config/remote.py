@@ -12,6 +12,7 @@ What stays local to the service: secrets (the worker key's private half and node
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ from dapi_config.models import (
     UpgradePlan,
     ValidationParamsCache,
 )
+from dapi_config.tls import client_context
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -77,24 +79,40 @@ def _as_dict(value: Any) -> Any:
 
 class RemoteConfigManager:
     """A :class:`~dapi_config.ConfigManager` of a state served by ``dapi-config serve`` at
-    ``url`` (``http://127.0.0.1:9200``), with the admin ``token`` when it needs one."""
+    ``url`` (``http://127.0.0.1:9200``, ``https://...`` when it serves TLS), with a
+    ``token`` when it needs one (``api.admin_token`` or a scoped token).
+
+    Over HTTPS the server's certificate is verified against ``ca`` (a PEM file; None: the
+    system's trust store) and its host name; ``cert`` is the client certificate for a server
+    that requires one: a PEM file holding certificate and key, or a ``(cert, key)`` pair.
+    """
 
     def __init__(
         self,
         url: str,
         token: str | None = None,
         *,
+        ca: str | os.PathLike[str] | None = None,
+        cert: str
+        | os.PathLike[str]
+        | tuple[str | os.PathLike[str], str | os.PathLike[str]]
+        | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        cert_file, key_file = cert if isinstance(cert, tuple) else (cert, None)
+        verify = (
+            client_context(ca, cert_file, key_file) if url.lower().startswith("https:") else True
+        )
         self._http = httpx.Client(
             base_url=url.rstrip("/") + ADMIN,
             headers=headers,
             timeout=timeout,
             transport=transport,
+            verify=verify,
         )
         self._batch = threading.local()
 

@@ -14,16 +14,21 @@ import logging
 import resource
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dapi_config.errors import ListenError
+from dapi_config.access import no_token_warning
+from dapi_config.errors import ConfigError, ListenError
 from dapi_config.health import IntegrityChecker, Readiness
 from dapi_config.manager import ConfigManager
+from dapi_config.static import config_file_path
 from dapi_config.store.backend import IntegrityCheckable
 from dapi_config.store.backup import SCHEDULED, BackupInfo, BackupScheduler
+from dapi_config.tls import server_context
 
 if TYPE_CHECKING:
     from dapi_config.api import ServiceMetrics
@@ -163,10 +168,77 @@ class _Throttle:
 
 @dataclass(frozen=True)
 class ServiceOptions:
-    """Where to listen: ``port`` None means ``api.admin_server_port`` of the config."""
+    """Where and how to listen: ``port`` None means ``api.admin_server_port`` of the config;
+    the TLS files (None: ``api.tls_*`` of the config, if set) make it HTTPS only;
+    ``allow_unauthenticated`` lets it listen beyond loopback with no token and no client
+    certificates (anyone who reaches the port may change everything)."""
 
     host: str = "127.0.0.1"
     port: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    allow_unauthenticated: bool = False
+
+
+@dataclass(frozen=True)
+class Transport:
+    """What :func:`run_service` serves: TLS (None: plain HTTP) and how clients authenticate."""
+
+    tls: ssl.SSLContext | None
+    client_certificates: bool
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+
+def transport(cm: ConfigManager, options: ServiceOptions) -> Transport:
+    """The TLS context of ``options`` (else of the config's ``api.tls_*``, relative to the
+    config file), loaded now: a missing or bad file is a :class:`ConfigError` at start-up."""
+    api = cm.get_api_config()
+
+    def pick(option: Path | None, configured: str | None) -> Path | None:
+        if option is not None:
+            return option
+        return None if not configured else config_file_path(configured, cm.config_path.parent)
+
+    cert = pick(options.tls_cert, api.tls_cert)
+    key = pick(options.tls_key, api.tls_key)
+    client_ca = pick(options.tls_client_ca, api.tls_client_ca)
+    if cert is None:
+        if key is not None or client_ca is not None:
+            raise ConfigError(
+                "a TLS key or client CA is set without a certificate: give --tls-cert "
+                "(api.tls_cert) too"
+            )
+        return Transport(None, client_certificates=False)
+    return Transport(
+        server_context(cert, key, client_ca), client_certificates=client_ca is not None
+    )
+
+
+def check_exposure(
+    cm: ConfigManager, host: str, transport: Transport, *, allow_unauthenticated: bool
+) -> bool:
+    """Refuse (:class:`ConfigError`) to serve beyond loopback with nothing that authenticates
+    clients (SPEC §11, Secure by default), unless ``allow_unauthenticated``. Returns whether
+    the admin API must refuse every request while no token exists (beyond loopback, tokens
+    being its only authentication)."""
+    if is_loopback(host) or transport.client_certificates:
+        return False
+    if allow_unauthenticated:
+        if cm.admin_token() is None and not cm.has_tokens():
+            log.warning("%s", no_token_warning(host))
+        return False
+    if cm.admin_token() is None and not cm.has_tokens():
+        raise ConfigError(
+            f"refusing to serve the admin API on {host} without authentication: anyone who "
+            "reaches the port could change the node registry. Create a token (dapi-config "
+            "tokens create NAME --role admin) or set api.admin_token, or require client "
+            "certificates (--tls-client-ca); --allow-unauthenticated serves it open anyway"
+        )
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -235,16 +307,16 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     import uvicorn  # noqa: PLC0415 - only the service needs the server
 
     from dapi_config.api import ServiceMetrics, create_app  # noqa: PLC0415
-    from dapi_config.api.auth import no_token_warning  # noqa: PLC0415
     from dapi_config.api.limits import KEEP_ALIVE_TIMEOUT_S  # noqa: PLC0415
 
     # Fail at start-up, not at the first key rotation, when the master key is wrong.
     log.info("secrets at rest: master key from %s", cm.check_master_key())
     api = cm.get_api_config()
     port = options.port or api.admin_server_port
-    token = api.admin_token
-    if (token is None or not token.get_secret_value()) and not is_loopback(options.host):
-        log.warning("%s", no_token_warning(options.host))
+    served = transport(cm, options)
+    require_token = check_exposure(
+        cm, options.host, served, allow_unauthenticated=options.allow_unauthenticated
+    )
     open_files = raise_open_file_limit()
     listener = listen(options.host, port)
     metrics = ServiceMetrics()
@@ -257,7 +329,9 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     try:
         readiness = Readiness(cm)
         readiness.integrity = integrity = _start_integrity_checks(cm, metrics)
-        application = create_app(cm, service_metrics=metrics, readiness=readiness)
+        application = create_app(
+            cm, service_metrics=metrics, readiness=readiness, require_token=require_token
+        )
         scheduler = _start_backups(
             cm, lambda info: metrics.last_backup_timestamp.set(info.created_at.timestamp())
         )
@@ -279,10 +353,14 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
                 timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
             )
         )
+        server.config.load()
+        server.config.ssl = served.tls  # ours (TLS 1.2+, client certificates): see .tls
         log.info(
-            "serving the admin API on http://%s:%d (state %s)",
+            "serving the admin API on %s://%s:%d%s (state %s)",
+            served.scheme,
             options.host,
             port,
+            " (client certificates required)" if served.client_certificates else "",
             cm.state_location,
         )
         previous = {

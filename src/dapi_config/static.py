@@ -27,7 +27,7 @@ import pydantic
 from dapi_config._validation import describe, error_items
 from dapi_config._yaml import YamlFile, read_yaml_document
 from dapi_config.errors import ConfigError
-from dapi_config.models import STATIC_SECTIONS, StaticConfig
+from dapi_config.models import STATIC_SECTIONS, ApiConfig, StaticConfig
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,51 @@ def _name_sources(
             var = overrides[(parts[0], parts[1])][1]
             item["field"] = f"{item['field']} (from environment {var})"
     return source
+
+
+def config_file_path(value: str, config_dir: Path) -> Path:
+    """A path the config file names: relative ones are relative to the config file's
+    directory (where the file is read from, not where the command runs)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config_dir / path
+
+
+#: The most an admin token file may hold (a token, not a document).
+_TOKEN_FILE_MAX = 4096
+
+
+def admin_token_of(api: ApiConfig, config_dir: Path) -> str | None:
+    """The admin token: ``api.admin_token``, or the first line of the file
+    ``api.admin_token_file`` names (a mounted secret; surrounding whitespace dropped), None
+    when neither is set. Raises :class:`ConfigError` naming what to fix."""
+    inline = None if api.admin_token is None else api.admin_token.get_secret_value()
+    if not api.admin_token_file:
+        return inline or None
+    if inline:
+        raise ConfigError(
+            "api.admin_token and api.admin_token_file are both set: keep one (the file is "
+            "for a mounted secret)"
+        )
+    path = config_file_path(api.admin_token_file, config_dir)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(_TOKEN_FILE_MAX + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"api.admin_token_file: cannot read {path}: {exc.strerror or exc}"
+        ) from None
+    if len(raw) > _TOKEN_FILE_MAX:
+        raise ConfigError(f"api.admin_token_file: {path} is over {_TOKEN_FILE_MAX} bytes")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"api.admin_token_file: {path} is not UTF-8 text") from None
+    if not token or any(c.isspace() or ord(c) < 32 for c in token):
+        raise ConfigError(
+            f"api.admin_token_file: {path} must hold one token on one line (it is empty or "
+            "holds spaces or control characters)"
+        )
+    return token
 
 
 def secrets_in(data: dict[str, Any]) -> list[str]:

@@ -9,11 +9,23 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from dapi_config import __version__
-from dapi_config.api import audit, backups, console, health, keys, kinds, metrics, nodes, state
+from dapi_config.api import (
+    audit,
+    backups,
+    console,
+    health,
+    keys,
+    kinds,
+    metrics,
+    nodes,
+    state,
+    tokens,
+)
 from dapi_config.api.auth import (
-    AdminTokenMiddleware,
-    expected_token,
-    require_admin_token,
+    AdminAccess,
+    Credentials,
+    FailureThrottle,
+    authorize,
     without_security,
 )
 from dapi_config.api.bodies import add_body_schemas
@@ -21,14 +33,15 @@ from dapi_config.api.docs import DOC_PATHS, add_offline_docs
 from dapi_config.api.errors import error_responses, install_error_handlers
 from dapi_config.api.limits import BODY_TIMEOUT_S, MAX_BODY_BYTES, describe_limits
 from dapi_config.api.metrics import ServiceMetrics
-from dapi_config.api.middleware import ActingAs, CrossOriginGuard, RequestMiddleware
+from dapi_config.api.middleware import CrossOriginGuard, RequestMiddleware
 from dapi_config.health import Readiness
 from dapi_config.manager import ConfigManager
 
 ADMIN_PREFIX = "/admin/v1"
 
 #: Routers mounted under ``/admin/v1``, each one area. Add a router here to add an area.
-#: All of them are behind the admin token (:mod:`.auth`) when one is configured.
+#: All of them are behind the tokens (:mod:`.auth`) once one exists, each route needing the role
+#: :mod:`.roles` gives it.
 ADMIN_ROUTERS: tuple[APIRouter, ...] = (
     nodes.router,
     keys.router,
@@ -36,6 +49,7 @@ ADMIN_ROUTERS: tuple[APIRouter, ...] = (
     kinds.router,
     backups.router,
     audit.router,
+    tokens.router,
 )
 #: Routers at the root (probes, metrics, the console's page): never behind the admin token.
 ROOT_ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router, console.router)
@@ -49,12 +63,16 @@ def create_app(
     admin_dependencies: Sequence[Any] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
     body_timeout: float = BODY_TIMEOUT_S,
+    require_token: bool = False,
+    failure_throttle: FailureThrottle | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``manager``.
 
-    Every ``/admin/v1`` route requires ``api.admin_token`` as a bearer token when it is set
-    (:mod:`.auth`); ``admin_dependencies`` (``fastapi.Depends(...)`` items) run after that
-    check before every ``/admin/v1`` route. The caller keeps ownership of ``manager``
+    Every ``/admin/v1`` route requires a token once one exists (``api.admin_token``, or a
+    scoped token of :meth:`ConfigManager.create_token`), of the role :mod:`.roles` gives the
+    route (:mod:`.auth`); ``require_token``: refuse them all while none exists (the service
+    reachable from the network). ``admin_dependencies`` (``fastapi.Depends(...)`` items) run
+    after that check before every ``/admin/v1`` route. The caller keeps ownership of ``manager``
     (the app never closes it). Endpoints are plain ``def``: SQLite work runs in the threadpool,
     never on the event loop.
     """
@@ -78,14 +96,14 @@ def create_app(
     app.state.manager = manager
     app.state.metrics = service_metrics
     app.state.readiness = readiness
-    token = manager.get_api_config().admin_token
-    app.state.admin_token = expected_token(None if token is None else token.get_secret_value())
+    credentials = Credentials(manager, admin_token=manager.admin_token(), required=require_token)
+    app.state.credentials = credentials
     manager.observe_writes(service_metrics.observe_write)
     install_error_handlers(app)
 
     admin = APIRouter(
         prefix=ADMIN_PREFIX,
-        dependencies=[Depends(require_admin_token), *admin_dependencies],
+        dependencies=[Depends(authorize), *admin_dependencies],
         responses=error_responses(401, 403),
     )
     for router in ADMIN_ROUTERS:
@@ -95,14 +113,17 @@ def create_app(
         app.include_router(router)
 
     generate_openapi = app.openapi
+    documents: dict[bool, dict[str, Any]] = {}
 
     def openapi_with_bodies() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        # Whether the routes need a token can change while the service runs (the first token
+        # created): each answer is built once and served as things are now.
+        secured = credentials.needs_token()
+        if secured not in documents:
             document = add_body_schemas(generate_openapi())
-            if app.state.admin_token is None:
-                document = without_security(document)
-            app.openapi_schema = document
-        return app.openapi_schema
+            app.openapi_schema = None  # FastAPI caches its own build; each variant is ours
+            documents[secured] = document if secured else without_security(document)
+        return documents[secured]
 
     app.openapi = openapi_with_bodies  # type: ignore[method-assign]
 
@@ -118,10 +139,16 @@ def create_app(
         ]
         return [*documented, *DOC_PATHS, *console.CONSOLE_PATHS, "/openapi.json"]
 
-    app.add_middleware(ActingAs, manager=manager, actor="api")
     app.add_middleware(CrossOriginGuard, prefix=ADMIN_PREFIX)
     # Inside RequestMiddleware (added last = outermost), so 401s are counted and logged too.
-    app.add_middleware(AdminTokenMiddleware, prefix=ADMIN_PREFIX, expected=app.state.admin_token)
+    app.add_middleware(
+        AdminAccess,
+        prefix=ADMIN_PREFIX,
+        credentials=credentials,
+        acting_as=manager.acting_as,
+        metrics=service_metrics,
+        throttle=FailureThrottle() if failure_throttle is None else failure_throttle,
+    )
     app.add_middleware(
         RequestMiddleware,
         metrics=service_metrics,

@@ -33,6 +33,8 @@ from dapi_config.errors import (
     SecurityKeyExistsError,
     SecurityKeyNotFoundError,
     StateUnavailableError,
+    TokenExistsError,
+    TokenNotFoundError,
     ValidationError,
 )
 
@@ -47,6 +49,8 @@ ERROR_STATUS: dict[type[DapiConfigError], int] = {
     PreconditionFailedError: 412,
     SecurityKeyNotFoundError: 404,
     SecurityKeyExistsError: 409,
+    TokenNotFoundError: 404,
+    TokenExistsError: 409,
     # The service cannot open its own secrets: its configuration is wrong, not the request.
     MasterKeyError: 500,
     StateUnavailableError: 503,
@@ -277,8 +281,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI response declarations (model :class:`ErrorBody`) for ``statuses``."""
     descriptions = {
         400: "Malformed request (e.g. the body is not JSON)",
-        401: "Missing or wrong admin token",
-        403: "A browser sent this state-changing request from another origin (refused: CSRF)",
+        401: "Missing, wrong or revoked token",
+        403: "The token's role may not call this route, or a browser sent this state-changing "
+        "request from another origin (refused: CSRF)",
         404: "No such node (or, for key routes, the node has no security key)",
         409: "Duplicate node id, or the node already has a security key",
         415: "The body is not sent as JSON",

@@ -117,7 +117,7 @@ def _add_routes(kind: StateKind) -> None:
             summary=f"Set {kind.name}",
             name=f"set_{kind.operation}",
             operation_id=f"set_{kind.operation}",
-            openapi_extra=_body_doc(kind.input_model),
+            openapi_extra=body_doc(kind.input_model),
         )
     if kind.clear is not None:
 
@@ -158,7 +158,7 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+def body_doc(model: type[BaseModel]) -> dict[str, Any]:
     schema = _inline(_strict(model).model_json_schema())
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
@@ -281,7 +281,7 @@ def rotate_seeds(cm: Manager) -> Any:
     },
     summary="Schedule a node version",
     operation_id="add_node_version",
-    openapi_extra=_body_doc(NodeVersion),
+    openapi_extra=body_doc(NodeVersion),
 )
 async def add_node_version(request: Request, cm: Manager) -> Any:
     """Schedule ``version`` at ``height``: 201 with the schedule, 200 when that pair was

@@ -89,7 +89,17 @@ class ServiceMetrics:
             "Unix time of the last successful backup (0 = none yet).",
             registry=r,
         )
-
+        self.auth_failures = Counter(
+            "dapi_config_auth_failures",
+            "Admin API requests refused for a missing or wrong token (401), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.auth_slowed = Counter(
+            "dapi_config_auth_slowed",
+            "401 answers delayed because their client kept failing (see the README).",
+            registry=r,
+        )
         self.integrity_ok = Gauge(
             "dapi_config_integrity_check_ok",
             "1 when the last periodic integrity check found the state sound, 0 when it found "

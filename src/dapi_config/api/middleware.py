@@ -10,12 +10,11 @@ scanner cannot explode the metrics) and logged on one escaped line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Protocol
+from typing import Any
 
 from dapi_config.api.errors import error_response, route_pattern
 from dapi_config.api.metrics import ServiceMetrics
@@ -34,10 +33,6 @@ CLIENT_CLOSED = 499
 
 #: The HTTP methods metrics are labelled with; any other is counted as ``other``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class ActorScope(Protocol):
-    def acting_as(self, actor: str) -> contextlib.AbstractContextManager[None]: ...
 
 
 class RequestMiddleware:
@@ -185,24 +180,6 @@ def _printable(text: str) -> str:
 def _client(scope: Scope) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "-"
-
-
-class ActingAs:
-    """Records ``actor`` (``api``) in the audit rows of every write a request makes: the one
-    place the HTTP surface names its actor. The audit actor is a context variable, so it
-    follows the request into the thread pool that runs the route."""
-
-    def __init__(self, app: ASGIApp, manager: ActorScope, actor: str) -> None:
-        self.app = app
-        self.manager = manager
-        self.actor = actor
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        with self.manager.acting_as(self.actor):
-            await self.app(scope, receive, send)
 
 
 #: Methods that change state: the ones a cross-site page must not be able to send.

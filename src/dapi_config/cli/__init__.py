@@ -24,6 +24,7 @@ from dapi_config.cli import (  # noqa: F401 - importing registers the commands
     serve,
     state,
     status,
+    tokens,
     values,
 )
 from dapi_config.cli._common import app

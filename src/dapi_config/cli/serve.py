@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +13,7 @@ from dapi_config.service import ServiceOptions, run_service
 
 
 @app.command()
-def serve(
+def serve(  # noqa: PLR0917 - Typer passes each option by position
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (use 0.0.0.0 for all).")
     ] = "127.0.0.1",
@@ -26,6 +27,38 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="PEM certificate (chain): serve HTTPS only [default: api.tls_cert].",
+            show_default=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key",
+            help="PEM key of the certificate [default: api.tls_key].",
+            show_default=False,
+        ),
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-client-ca",
+            help="PEM CA: require client certificates it signed [default: api.tls_client_ca].",
+            show_default=False,
+        ),
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Listen beyond loopback with no token and no client certificates: anyone who "
+            "reaches the port can change the node registry, keys and backups.",
+        ),
+    ] = False,
 ) -> None:
     """Run the admin HTTP API (docs at /docs) until SIGTERM or SIGINT.
 
@@ -34,10 +67,21 @@ def serve(
     (default 1h), keeping API_BACKUP_KEEP of them (default 24). One log line per request and
     per state change on stderr.
 
+    Beyond loopback it needs a token (tokens create, or api.admin_token) or client
+    certificates, and should have TLS.
+
     Example: dapi-config serve --config config.yaml --port 9200
     """
     root = logging.getLogger()
     if root.level > logging.INFO or root.level == logging.NOTSET:
         setup_logging(logging.INFO)  # a service logs its requests and state changes
     with open_manager(actor="api") as cm:
-        run_service(cm, ServiceOptions(host=host, port=port))
+        options = ServiceOptions(
+            host=host,
+            port=port,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
+            allow_unauthenticated=allow_unauthenticated,
+        )
+        run_service(cm, options)

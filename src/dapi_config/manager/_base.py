@@ -62,6 +62,9 @@ class ManagerBase:
         self._database = store if isinstance(store, StateBackend) else None
         self._exporter: PeriodicExporter | None = None
         self._exporter_lock = threading.Lock()
+        #: When this process last wrote each API token's "last used" time (monotonic).
+        self._token_uses: dict[str, float] = {}
+        self._token_uses_lock = threading.Lock()
         #: What the legacy migration did at open (None when the file was already static).
         self.legacy_report: legacy.MigrationReport | None = None
         self._keys = keys or MasterKeySource(store.path, settings.state_key)

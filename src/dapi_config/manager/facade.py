@@ -24,6 +24,7 @@ from dapi_config._validation import (
     validate_nodes,
 )
 from dapi_config.export import ExportSettings, PeriodicExporter
+from dapi_config.manager.access import ApiAccess
 from dapi_config.manager.keys import SecretsAndKeys
 from dapi_config.manager.kinds import StateKinds
 from dapi_config.manager.nodes import MAX_NODE_PAGE, NodeRegistry
@@ -63,14 +64,17 @@ __all__ = [
 ]
 
 
-class ConfigManager(NodeRegistry, StateKinds, BackupsAndChecks, SecretsAndKeys, PredecessorBridge):
+class ConfigManager(
+    NodeRegistry, StateKinds, BackupsAndChecks, SecretsAndKeys, PredecessorBridge, ApiAccess
+):
     """Static configuration plus crash-safe dynamic state.
 
     Open with :meth:`open` and close with :meth:`close` (or use it as a context manager).
     Thread-safe; several processes may open the same state file. The parts it is made of:
     :class:`~.nodes.NodeRegistry`, :class:`~.kinds.StateKinds`,
     :class:`~.recovery.BackupsAndChecks`,
-    :class:`~.keys.SecretsAndKeys`, :class:`~.predecessor.PredecessorBridge`; opening is
+    :class:`~.keys.SecretsAndKeys`, :class:`~.predecessor.PredecessorBridge`,
+    :class:`~.access.ApiAccess`; opening is
     :mod:`.opening`'s.
     """
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_check
 
 from pydantic import BaseModel, SecretStr
 
+from dapi_config.access import Role, TokenInfo
 from dapi_config.models import InferenceNodeConfig, NodeVersion, SeedInfo, UpgradePlan
 
 if TYPE_CHECKING:
@@ -332,8 +333,25 @@ class PredecessorImports(Protocol):
 
 
 @runtime_checkable
+class ApiTokens(Protocol):
+    """Scoped API tokens, kept as digests (SPEC §11); shared by every replica of the state."""
+
+    def api_tokens(self) -> list[TokenInfo]: ...
+
+    def api_token_by_digest(self, digest: str) -> TokenInfo | None: ...
+
+    def has_api_tokens(self) -> bool: ...
+
+    def add_api_token(self, name: str, role: Role, digest: str) -> TokenInfo: ...
+
+    def remove_api_token(self, name: str) -> TokenInfo: ...
+
+    def mark_api_token_used(self, name: str, when: str) -> None: ...
+
+
+@runtime_checkable
 class StateBackend(
-    StateCore, AuditTrail, SealedSecrets, Backups, Tables, PredecessorImports, Protocol
+    StateCore, AuditTrail, SealedSecrets, Backups, Tables, PredecessorImports, ApiTokens, Protocol
 ):
     """A database backend: the core and every capability (SQLite, PostgreSQL)."""
 
@@ -346,4 +364,5 @@ CAPABILITIES: dict[type, str] = {
     Backups: "backups, restores and checks of the state",
     Tables: "table exports",
     PredecessorImports: "imports of gonka.db",
+    ApiTokens: "scoped API tokens",
 }

@@ -24,8 +24,15 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from pydantic import BaseModel, SecretStr
 
 from dapi_config._validation import with_admin_state_of
+from dapi_config.access import Role, TokenInfo
 from dapi_config.crypto import WORKER_KEY_SECRET
-from dapi_config.errors import DuplicateNodeError, MasterKeyError, NodeNotFoundError
+from dapi_config.errors import (
+    DuplicateNodeError,
+    MasterKeyError,
+    NodeNotFoundError,
+    TokenExistsError,
+    TokenNotFoundError,
+)
 from dapi_config.models import (
     Hardware,
     InferenceNodeConfig,
@@ -92,9 +99,15 @@ STATE_TABLES: tuple[str, ...] = (
     "legacy_imports",
     "predecessor_kv",
     "bls_dealer_openings",
+    "api_tokens",
 )
 #: The audit trail: it only grows (a restore keeps it and appends its own entry).
 AUDIT_TABLE = "audit_log"
+#: The API tokens: credentials, not configuration. A restore keeps the current ones (it must
+#: not bring back a revoked token, nor take away one created since the backup).
+TOKENS_TABLE = "api_tokens"
+#: Tables a restore keeps as they are.
+KEPT_ON_RESTORE: tuple[str, ...] = (AUDIT_TABLE, TOKENS_TABLE)
 #: The audit action of a restore; its new value names the backup and the revisions undone.
 RESTORE_ACTION = "restore"
 
@@ -165,6 +178,10 @@ def _as_int64(value: int) -> int:
 
 def _uint64(stored: int) -> int:
     return stored + 2**64 if stored < 0 else stored
+
+
+def _token_info(row: Sequence[Any]) -> TokenInfo:
+    return TokenInfo(str(row[0]), Role[str(row[1]).upper()], str(row[2]), row[3])
 
 
 def _now() -> str:
@@ -1009,6 +1026,59 @@ class StateQueries:
         )
         self._audit("import", kind, None, {"source_path": source_path, "checksum": checksum})
 
+    # --- API tokens (SPEC §11) ------------------------------------------------------------
+
+    def api_tokens(self) -> list[TokenInfo]:
+        """Every scoped token, by name (never a token: only what ``tokens list`` shows)."""
+        return [
+            _token_info(row)
+            for row in self.db.query_all(
+                "SELECT name, role, created_at, last_used_at FROM api_tokens ORDER BY name"
+            )
+        ]
+
+    def api_token_by_digest(self, digest: str) -> TokenInfo | None:
+        """The token whose SHA-256 is ``digest`` (None: no such token, or it was revoked)."""
+        row = self.db.query_one(
+            "SELECT name, role, created_at, last_used_at FROM api_tokens WHERE token_sha256 = ?",
+            (digest,),
+        )
+        return None if row is None else _token_info(row)
+
+    def has_api_tokens(self) -> bool:
+        """True once any scoped token exists (then every admin route needs one)."""
+        return self.db.query_one("SELECT 1 FROM api_tokens LIMIT 1") is not None
+
+    def add_api_token(self, name: str, role: Role, digest: str) -> TokenInfo:
+        """Store a new token's digest in the caller's transaction; audited with its name and
+        role. Raises :class:`TokenExistsError`."""
+        if self.db.query_one("SELECT 1 FROM api_tokens WHERE name = ?", (name,)) is not None:
+            raise TokenExistsError(name)
+        created = _now()
+        self.db.execute(
+            "INSERT INTO api_tokens(name, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",
+            (name, role.label, digest, created),
+        )
+        self._audit("token_create", f"token:{name}", None, {"role": role.label})
+        return TokenInfo(name, role, created)
+
+    def remove_api_token(self, name: str) -> TokenInfo:
+        """Delete the token ``name`` in the caller's transaction (audited); returns what it was.
+        Raises :class:`TokenNotFoundError`."""
+        row = self.db.query_one(
+            "DELETE FROM api_tokens WHERE name = ? RETURNING name, role, created_at, last_used_at",
+            (name,),
+        )
+        if row is None:
+            raise TokenNotFoundError(name)
+        info = _token_info(row)
+        self._audit("token_revoke", f"token:{name}", {"role": info.role.label}, None)
+        return info
+
+    def mark_api_token_used(self, name: str, when: str) -> None:
+        """Record when the token was last used (not audited: bookkeeping, not a change)."""
+        self.db.execute("UPDATE api_tokens SET last_used_at = ? WHERE name = ?", (when, name))
+
     # --- health --------------------------------------------------------------------------
 
     #: Columns whose values are secrets: :meth:`export_tables` shows them redacted.
@@ -1017,6 +1087,7 @@ class StateQueries:
         "mlnode_security": ("security_key",),
         "inference_nodes": ("auth_token",),
         "bls_dealer_openings": ("share_bytes", "seed"),
+        "api_tokens": ("token_sha256",),
     }
 
     def export_tables(self, redacted: str) -> dict[str, list[dict[str, Any]]]:
@@ -1055,9 +1126,10 @@ class StateQueries:
     def clear_state(self, *, keep_trail: bool = False) -> None:
         """Delete every row of every state table (a copy with ``--force``), in the caller's
         transaction; not audited: the copy that follows brings its own audit trail.
-        ``keep_trail``: the audit trail stays (a restore, which appends its own entry)."""
+        ``keep_trail``: the audit trail and the API tokens stay (a restore, which appends its
+        own entry)."""
         for table in reversed(STATE_TABLES):
-            if not (keep_trail and table == AUDIT_TABLE):
+            if not (keep_trail and table in KEPT_ON_RESTORE):
                 self.db.execute(f'DELETE FROM "{table}"')
 
     def load_table(self, table: str, columns: list[str], rows: list[Any]) -> None:

@@ -8,7 +8,8 @@ A restore is a write like any other, through the live store in one durable trans
 process and replica sees it at its next read and no process keeps an old file or an old WAL. It
 replaces every state table but the audit trail, which only grows: the restore appends an entry
 naming the backup and the revisions it undid (the rows after the backup's revision stay
-readable), so revisions keep increasing and watchers wake.
+readable), so revisions keep increasing and watchers wake. The API tokens stay as they are too:
+a restore brings back configuration, never a revoked credential.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dapi_config.errors import BackupError, StateUnavailableError
 from dapi_config.store import migrations
 from dapi_config.store.backup import BackupInfo
 from dapi_config.store.connection import Database, create_private_file
-from dapi_config.store.queries import AUDIT_TABLE, STATE_TABLES, StateQueries
+from dapi_config.store.queries import KEPT_ON_RESTORE, STATE_TABLES, StateQueries
 from dapi_config.store.recovery import RestoreResult, restorable_backup
 from dapi_config.store.sqlcipher import StateCipher
 
@@ -96,7 +97,7 @@ def restore_snapshot(store: StateQueries, snapshot: StateSnapshot, *, source: st
         adopt_trail = latest == 0
         store.clear_state(keep_trail=True)
         for index, table in enumerate(STATE_TABLES):
-            if table != AUDIT_TABLE or adopt_trail:
+            if table not in KEPT_ON_RESTORE or adopt_trail:
                 columns, rows = snapshot.tables[table]
                 store.load_table(table, columns, rows)
             if index == len(STATE_TABLES) // 2:

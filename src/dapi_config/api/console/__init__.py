@@ -21,9 +21,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from dapi_config import __version__
-from dapi_config.api.auth import no_token_warning
+from dapi_config.access import no_token_warning
 from dapi_config.api.errors import error_response
 from dapi_config.catalogue import KINDS
+from dapi_config.errors import DapiConfigError
 
 if TYPE_CHECKING:
     import jinja2
@@ -76,7 +77,10 @@ def _templates() -> jinja2.Environment:
 @router.get("/console", response_class=HTMLResponse)
 def console_page(request: Request) -> HTMLResponse:
     """The console page (the same for everyone: the state comes after login, from the API)."""
-    token_required = request.app.state.admin_token is not None
+    try:
+        token_required = request.app.state.credentials.needs_token()
+    except DapiConfigError:
+        token_required = True  # the state cannot say: ask for one rather than show none
     host = request.headers.get("host", "this port")
     page = (
         _templates()

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from dapi_config.errors import SchemaTooNewError, StateCorruptError, StateUnavailableError
 from dapi_config.store import connection
 from dapi_config.store.connection import APPLICATION_ID, Database
-from dapi_config.store.migrations import m0001_initial, m0002_predecessor_fields
+from dapi_config.store.migrations import m0001_initial, m0002_predecessor_fields, m0003_api_tokens
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "gonka.db kv rows and BLS dealer openings",
         m0002_predecessor_fields.SQL,
         m0002_predecessor_fields.PG_SQL,
+    ),
+    Migration(
+        3,
+        "scoped API tokens (their SHA-256, role and times)",
+        m0003_api_tokens.SQL,
+        m0003_api_tokens.PG_SQL,
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
