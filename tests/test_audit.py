@@ -44,6 +44,7 @@ def _prepare(cm: ConfigManager) -> None:
     cm.add_nodes([node("a"), node("b")])
     cm.create_security_key("b")
     cm.add_node_version(50, "v2")
+    cm.create_token("old", "read")
 
 
 #: Every public write of ConfigManager -> (call, expected action, expected target).
@@ -105,6 +106,8 @@ WRITES: dict[str, tuple[Callable[[ConfigManager], Any], str, str]] = {
     "create_security_key": (lambda cm: cm.create_security_key("a"), "create_security_key", "a"),
     "rotate_security_key": (lambda cm: cm.rotate_security_key("b"), "rotate_security_key", "b"),
     "delete_security_key": (lambda cm: cm.delete_security_key("b"), "delete_security_key", "b"),
+    "create_token": (lambda cm: cm.create_token("new", "write"), "token_create", "token:new"),
+    "revoke_token": (lambda cm: cm.revoke_token("old"), "token_revoke", "token:old"),
 }
 
 #: Public ConfigManager members that are not single-row state writes: reads, plumbing, files,
@@ -122,7 +125,9 @@ NOT_WRITES = {
     "export_tables", "seal_secrets", "sealed_keyring_password",
     "own_files", "output_path", "master_key_problem", "predecessor_values", "supports_backups",
     "run_imports", "state_value", "set_state_value", "clear_state_value", "patch_state",
-    "check_state_patch",
+    "check_state_patch", "admin_token", "list_tokens", "has_tokens",
+    # Records when a token was last used: bookkeeping, not a change (no audit row).
+    "token_identity",
 }  # fmt: skip
 
 

@@ -5,9 +5,12 @@ column padding)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tour_steps() -> list[tuple[str, list[str]]]:
+def tour_steps(heading: str = "### A short tour") -> list[tuple[str, list[str]]]:
+    """The ``$`` lines of the first console block under ``heading``, each with the lines
+    printed under it."""
     text = (ROOT / "README.md").read_text()
-    block = text.split("### A short tour", 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
+    block = text.split(heading + "\n", 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
         if line.startswith("$ "):
@@ -44,13 +49,11 @@ def matches(expected: list[str], actual: list[str]) -> bool:
     return bool(re.fullmatch(pattern, _squeeze(actual[0]))) and matches(rest, actual[1:])
 
 
-def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
+def _run_steps(tmp_path: Path, steps: list[tuple[str, list[str]]]) -> None:
     shutil.copy(ROOT / "examples" / "config.yaml", tmp_path / "config.yaml")
     (tmp_path / "config.yaml").chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DAPI_", "CONFIG_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    steps = tour_steps()
-    assert len(steps) >= 8
     for command, expected in steps:
         result = subprocess.run(
             ["sh", "-c", command],
@@ -64,6 +67,36 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
         assert result.returncode == 0, (command, result.stderr)
         actual = result.stdout.splitlines()
         assert matches(expected, actual), (command, expected, actual)
+
+
+def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
+    steps = tour_steps()
+    assert len(steps) >= 8
+    _run_steps(tmp_path, steps)
+
+
+def test_the_readme_tls_and_tokens_recipe_runs(tmp_path: Path) -> None:
+    """The security section's recipe, as written but for where it listens: 127.0.0.1 for
+    0.0.0.0 (tests stay on loopback) and a free port for 9200."""
+    port = str(_free_port())
+    steps = [
+        (command.replace("0.0.0.0", "127.0.0.1").replace("9200", port), expected)
+        for command, expected in tour_steps("### Serving beyond this machine: TLS and tokens")
+    ]
+    assert any("--tls-cert" in command for command, _ in steps)
+    try:
+        _run_steps(tmp_path, steps)
+    finally:
+        pid = tmp_path / "serve.pid"
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid.read_text()), signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_the_matcher_fails_what_differs() -> None:

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 
 from dapi_config import ConfigManager
 from dapi_config.api import create_app
+from dapi_config.api.auth import FailureThrottle
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -96,6 +97,9 @@ def start_server() -> Iterator[StartServer]:
     servers: list[RunningServer] = []
 
     def start(manager: ConfigManager, **kwargs: Any) -> RunningServer:
+        # Tests send many wrong tokens on purpose: their 401s are not slowed down (the
+        # throttle has tests of its own).
+        kwargs.setdefault("failure_throttle", FailureThrottle(max_delay=0.0))
         server = serve_app(create_app(manager, **kwargs), manager)
         servers.append(server)
         return server
@@ -152,12 +156,15 @@ def start_serve_process(
     port: int | None = None,
     pass_port: bool = True,
     open_files: int | None = None,
+    scheme: str = "http",
+    probe: dict[str, Any] | None = None,
 ) -> ServeProcess:
     """Start ``python -m dapi_config --config CONFIG serve --port P ARGS``; wait for /livez.
 
     ``pass_port=False`` leaves ``--port`` out (the config's ``api.admin_server_port``, which
     the caller sets to ``port``). ``open_files``: the process's open-file limit, soft and hard
-    (so that it cannot raise it).
+    (so that it cannot raise it). ``scheme`` ``https`` with ``probe`` (httpx options: the CA to
+    verify, a client certificate) for a service that serves TLS.
     """
 
     def limit_files() -> None:
@@ -191,13 +198,13 @@ def start_serve_process(
             env=full_env,
             preexec_fn=limit_files if open_files is not None else None,  # noqa: PLW1509
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"serve exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{url}/livez", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/livez", timeout=1, **(probe or {})).status_code == 200:
                 break
         except httpx.HTTPError:
             pass

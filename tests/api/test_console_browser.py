@@ -289,3 +289,43 @@ def test_the_state_panel(console_server: RunningServer, browser_page: Any) -> No
     page.wait_for_selector("tr[data-kind='seeds.current'] .kind-value:has-text('42')")
     assert cm.get_current_seed().seed == 42
     assert opened.foreign_requests == [] and _page_errors(opened) == []
+
+
+def test_a_scoped_token_logs_in_and_sees_only_what_its_role_may_do(
+    console_server: RunningServer, browser_page: Any
+) -> None:
+    cm = console_server.manager
+    reader = cm.create_token("grafana", "read").token
+    writer = cm.create_token("deployer", "write").token
+    opened = browser_page(console_server.url)
+    page = opened.page
+    page.goto(console_server.url + "/")
+
+    _log_in(page, reader)
+    page.wait_for_selector("#node-table tbody tr[data-node='gpu-a']")
+    assert page.inner_text("#whoami") == "grafana · read"
+    assert page.is_hidden("#add-node") and page.is_hidden("#rotate-seeds")
+    assert page.is_hidden("#backup-now") and page.is_hidden("#create-key")
+    assert page.is_hidden("#node-table tbody tr[data-node='gpu-a'] button")
+    assert page.is_disabled("#node-table tbody tr[data-node='gpu-a'] input[type=checkbox]")
+    assert page.is_hidden("#kind-table .kind-edit >> nth=0")
+    page.click("#logout")
+
+    _log_in(page, writer)
+    page.wait_for_selector("#node-table tbody tr[data-node='gpu-a']")
+    assert page.inner_text("#whoami") == "deployer · write"
+    assert page.is_visible("#add-node") and page.is_visible("#rotate-seeds")
+    assert page.is_visible("#kind-table .kind-edit >> nth=0")
+    assert page.is_hidden("#backup-now") and page.is_hidden("#create-key")
+    # A write it may make goes through, as the token's own change.
+    page.click("#node-table tbody tr[data-node='gpu-b'] input[type=checkbox]")
+    page.wait_for_function("() => !document.querySelector(\"tr[data-node='gpu-b'] input\").checked")
+    newest = cm.get_audit(limit=1, newest=True)[0]
+    assert (newest.actor, newest.action) == ("api:deployer", "disable_node")
+    page.click("#logout")
+
+    _log_in(page, TOKEN)  # api.admin_token: everything
+    page.wait_for_selector("#backup-now")
+    assert page.inner_text("#whoami") == "admin token · admin"
+    assert page.is_visible("#backup-now") and page.is_visible("#create-key")
+    assert opened.foreign_requests == [] and _page_errors(opened) == []

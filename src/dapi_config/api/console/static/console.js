@@ -1,6 +1,7 @@
 // dapi-config operator console: plain JavaScript, no build step, no outside request.
-// Everything is read and changed through the /admin/v1 routes; the admin token (when the
-// service has one) is kept in sessionStorage for this tab and sent as a bearer header.
+// Everything is read and changed through the /admin/v1 routes; the token (when the service
+// needs one: api.admin_token or a scoped token) is kept in sessionStorage for this tab and sent
+// as a bearer header. What the token's role may not do is hidden.
 "use strict";
 
 (function () {
@@ -162,13 +163,14 @@
       if (shown >= PAGE_ROWS && !state.showAll) continue;
       shown += 1;
       const toggle = el("input", { type: "checkbox", checked: node.is_enabled, title: "Enabled" });
+      toggle.disabled = !may("write");
       toggle.setAttribute("aria-label", "enabled " + node.id);
       toggle.addEventListener("change", () => setEnabled(node.id, toggle.checked, toggle));
       const confirming = state.confirming && state.confirming.id === node.id && Date.now() < state.confirming.until;
-      const remove = el("button", { type: "button", class: "danger" }, confirming ? "Really remove " + node.id + "?" : "Remove");
+      const remove = el("button", { type: "button", class: "danger", "data-needs": "write" }, confirming ? "Really remove " + node.id + "?" : "Remove");
       if (confirming) remove.dataset.confirm = "yes";
       remove.addEventListener("click", () => confirmRemove(node.id, remove));
-      const edit = el("button", { type: "button" }, "Edit");
+      const edit = el("button", { type: "button", "data-needs": "write" }, "Edit");
       edit.addEventListener("click", () => openEditor(node.id));
       rows.append(
         el(
@@ -326,7 +328,7 @@
     const { data } = await api("GET", STATE + "node-versions");
     const body = document.createDocumentFragment();
     for (const entry of data) {
-      const remove = el("button", { type: "button", class: "danger" }, "Remove");
+      const remove = el("button", { type: "button", class: "danger", "data-needs": "write" }, "Remove");
       remove.addEventListener("click", () => unschedule(entry.height, entry.version));
       body.append(
         el(
@@ -448,7 +450,7 @@
     const keyed = new Set(data.map((k) => k.node_id));
     const rows = document.createDocumentFragment();
     for (const key of data) {
-      const button = el("button", { type: "button" }, "Rotate");
+      const button = el("button", { type: "button", "data-needs": "admin" }, "Rotate");
       button.addEventListener("click", () => issueKey(key.node_id, true));
       rows.append(
         el(
@@ -610,7 +612,17 @@
     await refreshKeys();
   }
 
+  // What the token may do: controls it may not use are hidden (data-needs, see console.css);
+  // the server checks every request anyway.
+  const ROLES = ["read", "write", "admin"];
+  function may(role) {
+    return ROLES.indexOf(document.body.dataset.role || "read") >= ROLES.indexOf(role);
+  }
+
   async function start() {
+    const { data: me } = await api("GET", "/admin/v1/whoami");
+    document.body.dataset.role = me.role;
+    $("whoami").textContent = (me.name || (tokenRequired ? "admin token" : "no token")) + " · " + me.role;
     $("login").hidden = true;
     $("console").hidden = false;
     $("logout").hidden = !tokenRequired;
@@ -622,6 +634,8 @@
 
   function logout(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    delete document.body.dataset.role;
+    $("whoami").textContent = "";
     state.watching = false;
     if (state.timer) clearInterval(state.timer);
     $("console").hidden = true;
@@ -635,7 +649,7 @@
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token").value);
     try {
-      await api("GET", "/admin/v1/overview");
+      await api("GET", "/admin/v1/whoami");
     } catch (error) {
       logout(error.status === 401 ? "Wrong token." : error.message);
       return;
