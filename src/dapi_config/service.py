@@ -225,7 +225,15 @@ def check_exposure(
     clients (SPEC §11, Secure by default), unless ``allow_unauthenticated``. Returns whether
     the admin API must refuse every request while no token exists (beyond loopback, tokens
     being its only authentication)."""
-    if is_loopback(host) or transport.client_certificates:
+    if is_loopback(host):
+        return False
+    if transport.tls is None:
+        log.warning(
+            "the admin API on %s serves plain HTTP: tokens and node auth tokens cross the "
+            "network in clear; give --tls-cert and --tls-key (see the README, Security)",
+            host,
+        )
+    if transport.client_certificates:
         return False
     if allow_unauthenticated:
         if cm.admin_token() is None and not cm.has_tokens():

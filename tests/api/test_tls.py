@@ -147,7 +147,7 @@ def test_beyond_loopback_without_authentication_serve_refuses_to_start(config_fi
 
 
 def test_what_authenticates_a_service_beyond_loopback(
-    config_file: Path, pki: dict[str, Any]
+    config_file: Path, pki: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     ca: Authority = pki["ca"]
     server: Issued = pki["server"]
@@ -167,4 +167,9 @@ def test_what_authenticates_a_service_beyond_loopback(
         assert check_exposure(cm, "10.1.2.3", mutual, allow_unauthenticated=False) is False
         cm.create_token("ops", "admin")
         # Scoped tokens authenticate it: and it refuses everyone should the last be revoked.
+        caplog.clear()
         assert check_exposure(cm, "10.1.2.3", plain, allow_unauthenticated=False) is True
+        assert "serves plain HTTP: tokens and node auth tokens cross the network" in caplog.text
+        caplog.clear()
+        assert check_exposure(cm, "10.1.2.3", mutual, allow_unauthenticated=False) is False
+        assert "plain HTTP" not in caplog.text
