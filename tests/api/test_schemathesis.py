@@ -47,6 +47,10 @@ def test_api_conforms_to_its_schema(
         has_input = bool(operation.path_parameters or operation.query or operation.body)
         if mode == schemathesis.GenerationMode.NEGATIVE and not has_input:
             continue  # nothing to make invalid
+        if operation.label == "POST /admin/v1/tokens":
+            # The first token would close this open API to the rest of the run (by design,
+            # SPEC §11); the route is fuzzed by the CLI run with a token, tested in test_tokens.
+            continue
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(

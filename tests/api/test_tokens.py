@@ -17,7 +17,13 @@ from dapi_config import ConfigManager
 from dapi_config.access import Role
 from dapi_config.api.auth import FailureThrottle
 from dapi_config.api.roles import ROUTE_ROLES
-from dapi_config.errors import ConfigError, TokenExistsError, TokenNotFoundError, ValidationError
+from dapi_config.errors import (
+    ConfigError,
+    NotSupportedError,
+    TokenExistsError,
+    TokenNotFoundError,
+    ValidationError,
+)
 from tests.api.conftest import StartServer
 from tests.conftest import raw_rows, run_cli
 
@@ -283,3 +289,26 @@ def test_the_tokens_commands(config_file: Path) -> None:
     assert revoked.returncode == 0 and "revoked token 'ci' (write)" in revoked.stdout
     empty = run_cli("--config", str(config_file), "tokens", "list", "--json")
     assert empty.stdout.strip() == "[]"
+
+
+@pytest.mark.sqlite_only
+def test_the_predecessors_single_file_keeps_no_tokens(
+    config_file: Path, start_server: StartServer
+) -> None:
+    """``API_STATE_MODE=yaml`` has no database: tokens are refused with the one typed error,
+    and the admin token still guards the API."""
+    env = {"API_STATE_MODE": "yaml", "DAPI_API__ADMIN_TOKEN": "yaml-mode-admin-token"}
+    with ConfigManager.open(config_file, env=env) as cm:
+        with pytest.raises(NotSupportedError, match="scoped API tokens"):
+            cm.create_token("ops", "admin")
+        assert cm.list_tokens() == [] and not cm.has_tokens()
+        server = start_server(cm)
+        assert server.client.get(f"{ADMIN}/nodes").status_code == 401
+        ok = server.client.get(f"{ADMIN}/nodes", headers=_bearer("yaml-mode-admin-token"))
+        assert ok.status_code == 200
+        created = server.client.post(
+            f"{ADMIN}/tokens",
+            json={"name": "ops", "role": "read"},
+            headers=_bearer("yaml-mode-admin-token"),
+        )
+        assert created.status_code == 501 and created.json()["code"] == "not_supported"
