@@ -65,6 +65,21 @@ def test_assets_ship_in_the_package_and_nothing_else_is_served(
     for probe in ("../__init__.py", "console.html", "x.js"):
         missing = client.get(f"/console/static/{probe}")
         assert missing.status_code == 404, probe
+    # The icon browsers ask for first: served, not a 404 in their console and our log.
+    for path in ("/favicon.ico", "/console/static/favicon.svg"):
+        icon = client.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+        assert icon.text.startswith("<svg") and "http" + "s://" not in icon.text
+
+
+def test_load_balancers_probe_with_head(running_server: RunningServer) -> None:
+    """HEAD on each probe answers as GET does, without the body (it was 405)."""
+    for path in ("/livez", "/healthz", "/readyz"):
+        got, head = running_server.client.get(path), running_server.client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == "application/json"
+    documented = running_server.client.get("/openapi.json").json()["paths"]["/readyz"]
+    assert list(documented) == ["get"]
 
 
 def test_without_a_token_the_page_carries_the_serve_warning(

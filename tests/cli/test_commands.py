@@ -108,3 +108,10 @@ def test_every_command_has_help_with_example() -> None:
         assert command.help and command.help.strip(), f"{name} has no help"
         if not hasattr(command, "commands"):
             assert "Example:" in command.help, f"{name} help has no example"
+
+
+def test_dash_h_is_help_on_every_level(config_file: Path) -> None:
+    for args in (("-h",), ("tokens", "-h"), ("tokens", "create", "-h"), ("nodes", "list", "-h")):
+        result = run_cli(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert result.stdout.startswith("Usage:") and "-h, --help" in result.stdout, args

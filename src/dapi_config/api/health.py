@@ -90,3 +90,11 @@ def readyz(readiness: ReadinessDep) -> Any:
         status_code=503,
         headers={"Retry-After": "5"},
     )
+
+
+# Load balancers probe with HEAD (the same answer without its body); left out of the OpenAPI
+# document, which describes each probe once, by its GET.
+for _path, _probe in (("/livez", livez), ("/healthz", healthz), ("/readyz", readyz)):
+    router.add_api_route(
+        _path, _probe, methods=["HEAD"], include_in_schema=False, name=f"{_probe.__name__}_head"
+    )

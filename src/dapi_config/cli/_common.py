@@ -97,6 +97,8 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # -h as well as --help, on every command (Click passes it down to subcommands).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 nodes_app = typer.Typer(help="Inspect and edit the inference-node registry.", no_args_is_help=True)
 app.add_typer(nodes_app, name="nodes")

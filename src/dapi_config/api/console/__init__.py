@@ -35,9 +35,15 @@ _HERE = Path(__file__).parent
 _STATIC = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 #: Paths this module serves, for the request metrics' route labels.
-CONSOLE_PATHS = ("/", "/console", *(f"/console/static/{name}" for name in _STATIC))
+CONSOLE_PATHS = (
+    "/",
+    "/console",
+    "/favicon.ico",
+    *(f"/console/static/{name}" for name in _STATIC),
+)
 
 _POLICY = "; ".join(
     (
@@ -103,6 +109,12 @@ def console_page(request: Request) -> HTMLResponse:
         )
     )
     return HTMLResponse(page, headers=_HEADERS)
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """The console's icon, where browsers look for it first (a 404 there fills their logs)."""
+    return console_asset("favicon.svg")
 
 
 @router.get("/console/static/{name}")
