@@ -99,6 +99,7 @@ def create_app(
     credentials = Credentials(manager, admin_token=manager.admin_token(), required=require_token)
     app.state.credentials = credentials
     manager.observe_writes(service_metrics.observe_write)
+    service_metrics.watch_state(manager, readiness)
     install_error_handlers(app)
 
     admin = APIRouter(

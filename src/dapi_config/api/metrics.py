@@ -6,6 +6,10 @@ Each app has its own :class:`ServiceMetrics` (own registry), so several apps in 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,8 +29,11 @@ from prometheus_client import (
 from prometheus_client import (
     ProcessCollector as _ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 
-from dapi_config.health import IntegrityResult
+from dapi_config.errors import DapiConfigError
+from dapi_config.health import IntegrityResult, Readiness
+from dapi_config.manager import ConfigManager
 
 # Every counter and histogram would also export a ``*_created`` series (its creation time):
 # noise on every dashboard and scrape. The switch is process-wide; only the service imports it.
@@ -112,6 +119,10 @@ class ServiceMetrics:
             registry=r,
         )
 
+    def watch_state(self, manager: ConfigManager, readiness: Readiness) -> None:
+        """Export the domain gauges of :class:`StateGauges` for ``manager`` (once per app)."""
+        self.registry.register(StateGauges(manager, readiness))
+
     def observe_integrity(self, result: IntegrityResult) -> None:
         """Record a periodic integrity check (an inconclusive one changes nothing)."""
         if result.ok is not None:
@@ -126,6 +137,76 @@ class ServiceMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return bytes(generate_latest(self.registry))
+
+
+class StateGauges:
+    """What an operator graphs and alerts on, read from the state at each scrape (the same
+    view for every replica of a shared state): readiness, the chain height, the current node
+    version (an info metric), the nodes registered and enabled, the audit revision, the
+    schedule's length and the age of the newest backup. A value the state cannot give right
+    now is left out of that scrape (``dapi_config_ready`` 0 says why), never reported as 0."""
+
+    def __init__(self, manager: ConfigManager, readiness: Readiness) -> None:
+        self.manager = manager
+        self.readiness = readiness
+
+    def collect(self) -> Iterator[Metric]:
+        report = self.readiness.report_within()
+        yield GaugeMetricFamily(
+            "dapi_config_ready",
+            "1 when the state can be read and written (what /readyz says), else 0.",
+            value=1.0 if report.ready else 0.0,
+        )
+        try:
+            summary = self.manager.state_summary()
+            enabled = self.manager.get_node_count(enabled_only=True)
+        except DapiConfigError:
+            summary = None
+        if summary is not None:
+            yield from _state_families(summary, enabled)
+        if self.manager.supports_backups:
+            try:
+                newest = self.manager.list_backups(verify=False)
+            except DapiConfigError:
+                newest = []
+            if newest:
+                yield GaugeMetricFamily(
+                    "dapi_config_last_backup_age_seconds",
+                    "Seconds since the newest backup in the backup directory was taken "
+                    "(absent while there is none).",
+                    value=max(0.0, time.time() - newest[0].created_at.timestamp()),
+                )
+
+
+def _state_families(summary: dict[str, Any], enabled: int) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "dapi_config_chain_height",
+        "The chain height the node last recorded.",
+        value=float(summary["height"]),
+    )
+    version = InfoMetricFamily(
+        "dapi_config_node_version", "The current node version (label version)."
+    )
+    version.add_metric([], {"version": str(summary["current_node_version"])})
+    yield version
+    yield GaugeMetricFamily(
+        "dapi_config_nodes", "Inference nodes registered.", value=float(summary["node_count"])
+    )
+    yield GaugeMetricFamily(
+        "dapi_config_nodes_enabled",
+        "Inference nodes whose admin state is enabled.",
+        value=float(enabled),
+    )
+    yield GaugeMetricFamily(
+        "dapi_config_audit_revision",
+        "The newest audit revision (grows with every change).",
+        value=float(summary["revision"]),
+    )
+    yield GaugeMetricFamily(
+        "dapi_config_node_version_schedule_length",
+        "Node versions scheduled and not yet reached.",
+        value=float(len(summary["node_versions"])),
+    )
 
 
 router = APIRouter(tags=["health"])

@@ -441,6 +441,9 @@ class YamlStore:
     def node_count(self) -> int:
         return len(self._view().nodes)
 
+    def enabled_node_count(self) -> int:
+        return sum(1 for node in self._view().nodes if node.is_enabled)
+
     def secret(self, name: str) -> str | None:
         keys = self._view().keys
         if name == WORKER_KEY_SECRET and keys.get("worker_public") and keys.get("worker_private"):

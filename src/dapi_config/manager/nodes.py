@@ -39,6 +39,11 @@ class NodeRegistry(ManagerBase):
         """Every registered inference node, in registration order."""
         return self._store.nodes()
 
+    def get_node_count(self, *, enabled_only: bool = False) -> int:
+        """How many nodes are registered (``enabled_only``: of them, enabled), counted
+        without loading them."""
+        return self._store.enabled_node_count() if enabled_only else self._store.node_count()
+
     def get_nodes_page(self, *, limit: int, after: str | None = None) -> list[InferenceNodeConfig]:
         """At most ``limit`` (1-10,000) nodes in registration order, after the node ``after``.
         Raises :class:`ValidationError` (bad limit), :class:`NodeNotFoundError` (unknown

@@ -751,6 +751,13 @@ class StateQueries:
     def node_count(self) -> int:
         return int(self.db.query_one("SELECT COUNT(*) FROM inference_nodes")[0])
 
+    def enabled_node_count(self) -> int:
+        """Nodes whose admin state is enabled (counted, not loaded)."""
+        row = self.db.query_one(
+            "SELECT COUNT(*) FROM inference_nodes WHERE is_enabled = ?", (True,)
+        )
+        return int(row[0])
+
     def node(self, node_id: str) -> InferenceNodeConfig:
         """One node; raises :class:`NodeNotFoundError`."""
         row = self.db.query_one(
