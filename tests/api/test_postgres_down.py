@@ -141,6 +141,18 @@ def test_a_commit_that_is_never_answered_is_reported_as_unknown(
         with psycopg.connect(durable_pg.admin_url, autocommit=True) as admin:
             admin.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
             admin.execute("SELECT pg_reload_conf()")
+        # The reload is asynchronous (the postmaster re-reads the file, then signals each
+        # backend): wait until a new session sees it, then give the pooled ones a moment, so a
+        # loaded machine does not run the write before the setting applies.
+        deadline = time.monotonic() + 30
+        while True:
+            with psycopg.connect(durable_pg.admin_url, autocommit=True) as probe:
+                row = probe.execute("SHOW synchronous_standby_names").fetchone()
+            if row is not None and row[0] == names:
+                break
+            assert time.monotonic() < deadline, "the server did not reload its configuration"
+            time.sleep(0.05)
+        time.sleep(0.5)
 
     with ConfigManager.open(config_file, env=env) as cm:
         cm.set_height(4)
