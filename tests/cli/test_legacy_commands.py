@@ -78,3 +78,34 @@ def test_new_commands_have_help() -> None:
         result = run_cli(*args, "--help")
         assert result.returncode == 0
         assert "Example:" in result.stdout
+
+
+def test_migrate_says_each_outcome_once_then_what_to_do_and_check_passes(tmp_path: Path) -> None:
+    """Seen on main: the result twice (stdout and a WARNING), no hint that the worker key sits in
+    clear in the file and its pre-migration copy, and `check` failing right after on "no good
+    backup"."""
+    config = write(
+        tmp_path,
+        GO_WRITER.replace('    worker_private: ""', '    worker_private: "c2VjcmV0LWtleQ=="'),
+        mode=0o600,
+    )
+    done = run_cli("--config", str(config), "migrate")
+    assert done.returncode == 0, done.stderr
+    assert "moved" in done.stdout and "state backup: " in done.stdout
+    assert "legacy single-file config found" not in done.stderr
+    assert "dynamic keys moved to the state file" not in done.stderr
+    copy = backups(config)[0]
+    assert f"ml_node_key_config.worker_private in clear and so does {copy}" in done.stderr
+    assert "dapi-config secrets seal" in done.stderr and "next: `dapi-config check`" in done.stderr
+    checked = run_cli("--config", str(config), "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    state_backup = done.stdout.split("state backup: ", 1)[1].split()[0]
+    assert "post-migration" in state_backup
+    restored = run_cli("--config", str(config), "restore", state_backup)
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout.startswith("restored ")
+    assert "restored from" not in restored.stderr and "replaced by" not in restored.stderr
+    assert "next: `dapi-config check`" in restored.stderr and "to undo: dapi-config restore" in (
+        restored.stderr
+    )

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from dapi_config._logging import results_printed_elsewhere
 from dapi_config.cli._common import (
     EXIT_FAILURE,
     JsonOpt,
@@ -129,11 +130,15 @@ def restore(
     at their next read. Example: dapi-config restore backups/state-20261127T120000000000Z-manual.db
     """
     if cli_context().state_is_shared():
-        with open_manager() as cm, working(f"restoring {backup_file}"):
+        with (
+            open_manager() as cm,
+            working(f"restoring {backup_file}"),
+            results_printed_elsewhere(),
+        ):
             result = cm.restore_backup(backup_file)
     else:
         try:
-            with working(f"restoring {backup_file}"):
+            with working(f"restoring {backup_file}"), results_printed_elsewhere():
                 result = restore_state_file(
                     _state_path(), backup_file, cipher=cli_context().cipher()
                 )
@@ -147,6 +152,13 @@ def restore(
         print(f"previous state backed up to {result.pre_restore.path}")
     if result.quarantine is not None:
         print(f"damaged state file moved to {result.quarantine}")
+    typer.echo(
+        "next: `dapi-config check`; running services already read the restored state "
+        f"(to undo: dapi-config restore {result.pre_restore.path})"
+        if result.pre_restore is not None
+        else "next: `dapi-config check`; running services already read the restored state",
+        err=True,
+    )
 
 
 def _default_max_age() -> float:

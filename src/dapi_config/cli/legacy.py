@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dapi_config import legacy
+from dapi_config._logging import results_printed_elsewhere
 from dapi_config.cli._common import (
     JsonOpt,
     OverwriteOpt,
@@ -20,7 +21,7 @@ from dapi_config.cli._common import (
 )
 from dapi_config.cli._output import stdout
 from dapi_config.errors import DapiConfigError
-from dapi_config.static import load_static_config
+from dapi_config.static import load_static_config, secrets_in
 
 
 @app.command()
@@ -60,6 +61,7 @@ def migrate(
     if gonka_db is not None and dry_run:
         raise fail("--gonka-db cannot be combined with --dry-run")
     imported: legacy.GonkaDbReport | None = None
+    secrets_left: list[str] = []
     if dry_run:
         try:
             # Validate the static part too: a real run would stop on it.
@@ -78,10 +80,11 @@ def migrate(
                     "API_STATE_MODE=yaml keeps the state in the config file itself; "
                     "unset it (or set db) to migrate into the state database"
                 )
-            with working(f"migrating {cm.config_path}"):
+            with working(f"migrating {cm.config_path}"), results_printed_elsewhere():
                 done = cm.run_imports(force=force, gonka_db=gonka_db)
             report = done.migration or legacy.MigrationReport(str(cm.config_path), "none")
             imported = done.gonka_db
+            secrets_left = secrets_in(cm.loaded_document)
     if as_json:
         print_json(
             report.as_dict()
@@ -108,6 +111,27 @@ def migrate(
     )
     if report.backup_path:
         stdout.print(f"backup: {report.backup_path}", markup=False)
+    if report.state_backup:
+        stdout.print(f"state backup: {report.state_backup}", markup=False)
+    if report.action != "dry_run":
+        _next_steps(report, secrets_left)
+
+
+def _next_steps(report: legacy.MigrationReport, secrets_left: list[str]) -> None:
+    """What to do next, for people (stderr: stdout carries the result only)."""
+    if secrets_left:
+        copy = f" and so does {report.backup_path}" if report.backup_path else ""
+        typer.echo(
+            f"note: the config file holds {', '.join(secrets_left)} in clear{copy}: "
+            "`dapi-config secrets seal` moves it into sealed state; delete the copy once "
+            "you have checked the migration",
+            err=True,
+        )
+    typer.echo(
+        "next: `dapi-config check`, then start the service (`dapi-config serve`); "
+        "`dapi-config rollback` writes a file the old binary reads",
+        err=True,
+    )
 
 
 def _print_gonka_db(report: legacy.GonkaDbReport) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dapi_config import _failpoints
 from dapi_config._files import atomic_write, file_owner
+from dapi_config._logging import RESULT
 from dapi_config._yaml import YamlFile, load_document, parse_yaml, to_plain
 from dapi_config.errors import ConfigError
 from dapi_config.models import BandwidthParamsCache, PoCParamsCache, ValidationParamsCache
@@ -62,9 +63,12 @@ class MigrationReport:
     #: Keys whose value in the file differed from the state's (``ignored``), or empty values
     #: that were not allowed to replace non-empty ones.
     not_imported: list[str] = field(default_factory=list)
+    #: The verified backup of the state taken once the migration committed (None: none).
+    state_backup: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "state_backup": self.state_backup,
             "config_path": self.config_path,
             "action": self.action,
             "keys": self.keys,
@@ -101,7 +105,9 @@ def write_backup(config: Path, raw: bytes) -> Path:
             f"{config}: cannot write the pre-migration backup {target}: "
             f"{exc.strerror or exc}; nothing was changed"
         ) from None
-    log.warning("%s: legacy single-file config found; backup written to %s", config, target)
+    log.warning(
+        "%s: legacy single-file config found; backup written to %s", config, target, extra=RESULT
+    )
     return target
 
 
@@ -234,7 +240,9 @@ def rewrite_static(config: Path, raw: bytes, new_text: str, *, imported: bool = 
     atomic_write(config, new_text, mode=st.st_mode & 0o600, owner=file_owner(st))
     if imported:
         log.warning(
-            "%s: dynamic keys moved to the state file; the file now holds static keys", config
+            "%s: dynamic keys moved to the state file; the file now holds static keys",
+            config,
+            extra=RESULT,
         )
     return True
 

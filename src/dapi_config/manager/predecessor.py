@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from dapi_config import legacy, node_import
+from dapi_config.errors import DapiConfigError
 from dapi_config.manager._base import ManagerBase
 from dapi_config.store.backend import (
     PredecessorImports,
@@ -14,6 +16,8 @@ from dapi_config.store.backend import (
 
 #: The rollback file's name when ``rollback --out`` names a directory.
 ROLLBACK_FILENAME = "config-legacy.yaml"
+
+log = logging.getLogger("dapi_config.legacy")
 
 
 @dataclass
@@ -72,6 +76,17 @@ class PredecessorBridge(ManagerBase):
             force=force,
         )
         self._pending = None  # taken: a later call reads the file as it is then
+        if self.legacy_report.action in ("migrated", "resumed") and self._backups is not None:
+            # The migrated state's first verified backup: what `check` looks for, and the way
+            # back to this point should a later change go wrong.
+            try:
+                self.legacy_report.state_backup = str(
+                    self._backups.kept_backup(
+                        "post-migration", keep=self._settings.backup_keep
+                    ).path
+                )
+            except DapiConfigError as exc:  # the migration is done and durable: say, go on
+                log.warning("the migrated state could not be backed up: %s", exc)
         return self.legacy_report
 
     def import_gonka_db(self, path: str | os.PathLike[str]) -> legacy.GonkaDbReport:

@@ -43,6 +43,7 @@ from typing import Any
 
 from dapi_config import _failpoints
 from dapi_config._files import copy_file, fsync_directory, make_durable_dir, stage_verified
+from dapi_config._logging import RESULT
 from dapi_config.crypto import key_file_path
 from dapi_config.errors import (
     BackupError,
@@ -440,6 +441,7 @@ def replace_with_backup(
         backup.path,
         backup.created_at.isoformat(),
         backup.revision,
+        extra=RESULT,
     )
     return RestoreResult(backup, None, folder)
 

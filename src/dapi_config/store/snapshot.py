@@ -25,6 +25,7 @@ from typing import Any
 
 from dapi_config import _failpoints
 from dapi_config._files import copy_file, make_durable_dir, remove_with_companions
+from dapi_config._logging import RESULT
 from dapi_config.errors import BackupError, StateUnavailableError
 from dapi_config.store import migrations
 from dapi_config.store.backup import BackupInfo
@@ -146,6 +147,7 @@ def restore_from_backup(
         info.revision,
         revision,
         f"; the previous state is in {pre.path}" if pre else "",
+        extra=RESULT,
     )
     return RestoreResult(info, pre, None)
 
