@@ -185,7 +185,8 @@ def _read_file(file: Path) -> bytes:
         raw = file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            f"{file}: config file not found (pass --config or set API_CONFIG_PATH)"
+            f"{file}: config file not found (pass --config or set API_CONFIG_PATH; "
+            "`dapi-config init` writes a new one)"
         ) from None
     except IsADirectoryError:
         raise ConfigError(f"{file}: is a directory, expected a YAML config file") from None

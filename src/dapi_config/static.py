@@ -13,6 +13,7 @@ legacy single-file layout are left for :mod:`dapi_config.legacy`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -24,6 +25,7 @@ from urllib.parse import urlparse
 
 import pydantic
 
+from dapi_config._files import atomic_write, fsync_directory
 from dapi_config._validation import describe, error_items
 from dapi_config._yaml import YamlFile, read_yaml_document
 from dapi_config.errors import ConfigError
@@ -311,6 +313,64 @@ def admin_token_of(api: ApiConfig, config_dir: Path) -> str | None:
             "holds spaces or control characters)"
         )
     return token
+
+
+#: What ``dapi-config init`` writes: every static section with its defaults, explained.
+NEW_CONFIG = """\
+# dapi-config static configuration: read at start, never rewritten by the service.
+# Everything that changes at run time (height, seeds, nodes, versions, upgrade plan, keys)
+# lives in the state (state.db beside this file, or API_STATE_URL for PostgreSQL).
+# Any key can be overridden from the environment: DAPI_<SECTION>__<KEY>, e.g.
+# DAPI_API__ADMIN_SERVER_PORT=9300.
+api:
+  port: 8080                      # the node's public API
+  poc_callback_url: ""            # where the ML nodes post proof-of-compute results
+  ml_grpc_callback_address: ""
+  public_url: ""                  # how others reach this node, e.g. http://node.example:8080
+  public_server_port: 9000
+  ml_server_port: 9100
+  admin_server_port: 9200         # `dapi-config serve` listens here (admin API, console)
+  ml_grpc_server_port: 9300
+  test_mode: false
+  # admin_token_file: admin.token # a file holding the admin token (or admin_token: ...);
+  #                               # scoped tokens: `dapi-config tokens create NAME --role ...`
+  # tls_cert: tls.crt             # serve HTTPS (with tls_key; tls_client_ca for client certs)
+  # tls_key: tls.key
+chain_node:
+  url: ""                         # the chain node's RPC, e.g. http://127.0.0.1:26657
+  is_genesis: false
+  seed_api_url: ""
+  account_public_key: ""
+  signer_key_name: ""
+  keyring_backend: ""
+  keyring_dir: ""                 # the keyring password comes from KEYRING_PASSWORD only
+ml_node_key_config:               # the worker key: `dapi-config state worker-key` makes one,
+  worker_public: ""               # sealed in the state (leave these empty)
+  worker_private: ""
+nats:
+  host: ""
+  port: 4222
+"""
+
+
+def write_new_config(path: Path) -> Path:
+    """Write :data:`NEW_CONFIG` to ``path`` (mode 0600, synced), never over an existing file.
+    Raises :class:`ConfigError` (it exists, or cannot be written)."""
+    if path.exists() or path.is_symlink():
+        raise ConfigError(f"{path}: exists; init never overwrites a config (remove it first)")
+    staged = path.with_name(f".{path.name}.init-{os.getpid()}")
+    try:
+        atomic_write(staged, NEW_CONFIG.encode("utf-8"), mode=0o600)
+        os.link(staged, path)  # fails if the file appeared meanwhile: no clobbering
+        fsync_directory(path.parent)
+    except FileExistsError:
+        raise ConfigError(f"{path}: exists; init never overwrites a config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            staged.unlink()
+    return path
 
 
 def secrets_in(data: dict[str, Any]) -> list[str]:

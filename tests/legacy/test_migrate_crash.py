@@ -218,7 +218,9 @@ def test_dynamic_keys_added_after_the_import_need_force(tmp_path: Path) -> None:
         assert report.action == "migrated"
         assert cm.get_height() == 200000
         assert cm.get_nodes()  # keys absent from the second file were left alone
-        assert [b.reason for b in cm.list_backups()] == ["pre-legacy-reimport"]
+        # Before the re-import; after each migration, the migrated state's own backup.
+        reasons = sorted(b.reason for b in cm.list_backups())
+        assert reasons == ["post-migration", "post-migration", "pre-legacy-reimport"]
     assert legacy_import_count(tmp_path / "state.db") == 2
 
 
@@ -253,10 +255,11 @@ def test_state_backup_before_a_migration_over_existing_state(tmp_path: Path) -> 
         out = cm.write_rollback(tmp_path / "rollback.yaml")
     config.write_bytes(out.read_bytes().replace(b"current_height: 183500", b"current_height: 9"))
     with ConfigManager.open(config, migrate_legacy=False) as cm:
-        cm.migrate_legacy(force=True)
+        report = cm.migrate_legacy(force=True)
         assert cm.get_height() == 9
-        (info,) = cm.list_backups()
-    assert "pre-legacy-reimport" in str(info.path)
+        (info,) = [b for b in cm.list_backups() if b.reason == "pre-legacy-reimport"]
+        assert report.state_backup is not None and "post-migration" in report.state_backup
+        assert info.revision < cm.latest_revision()  # taken before the re-import
     assert len(backups(config)) == 2
 
 
@@ -317,4 +320,5 @@ def test_migrate_force_cli_reimports_after_a_state_backup(tmp_path: Path) -> Non
     assert report["action"] == "migrated"
     with ConfigManager.open(config) as cm:
         assert cm.get_nodes() == [] and cm.get_height() == 0  # --force imports empty values too
-        assert [b.reason for b in cm.list_backups()] == ["pre-legacy-reimport"]
+        reasons = sorted(b.reason for b in cm.list_backups())
+        assert reasons == ["post-migration", "post-migration", "pre-legacy-reimport"]

@@ -17,6 +17,7 @@ from dapi_config.cli import (  # noqa: F401 - importing registers the commands
     edit,
     encryption,
     export,
+    init,
     keys,
     legacy,
     nodes,

@@ -223,8 +223,8 @@ class SqliteStore(StateQueries):
         if not path.is_file():
             raise StateUnavailableError(
                 f"{path}: no state file here (nothing was created). Check --state / "
-                "API_STATE_DB_PATH, or start the service (or run a command that writes) to "
-                "create it"
+                "API_STATE_DB_PATH, or create it: `dapi-config init` (a new node), "
+                "`dapi-config migrate` (a predecessor's config) or `dapi-config serve`"
             )
         db = Database(path, cipher=key)
         migrations.preflight(db)
