@@ -62,6 +62,7 @@ class AuditPage(BaseModel):
 async def read_audit(
     request: Request,
     cm: Manager,
+    *,
     since: Annotated[int, Query(ge=0, description="Only revisions after this one")] = 0,
     limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX, description="Page size")] = 100,
     wait: Annotated[
@@ -73,10 +74,24 @@ async def read_audit(
             "(a watch: the reply comes as soon as one commits)",
         ),
     ] = 0,
+    actor: Annotated[
+        str | None, Query(max_length=1024, description="Only this actor's changes (api:NAME)")
+    ] = None,
+    action: Annotated[
+        str | None, Query(max_length=1024, description="Only this action (remove_node)")
+    ] = None,
+    target: Annotated[
+        str | None, Query(max_length=1024, description="Only changes of this target (a node id)")
+    ] = None,
 ) -> Any:
-    """Changes with ``revision > since``, oldest first, at most ``limit``; with ``wait``, the
-    reply waits (up to that many seconds) until there is at least one."""
-    entries = await run_in_threadpool(cm.get_audit, since=since, limit=limit)
+    """Changes with ``revision > since``, oldest first, at most ``limit``, optionally only
+    those of one ``actor``, ``action`` or ``target``; with ``wait``, the reply waits (up to
+    that many seconds) until there is at least one."""
+
+    def read(after: int) -> list[Any]:
+        return cm.get_audit(since=after, limit=limit, actor=actor, action=action, target=target)
+
+    entries = await run_in_threadpool(read, since)
     deadline = time.monotonic() + wait
     while not entries and time.monotonic() < deadline:
         # The wait happens on the event loop, not in a worker thread: many watchers are cheap.
@@ -84,7 +99,7 @@ async def read_audit(
         if await request.is_disconnected():
             break  # the watcher left (a closed console tab): stop polling for it
         if await run_in_threadpool(cm.latest_revision) > since:
-            entries = await run_in_threadpool(cm.get_audit, since=since, limit=limit)
+            entries = await run_in_threadpool(read, since)
     latest = await run_in_threadpool(cm.latest_revision)
     return JSONResponse(
         {

@@ -25,7 +25,7 @@ def _short(value: Any) -> str:
 
 
 @app.command()
-def audit(
+def audit(  # noqa: PLR0917 - Typer passes each option by position
     since: Annotated[
         int | None,
         typer.Option(
@@ -47,20 +47,38 @@ def audit(
             "interrupted.",
         ),
     ] = False,
+    actor: Annotated[
+        str | None,
+        typer.Option("--actor", help="Only this actor's changes (cli, api, api:NAME, ...)."),
+    ] = None,
+    action: Annotated[
+        str | None, typer.Option("--action", help="Only this action (remove_node, ...).")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Only changes of this target (a node id, ...).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show recorded state changes: revision, time, actor, action, old -> new; the newest
     --limit of them, or with --since the first ones after that revision (page forward with the
     last revision shown, as --json's next_since). Always in revision order.
 
-    Secrets appear only as fingerprints. --follow prints changes as they commit (after
+    --actor, --action and --target show only the changes with exactly that value (combined:
+    all of them). Secrets appear only as fingerprints. --follow prints changes as they commit (after
     --since; 0 prints the whole trail first). --json is the HTTP reply's shape:
     {"entries", "next_since", "latest_revision"}.
     Example: dapi-config audit --since 1200 --limit 50 --json
     """
     with open_manager(read_only=True) as cm:
         if not follow:
-            entries = cm.get_audit(since=since or 0, limit=limit, newest=since is None)
+            entries = cm.get_audit(
+                since=since or 0,
+                limit=limit,
+                newest=since is None,
+                actor=actor,
+                action=action,
+                target=target,
+            )
             if as_json:
                 print_json(
                     {
@@ -76,17 +94,24 @@ def audit(
         since = since or 0
         try:
             while True:
-                entries = cm.get_audit(since=since, limit=AUDIT_PAGE_MAX)
+                latest = cm.latest_revision()
+                entries = cm.get_audit(
+                    since=since, limit=AUDIT_PAGE_MAX, actor=actor, action=action, target=target
+                )
                 for e in entries:
                     if as_json:
                         typer.echo(json.dumps(asdict(e)))
                     else:
                         _print(e)
                 if entries:
-                    since = entries[-1].revision
                     sys.stdout.flush()
-                else:
-                    cm.wait_for_revision(since, timeout=FOLLOW_WAIT_S)
+                if len(entries) == AUDIT_PAGE_MAX:
+                    since = entries[-1].revision  # more to print at once
+                    continue
+                # Every matching change up to `latest` is printed: wait past it (the rows in
+                # between, if any, are other actors', actions' or targets').
+                since = max(since, latest, entries[-1].revision if entries else 0)
+                cm.wait_for_revision(since, timeout=FOLLOW_WAIT_S)
         except KeyboardInterrupt:
             return
 

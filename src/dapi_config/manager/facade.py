@@ -23,6 +23,7 @@ from dapi_config._validation import (
     validate,
     validate_nodes,
 )
+from dapi_config.errors import ValidationError
 from dapi_config.export import ExportSettings, PeriodicExporter
 from dapi_config.manager.access import ApiAccess
 from dapi_config.manager.keys import SecretsAndKeys
@@ -49,6 +50,7 @@ from dapi_config.settings import Settings
 from dapi_config.store import AuditEntry, Durability
 from dapi_config.store.backend import (
     AUDIT_PAGE_MAX,
+    AuditFilter,
     AuditTrail,
     SeedKind,
     Tables,
@@ -294,19 +296,35 @@ class ConfigManager(
             delay = min(delay * 2, 0.05)
 
     def get_audit(
-        self, since: int = 0, limit: int = 100, *, newest: bool = False
+        self,
+        since: int = 0,
+        limit: int = 100,
+        *,
+        newest: bool = False,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
     ) -> list[AuditEntry]:
         """Audit rows with ``revision > since``, oldest first, at most ``limit`` (1-1000): the
-        first of them, or with ``newest`` the most recent (what ``dapi-config audit`` shows).
+        first of them, or with ``newest`` the most recent (what ``dapi-config audit`` shows);
+        ``actor``, ``action``, ``target``: only the rows with exactly that value
+        (``api:grafana``, ``remove_node``, a node id).
 
         Follow changes by passing the last revision seen as ``since``. Values are as recorded:
         secrets appear only as fingerprints. Raises :class:`ValidationError`.
         """
         since = check_int(since, "since", 0, INT64_MAX)
         limit = check_int(limit, "limit", 1, AUDIT_PAGE_MAX)
+        for name, value in (("actor", actor), ("action", action), ("target", target)):
+            if value is not None and (not isinstance(value, str) or len(value) > 1024):
+                raise ValidationError(
+                    f"invalid {name}: expected text of at most 1024 characters",
+                    [{"field": name, "message": "expected text of at most 1024 characters"}],
+                )
         if self._audit is None:
             raise self._lacking(AuditTrail)
-        return self._audit.audit_entries(since, limit, newest=newest)
+        where = AuditFilter(actor=actor, action=action, target=target)
+        return self._audit.audit_entries(since, limit, newest=newest, where=where)
 
     def latest_revision(self) -> int:
         """The newest audit revision (0 before the first change)."""

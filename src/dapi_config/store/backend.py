@@ -251,12 +251,38 @@ class StateCore(Protocol):
 # --- capabilities: what a database adds to the core ------------------------------------------
 
 
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit rows to show: each field, when set, must match exactly."""
+
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+
+    def items(self) -> list[tuple[str, str]]:
+        """The (column, value) pairs to match."""
+        return [
+            (column, value)
+            for column, value in (
+                ("actor", self.actor),
+                ("action", self.action),
+                ("target", self.target),
+            )
+            if value is not None
+        ]
+
+
 @runtime_checkable
 class AuditTrail(Protocol):
     """Every change kept, queryable by revision (SPEC §11)."""
 
     def audit_entries(
-        self, since: int = 0, limit: int = 100, *, newest: bool = False
+        self,
+        since: int = 0,
+        limit: int = 100,
+        *,
+        newest: bool = False,
+        where: AuditFilter | None = None,
     ) -> list[AuditEntry]: ...
 
     def prune_audit(self) -> int: ...

@@ -48,6 +48,7 @@ from dapi_config.store.backend import (
     AUDIT_PAGE_MAX,
     SEED_KINDS,
     AuditEntry,
+    AuditFilter,
     BlsDealerOpening,
     ParamsT,
     SealedToken,
@@ -375,17 +376,28 @@ class StateQueries:
         return int(self.db.execute("DELETE FROM audit_log WHERE revision <= ?", (cutoff,)).rowcount)
 
     def audit_entries(
-        self, since: int = 0, limit: int = 100, *, newest: bool = False
+        self,
+        since: int = 0,
+        limit: int = 100,
+        *,
+        newest: bool = False,
+        where: AuditFilter | None = None,
     ) -> list[AuditEntry]:
         """Audit rows with ``revision > since``, oldest first, at most ``limit`` (capped at
-        :data:`AUDIT_PAGE_MAX`): the first ``limit`` of them, or with ``newest`` the last.
+        :data:`AUDIT_PAGE_MAX`): the first ``limit`` of them, or with ``newest`` the last;
+        ``where``: only the rows of that actor, action and target (each exact, when given).
         A change a later restore undid carries that restore's revision in ``undone_by``."""
         limit = max(0, min(limit, AUDIT_PAGE_MAX))
         order = "DESC" if newest else "ASC"
+        clauses: list[str] = ["revision > ?"]
+        params: list[object] = [since]
+        for column, value in (where or AuditFilter()).items():
+            clauses.append(f"{column} = ?")
+            params.append(value)
         rows = self.db.query_all(
             "SELECT revision, at, actor, action, target, old_value, new_value FROM audit_log "
-            f"WHERE revision > ? ORDER BY revision {order} LIMIT ?",
-            (since, limit),
+            f"WHERE {' AND '.join(clauses)} ORDER BY revision {order} LIMIT ?",
+            (*params, limit),
         )
         if newest:
             rows.reverse()
