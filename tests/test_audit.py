@@ -101,6 +101,7 @@ WRITES: dict[str, tuple[Callable[[ConfigManager], Any], str, str]] = {
     "put_node (new)": (lambda cm: cm.put_node(node("c")), "add_node", "c"),
     "put_node (existing)": (lambda cm: cm.put_node(node("a", host="h3")), "update_node", "a"),
     "remove_node": (lambda cm: cm.remove_node("a"), "remove_node", "a"),
+    "remove_nodes": (lambda cm: cm.remove_nodes(["a"]), "remove_node", "a"),
     "set_node_enabled": (lambda cm: cm.set_node_enabled("a", False), "disable_node", "a"),
     "create_worker_key": (lambda cm: cm.create_worker_key(), "set_secret", "worker_key"),
     "create_security_key": (lambda cm: cm.create_security_key("a"), "create_security_key", "a"),
@@ -125,7 +126,7 @@ NOT_WRITES = {
     "export_tables", "seal_secrets", "sealed_keyring_password",
     "own_files", "output_path", "master_key_problem", "predecessor_values", "supports_backups",
     "run_imports", "state_value", "set_state_value", "clear_state_value", "patch_state",
-    "check_state_patch", "admin_token", "list_tokens", "has_tokens",
+    "check_state_patch", "admin_token", "list_tokens", "has_tokens", "find_nodes",
     # Records when a token was last used: bookkeeping, not a change (no audit row).
     "token_identity",
 }  # fmt: skip

@@ -230,3 +230,40 @@ def test_import_takes_yaml_and_one_node_like_add(config_file: Path, tmp_path: Pa
         result = run_cli("--config", str(config_file), "nodes", "import", str(source))
         assert result.returncode == 0, result.stderr
     assert ids(config_file) == ["y1", "y2", "j1"]
+
+
+def test_several_ids_at_once_all_or_nothing(config_file: Path) -> None:
+    """Seen on main: `nodes remove a b` took one id and said "removed 1 node(s)"."""
+    with ConfigManager.open(config_file) as cm:
+        cm.add_nodes([dict(NODE, id=i) for i in ("a", "b", "c")])  # type: ignore[misc]
+    done = run_cli("--config", str(config_file), "nodes", "disable", "a", "b")
+    assert done.returncode == 0 and done.stdout == "disabled 2 node(s): a, b\n"
+    refused = run_cli("--config", str(config_file), "nodes", "remove", "a", "ghost")
+    assert refused.returncode == 1 and refused.stderr == "error: node 'ghost' not found\n"
+    assert ids(config_file) == ["a", "b", "c"]  # nothing removed
+    removed = run_cli("--config", str(config_file), "nodes", "remove", "a", "c", "--json")
+    assert [n["id"] for n in json.loads(removed.stdout)] == ["a", "c"]
+    assert ids(config_file) == ["b"]
+    got = run_cli("--config", str(config_file), "nodes", "get", "b", "--json")
+    assert got.returncode == 0 and json.loads(got.stdout)["is_enabled"] is False
+
+
+def test_list_pages_and_filters(config_file: Path) -> None:
+    with ConfigManager.open(config_file) as cm:
+        cm.add_nodes(
+            [dict(NODE, id=f"gpu-{i}", host=f"10.0.1.{i}") for i in range(5)]  # type: ignore[misc]
+            + [dict(NODE, id="cpu-0", host="10.0.2.1")]  # type: ignore[list-item]
+        )
+
+    def listed(*args: str) -> list[str]:
+        result = run_cli("--config", str(config_file), "nodes", "list", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return [n["id"] for n in json.loads(result.stdout)]
+
+    assert listed("--limit", "2") == ["gpu-0", "gpu-1"]
+    assert listed("--limit", "2", "--after", "gpu-1") == ["gpu-2", "gpu-3"]
+    assert listed("--filter", "10.0.2.") == ["cpu-0"]
+    assert listed("--filter", "GPU", "--after", "gpu-2", "--limit", "1") == ["gpu-3"]
+    assert listed("--filter", "nothing-like-this") == []
+    bad = run_cli("--config", str(config_file), "nodes", "list", "--after", "ghost")
+    assert bad.returncode == 1 and "ghost" in bad.stderr and "Traceback" not in bad.stderr

@@ -11,18 +11,40 @@ import typer
 from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, working
 from dapi_config.cli._output import stdout
 from dapi_config.errors import DapiConfigError
+from dapi_config.manager import MAX_NODE_PAGE
 from dapi_config.models import InferenceNodeConfig, NodeInput
 from dapi_config.node_import import parse_node_input
 
 
 @nodes_app.command("list")
-def nodes_list(as_json: JsonOpt = False) -> None:
-    """List the registered inference nodes.
+def nodes_list(
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, max=MAX_NODE_PAGE, help="At most this many nodes."),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option("--after", help="Start after this node id (page with the last one shown)."),
+    ] = None,
+    match: Annotated[
+        str | None,
+        typer.Option(
+            "--filter", help="Only nodes whose id, address, models or version contain this."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the registered inference nodes, in registration order.
 
-    Example: dapi-config nodes list --json
+    Example: dapi-config nodes list --filter Qwen --limit 50 --json
     """
     with open_manager(read_only=True) as cm:
-        nodes = cm.get_nodes()
+        if match is not None:
+            nodes = _page(cm.find_nodes(match), limit, after)
+        elif limit is not None or after is not None:
+            nodes = cm.get_nodes_page(limit=limit or MAX_NODE_PAGE, after=after)
+        else:
+            nodes = cm.get_nodes()
     if as_json:
         print_json([n.model_dump(mode="json") for n in nodes])
         return
@@ -44,6 +66,17 @@ def nodes_list(as_json: JsonOpt = False) -> None:
     stdout.print(table)
 
 
+def _page(
+    nodes: list[InferenceNodeConfig], limit: int | None, after: str | None
+) -> list[InferenceNodeConfig]:
+    if after is not None:
+        ids = [n.id for n in nodes]
+        if after not in ids:
+            raise fail(f"--after {after!r}: no such node among those listed")
+        nodes = nodes[ids.index(after) + 1 :]
+    return nodes if limit is None else nodes[:limit]
+
+
 def _address(node: InferenceNodeConfig) -> str:
     """Where the node is reached: its base URL, or host, ports and segments."""
     if node.base_url or node.url:
@@ -53,8 +86,12 @@ def _address(node: InferenceNodeConfig) -> str:
 
 
 @nodes_app.command("get")
-def nodes_get(node_id: NodeIdArg) -> None:
-    """Print one node as JSON (secrets redacted). Example: dapi-config nodes get n1"""
+def nodes_get(node_id: NodeIdArg, as_json: JsonOpt = True) -> None:
+    """Print one node as JSON (secrets redacted; --json is accepted, as on every read).
+
+    Example: dapi-config nodes get n1 > n1.json
+    """
+    del as_json  # always JSON: the form `nodes update` reads back
     with open_manager(read_only=True) as cm:
         print_json(cm.get_node(node_id).model_dump(mode="json"))
 
@@ -156,33 +193,39 @@ def _report(verb: str, nodes: list[InferenceNodeConfig], as_json: bool, alone: b
     stdout.print(f"{verb} {len(nodes)} node(s): {ids}", markup=False)
 
 
-@nodes_app.command("remove")
-def nodes_remove(node_id: NodeIdArg, as_json: JsonOpt = False) -> None:
-    """Remove a node (and its security key); --json prints the removed node.
+NodeIdsArg = Annotated[
+    list[str], typer.Argument(help="The nodes' ids (one or more).", show_default=False)
+]
 
-    Example: dapi-config nodes remove n1
+
+@nodes_app.command("remove")
+def nodes_remove(node_ids: NodeIdsArg, as_json: JsonOpt = False) -> None:
+    """Remove nodes (and their security keys), all or nothing; --json prints what was removed.
+
+    Example: dapi-config nodes remove n1 n2
     """
     with open_manager() as cm:
-        removed = cm.remove_node(node_id)
-    _report("removed", [removed], as_json, alone=True)
+        removed = cm.remove_nodes(node_ids)
+    _report("removed", removed, as_json, alone=len(node_ids) == 1)
 
 
-def _set_enabled(node_id: str, enabled: bool, as_json: bool) -> None:
-    with open_manager() as cm:
-        node = cm.set_node_enabled(node_id, enabled)
-    if as_json:
-        print_json(node.model_dump(mode="json"))
-    else:
-        stdout.print(f"node {node_id} {'enabled' if enabled else 'disabled'}", markup=False)
+def _set_enabled(node_ids: list[str], enabled: bool, as_json: bool) -> None:
+    with open_manager() as cm, cm.transaction():
+        nodes = [cm.set_node_enabled(node_id, enabled) for node_id in node_ids]
+    verb = "enabled" if enabled else "disabled"
+    if len(nodes) == 1 and not as_json:
+        stdout.print(f"node {nodes[0].id} {verb}", markup=False)
+        return
+    _report(verb, nodes, as_json, alone=len(nodes) == 1)
 
 
 @nodes_app.command("enable")
-def nodes_enable(node_id: NodeIdArg, as_json: JsonOpt = False) -> None:
-    """Mark a node enabled. Example: dapi-config nodes enable n1"""
-    _set_enabled(node_id, True, as_json)
+def nodes_enable(node_ids: NodeIdsArg, as_json: JsonOpt = False) -> None:
+    """Mark nodes enabled, all or nothing. Example: dapi-config nodes enable n1 n2"""
+    _set_enabled(node_ids, True, as_json)
 
 
 @nodes_app.command("disable")
-def nodes_disable(node_id: NodeIdArg, as_json: JsonOpt = False) -> None:
-    """Mark a node disabled. Example: dapi-config nodes disable n1"""
-    _set_enabled(node_id, False, as_json)
+def nodes_disable(node_ids: NodeIdsArg, as_json: JsonOpt = False) -> None:
+    """Mark nodes disabled, all or nothing. Example: dapi-config nodes disable n1"""
+    _set_enabled(node_ids, False, as_json)

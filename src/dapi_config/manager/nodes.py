@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from dapi_config import node_import
@@ -38,6 +38,32 @@ class NodeRegistry(ManagerBase):
     def get_nodes(self) -> list[InferenceNodeConfig]:
         """Every registered inference node, in registration order."""
         return self._store.nodes()
+
+    def find_nodes(self, text: str) -> list[InferenceNodeConfig]:
+        """The nodes whose id, address, models or version contain ``text`` (any case), in
+        registration order: what ``nodes list --filter`` and the console's filter show."""
+        needle = text.casefold()
+        return [
+            node
+            for node in self._store.nodes()
+            if any(
+                needle in field.casefold()
+                for field in (
+                    node.id,
+                    node.host,
+                    node.base_url,
+                    node.url,
+                    node.version,
+                    *node.models,
+                )
+            )
+        ]
+
+    def remove_nodes(self, node_ids: Sequence[str]) -> list[InferenceNodeConfig]:
+        """Remove several nodes (and their security keys), all or nothing; returns them.
+        Raises :class:`NodeNotFoundError` (then none is removed)."""
+        with self._store.transaction():
+            return [self.remove_node(node_id) for node_id in node_ids]
 
     def get_node_count(self, *, enabled_only: bool = False) -> int:
         """How many nodes are registered (``enabled_only``: of them, enabled), counted
