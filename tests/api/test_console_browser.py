@@ -329,3 +329,41 @@ def test_a_scoped_token_logs_in_and_sees_only_what_its_role_may_do(
     assert page.inner_text("#whoami") == "admin token · admin"
     assert page.is_visible("#backup-now") and page.is_visible("#create-key")
     assert opened.foreign_requests == [] and _page_errors(opened) == []
+
+
+def test_a_new_state_reads_well_in_utc_and_on_a_narrow_screen(
+    running_server: RunningServer, browser_page: Any
+) -> None:
+    """Seen on main: times in the browser's zone (the CLI and API say UTC), "never" backed up
+    beside a green "ready" with nothing to flag it, empty tables with no word, and the header
+    overlapping itself at 400 px."""
+    running_server.manager.set_height(3)  # one change, for the feed
+    opened = browser_page(running_server.url)
+    page = opened.page
+    page.set_viewport_size({"width": 400, "height": 900})
+    page.goto(running_server.url + "/")
+    page.wait_for_selector("#h-ready:text('ready')")
+    backup = page.locator("#h-backup")
+    assert backup.inner_text() == "never" and "bad" in (backup.get_attribute("class") or "")
+    page.wait_for_selector("#node-table tr.empty")
+    assert "No nodes yet" in page.inner_text("#node-table")
+    assert "No node has a security key yet" in page.inner_text("#key-table")
+    assert "No backup yet" in page.inner_text("#backup-table")
+    page.wait_for_selector("#feed time")
+    stamp = page.inner_text("#feed time >> nth=0")
+    assert stamp.endswith("Z") and stamp.count(":") == 2, stamp  # 2026-12-07 19:58:15Z
+    title = page.locator("header.top h1").bounding_box()
+    logout = page.locator("header.top #whoami").bounding_box()
+    assert title is not None and logout is not None
+    overlap = (
+        title["x"] < logout["x"] + logout["width"]
+        and logout["x"] < title["x"] + title["width"]
+        and title["y"] < logout["y"] + logout["height"]
+        and logout["y"] < title["y"] + title["height"]
+    )
+    assert not overlap, (title, logout)
+    # After a backup, the age shows and the flag goes.
+    page.click("#backup-now")
+    page.wait_for_selector("#backup-table tbody tr td:text('verified')")
+    page.wait_for_function("() => !document.querySelector('#h-backup').classList.contains('bad')")
+    assert opened.foreign_requests == [] and _page_errors(opened) == []

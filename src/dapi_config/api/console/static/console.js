@@ -78,6 +78,13 @@
     return node;
   }
 
+  // Times in UTC, as the CLI, the API and the logs write them (not the browser's zone).
+  function utc(iso) {
+    const when = new Date(iso);
+    if (Number.isNaN(when.getTime())) return String(iso);
+    return when.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  }
+
   function age(seconds) {
     if (seconds === null || seconds === undefined) return "never";
     const s = Math.max(0, Date.now() / 1000 - seconds);
@@ -110,7 +117,12 @@
       ? data.next_version.version + " at " + data.next_version.height.toLocaleString("en-US")
       : "none scheduled";
     $("h-state").textContent = data.backend + " (" + data.state_mode + ") " + data.state_location;
-    $("h-backup").textContent = age(data.last_backup_at);
+    const backup = $("h-backup");
+    backup.textContent = age(data.last_backup_at);
+    // No backup at all, or none for over a day, is worth a look even when all else is fine.
+    const stale = data.last_backup_at === null || Date.now() / 1000 - data.last_backup_at > 86400;
+    backup.className = "value" + (stale ? " bad" : "");
+    backup.title = stale ? "Take one: Back up now, or dapi-config backup" : "";
     $("h-export").textContent = age(data.last_export_at);
     $("h-problems").replaceChildren(...data.problems.map((p) => el("li", {}, p)));
     const kept = data.kept_as_the_predecessor_accepted || [];
@@ -193,6 +205,12 @@
         renderNodes();
       });
       rows.append(el("tr", {}, el("td", { colSpan: 7, class: "more" }, shown + " of " + matching + " shown ", more)));
+    }
+    if (!matching) {
+      const why = state.nodes.length
+        ? "No node matches the filter."
+        : "No nodes yet: Add node, or dapi-config nodes add FILE.";
+      rows.append(el("tr", { class: "empty" }, el("td", { colSpan: 7, class: "hint" }, why)));
     }
     $("node-table").tBodies[0].replaceChildren(rows);
     $("node-count").textContent =
@@ -459,10 +477,13 @@
           el("td", {}, key.node_id),
           el("td", { class: "num" }, key.key_version),
           el("td", {}, el("code", {}, key.fingerprint)),
-          el("td", {}, new Date(key.updated_at).toLocaleString()),
+          el("td", {}, utc(key.updated_at)),
           el("td", { class: "actions" }, button)
         )
       );
+    }
+    if (!data.length) {
+      rows.append(el("tr", { class: "empty" }, el("td", { colSpan: 5, class: "hint" }, "No node has a security key yet.")));
     }
     $("key-table").tBodies[0].replaceChildren(rows);
     const choices = state.nodes.filter((n) => !keyed.has(n.id)).map((n) => el("option", { value: n.id }, n.id));
@@ -507,7 +528,7 @@
       { "data-revision": entry.revision },
       el("span", { class: "rev" }, "#" + entry.revision),
       " ",
-      el("time", { dateTime: entry.at }, new Date(entry.at).toLocaleString()),
+      el("time", { dateTime: entry.at }, utc(entry.at)),
       " ",
       el("strong", {}, entry.actor),
       " ",
@@ -572,13 +593,16 @@
         el(
           "tr",
           {},
-          el("td", {}, new Date(b.created_at).toLocaleString()),
+          el("td", {}, utc(b.created_at)),
           el("td", {}, b.reason),
           el("td", { class: "num" }, b.revision),
           el("td", { class: "num" }, (b.size / 1024).toFixed(0) + " KiB"),
           el("td", { class: b.ok ? "ok" : "bad" }, b.ok ? "verified" : "damaged: " + b.problem)
         )
       );
+    }
+    if (!rows.childNodes.length) {
+      rows.append(el("tr", { class: "empty" }, el("td", { colSpan: 5, class: "hint" }, "No backup yet: Back up now, or dapi-config backup.")));
     }
     $("backup-table").tBodies[0].replaceChildren(rows);
   }
