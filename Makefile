@@ -15,13 +15,22 @@ FAST    := not slow and not stress and not postgres and not browser and not proc
 
 .PHONY: venv serve test test-fast stress lint bench bench-full clean
 
-$(BIN)/dapi-config: pyproject.toml scripts/venv.sh
-	PY=$(PY) VENV=$(VENV) sh scripts/venv.sh
+# Two stamps: what `serve` needs (the package alone) and what the tests need (every extra and
+# the dev tools, a superset). A venv made for the tests serves too.
+RUNTIME := $(VENV)/.installed-runtime
+DEV     := $(VENV)/.installed-dev
+
+$(DEV): pyproject.toml scripts/venv.sh
+	PY=$(PY) VENV=$(VENV) sh scripts/venv.sh dev
+	@touch $@ $(RUNTIME)
+
+$(RUNTIME): pyproject.toml scripts/venv.sh
+	PY=$(PY) VENV=$(VENV) sh scripts/venv.sh runtime
 	@touch $@
 
-venv: $(BIN)/dapi-config
+venv: $(DEV)
 
-serve: venv
+serve: $(RUNTIME)
 	$(BIN)/dapi-config --config $(CONFIG) serve $(SERVE_ARGS)
 
 test: venv
