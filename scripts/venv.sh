@@ -15,7 +15,7 @@ say "updating pip"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 case "$WHAT" in
 runtime)
-    say "installing dapi-config and its runtime dependencies (about 60 MB; a minute or so)"
+    say "installing dapi-config and its runtime dependencies (about 85 MB; a minute or so)"
     "$VENV/bin/python" -m pip install --quiet -e .
     ;;
 dev)
