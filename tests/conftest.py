@@ -275,5 +275,7 @@ def run_cli(
         cwd=cwd,
         timeout=timeout,
         check=False,
-        input=input,
+        # No input: an empty stdin that is never a terminal, as in a script (a command that asks
+        # on a terminal must not wait for an answer here).
+        **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
     )

@@ -127,6 +127,7 @@ NOT_WRITES = {
     "own_files", "output_path", "master_key_problem", "predecessor_values", "supports_backups",
     "run_imports", "state_value", "set_state_value", "clear_state_value", "patch_state",
     "check_state_patch", "admin_token", "list_tokens", "has_tokens", "find_nodes",
+    "preview_restore", "preview_nodes_import",
     # Records when a token was last used: bookkeeping, not a change (no audit row).
     "token_identity",
 }  # fmt: skip

@@ -4,6 +4,7 @@ predecessor's single-file layout (exports, rollback, the ``dual`` mirror)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dapi_config.catalogue import KINDS, put_in_document
@@ -16,6 +17,7 @@ from dapi_config.legacy.parse import LEGACY_KIND
 from dapi_config.models import (
     REDACTED,
     BandwidthParamsCache,
+    InferenceNodeConfig,
     PoCParamsCache,
     StaticConfig,
     ValidationParamsCache,
@@ -107,3 +109,48 @@ def full_config(
         # A file of the key_config era: its binary reads the worker key there.
         out["key_config"] = dict(out["ml_node_key_config"])
     return out
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``value``'s leaves by dotted path (lists kept whole: a schedule is one value)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def state_diff(
+    before: dict[str, Any] | None,
+    before_nodes: list[InferenceNodeConfig],
+    after: dict[str, Any] | None,
+    after_nodes: list[InferenceNodeConfig],
+) -> list[str]:
+    """What changes from ``before`` to ``after`` (state summaries and node lists; a summary of
+    None: values not compared, only the nodes), one line each: ``height: 120 -> 100``,
+    ``node n3: removed``, ``node n1: changed (host, max_concurrent)``. Empty: nothing."""
+    lines: list[str] = []
+    if before is not None and after is not None:
+        old, new = _flat(before), _flat(after)
+        for key in sorted(old.keys() | new.keys()):
+            if key in ("node_count", "revision"):
+                continue  # said by the node lines, and by the caller
+            if old.get(key) != new.get(key):
+                lines.append(f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}")
+    was = {n.id: n.model_dump(mode="json") for n in before_nodes}
+    will = {n.id: n.model_dump(mode="json") for n in after_nodes}
+    for node_id in [n.id for n in before_nodes if n.id not in will]:
+        lines.append(f"node {node_id}: removed")
+    for node in after_nodes:
+        if node.id not in was:
+            lines.append(f"node {node.id}: added")
+        elif was[node.id] != will[node.id]:
+            fields = sorted(k for k in will[node.id] if will[node.id][k] != was[node.id].get(k))
+            lines.append(f"node {node.id}: changed ({', '.join(fields)})")
+    return lines

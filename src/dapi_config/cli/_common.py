@@ -194,6 +194,27 @@ StateOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+]
+YesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Do not ask first (a terminal is asked; a script, whose stdin is not one, never).",
+    ),
+]
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask ``question`` on a terminal (default no) before a destructive step; ``yes``, or a
+    stdin that is not a terminal (a script), goes ahead without asking. A "no" is exit 1 with
+    nothing changed."""
+    if yes or not sys.stdin.isatty():
+        return
+    if not typer.confirm(question, default=False, err=True):
+        raise fail("not confirmed: nothing was changed (--yes skips the question)")
 
 
 def _version(value: bool) -> None:

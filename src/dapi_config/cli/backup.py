@@ -8,6 +8,7 @@ repair: those commands go through the manager (its backups are SQLite snapshot f
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,10 +17,13 @@ import typer
 from dapi_config._logging import results_printed_elsewhere
 from dapi_config.cli._common import (
     EXIT_FAILURE,
+    DryRunOpt,
     JsonOpt,
     OverwriteOpt,
+    YesOpt,
     app,
     cli_context,
+    confirm,
     fail,
     open_manager,
     print_json,
@@ -122,13 +126,30 @@ def backups_list(as_json: JsonOpt = False) -> None:
 @app.command()
 def restore(
     backup_file: Annotated[Path, typer.Argument(metavar="BACKUP", help="The backup to restore.")],
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace the state with BACKUP; the current state is backed up first.
 
     A damaged backup is refused and nothing changes. Running services see the restored state
-    at their next read. Example: dapi-config restore backups/state-20261127T120000000000Z-manual.db
+    at their next read. --dry-run shows what would change; on a terminal it asks first.
+    Example: dapi-config restore backups/state-20261127T120000000000Z-manual.db --dry-run
     """
+    if dry_run or (not yes and sys.stdin.isatty()):
+        try:
+            with open_manager(read_only=True) as cm:
+                changes = cm.preview_restore(backup_file)
+        except (DapiConfigError, typer.Exit) as exc:
+            if dry_run:
+                raise
+            # The live state may be beyond reading (why one restores): ask without a preview.
+            changes = [f"(no preview: {exc})" if str(exc) else "(no preview)"]
+        if dry_run:
+            _print_changes(changes, as_json, "restoring it changes nothing")
+            return
+        _print_changes(changes, False, "restoring it changes nothing", err=True)
+        confirm(f"restore {backup_file} over the current state?", yes=yes)
     if cli_context().state_is_shared():
         with (
             open_manager() as cm,
@@ -159,6 +180,15 @@ def restore(
         else "next: `dapi-config check`; running services already read the restored state",
         err=True,
     )
+
+
+def _print_changes(changes: list[str], as_json: bool, none: str, *, err: bool = False) -> None:
+    """A preview: one line per change (--json: {"changes": [...]})."""
+    if as_json:
+        print_json({"changes": changes})
+        return
+    for line in changes or [none]:
+        typer.echo(line, err=err)
 
 
 def _default_max_age() -> float:
@@ -235,13 +265,46 @@ def check(
 
 
 @app.command()
-def recover(as_json: JsonOpt = False) -> None:
+def recover(dry_run: DryRunOpt = False, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
     """Check the state file and, if it is damaged, restore the newest good backup.
 
     The damaged file is moved to <state dir>/quarantine/ (never deleted). Start-up does the
-    same automatically; this runs it on demand. Example: dapi-config recover
+    same automatically; this runs it on demand. --dry-run says what it would do; on a
+    terminal it asks first. Example: dapi-config recover --dry-run
     """
     state = _state_path()
+    try:
+        plan = recovery.recovery_plan(state, cipher=cli_context().cipher())
+    except DapiConfigError as exc:
+        raise fail(str(exc)) from None
+    if plan is not None:
+        problem, good = plan
+        what = (
+            f"{state}: {problem}; would restore {good.path} (revision {good.revision}, taken "
+            f"{good.created_at.isoformat()}) and move the damaged file to quarantine/"
+            if good is not None
+            else f"{state}: {problem}"
+        )
+        if dry_run:
+            if as_json:
+                print_json(
+                    {
+                        "sound": False,
+                        "problem": problem,
+                        "would_restore": None if good is None else good.to_dict(),
+                    }
+                )
+            else:
+                print(what)
+            return
+        typer.echo(what, err=True)
+        confirm("recover it now?", yes=yes)
+    elif dry_run:
+        if as_json:
+            print_json({"sound": True})
+        else:
+            print(f"{state}: sound; nothing to recover")
+        return
     try:
         report = recovery.recover_if_damaged(state, cipher=cli_context().cipher())
     except DapiConfigError as exc:

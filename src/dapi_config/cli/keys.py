@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import JsonOpt, app, open_manager, print_json
+from dapi_config.cli._common import (
+    DryRunOpt,
+    JsonOpt,
+    YesOpt,
+    app,
+    confirm,
+    open_manager,
+    print_json,
+)
 from dapi_config.cli._output import stdout
 from dapi_config.models import IssuedSecurityKey
 
@@ -44,24 +52,57 @@ def keys_create(node_id: NodeArg, as_json: JsonOpt = False) -> None:
 
 
 @keys_app.command("rotate")
-def keys_rotate(node_id: NodeArg, as_json: JsonOpt = False) -> None:
+def keys_rotate(
+    node_id: NodeArg, dry_run: DryRunOpt = False, yes: YesOpt = False, as_json: JsonOpt = False
+) -> None:
     """Replace a node's security key (version + 1) and print the new one; the old one stops
-    working at once.
+    working at once. --dry-run says what would change; on a terminal it asks first.
 
-    Example: KEY=$(dapi-config keys rotate node-1)
+    Example: KEY=$(dapi-config keys rotate node-1 --yes)
     """
     with open_manager() as cm:
+        current = cm.get_security_key_info(node_id)
+        what = (
+            f"node {node_id}: security key version {current.key_version} "
+            f"({current.fingerprint}) would be replaced by version {current.key_version + 1}; "
+            "the old key stops verifying at once"
+        )
+        if dry_run:
+            _print_plan(what, as_json, current.model_dump(mode="json"))
+            return
+        typer.echo(what, err=True)
+        confirm(f"rotate the security key of {node_id}?", yes=yes)
         issued = cm.rotate_security_key(node_id)
     _print_issued(issued, as_json)
 
 
-@keys_app.command("delete")
-def keys_delete(node_id: NodeArg, as_json: JsonOpt = False) -> None:
-    """Revoke a node's security key.
+def _print_plan(what: str, as_json: bool, current: dict[str, object]) -> None:
+    if as_json:
+        print_json({"would": what, "current": current})
+    else:
+        typer.echo(what)
 
-    Example: dapi-config keys delete node-1
+
+@keys_app.command("delete")
+def keys_delete(
+    node_id: NodeArg, dry_run: DryRunOpt = False, yes: YesOpt = False, as_json: JsonOpt = False
+) -> None:
+    """Revoke a node's security key. --dry-run says what would change; on a terminal it asks
+    first.
+
+    Example: dapi-config keys delete node-1 --yes
     """
     with open_manager() as cm:
+        current = cm.get_security_key_info(node_id)
+        what = (
+            f"node {node_id}: security key version {current.key_version} "
+            f"({current.fingerprint}) would be revoked; it stops verifying at once"
+        )
+        if dry_run:
+            _print_plan(what, as_json, current.model_dump(mode="json"))
+            return
+        typer.echo(what, err=True)
+        confirm(f"revoke the security key of {node_id}?", yes=yes)
         info = cm.delete_security_key(node_id)
     if as_json:
         print_json(info.model_dump(mode="json"))

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import JsonOpt, fail, nodes_app, open_manager, print_json, working
+from dapi_config.cli._common import (
+    DryRunOpt,
+    JsonOpt,
+    YesOpt,
+    confirm,
+    fail,
+    nodes_app,
+    open_manager,
+    print_json,
+    working,
+)
 from dapi_config.cli._output import stdout
 from dapi_config.errors import DapiConfigError
 from dapi_config.manager import MAX_NODE_PAGE
@@ -107,16 +117,38 @@ def nodes_import(
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace the whole registry with the file's nodes.")
     ] = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Apply a node file to the registry, all or nothing.
 
     Without --replace the file's nodes are added and an id that is already registered stops
-    the import; with --replace the registry becomes exactly the file's nodes.
+    the import; with --replace the registry becomes exactly the file's nodes (--dry-run lists
+    what would be added, changed and removed; on a terminal it asks first).
 
-    Example: dapi-config nodes import node-config.json --replace
+    Example: dapi-config nodes import node-config.json --replace --dry-run
     """
     with open_manager() as cm:
+        if dry_run or replace:
+            try:
+                changes = cm.preview_nodes_import(file, replace=replace)
+            except DapiConfigError as exc:
+                raise fail(str(exc)) from None
+            if dry_run:
+                if as_json:
+                    print_json({"changes": changes})
+                else:
+                    for line in changes or ["nothing would change"]:
+                        typer.echo(line)
+                return
+            removed = sum(1 for line in changes if line.endswith(": removed"))
+            for line in changes:
+                typer.echo(line, err=True)
+            confirm(
+                f"replace the registry ({len(changes)} change(s), {removed} removal(s))?",
+                yes=yes,
+            )
         try:
             with working(f"importing {file}"):
                 nodes = cm.import_nodes_file(file, replace=replace)

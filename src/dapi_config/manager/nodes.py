@@ -6,7 +6,7 @@ import os
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
-from dapi_config import node_import
+from dapi_config import documents, node_import
 from dapi_config._validation import (
     check_etag,
     check_int,
@@ -17,6 +17,7 @@ from dapi_config._validation import (
     with_admin_state_of,
 )
 from dapi_config.errors import (
+    DuplicateNodeError,
     NodeNotFoundError,
     PreconditionFailedError,
     ValidationError,
@@ -220,6 +221,21 @@ class NodeRegistry(ManagerBase):
         node_id = known_node_id(node_id)
         with self._store.transaction():
             return self._store.set_node_enabled(node_id, enabled)
+
+    def preview_nodes_import(
+        self, path: str | os.PathLike[str], *, replace: bool = False
+    ) -> list[str]:
+        """What :meth:`import_nodes_file` would change, one line per node (empty: nothing).
+        Changes nothing. Raises what the import raises for a bad file."""
+        incoming = node_import.read_node_file(Path(path))
+        current = self._store.nodes()
+        if replace:
+            return documents.state_diff(None, current, None, incoming)
+        known = {n.id for n in current}
+        for node in incoming:
+            if node.id in known:
+                raise DuplicateNodeError(node.id)
+        return documents.state_diff(None, current, None, [*current, *incoming])
 
     def import_nodes_file(
         self, path: str | os.PathLike[str], *, replace: bool = False

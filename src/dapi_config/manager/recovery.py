@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dapi_config import documents
 from dapi_config.manager._base import ManagerBase
 from dapi_config.store.backup import MANUAL as MANUAL_BACKUP
 from dapi_config.store.backup import BackupInfo, backup_dir_for
@@ -50,6 +51,25 @@ class BackupsAndChecks(ManagerBase):
         :class:`StateUnavailableError` (:class:`NotSupportedError` in ``yaml`` mode).
         """
         return self._need_backups().restore_backup(backup)
+
+    def preview_restore(self, backup: str | os.PathLike[str]) -> list[str]:
+        """What :meth:`restore_backup` of ``backup`` would change, one line each (empty:
+        the backup holds the state as it is now), with the revisions it would undo first.
+        Changes nothing. Raises :class:`BackupError` (missing or damaged backup)."""
+        backups = self._need_backups()
+        with self._store.snapshot():
+            now = documents.state_summary(self._store)
+            now_nodes = self._store.nodes()
+        with backups.opened_backup(backup) as stored:
+            then = documents.state_summary(stored)
+            then_nodes = stored.nodes()
+        changes = documents.state_diff(now, now_nodes, then, then_nodes)
+        undone = (
+            [f"revisions {then['revision'] + 1}-{now['revision']} undone (they stay in the audit)"]
+            if now["revision"] > then["revision"]
+            else []
+        )
+        return undone + changes
 
     def check(self, *, max_backup_age: float | None = None) -> CheckResult:
         """Integrity, schema version, permissions and backup freshness of the state (for a

@@ -336,6 +336,12 @@ class Backups(Protocol):
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult: ...
 
+    def opened_backup(
+        self, backup: str | os.PathLike[str]
+    ) -> contextlib.AbstractContextManager[Any]:
+        """The state ``backup`` holds, to read (the core's reads), on a private copy."""
+        ...
+
     def check(self, *, max_backup_age: float | None = None) -> CheckResult: ...
 
 

@@ -69,6 +69,7 @@ from dapi_config.store.recovery import (
     check_schema_version,
 )
 from dapi_config.store.snapshot import (
+    opened_backup,
     read_snapshot,
     restore_from_backup,
     write_snapshot_file,
@@ -832,6 +833,12 @@ class PostgresStore(StateQueries):
         """This database's snapshot files in :attr:`backup_dir`, newest first, each checked
         (``verify``; else only named)."""
         return _backup.list_backups(self.backup_dir, self._backup_name(), verify=verify)
+
+    def opened_backup(
+        self, backup: str | os.PathLike[str]
+    ) -> contextlib.AbstractContextManager[StateQueries]:
+        """The state the snapshot file ``backup`` holds, to read (a restore's preview)."""
+        return opened_backup(backup, work_dir=self.backup_dir, cipher=None)
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
         """Make the snapshot file ``backup`` (made by :meth:`backup`, or any SQLite state file

@@ -352,6 +352,27 @@ def _swap_in(backup: BackupInfo, state: Path, key: StateCipher | None) -> Path |
     return finish_interrupted_swap(state)
 
 
+def recovery_plan(
+    state_path: str | os.PathLike[str],
+    backup_dir: str | os.PathLike[str] | None = None,
+    *,
+    cipher: StateCipher | None = None,
+) -> tuple[str, BackupInfo | None] | None:
+    """What :func:`recover_if_damaged` would do, doing nothing (``recover --dry-run``): None
+    when the file is sound; else the problem and the backup it would restore (None: there is
+    no good one, and it would stop). Raises as :func:`diagnose`."""
+    state = Path(state_path)
+    backups = Path(backup_dir or backup_dir_for(state))
+    if not state.parent.is_dir():
+        return None
+    if staged_path(state).exists():
+        return "a restore was interrupted; it would be finished", None
+    problem = diagnose(state, backups, cipher=cipher)
+    if problem is None:
+        return None
+    return problem, newest_good_backup(backups, state, cipher=cipher)
+
+
 def recover_if_damaged(
     state_path: str | os.PathLike[str],
     backup_dir: str | os.PathLike[str] | None = None,

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,29 @@ def restore_from_backup(
 
 
 @contextlib.contextmanager
+def opened_backup(
+    backup: str | os.PathLike[str], *, work_dir: Path, cipher: StateCipher | None
+) -> Iterator[StateQueries]:
+    """The state a backup holds, to read (a restore's preview): checked first, then a private
+    copy brought to the current schema, so the backup stays as it is; the copy is removed on
+    exit. Raises :class:`BackupError` (missing or damaged backup), :class:`SchemaTooNewError`."""
+    info = restorable_backup(backup, cipher=cipher)
+    work = make_durable_dir(work_dir) / f".preview-{os.getpid()}-{threading.get_ident()}.db"
+    try:
+        remove_with_companions(work)
+        create_private_file(work)
+        copy_file(info.path, work)
+    except OSError as exc:
+        remove_with_companions(work)
+        raise BackupError(f"cannot read {info.path}: {exc.strerror or exc}") from None
+    try:
+        with _state_file(work, cipher) as store:
+            yield store
+    finally:
+        remove_with_companions(work)
+
+
+@contextlib.contextmanager
 def _state_file(path: Path, cipher: StateCipher | None = None) -> Iterator[StateQueries]:
     """A private SQLite state file (a snapshot being filled, or a copy being read), brought to
     the current schema: no hot cache, no claim, no backup before the schema change."""
@@ -193,6 +217,7 @@ def read_snapshot_file(path: Path, *, cipher: StateCipher | None = None) -> Stat
 __all__ = [
     "StateSnapshot",
     "Tables",
+    "opened_backup",
     "read_snapshot",
     "read_snapshot_file",
     "restore_from_backup",

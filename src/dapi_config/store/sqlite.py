@@ -13,6 +13,7 @@ them from SQL after recording its proof, so the cache cannot go back in time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -53,7 +54,7 @@ from dapi_config.store.recovery import (
     restorable_backup,
     staged_path,
 )
-from dapi_config.store.snapshot import restore_from_backup
+from dapi_config.store.snapshot import opened_backup, restore_from_backup
 from dapi_config.store.sqlcipher import StateCipher
 
 log = logging.getLogger("dapi_config.state")
@@ -433,6 +434,12 @@ class SqliteStore(StateQueries):
         return _backup.list_backups(
             self.backup_dir, self.db.path, verify=verify, cipher=self.cipher
         )
+
+    def opened_backup(
+        self, backup: str | os.PathLike[str]
+    ) -> contextlib.AbstractContextManager[StateQueries]:
+        """The state ``backup`` holds, to read (see :func:`.snapshot.opened_backup`)."""
+        return opened_backup(backup, work_dir=self.backup_dir, cipher=self.cipher)
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
         """Make ``backup`` the state, in one transaction that keeps the audit trail, after a
