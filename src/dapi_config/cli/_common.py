@@ -9,6 +9,7 @@ first command that needs them) live on the Click context as a :class:`CliContext
 from __future__ import annotations
 
 import contextvars
+import enum
 import json
 import logging
 import sys
@@ -42,7 +43,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error. Results go to stdout; logs and error
 
 
 #: Global options that take a value, and flags: accepted before or after the command.
-_GLOBAL_WITH_VALUE = ("--config", "-c", "--state")
+_GLOBAL_WITH_VALUE = ("--config", "-c", "--state", "--output", "-o")
 _GLOBAL_FLAGS = ("--verbose", "-v", "-vv", "-vvv")
 
 
@@ -121,6 +122,8 @@ class CliContext:
     config: Path | None = None
     #: --state: a file path or a postgresql:// URL (kept as text: a Path would mangle "//").
     state: str | None = None
+    #: -o/--output: how commands that print data print it (json and yaml imply --json).
+    output: str = "table"
     _settings: Settings | None = None
 
     @property
@@ -193,7 +196,27 @@ StateOpt = Annotated[
         readable=False,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+class OutputFormat(enum.StrEnum):
+    """How commands that print data print it (``-o``)."""
+
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
+def _json_if_asked(value: bool) -> bool:
+    # -o json / -o yaml (a global option, parsed before the command's own) mean --json.
+    return value or cli_context().output != "table"
+
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", callback=_json_if_asked, help="Print JSON for scripts (also: -o json|yaml)."
+    ),
+]
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
 ]
@@ -233,6 +256,14 @@ def _root(
             "--verbose", "-v", count=True, help="More log output on stderr (-vv for debug)."
         ),
     ] = 0,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output",
+            "-o",
+            help="How commands that print data print it: table (people), json or yaml.",
+        ),
+    ] = OutputFormat.TABLE,
     _show_version: Annotated[
         bool,
         typer.Option(
@@ -241,7 +272,7 @@ def _root(
     ] = False,
 ) -> None:
     context = cli_context()
-    context.config, context.state = config, state
+    context.config, context.state, context.output = config, state, output.value
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     setup_logging(level)
 
@@ -306,5 +337,13 @@ def working(what: str) -> AbstractContextManager[None]:
 
 
 def print_json(data: Any) -> None:
-    """Write ``data`` as JSON to stdout (and nothing else)."""
+    """Write ``data`` as JSON to stdout (and nothing else); as YAML with ``-o yaml``."""
+    if cli_context().output == "yaml":
+        from ruamel.yaml import YAML  # noqa: PLC0415 - only for -o yaml
+
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment] # the JSON's order
+        yaml.dump(json.loads(json.dumps(data)), sys.stdout)  # plain types only
+        return
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -59,7 +59,6 @@ def backup(
         str | None,
         typer.Option(
             "--out",
-            "-o",
             help="Backup file, or directory (ending in /) [default: <state dir>/backups].",
         ),
     ] = None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dapi_config.cli._common import OverwriteOpt, app, fail, open_manager
+from dapi_config.cli._common import JsonOpt, OverwriteOpt, app, fail, open_manager, print_json
 from dapi_config.errors import DapiConfigError
 from dapi_config.export import EXPORT_FILENAME, export_once
 
@@ -17,7 +17,6 @@ def export_command(
         str | None,
         typer.Option(
             "--out",
-            "-o",
             help="File to write [default: api-config-full.yaml beside the config]; - for stdout.",
             show_default=False,
         ),
@@ -27,6 +26,7 @@ def export_command(
         typer.Option("--include-secrets", help="Write secrets instead of <redacted>."),
     ] = False,
     force: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write the merged static + dynamic config in the legacy single-file layout (0600, atomic).
 
@@ -50,4 +50,7 @@ def export_command(
             raise fail(str(exc)) from None
         except OSError as exc:
             raise fail(f"{exc.filename or out}: cannot write the export: {exc.strerror}") from None
-    typer.echo(str(written))
+    if as_json:
+        print_json({"path": str(written), "include_secrets": include_secrets})
+    else:
+        typer.echo(str(written))

@@ -132,11 +132,14 @@ def keys_list(as_json: JsonOpt = False) -> None:
 
 
 @keys_app.command("check")
-def keys_check() -> None:
+def keys_check(as_json: JsonOpt = False) -> None:
     """Check that the master key (API_STATE_KEY or the key file) opens the stored secrets.
 
     Example: API_STATE_KEY=... dapi-config keys check
     """
     with open_manager() as cm:
         source = cm.check_master_key()
-    typer.echo(f"ok: master key from {source}")
+    if as_json:
+        print_json({"ok": True, "source": source})
+    else:
+        typer.echo(f"ok: master key from {source}")

@@ -151,7 +151,6 @@ def rollback(
         str,
         typer.Option(
             "--out",
-            "-o",
             help="Where to write the legacy single-file YAML (a directory: config-legacy.yaml "
             "in it).",
         ),
