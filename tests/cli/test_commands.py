@@ -115,3 +115,26 @@ def test_dash_h_is_help_on_every_level(config_file: Path) -> None:
         result = run_cli(*args)
         assert result.returncode == 0, (args, result.stderr)
         assert result.stdout.startswith("Usage:") and "-h, --help" in result.stdout, args
+
+
+def test_help_groups_the_commands_with_whole_summaries() -> None:
+    """Seen on main: 18 commands in one flat list, their summaries cut mid-sentence."""
+    result = run_cli("-h")
+    assert result.returncode == 0
+    sections = ["Start:", "The state:", "Backups and recovery:", "Security:"]
+    positions = [result.stdout.index(section) for section in sections]
+    assert positions == sorted(positions)
+    assert "..." not in result.stdout.split("Start:", 1)[1]
+    assert "tokens" in result.stdout and "Other commands:" not in result.stdout
+
+
+def test_completion_for_a_named_shell() -> None:
+    """Seen on main: `--show-completion zsh` printed the bash script (it guesses the shell)."""
+    scripts = {shell: run_cli("completion", shell) for shell in ("bash", "zsh", "fish")}
+    assert all(r.returncode == 0 for r in scripts.values())
+    assert scripts["zsh"].stdout.startswith("#compdef dapi-config")
+    assert "complete_zsh" in scripts["zsh"].stdout
+    assert "complete --command dapi-config" in scripts["fish"].stdout
+    assert "complete_bash" in scripts["bash"].stdout
+    unknown = run_cli("completion", "tcsh")
+    assert unknown.returncode == 2 and "'tcsh' is not one of" in unknown.stderr

@@ -14,6 +14,7 @@ import sys
 from dapi_config.cli import (  # noqa: F401 - importing registers the commands
     audit,
     backup,
+    completion,
     edit,
     encryption,
     export,

@@ -73,6 +73,23 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return hoisted + rest
 
 
+#: The root help's sections, in the order a newcomer needs them.
+COMMAND_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Start", ("init", "migrate", "serve", "status", "check")),
+    ("The state", ("nodes", "state", "edit", "audit", "export")),
+    ("Backups and recovery", ("backup", "backups", "restore", "recover")),
+    ("Security", ("tokens", "keys", "secrets", "encrypt", "decrypt", "rekey")),
+    ("Back to the predecessor", ("rollback",)),
+    ("Shell", ("completion",)),
+)
+
+
+def _first_sentence(text: str) -> str:
+    paragraph = " ".join(text.strip().split("\n\n", 1)[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[: end + 1]
+
+
 class _RootGroup(TyperGroup):
     """The root command group: the one place that maps product errors to exit code 1, that
     takes the global options in any position, and that makes this invocation's
@@ -80,6 +97,32 @@ class _RootGroup(TyperGroup):
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         return super().parse_args(ctx, hoist_global_options(args))
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # (Any: Typer's own copy of Click's Context and HelpFormatter.)
+        """The commands in sections (what one does first, day to day, when things go wrong),
+        each with the first sentence of its help, whole."""
+        listed: set[str] = set()
+        for section, names in COMMAND_SECTIONS:
+            rows = []
+            for name in names:
+                command = self.get_command(ctx, name)
+                if command is None or command.hidden:
+                    continue
+                listed.add(name)
+                rows.append((name, _first_sentence(command.help or command.short_help or "")))
+            if rows:
+                with formatter.section(section):
+                    formatter.write_dl(rows)
+        rest = [n for n in self.list_commands(ctx) if n not in listed]
+        rows = [
+            (name, _first_sentence(command.help or ""))
+            for name in rest
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        ]
+        if rows:
+            with formatter.section("Other commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         token = _CURRENT.set(ctx.ensure_object(CliContext))
