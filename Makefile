@@ -37,7 +37,7 @@ test: venv
 	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest $(PARALLEL) -m "$(FAST)" $(PYTEST_ARGS)
+	DAPI_CONFIG_QUICK_PROPERTIES=1 $(BIN)/python -m pytest $(PARALLEL) -m "$(FAST)" $(PYTEST_ARGS)
 
 # The long campaigns: the full kill and power-cut counts, and two minutes of the operation
 # campaign per backend (each prints its seed; DAPI_CONFIG_CAMPAIGN_SEED replays one).

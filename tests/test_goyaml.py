@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dapi_config._goyaml import format_float, format_string, render_go_yaml
 from dapi_config._yaml import parse_yaml, to_plain
+from tests._examples import examples
 
 
 def test_layout() -> None:
@@ -97,7 +98,7 @@ _values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=12), _values, max_size=6))
 def test_reads_back_the_same(data: dict[str, Any]) -> None:
     text = render_go_yaml(data)
@@ -110,7 +111,7 @@ _TRICKY = st.text(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.text(max_size=30) | _TRICKY)
 def test_any_string_reads_back_with_another_yaml_reader(text: str) -> None:
     """PyYAML (a YAML 1.1 reader, like most tools an operator points at an export) reads every
@@ -129,7 +130,7 @@ def test_unicode_line_separators_are_escaped() -> None:
         assert ch not in rendered and rendered.startswith('"')
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=30) | _TRICKY, max_size=4))
 def test_the_round_trip_writer_is_safe_for_any_reader_too(data: dict[str, str]) -> None:
     """The other writer (ruamel, for a rewritten static config). Reproduction: it wrote

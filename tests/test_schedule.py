@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dapi_config import ConfigManager, NodeVersion, ValidationError
+from tests._examples import examples
 from tests.conftest import TEST_STATE_KEY
 
 pytestmark = pytest.mark.both_backends
@@ -155,7 +156,7 @@ operations = st.lists(
 
 
 @settings(
-    max_examples=80,
+    max_examples=examples(80),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from dapi_config._goyaml import render_go_yaml
 from dapi_config._yaml import dump_yaml, load_document, parse_yaml, to_plain
 from dapi_config.errors import ConfigError
+from tests._examples import examples
 from tests.conftest import EXAMPLE_CONFIG
 from tests.legacy.test_eras import ERA_2025_01
 from tests.legacy.test_later_eras import ERA_2024_URL, ERA_BASE_URL
@@ -130,7 +131,7 @@ plain = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(data=st.dictionaries(st.text(min_size=1, max_size=8), plain, max_size=6))
 def test_what_the_product_writes_loads_the_same_both_ways(data: dict[str, Any]) -> None:
     """Files written by the product's two writers (ruamel's round-trip emitter, and the

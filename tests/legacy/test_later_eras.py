@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from dapi_config import ConfigManager
 from dapi_config._yaml import parse_yaml, to_plain
 from dapi_config.models import REDACTED
+from tests._examples import examples
 from tests.conftest import sqlite_file
 
 # 2024-12 (gonka's own config_test.go fixture of that time): a node is only a URL, models a
@@ -366,7 +367,7 @@ def go_documents(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
