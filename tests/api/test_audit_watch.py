@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dapi_config import ConfigManager, InferenceNodeConfig
+from dapi_config import ConfigManager, InferenceNodeConfig, ValidationError
 from tests.api.conftest import RunningServer
 
 
@@ -100,6 +100,11 @@ def test_the_trail_filtered_by_actor_action_and_target(running_server: RunningSe
     assert page.json()["next_since"] == mine[-1].revision
     too_long = client.get("/admin/v1/audit", params={"target": "x" * 1025})
     assert too_long.status_code == 422
+    # Seen in CI: a NUL in a filter reached PostgreSQL, which refused it (503).
+    nul = client.get("/admin/v1/audit", params={"actor": "api\x00x"})
+    assert nul.status_code == 422
+    with pytest.raises(ValidationError, match="no control characters"):
+        cm.get_audit(target="n1\x00")
 
 
 def test_cli_audit_filters_and_follows_only_what_matches(config_file: Path) -> None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import error_responses
 from dapi_config.manager import AUDIT_PAGE_MAX
+from dapi_config.models import PRINTABLE_PATTERN
 
 router = APIRouter(tags=["audit"])
 
@@ -75,13 +76,26 @@ async def read_audit(
         ),
     ] = 0,
     actor: Annotated[
-        str | None, Query(max_length=1024, description="Only this actor's changes (api:NAME)")
+        str | None,
+        Query(
+            max_length=1024,
+            pattern=PRINTABLE_PATTERN,
+            description="Only this actor's changes (api:NAME)",
+        ),
     ] = None,
     action: Annotated[
-        str | None, Query(max_length=1024, description="Only this action (remove_node)")
+        str | None,
+        Query(
+            max_length=1024, pattern=PRINTABLE_PATTERN, description="Only this action (remove_node)"
+        ),
     ] = None,
     target: Annotated[
-        str | None, Query(max_length=1024, description="Only changes of this target (a node id)")
+        str | None,
+        Query(
+            max_length=1024,
+            pattern=PRINTABLE_PATTERN,
+            description="Only changes of this target (a node id)",
+        ),
     ] = None,
 ) -> Any:
     """Changes with ``revision > since``, oldest first, at most ``limit``, optionally only

@@ -8,6 +8,7 @@ caller's :meth:`ConfigManager.transaction`), so a failed write changes nothing.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,6 +34,7 @@ from dapi_config.manager.opening import open_state
 from dapi_config.manager.predecessor import PredecessorBridge
 from dapi_config.manager.recovery import BackupsAndChecks
 from dapi_config.models import (
+    PRINTABLE_PATTERN,
     REDACTED,
     ApiConfig,
     BandwidthParamsCache,
@@ -316,10 +318,14 @@ class ConfigManager(
         since = check_int(since, "since", 0, INT64_MAX)
         limit = check_int(limit, "limit", 1, AUDIT_PAGE_MAX)
         for name, value in (("actor", actor), ("action", action), ("target", target)):
-            if value is not None and (not isinstance(value, str) or len(value) > 1024):
+            if value is not None and (
+                not isinstance(value, str)
+                or len(value) > 1024
+                or not re.fullmatch(PRINTABLE_PATTERN, value)
+            ):
+                message = "expected text of at most 1024 characters, no control characters"
                 raise ValidationError(
-                    f"invalid {name}: expected text of at most 1024 characters",
-                    [{"field": name, "message": "expected text of at most 1024 characters"}],
+                    f"invalid {name}: {message}", [{"field": name, "message": message}]
                 )
         if self._audit is None:
             raise self._lacking(AuditTrail)
