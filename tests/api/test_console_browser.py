@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -319,7 +320,11 @@ def test_a_scoped_token_logs_in_and_sees_only_what_its_role_may_do(
     assert page.is_hidden("#backup-now") and page.is_hidden("#create-key")
     # A write it may make goes through, as the token's own change.
     page.click("#node-table tbody tr[data-node='gpu-b'] input[type=checkbox]")
-    page.wait_for_function("() => !document.querySelector(\"tr[data-node='gpu-b'] input\").checked")
+    # The box unticks at once; the change is in when the API has answered: wait for it.
+    deadline = time.monotonic() + 30
+    while cm.get_audit(limit=1, newest=True)[0].action != "disable_node":
+        assert time.monotonic() < deadline, "the console's disable never reached the state"
+        time.sleep(0.05)
     newest = cm.get_audit(limit=1, newest=True)[0]
     assert (newest.actor, newest.action) == ("api:deployer", "disable_node")
     page.click("#logout")
