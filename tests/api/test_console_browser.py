@@ -303,8 +303,8 @@ def test_a_scoped_token_logs_in_and_sees_only_what_its_role_may_do(
     page.goto(console_server.url + "/")
 
     _log_in(page, reader)
+    page.wait_for_selector("#whoami:text('grafana · read')")
     page.wait_for_selector("#node-table tbody tr[data-node='gpu-a']")
-    assert page.inner_text("#whoami") == "grafana · read"
     assert page.is_hidden("#add-node") and page.is_hidden("#rotate-seeds")
     assert page.is_hidden("#backup-now") and page.is_hidden("#create-key")
     assert page.is_hidden("#node-table tbody tr[data-node='gpu-a'] button")
@@ -313,8 +313,9 @@ def test_a_scoped_token_logs_in_and_sees_only_what_its_role_may_do(
     page.click("#logout")
 
     _log_in(page, writer)
+    # The last session's rows are still in the page: wait for this login's own mark.
+    page.wait_for_selector("#whoami:text('deployer · write')")
     page.wait_for_selector("#node-table tbody tr[data-node='gpu-a']")
-    assert page.inner_text("#whoami") == "deployer · write"
     assert page.is_visible("#add-node") and page.is_visible("#rotate-seeds")
     assert page.is_visible("#kind-table .kind-edit >> nth=0")
     assert page.is_hidden("#backup-now") and page.is_hidden("#create-key")
@@ -330,7 +331,9 @@ def test_a_scoped_token_logs_in_and_sees_only_what_its_role_may_do(
     page.click("#logout")
 
     _log_in(page, TOKEN)  # api.admin_token: everything
-    page.wait_for_selector("#backup-now")
+    page.wait_for_function(
+        "() => document.querySelector('#whoami').textContent.endsWith('· admin')"
+    )
     assert page.inner_text("#whoami") == "admin token · admin"
     assert page.is_visible("#backup-now") and page.is_visible("#create-key")
     assert opened.foreign_requests == [] and _page_errors(opened) == []
