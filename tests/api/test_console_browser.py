@@ -353,7 +353,8 @@ def test_a_new_state_reads_well_in_utc_and_on_a_narrow_screen(
     page.wait_for_selector("#h-ready:text('ready')")
     backup = page.locator("#h-backup")
     assert backup.inner_text() == "never" and "bad" in (backup.get_attribute("class") or "")
-    page.wait_for_selector("#node-table tr.empty")
+    for table in ("#node-table", "#key-table", "#backup-table"):
+        page.wait_for_selector(f"{table} tr.empty")
     assert "No nodes yet" in page.inner_text("#node-table")
     assert "No node has a security key yet" in page.inner_text("#key-table")
     assert "No backup yet" in page.inner_text("#backup-table")

@@ -22,6 +22,7 @@
     showAll: false,
     confirming: null,
     kindEditing: null,
+    session: 0,
   };
 
   class ApiError extends Error {
@@ -38,7 +39,8 @@
 
   async function api(method, path, { body, headers, signal } = {}) {
     const sent = Object.assign({ Accept: "application/json" }, headers || {});
-    if (token()) sent.Authorization = "Bearer " + token();
+    const used = token();
+    if (used) sent.Authorization = "Bearer " + used;
     if (body !== undefined) sent["Content-Type"] = "application/json";
     const response = await fetch(path, {
       method,
@@ -57,7 +59,9 @@
         data = { error: text };
       }
     }
-    if (response.status === 401 && tokenRequired) {
+    // A 401 logs out only the session that sent the request: a late answer to the last
+    // session's request (its watch, a refresh) must not end a new login.
+    if (response.status === 401 && tokenRequired && used === token()) {
       logout("The token was refused; log in again.");
     }
     if (!response.ok) throw new ApiError(response.status, data);
@@ -557,9 +561,10 @@
   }
 
   async function watch() {
-    if (state.watching) return;
+    // One loop per login: a loop of an earlier session ends at its next turn.
+    const session = ++state.session;
     state.watching = true;
-    while (state.watching) {
+    while (state.watching && session === state.session) {
       try {
         const { data } = await api("GET", "/admin/v1/audit?since=" + state.since + "&wait=25&limit=100");
         if (data.entries.length) {
@@ -567,7 +572,7 @@
           refreshSoon();
         }
       } catch (error) {
-        if (!state.watching) return;
+        if (!state.watching || session !== state.session) return;
         await new Promise((resolve) => setTimeout(resolve, 3000));
       }
     }
@@ -659,6 +664,7 @@
   function logout(message) {
     sessionStorage.removeItem(TOKEN_KEY);
     delete document.body.dataset.role;
+    state.session += 1;
     $("whoami").textContent = "";
     state.watching = false;
     if (state.timer) clearInterval(state.timer);
