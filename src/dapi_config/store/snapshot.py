@@ -125,19 +125,14 @@ def restore_from_backup(
     :class:`SchemaTooNewError`, :class:`StateUnavailableError` (the state cannot be written).
     """
     info = restorable_backup(backup, cipher=cipher)
-    work = make_durable_dir(work_dir) / f".restore-{os.getpid()}.db"
-    try:
-        remove_with_companions(work)
-        create_private_file(work)
-        copy_file(info.path, work)
-        snapshot = read_snapshot_file(work, cipher=cipher)
-    except OSError as exc:
-        raise BackupError(
-            f"cannot read {info.path} for a restore: {exc.strerror or exc}; the state was not "
-            "changed"
-        ) from None
-    finally:
-        remove_with_companions(work)
+    why = "for a restore"
+    with _private_copy(info, work_dir, why, "; the state was not changed") as work:
+        try:
+            snapshot = read_snapshot_file(work, cipher=cipher)
+        except OSError as exc:
+            raise BackupError(
+                f"cannot read {info.path} {why}: {exc.strerror or exc}; the state was not changed"
+            ) from None
     pre = backup_before()
     revision = restore_snapshot(store, snapshot, source=str(info.path))
     log.warning(
@@ -161,17 +156,28 @@ def opened_backup(
     copy brought to the current schema, so the backup stays as it is; the copy is removed on
     exit. Raises :class:`BackupError` (missing or damaged backup), :class:`SchemaTooNewError`."""
     info = restorable_backup(backup, cipher=cipher)
-    work = make_durable_dir(work_dir) / f".preview-{os.getpid()}-{threading.get_ident()}.db"
+    with _private_copy(info, work_dir, "for a preview") as work, _state_file(work, cipher) as store:
+        yield store
+
+
+@contextlib.contextmanager
+def _private_copy(
+    info: BackupInfo, work_dir: Path, why: str, consequence: str = ""
+) -> Iterator[Path]:
+    """A private copy of the checked backup ``info`` in ``work_dir`` (0600), removed on exit:
+    what is read, so that bringing it to the current schema leaves the backup as it was.
+    Raises :class:`BackupError` when it cannot be made."""
+    work = make_durable_dir(work_dir) / f".copy-{os.getpid()}-{threading.get_ident()}.db"
     try:
-        remove_with_companions(work)
-        create_private_file(work)
-        copy_file(info.path, work)
-    except OSError as exc:
-        remove_with_companions(work)
-        raise BackupError(f"cannot read {info.path}: {exc.strerror or exc}") from None
-    try:
-        with _state_file(work, cipher) as store:
-            yield store
+        try:
+            remove_with_companions(work)
+            create_private_file(work)
+            copy_file(info.path, work)
+        except OSError as exc:
+            raise BackupError(
+                f"cannot read {info.path} {why}: {exc.strerror or exc}{consequence}"
+            ) from None
+        yield work
     finally:
         remove_with_companions(work)
 
