@@ -40,6 +40,9 @@
   async function api(method, path, { body, headers, signal } = {}) {
     const sent = Object.assign({ Accept: "application/json" }, headers || {});
     const used = token();
+    // Logged out: a late refresh of the last session is not sent (it would only be a 401,
+    // counted against this client by the server's failure throttle).
+    if (tokenRequired && !used) throw new ApiError(401, { error: "Not logged in." });
     if (used) sent.Authorization = "Bearer " + used;
     if (body !== undefined) sent["Content-Type"] = "application/json";
     const response = await fetch(path, {
@@ -668,6 +671,8 @@
     $("whoami").textContent = "";
     state.watching = false;
     if (state.timer) clearInterval(state.timer);
+    if (soon) clearTimeout(soon);
+    soon = null;
     $("console").hidden = true;
     $("logout").hidden = true;
     $("login").hidden = false;
