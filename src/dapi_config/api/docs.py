@@ -6,6 +6,7 @@ package that ships them."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -17,13 +18,17 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 ASSETS_PATH = "/docs-assets"
 _ASSETS = Path(fastapi_offline.__file__).parent / "static"
+#: ReDoc's bundle as served: its menu shows Redocly's logo from a CDN, which the page's policy
+#: blocks (an error in the browser's console); here the logo is the one beside the bundle.
+REDOC_BUNDLE_PATH = "/docs-redoc.standalone.js"
+_REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 #: Paths this module serves (besides the assets), for the request metrics' route labels.
-DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", REDOC_BUNDLE_PATH)
 
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
@@ -31,9 +36,8 @@ _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 def _with_policy(page: HTMLResponse) -> HTMLResponse:
     """``page`` with a Content-Security-Policy that lets it load only from this server.
 
-    The UI bundles still name a few outside URLs (ReDoc's menu shows Redocly's logo from its
-    CDN): under this policy the browser does not even try them, so an air-gapped node makes no
-    outbound attempt and a watched one leaks no visit. The page's own inline script is allowed
+    Should a bundle still name an outside URL, under this policy the browser does not even try
+    it, so an air-gapped node makes no outbound attempt and a watched one leaks no visit. The page's own inline script is allowed
     by its hash, not by ``'unsafe-inline'``; the UIs set inline styles, and ReDoc runs its
     search in a ``blob:`` worker.
     """
@@ -87,8 +91,22 @@ def add_offline_docs(app: FastAPI) -> None:
             get_redoc_html(
                 openapi_url=app.openapi_url or "/openapi.json",
                 title=f"{title} - ReDoc",
-                redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
+                redoc_js_url=REDOC_BUNDLE_PATH,
                 redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
                 with_google_fonts=False,
             )
         )
+
+    @app.get(REDOC_BUNDLE_PATH, include_in_schema=False)
+    def redoc_bundle() -> Response:
+        return Response(
+            _redoc_bundle(),
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+
+@functools.cache
+def _redoc_bundle() -> bytes:
+    bundle = (_ASSETS / "redoc.standalone.js").read_bytes()
+    return bundle.replace(_REDOC_CDN_LOGO, f"{ASSETS_PATH}/favicon.png".encode())
