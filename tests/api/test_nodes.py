@@ -134,8 +134,17 @@ def test_reposting_an_id_replaces_the_node(running_server: RunningServer) -> Non
 def test_list_pages_with_limit_and_after(running_server: RunningServer) -> None:
     c = running_server.client
     c.post(f"{NODES}/batch", json=[node(f"p{i}") for i in range(5)]).raise_for_status()
-    first = c.get(NODES, params={"limit": 2}).json()
-    assert [item["node"]["id"] for item in first] == ["p0", "p1"]
+    first = c.get(NODES, params={"limit": 2})
+    assert [item["node"]["id"] for item in first.json()] == ["p0", "p1"]
+    # The next page is named in the Link header (RFC 8288) while more nodes follow.
+    assert first.links["next"]["url"] == f"{NODES}?limit=2&after=p1"
+    second = c.get(first.links["next"]["url"])
+    assert [item["node"]["id"] for item in second.json()] == ["p2", "p3"]
+    last = c.get(second.links["next"]["url"])
+    assert [item["node"]["id"] for item in last.json()] == ["p4"]
+    assert "Link" not in last.headers
+    assert "Link" not in c.get(NODES, params={"limit": 3, "after": "p1"}).headers  # exactly full
+    assert "Link" not in c.get(NODES).headers
     rest = c.get(NODES, params={"limit": 10, "after": "p1"}).json()
     assert [item["node"]["id"] for item in rest] == ["p2", "p3", "p4"]
     assert c.get(NODES, params={"after": "p4"}).json() == []

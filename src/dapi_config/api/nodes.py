@@ -13,6 +13,7 @@ missing node (201). Node reads and writes carry an ``ETag``; ``PUT`` and ``DELET
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -127,10 +128,22 @@ def parse_if_match(value: str | None) -> list[str] | None:
 @router.get(
     "",
     response_model=list[NodeWithState],
-    responses=error_responses(404, 422, 503),
+    responses={
+        200: {
+            "headers": {
+                "Link": {
+                    "description": 'The next page, as `<URL>; rel="next"`, while more nodes '
+                    "follow a page asked for with `limit`.",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **error_responses(404, 422, 503),
+    },
     summary="List nodes",
 )
 def list_nodes(
+    request: Request,
     cm: Manager,
     limit: Annotated[
         int | None,
@@ -147,13 +160,18 @@ def list_nodes(
 ) -> Any:
     """Registered nodes in registration order, each as ``{"node", "state"}`` (the
     predecessor's reply). Without ``limit``/``after`` the whole registry, as its clients
-    expect; page with ``limit`` and pass the last id back as ``after`` (404 when that node no
-    longer exists)."""
+    expect; page with ``limit``: while more nodes follow, the reply's ``Link`` header names the
+    next page (``rel="next"``, RFC 8288), whose ``after`` is this page's last id (404 when that
+    node no longer exists)."""
     if limit is None and after is None:
-        nodes = cm.get_nodes()
-    else:
-        nodes = cm.get_nodes_page(limit=limit or MAX_NODE_PAGE, after=after)
-    return JSONResponse([_with_state(n) for n in nodes])
+        return JSONResponse([_with_state(n) for n in cm.get_nodes()])
+    size = limit or MAX_NODE_PAGE
+    nodes = cm.get_nodes_page(limit=size, after=after)
+    headers = {}
+    if len(nodes) == size and cm.get_nodes_page(limit=1, after=nodes[-1].id):
+        query = urlencode({"limit": size, "after": nodes[-1].id})
+        headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    return JSONResponse([_with_state(n) for n in nodes], headers=headers)
 
 
 @router.post(
