@@ -34,22 +34,33 @@ log = logging.getLogger("dapi_config.legacy")
 
 
 def read_node_file(path: Path) -> list[InferenceNodeConfig]:
+    """The nodes of the node file at ``path`` (see :func:`node_file_nodes`). Raises
+    :class:`ConfigError` for a missing or unreadable file, and what that function raises."""
+    return node_file_nodes(_read_bytes(path), str(path))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: node file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the node file: {exc}") from None
+
+
+def node_file_nodes(raw: bytes, source: str) -> list[InferenceNodeConfig]:
     """Parse and validate a list of nodes, or one node: JSON (the predecessor's node-config
-    file) or YAML (a file named ``*.yaml``/``*.yml``, or text not starting with ``[``/``{``).
+    file) or YAML (``source`` named ``*.yaml``/``*.yml``, or text not starting with ``[``/``{``).
 
     Keys in a node that no model knows are kept with it (stored and shown). Raises
-    :class:`ConfigError` for an unreadable or malformed file, :class:`DuplicateNodeError` for
-    an id listed twice.
+    :class:`ConfigError` for malformed text, :class:`DuplicateNodeError` for an id listed twice.
     """
-    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: node file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: cannot read the node file: {exc}") from None
 
-    if path.suffix.lower() in (".yaml", ".yml") or text.lstrip("\ufeff \t\r\n")[:1] not in (
+    if source.lower().endswith((".yaml", ".yml")) or text.lstrip("\ufeff \t\r\n")[:1] not in (
         "[",
         "{",
     ):
@@ -134,10 +145,30 @@ def import_node_file(
     replace: bool = False,
     before_risky_operation: Callable[[str], None] | None = None,
 ) -> list[InferenceNodeConfig]:
-    """Merge (or with ``replace``, substitute) the nodes of a JSON node file, all or nothing,
-    and record the import. Raises :class:`ConfigError`, :class:`DuplicateNodeError`."""
-    nodes = read_node_file(path)
-    raw = path.read_bytes()
+    """Merge (or with ``replace``, substitute) the nodes of a node file, all or nothing, and
+    record the import. Raises :class:`ConfigError`, :class:`DuplicateNodeError`."""
+    return import_node_data(
+        store,
+        _read_bytes(path),
+        str(path),
+        origin=str(path.resolve()),
+        replace=replace,
+        before_risky_operation=before_risky_operation,
+    )
+
+
+def import_node_data(
+    store: StateCore,
+    raw: bytes,
+    source: str,
+    *,
+    origin: str,
+    replace: bool = False,
+    before_risky_operation: Callable[[str], None] | None = None,
+) -> list[InferenceNodeConfig]:
+    """:func:`import_node_file` of a node file's bytes, named ``source`` in errors and
+    recorded as coming from ``origin``."""
+    nodes = node_file_nodes(raw, source)
     if replace and before_risky_operation is not None:
         before_risky_operation("node-file-replace")
     with store.transaction():
@@ -151,13 +182,13 @@ def import_node_file(
                 if node.id in existing:
                     raise DuplicateNodeError(
                         node.id,
-                        f"{path}: node id {node.id!r} is already registered; nothing was "
+                        f"{source}: node id {node.id!r} is already registered; nothing was "
                         "imported (use --replace to replace the whole registry)",
                     )
             store.add_nodes(nodes)
         store.record_import(
             NODE_CONFIG_KIND,
-            str(path.resolve()),
+            origin,
             checksum_of(raw),
             {"nodes": [n.id for n in nodes], "replace": replace},
         )

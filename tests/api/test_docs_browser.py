@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.api.conftest import RunningServer
 
+
 def _assert_offline(opened: Any) -> None:
     """Nothing left the machine, nothing of the server failed, no script broke, and the
     pages' policy stopped nothing (seen on main: ReDoc's menu asked for Redocly's logo from a

@@ -232,6 +232,26 @@ def test_import_takes_yaml_and_one_node_like_add(config_file: Path, tmp_path: Pa
     assert ids(config_file) == ["y1", "y2", "j1"]
 
 
+def test_import_reads_stdin_for_a_dash(config_file: Path) -> None:
+    """Seen on main: ``-`` was stdin for ``nodes add`` but "file not found" for ``nodes
+    import``."""
+    base = ("--config", str(config_file), "nodes", "import", "-")
+    added = run_cli(*base, input="- {id: s1, host: h, inference_port: 1, poc_port: 2}\n")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == "imported 1 node(s) from stdin\n"
+    preview = run_cli(*base, "--replace", "--dry-run", input=json.dumps([dict(NODE, id="s2")]))
+    assert preview.returncode == 0, preview.stderr
+    assert "s1: removed" in preview.stdout and "s2: added" in preview.stdout
+    assert ids(config_file) == ["s1"]  # a preview writes nothing
+    replaced = run_cli(*base, "--replace", input=json.dumps([dict(NODE, id="s2")]))
+    assert replaced.returncode == 0, replaced.stderr
+    assert ids(config_file) == ["s2"]
+    # Bad input on stdin: one line naming stdin, nothing changed.
+    bad = run_cli(*base, input="[{")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: stdin: not valid JSON")
+    assert "Traceback" not in bad.stderr and ids(config_file) == ["s2"]
+
+
 def test_several_ids_at_once_all_or_nothing(config_file: Path) -> None:
     """Seen on main: `nodes remove a b` took one id and said "removed 1 node(s)"."""
     with ConfigManager.open(config_file) as cm:

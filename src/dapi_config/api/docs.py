@@ -37,9 +37,9 @@ def _with_policy(page: HTMLResponse) -> HTMLResponse:
     """``page`` with a Content-Security-Policy that lets it load only from this server.
 
     Should a bundle still name an outside URL, under this policy the browser does not even try
-    it, so an air-gapped node makes no outbound attempt and a watched one leaks no visit. The page's own inline script is allowed
-    by its hash, not by ``'unsafe-inline'``; the UIs set inline styles, and ReDoc runs its
-    search in a ``blob:`` worker.
+    it, so an air-gapped node makes no outbound attempt and a watched one leaks no visit. The
+    page's own inline script is allowed by its hash, not by ``'unsafe-inline'``; the UIs set
+    inline styles, and ReDoc runs its search in a ``blob:`` worker.
     """
     script_src = ["'self'"] + [
         "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"

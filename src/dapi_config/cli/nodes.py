@@ -109,9 +109,11 @@ def nodes_get(node_id: NodeIdArg, as_json: JsonOpt = True) -> None:
 @nodes_app.command("import")
 def nodes_import(
     file: Annotated[
-        Path,
+        str,
         typer.Argument(
-            help="Nodes as JSON (a NODE_CONFIG_PATH file) or YAML: a list, or one node."
+            help="Nodes as JSON (a NODE_CONFIG_PATH file) or YAML: a list, or one node; "
+            "- reads stdin.",
+            show_default=False,
         ),
     ],
     replace: Annotated[
@@ -129,10 +131,13 @@ def nodes_import(
 
     Example: dapi-config nodes import node-config.json --replace --dry-run
     """
+    data = None
+    if file == "-":
+        file, data = "stdin", sys.stdin.buffer.read()
     with open_manager() as cm:
         if dry_run or replace:
             try:
-                changes = cm.preview_nodes_import(file, replace=replace)
+                changes = cm.preview_nodes_import(file, replace=replace, data=data)
             except DapiConfigError as exc:
                 raise fail(str(exc)) from None
             if dry_run:
@@ -151,7 +156,7 @@ def nodes_import(
             )
         try:
             with working(f"importing {file}"):
-                nodes = cm.import_nodes_file(file, replace=replace)
+                nodes = cm.import_nodes_file(file, replace=replace, data=data)
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
     if as_json:

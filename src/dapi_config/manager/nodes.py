@@ -223,11 +223,14 @@ class NodeRegistry(ManagerBase):
             return self._store.set_node_enabled(node_id, enabled)
 
     def preview_nodes_import(
-        self, path: str | os.PathLike[str], *, replace: bool = False
+        self, path: str | os.PathLike[str], *, replace: bool = False, data: bytes | None = None
     ) -> list[str]:
         """What :meth:`import_nodes_file` would change, one line per node (empty: nothing).
         Changes nothing. Raises what the import raises for a bad file."""
-        incoming = node_import.read_node_file(Path(path))
+        if data is None:
+            incoming = node_import.read_node_file(Path(path))
+        else:
+            incoming = node_import.node_file_nodes(data, str(path))
         current = self._store.nodes()
         if replace:
             return documents.state_diff(None, current, None, incoming)
@@ -238,10 +241,21 @@ class NodeRegistry(ManagerBase):
         return documents.state_diff(None, current, None, [*current, *incoming])
 
     def import_nodes_file(
-        self, path: str | os.PathLike[str], *, replace: bool = False
+        self, path: str | os.PathLike[str], *, replace: bool = False, data: bytes | None = None
     ) -> list[InferenceNodeConfig]:
-        """Merge a JSON node file into the registry, all or nothing (``replace``: substitute
-        the whole registry). Raises :class:`ConfigError`, :class:`DuplicateNodeError`."""
+        """Merge a node file (JSON or YAML) into the registry, all or nothing (``replace``:
+        substitute the whole registry). ``data``: the file's bytes, read already (stdin):
+        ``path`` then only names them. Raises :class:`ConfigError`,
+        :class:`DuplicateNodeError`."""
+        if data is not None:
+            return node_import.import_node_data(
+                self._store,
+                data,
+                str(path),
+                origin=str(path),
+                replace=replace,
+                before_risky_operation=self.before_risky_operation,
+            )
         return node_import.import_node_file(
             self._store,
             Path(path),
