@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import pydantic
 from pydantic import BaseModel, SecretStr
 
-from dapi_config.crypto import SECRET_FIELDS
 from dapi_config.errors import (
     DuplicateNodeError,
     NodeNotFoundError,
@@ -18,14 +17,13 @@ from dapi_config.errors import (
     ValidationError,
 )
 from dapi_config.models import (
-    HOST_TEXT_PATTERN,
     LEGACY,
     LEGACY_NOTES,
-    PRINTABLE_PATTERN,
-    REDACTED,
-    URL_PATTERN,
+    VALIDATION_ERRORS,
     InferenceNodeConfig,
     NodeInput,
+    describe,
+    error_items,
     is_valid_node_id,
 )
 
@@ -34,57 +32,53 @@ INT64_MAX = 2**63 - 1
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-_PATTERN_MESSAGES = {
-    PRINTABLE_PATTERN: "control characters (CR, LF, NUL, tabs, ...) are not allowed",
-    HOST_TEXT_PATTERN: "expected a host name or an IP address (no spaces or control characters)",
-    URL_PATTERN: "expected a URL such as http://host:port (a port of 1-65535, no spaces)",
-}
-
-
-def error_items(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[str, Any]]:
-    """``[{"field": "a.b", "message": "...", "input": ...}]`` for each problem."""
-    items: list[dict[str, Any]] = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
-        field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-        message = str(err["msg"]).removeprefix("Value error, ")
-        message = _PATTERN_MESSAGES.get(str((err.get("ctx") or {}).get("pattern")), message)
-        item: dict[str, Any] = {"field": field, "message": message}
-        if err["type"] not in ("missing", "value_error"):
-            # A secret's bad value must not be echoed into messages, logs or HTTP bodies.
-            secret = any(str(p) in SECRET_FIELDS for p in err["loc"])
-            item["input"] = REDACTED if secret else _short(err.get("input"))
-        items.append(item)
-    return items
-
-
-def describe(items: list[dict[str, Any]]) -> str:
-    """One line per problem: ``field: message (got value)``."""
-    parts = []
-    for item in items:
-        got = f" (got {item['input']!r})" if "input" in item else ""
-        parts.append(f"{item['field'] or 'value'}: {item['message']}{got}")
-    return "; ".join(parts)
-
-
-def _short(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        text = repr(value)
-        return text if len(text) <= 80 else text[:77] + "..."
-    if isinstance(value, str) and len(value) > 80:
-        return value[:77] + "..."
-    return value
-
-
 def validate(model: type[ModelT], value: Any, what: str) -> ModelT:
     """``value`` as a ``model`` instance (a fresh copy), or :class:`ValidationError`."""
     try:
         if isinstance(value, BaseModel):
             value = _plain_with_secrets(value)
         return model.model_validate(value)
-    except pydantic.ValidationError as exc:
+    except VALIDATION_ERRORS as exc:
         items = error_items(exc)
         raise ValidationError(f"invalid {what}: {describe(items)}", items) from None
+
+
+def unknown_fields(value: BaseModel, prefix: str = "") -> list[dict[str, Any]]:
+    """A problem for each field no model knows, anywhere in ``value`` (what its models keep
+    as ``model_extra``), with the known field it was likely meant to be."""
+    items: list[dict[str, Any]] = []
+    for name in value.model_extra or {}:
+        close = difflib.get_close_matches(name, type(value).model_fields, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        items.append(
+            {"field": _field(prefix, name), "message": f"unknown field (strict mode){hint}"}
+        )
+    for name in type(value).model_fields:
+        inner = getattr(value, name)
+        children = (
+            inner.items()
+            if isinstance(inner, dict)
+            else enumerate(inner)
+            if isinstance(inner, list)
+            else [(None, inner)]
+        )
+        for key, child in children:
+            if isinstance(child, BaseModel):
+                where = _field(prefix, name if key is None else f"{name}.{key}")
+                items.extend(unknown_fields(child, where))
+    return items
+
+
+def refuse_unknown_fields(values: Iterable[BaseModel], what: str) -> None:
+    """The strict mode's check of values given to a write: :class:`ValidationError` naming
+    every unknown field (see :func:`unknown_fields`)."""
+    items = [item for value in values for item in unknown_fields(value)]
+    if items:
+        raise ValidationError(f"invalid {what}: {describe(items)}", items)
+
+
+def _field(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def validated_node(node: Any, what: str = "node") -> InferenceNodeConfig:
@@ -125,7 +119,7 @@ def kept_as_the_predecessor_accepted(node: InferenceNodeConfig) -> list[str]:
         InferenceNodeConfig.model_validate(
             _plain_with_secrets(node), context={LEGACY: True, LEGACY_NOTES: notes}
         )
-    except pydantic.ValidationError as exc:  # stored, so valid when written: say what changed
+    except VALIDATION_ERRORS as exc:  # stored, so valid when written: say what changed
         notes.append(describe(error_items(exc)))
     return notes
 
@@ -261,6 +255,6 @@ def node_inputs(
     for index, item in enumerate(items):
         try:
             nodes.append(NodeInput.model_validate(item, strict=True, context=context))
-        except pydantic.ValidationError as exc:
+        except VALIDATION_ERRORS as exc:
             problems.extend(error_items(exc, prefix=where(index)))
     return nodes, problems

@@ -55,18 +55,6 @@ def security_key_context(node_id: str, version: int) -> str:
 KEY_FILE_SUFFIX = ".key"
 KEY_FILE_BYTES = 32
 
-#: Field names whose values are secrets: never echoed in error messages, logs or audit rows.
-SECRET_FIELDS = frozenset(
-    {
-        "admin_token",
-        "keyring_password",
-        "KeyringPassword",
-        "worker_private",
-        "security_key",
-        "auth_token",
-    }
-)
-
 _TOKEN_PREFIX = "v1."  # noqa: S105 - a format marker
 _NONCE_BYTES = 12
 _CHECK_PLAINTEXT = b"dapi-config master key check"

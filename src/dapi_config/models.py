@@ -7,7 +7,7 @@ legacy layout unchanged. This module does no I/O.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_core import ValidationError as PydanticValidationError
+
+from dapi_config.errors import ValidationError
 
 Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535")]
 #: A node's port: 1-65535, or 0 (none) for a node reached at a base URL.
@@ -98,6 +100,124 @@ URL_PATTERN = (
 )
 UrlText = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)]
 
+#: Field names whose values are secrets: never echoed in error messages, logs or audit rows.
+SECRET_FIELDS = frozenset(
+    {
+        "admin_token",
+        "keyring_password",
+        "KeyringPassword",
+        "worker_private",
+        "security_key",
+        "auth_token",
+    }
+)
+
+
+# --- the product's errors for pydantic's ------------------------------------------------------
+
+_PATTERN_MESSAGES = {
+    PRINTABLE_PATTERN: "control characters (CR, LF, NUL, tabs, ...) are not allowed",
+    HOST_TEXT_PATTERN: "expected a host name or an IP address (no spaces or control characters)",
+    URL_PATTERN: "expected a URL such as http://host:port (a port of 1-65535, no spaces)",
+}
+
+
+def error_items(
+    exc: PydanticValidationError | ValidationError, prefix: str = ""
+) -> list[dict[str, Any]]:
+    """``[{"field": "a.b", "message": "...", "input": ...}]`` for each problem (a regex in
+    pydantic's message becomes words; a secret's value is never echoed)."""
+    if isinstance(exc, ValidationError):  # one of ours already: only the prefix is new
+        return [{**item, "field": _joined(prefix, item["field"])} for item in exc.errors]
+    items: list[dict[str, Any]] = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
+        message = str(err["msg"]).removeprefix("Value error, ")
+        message = _PATTERN_MESSAGES.get(str((err.get("ctx") or {}).get("pattern")), message)
+        item: dict[str, Any] = {"field": _joined(prefix, loc), "message": message}
+        if err["type"] not in ("missing", "value_error"):
+            secret = any(str(p) in SECRET_FIELDS for p in err["loc"])
+            item["input"] = REDACTED if secret else _short(err.get("input"))
+        items.append(item)
+    return items
+
+
+def _joined(prefix: str, field: str) -> str:
+    return f"{prefix}.{field}" if prefix and field else (prefix or field)
+
+
+def describe(items: list[dict[str, Any]]) -> str:
+    """One line per problem: ``field: message (got value)``."""
+    parts = []
+    for item in items:
+        got = f" (got {item['input']!r})" if "input" in item else ""
+        parts.append(f"{item['field'] or 'value'}: {item['message']}{got}")
+    return "; ".join(parts)
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(value, str) and len(value) > 80:
+        return value[:77] + "..."
+    return value
+
+
+#: What validating a value may raise: pydantic's error (its own models, type adapters) or ours
+#: (the product's models, see :class:`_Model`); :func:`error_items` reads both.
+VALIDATION_ERRORS = (PydanticValidationError, ValidationError)
+
+
+def _ours(exc: PydanticValidationError, what: str) -> ValidationError:
+    items = error_items(exc)
+    return ValidationError(f"invalid {what}: {describe(items)}", items)
+
+
+class _Model(BaseModel):
+    """The product's models raise :class:`dapi_config.ValidationError` (friendly text, the
+    problems in ``errors``), built, validated or assigned to, as the manager's writes do:
+    one error type for a library user, whatever the path."""
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except PydanticValidationError as exc:
+            raise _ours(exc, type(self).__name__) from None
+
+    # Still pydantic's own __init__ for its validation of nested models: a model that
+    # overrides __init__ is otherwise called from inside validation (slower, and twice).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except PydanticValidationError as exc:
+            raise _ours(exc, f"{type(self).__name__}.{name}") from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except PydanticValidationError as exc:
+            raise _ours(exc, cls.__name__) from None
+
+    @classmethod
+    def model_validate_json(
+        cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any
+    ) -> Self:
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except PydanticValidationError as exc:
+            raise _ours(exc, cls.__name__) from None
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_strings(obj, *args, **kwargs)
+        except PydanticValidationError as exc:
+            raise _ours(exc, cls.__name__) from None
+
 
 def _check_url(value: str) -> str:
     if value == "":
@@ -112,7 +232,7 @@ def _check_url(value: str) -> str:
     return value
 
 
-class _Section(BaseModel):
+class _Section(_Model):
     """A static YAML section: unknown keys are kept (and warned about by the loader)."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
@@ -197,7 +317,7 @@ class NatsServerConfig(_Section):
     port: Port = 4222
 
 
-class StaticConfig(BaseModel):
+class StaticConfig(_Model):
     """The whole static file. Unknown top-level keys are kept in ``model_extra``."""
 
     model_config = ConfigDict(extra="allow")
@@ -214,7 +334,7 @@ STATIC_SECTIONS: tuple[str, ...] = ("api", "chain_node", "ml_node_key_config", "
 # --- dynamic state (SQLite) ------------------------------------------------------------------
 
 
-class _State(BaseModel):
+class _State(_Model):
     """A dynamic entry. Fields the model does not know are kept (``model_extra``), stored and
     returned unchanged: a predecessor's later fields are never dropped. The HTTP API refuses
     unknown fields on input (a typo there is an error, see ``api.nodes``)."""
@@ -222,7 +342,7 @@ class _State(BaseModel):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
 
-class _Exact(BaseModel):
+class _Exact(_Model):
     """A value with a fixed shape (a schedule entry): unknown fields are an error."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -505,7 +625,7 @@ class InferenceNodeConfig(_State):
 # --- security keys (§11) ------------------------------------------------------------------
 
 
-class SecurityKeyInfo(BaseModel):
+class SecurityKeyInfo(_Model):
     """What reads show of a node's security key: never the key, only a fingerprint."""
 
     model_config = ConfigDict(frozen=True)

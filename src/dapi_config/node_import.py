@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dapi_config._validation import describe, json_integers, node_inputs, sets_admin_state
+from dapi_config._validation import json_integers, node_inputs, sets_admin_state
 from dapi_config._yaml import load_document
 from dapi_config.errors import ConfigError, DuplicateNodeError, ValidationError
-from dapi_config.models import InferenceNodeConfig, NodeInput
+from dapi_config.models import InferenceNodeConfig, NodeInput, describe
 
 if TYPE_CHECKING:
     from dapi_config.store.backend import StateCore

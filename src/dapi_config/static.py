@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import pydantic
-
 from dapi_config._files import atomic_write, fsync_directory
-from dapi_config._validation import describe, error_items
 from dapi_config._yaml import YamlFile, read_yaml_document
 from dapi_config.errors import ConfigError
-from dapi_config.models import STATIC_SECTIONS, ApiConfig, StaticConfig
+from dapi_config.models import (
+    STATIC_SECTIONS,
+    VALIDATION_ERRORS,
+    ApiConfig,
+    StaticConfig,
+    describe,
+    error_items,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +189,7 @@ def read_static_config(
     notes = _zero_ports_unset(merged, overrides, source)
     try:
         config = StaticConfig.model_validate(merged)
-    except pydantic.ValidationError as exc:
+    except VALIDATION_ERRORS as exc:
         items = error_items(exc)
         where = _name_sources(items, overrides, source)
         raise ConfigError(f"{where}: {describe(items)}") from None

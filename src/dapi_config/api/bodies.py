@@ -16,13 +16,11 @@ import json
 import logging
 from typing import Any
 
-import pydantic
-
-from dapi_config._validation import describe, error_items, json_integers, node_inputs
+from dapi_config._validation import json_integers, node_inputs
 from dapi_config.api.errors import ApiError
 from dapi_config.api.limits import MAX_BATCH, MAX_ERRORS
 from dapi_config.errors import ValidationError
-from dapi_config.models import LEGACY_NOTES, NodeInput
+from dapi_config.models import LEGACY_NOTES, VALIDATION_ERRORS, NodeInput, describe, error_items
 
 log = logging.getLogger("dapi_config.api")
 
@@ -87,7 +85,7 @@ def parse_node(raw: bytes, content_type: str | None, path_id: str | None = None)
     notes: list[str] = []
     try:
         node = NodeInput.model_validate(data, strict=True, context={LEGACY_NOTES: notes})
-    except pydantic.ValidationError as exc:
+    except VALIDATION_ERRORS as exc:
         raise refuse(error_items(exc)) from None
     _log_taken_as_before(notes, [node])
     return node

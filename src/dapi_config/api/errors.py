@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dapi_config._validation import describe
 from dapi_config.errors import (
     BackupError,
     ConfigError,
@@ -37,6 +36,7 @@ from dapi_config.errors import (
     TokenNotFoundError,
     ValidationError,
 )
+from dapi_config.models import describe
 
 log = logging.getLogger("dapi_config.api")
 

@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from dapi_config._validation import error_items
 from dapi_config.api.bodies import decode_json, refuse
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import ApiError, error_responses
@@ -28,7 +27,7 @@ from dapi_config.api.state import Seeds, revision_etag
 from dapi_config.catalogue import KINDS, StateKind, as_is, document_value
 from dapi_config.manager import ConfigManager
 from dapi_config.manager.kinds import value_etag
-from dapi_config.models import PRINTABLE_PATTERN, NodeVersion
+from dapi_config.models import PRINTABLE_PATTERN, VALIDATION_ERRORS, NodeVersion, error_items
 
 router = APIRouter(prefix="/state", tags=["state"])
 
@@ -65,7 +64,7 @@ def parse_value(model: type[BaseModel], raw: bytes, content_type: str | None) ->
     data = decode_json(raw, content_type, what="the value")
     try:
         return _strict(model).model_validate(data, strict=True)
-    except pydantic.ValidationError as exc:
+    except VALIDATION_ERRORS as exc:
         raise refuse(error_items(exc)) from None
 
 
@@ -227,7 +226,7 @@ def check_patch(patch: Any) -> None:
             continue
         try:
             _patch_model(kind).model_validate(kind.from_document(part), strict=True)
-        except pydantic.ValidationError as exc:
+        except VALIDATION_ERRORS as exc:
             for item in error_items(exc):
                 path = (*kind.document_path, item["field"])
                 problems.append({**item, "field": ".".join(p for p in path if p)})

@@ -12,14 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import pydantic
 from pydantic import BaseModel, SecretStr
 
-from dapi_config._validation import describe, error_items
 from dapi_config.errors import ConfigError
 from dapi_config.models import (
     LEGACY,
     LEGACY_NOTES,
+    VALIDATION_ERRORS,
     BandwidthParamsCache,
     Hardware,
     InferenceNodeConfig,
@@ -31,6 +30,8 @@ from dapi_config.models import (
     SeedInfo,
     UpgradePlan,
     ValidationParamsCache,
+    describe,
+    error_items,
 )
 from dapi_config.static import LEGACY_DYNAMIC_KEYS
 
@@ -198,7 +199,7 @@ class LegacyParser:
         data = self.prepared(key, self.mapping(key, value), model)
         try:
             return model.model_validate(data)
-        except pydantic.ValidationError as exc:
+        except VALIDATION_ERRORS as exc:
             raise ConfigError(f"{self.source}: {describe(error_items(exc, prefix=key))}") from None
 
     def integer(self, key: str, value: Any) -> int:
@@ -254,7 +255,7 @@ class LegacyParser:
             node = InferenceNodeConfig.model_validate(
                 data, context={LEGACY: True, LEGACY_NOTES: notes}
             )
-        except pydantic.ValidationError as exc:
+        except VALIDATION_ERRORS as exc:
             raise ConfigError(f"{self.source}: {describe(error_items(exc, prefix=key))}") from None
         for note in notes:
             self.flagged.append(f"{key} ({node.id}): {note}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from dapi_config import documents, legacy
 from dapi_config._files import choose_output
+from dapi_config._validation import ModelT, refuse_unknown_fields, validate
 from dapi_config.crypto import MasterKeySource
 from dapi_config.errors import (
     NotSupportedError,
@@ -48,8 +49,11 @@ class ManagerBase:
         *,
         keys: MasterKeySource | None = None,
         pending: legacy.LegacyFile | None = None,
+        strict: bool = False,
     ) -> None:
         self._loaded = loaded
+        #: Refuse fields no model knows in what a write is given (see :meth:`_given`).
+        self._strict = strict
         #: The config file's dynamic keys as read at open, until the migration takes them.
         self._pending = pending
         self._store = store
@@ -71,6 +75,14 @@ class ManagerBase:
         sealed = store if isinstance(store, SealedSecrets) else None
         self._secrets = Secrets(store, self._keys, sealed=sealed, lacking=self._lacking)
         store.use_sealer(self._secrets.sealer())
+
+    def _given(self, model: type[ModelT], value: Any, what: str) -> ModelT:
+        """``value`` validated as ``model`` for a write; in strict mode a field no model
+        knows is an error too. Raises :class:`ValidationError`."""
+        checked = validate(model, value, what)
+        if self._strict:
+            refuse_unknown_fields([checked], what)
+        return checked
 
     def _lacking(self, capability: type) -> NotSupportedError:
         """The error for a capability this state does not have (SPEC: the one typed error)."""

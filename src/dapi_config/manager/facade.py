@@ -21,7 +21,6 @@ from dapi_config._validation import (
     check_height,
     check_int,
     node_etag,
-    validate,
     validate_nodes,
 )
 from dapi_config.errors import ValidationError
@@ -94,6 +93,7 @@ class ConfigManager(
         settings: Settings | None = None,
         migrate_legacy: bool = True,
         read_only: bool = False,
+        strict: bool = False,
     ) -> ConfigManager:
         """Load the static config and open (creating and migrating) the state file.
 
@@ -112,6 +112,11 @@ class ConfigManager(
         ``read_only`` (commands that only look): nothing is migrated, imported, created or
         rewritten; a missing state file is a :class:`StateUnavailableError`, a legacy file
         not migrated yet a :class:`ConfigError` saying what it holds and how to migrate.
+        ``strict``: a write given a field no model knows (``maxconcurrent`` for
+        ``max_concurrent``) raises :class:`ValidationError` naming it, as the CLI and the HTTP
+        API do; by default such fields are kept with the value (a predecessor's later fields
+        are never dropped), so fields a predecessor's files brought are refused in a strict
+        write too.
         Raises :class:`ConfigError` (bad static config or legacy values, bad mode or setting,
         bad encryption setting; :class:`MasterKeyError` for a short ``API_STATE_KEY``),
         :class:`SchemaTooNewError`, :class:`StateUnavailableError` (also: wrong or missing
@@ -126,7 +131,14 @@ class ConfigManager(
             actor=actor,
             read_only=read_only,
         )
-        cm = cls(opened.loaded, opened.store, settings, keys=opened.keys, pending=opened.pending)
+        cm = cls(
+            opened.loaded,
+            opened.store,
+            settings,
+            keys=opened.keys,
+            pending=opened.pending,
+            strict=strict,
+        )
         if read_only:
             return cm
         try:
@@ -245,7 +257,7 @@ class ConfigManager(
         self._set_seed("upcoming", seed)
 
     def _set_seed(self, kind: SeedKind, seed: SeedInfo) -> None:
-        value = validate(SeedInfo, seed, f"{kind} seed")
+        value = self._given(SeedInfo, seed, f"{kind} seed")
         with self._store.transaction():
             self._store.set_seed(kind, value)
 
@@ -256,31 +268,31 @@ class ConfigManager(
 
     def set_validation_params(self, params: ValidationParamsCache) -> None:
         """Replace the cached validation parameters. Raises :class:`ValidationError`."""
-        value = validate(ValidationParamsCache, params, "validation params")
+        value = self._given(ValidationParamsCache, params, "validation params")
         with self._store.transaction():
             self._store.set_params("validation", value)
 
     def set_poc_params(self, params: PoCParamsCache) -> None:
         """Replace the cached proof-of-compute parameters. Raises :class:`ValidationError`."""
-        value = validate(PoCParamsCache, params, "poc params")
+        value = self._given(PoCParamsCache, params, "poc params")
         with self._store.transaction():
             self._store.set_params("poc", value)
 
     def set_bandwidth_params(self, params: BandwidthParamsCache) -> None:
         """Replace the cached bandwidth parameters. Raises :class:`ValidationError`."""
-        value = validate(BandwidthParamsCache, params, "bandwidth params")
+        value = self._given(BandwidthParamsCache, params, "bandwidth params")
         with self._store.transaction():
             self._store.set_params("bandwidth", value)
 
     def set_upgrade_plan(self, plan: UpgradePlan) -> None:
         """Replace the upgrade plan. Raises :class:`ValidationError`."""
-        value = validate(UpgradePlan, plan, "upgrade plan")
+        value = self._given(UpgradePlan, plan, "upgrade plan")
         with self._store.transaction():
             self._store.set_upgrade_plan(value)
 
     def add_node_version(self, height: int, version: str) -> bool:
         """Schedule ``version`` at ``height``; False when that pair is already scheduled."""
-        value = validate(NodeVersion, {"height": height, "version": version}, "node version")
+        value = self._given(NodeVersion, {"height": height, "version": version}, "node version")
         check_height(height, "height")
         with self._store.transaction():
             return self._store.add_node_version(value)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from dapi_config._validation import etag_of_dump, validate
+from dapi_config._validation import etag_of_dump
 from dapi_config.catalogue import KINDS, StateKind, document_value, kind_named
 from dapi_config.errors import NotSupportedError, PreconditionFailedError, ValidationError
 from dapi_config.manager._base import ManagerBase
@@ -49,7 +49,7 @@ class StateKinds(ManagerBase):
         kind = self._kind(name)
         if kind.write is None:
             raise NotSupportedError(f"{name} is not replaced whole; see its own operations")
-        given = validate(kind.input_model, value, name)
+        given = self._given(kind.input_model, value, name)
         with self._store.transaction():
             self._check_match(kind, if_match)
             kind.write(self._store, given)
@@ -131,7 +131,7 @@ class StateKinds(ManagerBase):
             value = _merged(document_value(current, kind), part)
             try:
                 changes.append(
-                    (kind, validate(kind.input_model, kind.from_document(value), kind.name))
+                    (kind, self._given(kind.input_model, kind.from_document(value), kind.name))
                 )
             except ValidationError as exc:
                 problems.extend(
@@ -148,7 +148,7 @@ class StateKinds(ManagerBase):
 
     def remove_node_version(self, height: int, version: str) -> bool:
         """Take ``version`` at ``height`` off the schedule; False when it was not scheduled."""
-        target = validate(NodeVersion, {"height": height, "version": version}, "node version")
+        target = self._given(NodeVersion, {"height": height, "version": version}, "node version")
         with self._store.transaction():
             schedule = self._store.node_versions()
             kept = [v for v in schedule if v != target]

@@ -11,6 +11,7 @@ from dapi_config._validation import (
     check_etag,
     check_int,
     known_node_id,
+    refuse_unknown_fields,
     sets_admin_state,
     validate_nodes,
     validated_node,
@@ -100,7 +101,10 @@ class NodeRegistry(ManagerBase):
 
     def _before_sealing(self, values: list[InferenceNodeConfig]) -> list[InferenceNodeConfig]:
         """Derive the master key before the write transaction when ``values`` bring a token
-        to seal (scrypt takes tens of ms: not while holding the writer lock)."""
+        to seal (scrypt takes tens of ms: not while holding the writer lock); in strict mode,
+        refuse a field no model knows first."""
+        if self._strict:
+            refuse_unknown_fields(values, "node" if len(values) == 1 else "nodes")
         if has_new_token(values):
             self._secrets.warm()
         return values
