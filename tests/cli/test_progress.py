@@ -4,9 +4,12 @@ first: the first open of a large legacy file ran for half a minute with no outpu
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from dapi_config import ConfigManager, InferenceNodeConfig
+from dapi_config._progress import Step
+from dapi_config.cli._progress import PhaseTracker
 from tests.conftest import run_cli
 
 
@@ -24,11 +27,28 @@ def test_a_long_migration_reports_on_stderr_and_leaves_stdout_alone(
         "--config", str(legacy), "--state", str(tmp_path / "new.db"), "migrate", "--json", env=env
     )
     assert result.returncode == 0, result.stderr
-    assert "still working" in result.stderr  # off a terminal: a line every interval
+    # Off a terminal: a line every interval, naming the phase, how far and the time so far
+    # (seen on main: only "still working (N s)").
+    assert re.search(r"reading nodes [\d,]+/800 \(\d+%.*; \d+ s so far", result.stderr)
+    assert "importing 800 node(s)" in result.stderr
     assert json.loads(result.stdout)["action"] in ("migrated", "none")  # stdout: the result
     listed = run_cli("--config", str(legacy), "--state", str(tmp_path / "new.db"), "nodes",
                      "list", "--json")  # fmt: skip
     assert len(json.loads(listed.stdout)) == 800
+
+
+def test_the_phase_says_how_far_and_how_long_is_left() -> None:
+    tracker = PhaseTracker()
+    assert tracker.describe("migrating c.yaml") == "migrating c.yaml"
+    tracker(Step("reading nodes", 0, 20_000))
+    assert tracker.describe("migrating c.yaml") == "migrating c.yaml: reading nodes 0/20,000 (0%)"
+    tracker.phase_started -= 10  # ten seconds into the phase, a quarter done
+    tracker(Step("reading nodes", 5_000, 20_000))
+    assert tracker.describe("migrating c.yaml") == (
+        "migrating c.yaml: reading nodes 5,000/20,000 (25%, about 30 s left)"
+    )
+    tracker(Step("rewriting the config file"))  # a new phase, without a count
+    assert tracker.describe("m") == "m: rewriting the config file"
 
 
 def test_a_bad_interval_is_one_clear_line(config_file: Path) -> None:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from dapi_config import _progress as progress
 from dapi_config.errors import ConfigError
 from dapi_config.legacy.migrate import apply_legacy_state, current_state
 from dapi_config.legacy.parse import (
@@ -125,7 +126,7 @@ def read_gonka_db(path: Path) -> GonkaDbContent:
     if rows.nodes:
         state.nodes = [
             p.node(i, _node_data(row, p, i), table="inference_nodes")
-            for i, row in enumerate(rows.nodes)
+            for i, row in enumerate(progress.counted("reading gonka.db nodes", rows.nodes))
         ]
     worker: tuple[str, str] | None = None
     kept: dict[str, str] = {}
@@ -197,14 +198,16 @@ def _seed(p: LegacyParser, where: str, row: dict[str, Any]) -> tuple[SeedKind, S
     return kind, seed
 
 
-def _import_seed_history(store: StateBackend, path: Path, p: LegacyParser) -> int:
+def _import_seed_history(store: StateBackend, path: Path, p: LegacyParser, total: int) -> int:
     """Stream the inactive seeds into ``store`` (in the caller's transaction), a batch at a
     time: memory stays flat however long the binary ran. Returns how many."""
     done = 0
+    progress.report("importing the seed history", 0, total)
     for batch in seed_history(path):
         seeds = [_seed(p, f"seed_info[history {done + i}]", row) for i, row in enumerate(batch)]
         store.add_seed_history(seeds)
         done += len(seeds)
+        progress.report("importing the seed history", done, total)
     return done
 
 
@@ -252,7 +255,9 @@ def import_gonka_db(
                 path,
                 ", ".join(skipped),
             )
-        history = _import_seed_history(store, path, LegacyParser(str(path)))
+        history = _import_seed_history(
+            store, path, LegacyParser(str(path)), content.rows.history_rows
+        )
         apply_legacy_state(store, state)
         if content.worker is not None:
             seal_worker(*content.worker)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dapi_config import _failpoints
+from dapi_config import _progress as progress
 from dapi_config._files import atomic_write, file_owner
 from dapi_config._logging import RESULT
 from dapi_config._yaml import YamlFile, load_document, parse_yaml, to_plain
@@ -314,11 +315,14 @@ def migrate_legacy_file(
     skipped: list[str] = []
     outcome: ImportOutcome = "already"
     if not resumed:
+        progress.report("backing up the config file")
         backup = write_backup(config, raw)
         earlier = store.find_import(LEGACY_KIND) is not None
         if before_risky_operation is not None and (force or not earlier):
             # Only when this import will write (a re-appearing file is not imported).
+            progress.report("backing up the state")
             before_risky_operation("legacy-reimport" if earlier else "legacy-migration")
+        progress.report(f"importing {len(state.nodes or []):,} node(s) and {len(keys)} key(s)")
         outcome = import_state(
             store,
             state,
@@ -342,6 +346,7 @@ def migrate_legacy_file(
             config,
             checksum,
         )
+    progress.report("rewriting the config file to its static part")
     try:
         rewrite_static(config, raw, new_text, imported=outcome != "ignored")
     except OSError as exc:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
+from dapi_config import _progress as progress
 from dapi_config.errors import ConfigError
 from dapi_config.models import (
     LEGACY,
@@ -312,7 +313,7 @@ def parse_legacy_state(
         # hold an id twice; the Go loader accepted that and its broker kept the last entry.
         by_id: dict[str, InferenceNodeConfig] = {}
         twice: list[str] = []
-        for i, item in enumerate(raw):
+        for i, item in enumerate(progress.counted("reading nodes", raw)):
             node = p.node(i, item)
             if node.id in by_id and node.id not in twice:
                 twice.append(node.id)
