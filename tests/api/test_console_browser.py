@@ -1,16 +1,13 @@
 """The operator console in a real headless Chromium that cannot reach the internet, against the
 real server on a loopback port: log in, read the health strip, add a node, disable it, see the
 change arrive in the feed without a reload, edit with a stale ETag and see the conflict, rotate a
-key and see it once, back up.
-
-``DAPI_CONFIG_WRITE_SCREENSHOT=1`` also writes the README's screenshot, ``docs/console.png``.
+key and see it once, back up. (The README's screenshot is ``scripts/console_screenshot.py``'s.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +20,7 @@ from dapi_config.api import create_app
 from dapi_config.catalogue import KINDS
 from tests.api.conftest import RunningServer, serve_app
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "console-test-token-5b1f0c"
-# Read at import: the autouse clean_env fixture hides DAPI_* variables from the tests.
-WRITE_SCREENSHOT = os.environ.get("DAPI_CONFIG_WRITE_SCREENSHOT", "").strip() not in ("", "0")
 
 
 def _node(node_id: str, host: str = "10.0.0.7") -> InferenceNodeConfig:
@@ -162,10 +156,6 @@ def test_the_console_end_to_end(
     page.click("#backup-now")
     page.wait_for_selector("#backup-table tbody tr td:text('verified')")
     page.wait_for_selector("#h-backup:text-matches('s ago')")
-
-    if WRITE_SCREENSHOT:
-        page.set_viewport_size({"width": 1280, "height": 1400})
-        page.screenshot(path=str(ROOT / "docs" / "console.png"), full_page=True)
 
     # The token stays in the tab: never in the URL, never in the server's log.
     assert TOKEN not in page.url
