@@ -1,4 +1,4 @@
-"""The README's "A short tour" runs as written: each ``$`` line in a shell in a copy of the
+"""The README's "A five-minute tour" runs as written: each ``$`` line in a shell in a copy of the
 example config, its output compared with the lines under it (``...`` matches any text within
 a line; a line that is only ``...`` matches any lines; table rows are compared without their
 column padding)."""
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tour_steps(heading: str = "### A short tour") -> list[tuple[str, list[str]]]:
+def tour_steps(heading: str = "## A five-minute tour") -> list[tuple[str, list[str]]]:
     """The ``$`` lines of the first console block under ``heading``, each with the lines
     printed under it."""
     text = (ROOT / "README.md").read_text()

@@ -84,7 +84,7 @@ COMMAND_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _first_sentence(text: str) -> str:
+def first_sentence(text: str) -> str:
     paragraph = " ".join(text.strip().split("\n\n", 1)[0].split())
     end = paragraph.find(". ")
     return paragraph if end < 0 else paragraph[: end + 1]
@@ -110,13 +110,13 @@ class _RootGroup(TyperGroup):
                 if command is None or command.hidden:
                     continue
                 listed.add(name)
-                rows.append((name, _first_sentence(command.help or command.short_help or "")))
+                rows.append((name, first_sentence(command.help or command.short_help or "")))
             if rows:
                 with formatter.section(section):
                     formatter.write_dl(rows)
         rest = [n for n in self.list_commands(ctx) if n not in listed]
         rows = [
-            (name, _first_sentence(command.help or ""))
+            (name, first_sentence(command.help or ""))
             for name in rest
             if (command := self.get_command(ctx, name)) is not None and not command.hidden
         ]
