@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dapi_config import __version__
 from dapi_config.store import connection, sqlcipher
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "dapi_config"
@@ -128,3 +129,49 @@ def test_connection_reads_the_error_tuples_only_when_an_error_is_matched() -> No
 
     visit(tree)
     assert offenders == []
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules loaded in a fresh interpreter after ``code``."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def test_importing_the_package_imports_none_of_its_parts() -> None:
+    """Seen on main: ``import dapi_config`` loaded the manager, the legacy readers, the store
+    and pydantic (~0.4 s before any command could run). Names are imported when first used."""
+    loaded = _modules_after("import dapi_config")
+    ours = {m for m in loaded if m.startswith("dapi_config")}
+    assert ours == {"dapi_config"}
+    assert not {"pydantic", "fastapi", "psycopg", "typer"} & loaded
+    used = _modules_after("from dapi_config import ValidationError, SeedInfo")
+    assert "dapi_config.models" in used
+    assert not {m for m in used if m.startswith(("dapi_config.legacy", "dapi_config.api"))}
+    assert not {"dapi_config.manager", "dapi_config.store.postgres", "fastapi"} & used
+
+
+def test_the_cli_loads_the_api_only_to_serve() -> None:
+    """``dapi-config status`` and ``--help`` never load FastAPI or the API modules."""
+    loaded = _modules_after(
+        "import sys\nsys.argv = ['dapi-config', '--help']\nfrom dapi_config.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass"
+    )
+    assert "dapi_config.cli.status" in loaded  # the commands are registered
+    assert not {m for m in loaded if m.startswith("dapi_config.api")}
+    assert not {"fastapi", "starlette", "uvicorn", "psycopg"} & loaded
+
+
+def test_version_answers_without_the_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "dapi_config", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == __version__
+    assert "dapi_config.cli.status" not in result.stderr  # importtime names every import
+    assert "typer" not in result.stderr

@@ -26,13 +26,11 @@ from dapi_config import __version__
 from dapi_config.cli._output import stderr
 from dapi_config.cli._progress import long_operation
 from dapi_config.errors import ConfigError, DapiConfigError
-from dapi_config.manager import ConfigManager
 from dapi_config.settings import Settings
-from dapi_config.store.postgres import redact_url
-from dapi_config.store.sqlcipher import StateCipher, cipher_for
 
 if TYPE_CHECKING:
-    pass
+    from dapi_config.manager import ConfigManager
+    from dapi_config.store.sqlcipher import StateCipher
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -193,13 +191,21 @@ class CliContext:
         if isinstance(location, str):
             raise ConfigError(
                 "this command works on a SQLite state file; the state is in PostgreSQL "
-                f"({redact_url(location)}): use PostgreSQL's own tools for it"
+                f"({_redacted(location)}): use PostgreSQL's own tools for it"
             )
         return location
 
     def cipher(self) -> StateCipher | None:
         """The state file's SQLCipher key (API_STATE_ENCRYPTION), None for a plain file."""
+        from dapi_config.store.sqlcipher import cipher_for  # noqa: PLC0415
+
         return cipher_for(self.settings)
+
+
+def _redacted(url: str) -> str:
+    from dapi_config.store.postgres import redact_url  # noqa: PLC0415 - psycopg at need
+
+    return redact_url(url)
 
 
 _CURRENT: contextvars.ContextVar[CliContext] = contextvars.ContextVar("dapi_config_cli")
@@ -359,6 +365,8 @@ def open_manager(
             f"opening {config or context.config_file()}",
             interval=context.settings.progress_interval,
         ):
+            from dapi_config.manager import ConfigManager  # noqa: PLC0415 - at need
+
             cm = ConfigManager.open(
                 config or context.config,
                 state or context.state,

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from dapi_config.cli._common import app, open_manager, setup_logging
-from dapi_config.service import ServiceOptions, run_service
 
 
 @app.command()
@@ -76,6 +75,8 @@ def serve(  # noqa: PLR0917 - Typer passes each option by position
     if root.level > logging.INFO or root.level == logging.NOTSET:
         setup_logging(logging.INFO)  # a service logs its requests and state changes
     with open_manager(actor="api") as cm:
+        from dapi_config.service import ServiceOptions, run_service  # noqa: PLC0415 - FastAPI
+
         options = ServiceOptions(
             host=host,
             port=port,
