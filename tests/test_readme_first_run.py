@@ -94,6 +94,6 @@ def test_a_fresh_clone_serves_and_has_the_command_as_the_readme_says(tmp_path: P
 
 def _install_section_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    section = text.split("### Install and first run\n", 1)[1]
+    section = text.split("## Install and first run\n", 1)[1]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
