@@ -119,6 +119,7 @@ NOT_WRITES = {
     "static_config", "state_summary", "export_full_config", "start_periodic_export",
     "stop_periodic_export", "check_master_key", "verify_security_key", "get_audit",
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",
+    "deep_check",
     "wait_for_revision",
     "backup_dir", "restore_backup", "backend", "loaded_document", "state_mode", "state_location",
     "write_rollback", "roll_back", "before_risky_operation", "import_nodes_file", "migrate_legacy",

@@ -55,6 +55,10 @@ def security_key_context(node_id: str, version: int) -> str:
 KEY_FILE_SUFFIX = ".key"
 KEY_FILE_BYTES = 32
 
+#: The audit chain's key derivation: its own salt and context, so the chain key is never the
+#: sealing key (nor one from which the sealing key follows).
+_CHAIN_SALT = b"dapi-config audit chain"
+_CHAIN_INFO = b"dapi-config audit chain v1"
 _TOKEN_PREFIX = "v1."  # noqa: S105 - a format marker
 _NONCE_BYTES = 12
 _CHECK_PLAINTEXT = b"dapi-config master key check"
@@ -224,6 +228,7 @@ class MasterKeySource:
         self.key_file = key_file_path(state_path) if not shared else Path(os.devnull)
         self._lock = threading.Lock()
         self._cache: tuple[KeyParams, SecretBox] | None = None
+        self._chain_key: bytes | None = None
 
     def __repr__(self) -> str:
         return f"MasterKeySource({self.description})"
@@ -231,6 +236,38 @@ class MasterKeySource:
     @property
     def description(self) -> str:
         return STATE_KEY_ENV if self._passphrase is not None else f"key file {self.key_file}"
+
+    def chain_key(self) -> bytes | None:
+        """The key the audit trail's rows are chained under (:mod:`dapi_config.store.chain`),
+        derived from the master key: from ``API_STATE_KEY`` when it is set, else from the key
+        file when there is one; None when there is no master key (the chain is then plain
+        SHA-256). Never creates the key file; a key file it cannot read counts as none (the
+        deep check then reports the unsigned rows). Derived once per process."""
+        with self._lock:
+            if self._chain_key is not None:
+                return self._chain_key
+            from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+            from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: PLC0415
+            from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: PLC0415
+
+            if self._passphrase is not None:
+                material = Scrypt(
+                    salt=_CHAIN_SALT, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P
+                ).derive(self._passphrase.encode("utf-8"))
+            elif self._shared:
+                return None
+            else:
+                try:
+                    material = self._read_key_file(must_exist=False)
+                except MasterKeyError as exc:
+                    log.warning("audit chain: %s; rows are chained without the key", exc)
+                    return None
+                if not material:
+                    return None
+            self._chain_key = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=_CHAIN_SALT, info=_CHAIN_INFO
+            ).derive(material)
+            return self._chain_key
 
     def _require_passphrase(self) -> None:
         if self._shared and self._passphrase is None:

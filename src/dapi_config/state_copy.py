@@ -122,8 +122,10 @@ def copy_state(
             )
         if occupied and before_replace is not None:
             before_replace(dst)
-        resealed = _reseal_if_needed(snapshot.tables, source, _keys(target, settings), settings)
-        write_snapshot(dst, snapshot, where=_shown(target))
+        target_keys = _keys(target, settings)
+        resealed = _reseal_if_needed(snapshot.tables, source, target_keys, settings)
+        dst.use_chain_key(target_keys.chain_key)
+        write_snapshot(dst, snapshot, where=_shown(target), rechain=True)
     finally:
         dst.close()
     counts, revision = snapshot.counts, snapshot.revision

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from dapi_config import ConfigManager, InferenceNodeConfig
+from tests.conftest import raw_rows
 
 pytestmark = pytest.mark.both_backends
 
@@ -33,6 +34,9 @@ def test_revisions_keep_increasing_across_a_restore(manager: ConfigManager) -> N
     assert restore.new_value == {
         "backup": str(backup.path),
         "backup_revision": 3,
+        # The chain value of the backup's newest row: this trail's r3 (a check tells from it
+        # that the backup's history is this state's).
+        "backup_chain": raw_rows(cm, "SELECT chain FROM audit_log WHERE revision = 3")[0][0],
         "undone": {"from": 4, "to": 6},
     }
 

@@ -205,12 +205,20 @@ def check(
             show_default=False,
         ),
     ] = None,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also walk the audit trail's hash chain and compare every current value with "
+            "the newest value the trail holds for it (reads the whole trail).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the config file (it loads and validates) and the state file: integrity, schema
-    version, permissions, backup freshness.
+    version, permissions, backup freshness; with --deep, the audit trail too.
 
-    Changes nothing. Exit 1 when there is a problem. Example: dapi-config check --json
+    Changes nothing. Exit 1 when there is a problem. Example: dapi-config check --deep --json
     """
     context = cli_context()
     shared = context.state_is_shared()
@@ -238,6 +246,11 @@ def check(
             result = recovery.check_state(state, max_backup_age=limit, cipher=context.cipher())
         except DapiConfigError as exc:
             raise fail(str(exc)) from None
+    if deep and result.ok:  # a damaged state is not read further
+        with open_manager(read_only=True) as cm:
+            found = cm.deep_check()
+        result.items.update(found.to_dict())
+        result.problems.extend(found.problems)
     result.items["config"] = "ok" if config_problem is None else "invalid"
     if read_as_before:
         result.items["config_read_as_the_predecessor_read_it"] = read_as_before

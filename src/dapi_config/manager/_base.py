@@ -75,6 +75,8 @@ class ManagerBase:
         sealed = store if isinstance(store, SealedSecrets) else None
         self._secrets = Secrets(store, self._keys, sealed=sealed, lacking=self._lacking)
         store.use_sealer(self._secrets.sealer())
+        if self._audit is not None:
+            self._audit.use_chain_key(self._keys.chain_key)
 
     def _given(self, model: type[ModelT], value: Any, what: str) -> ModelT:
         """``value`` validated as ``model`` for a write; in strict mode a field no model

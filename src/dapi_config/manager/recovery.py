@@ -2,14 +2,59 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dapi_config import documents
+from dapi_config import documents, history
 from dapi_config.manager._base import ManagerBase
+from dapi_config.models import BandwidthParamsCache, PoCParamsCache, ValidationParamsCache
+from dapi_config.store.backend import AuditTrail, SealedSecrets
 from dapi_config.store.backup import MANUAL as MANUAL_BACKUP
 from dapi_config.store.backup import BackupInfo, backup_dir_for
+from dapi_config.store.chain import ChainReport, verify
 from dapi_config.store.recovery import CheckResult, RestoreResult
+
+_PARAMS = {
+    "validation": ValidationParamsCache,
+    "bandwidth": BandwidthParamsCache,
+    "poc": PoCParamsCache,
+}
+
+
+@dataclass
+class DeepCheck:
+    """What :meth:`BackupsAndChecks.deep_check` found: the walk along the audit chain, and
+    each part of the state that differs from the newest value the trail holds for it."""
+
+    chain: ChainReport
+    differences: list[history.Difference] = field(default_factory=list)
+    parts_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.differences
+
+    @property
+    def problems(self) -> list[str]:
+        """One line each: the chain's break first, then each difference."""
+        broken = [] if self.chain.ok else [self.chain.describe()]
+        return broken + [
+            f"state differs from its audit trail: {d.describe()}" for d in self.differences
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "audit_chain": self.chain.describe(),
+            "audit_chain_rows": self.chain.rows,
+            "state_parts_checked_against_the_trail": self.parts_checked,
+            "differences": [
+                {"part": d.part, "revision": d.revision, "problem": d.message}
+                for d in self.differences
+            ],
+        }
 
 
 class BackupsAndChecks(ManagerBase):
@@ -75,3 +120,56 @@ class BackupsAndChecks(ManagerBase):
         """Integrity, schema version, permissions and backup freshness of the state (for a
         PostgreSQL state: the server, the schema version and the backups)."""
         return self._need_backups().check(max_backup_age=max_backup_age)
+
+    def deep_check(self) -> DeepCheck:
+        """Walk the audit trail's hash chain (SPEC §10) and compare every current value with
+        the newest value the trail holds for it (:mod:`dapi_config.history`). Changes nothing.
+        Raises :class:`NotSupportedError` in ``yaml`` mode (no trail)."""
+        if self._audit is None:
+            raise self._lacking(AuditTrail)
+        trail = self._audit
+        with self._store.snapshot():
+            checkpoint = trail.audit_checkpoint()
+            rows: list[tuple[Any, ...]] = []
+            after = 0 if checkpoint is None else checkpoint[0]
+            while batch := trail.audit_chain_rows(after, 5000):
+                rows.extend(batch)
+                after = int(batch[-1][0])
+            current = self._current_parts()
+        report = verify(
+            rows,
+            self._keys.chain_key(),
+            start="" if checkpoint is None else checkpoint[1],
+            start_revision=None if checkpoint is None else checkpoint[0],
+        )
+        known = history.newest_values(
+            (
+                history.TrailRow(
+                    int(r[0]), str(r[3]), str(r[4]), _decoded(r[5]), _decoded(r[6]), r[7]
+                )
+                for r in rows
+            ),
+            whole=checkpoint is None,
+        )
+        found = history.differences(known, current)
+        return DeepCheck(report, found, len(known))
+
+    def _current_parts(self) -> dict[str, Any]:
+        """The state as :mod:`dapi_config.history` names its parts (inside a snapshot)."""
+        store = self._store
+        parts: dict[str, Any] = {f"node:{n.id}": n.model_dump(mode="json") for n in store.nodes()}
+        parts.update({f"chain:{k}": v for k, v in store.chain_state().items()})
+        parts["schedule"] = [v.model_dump(mode="json") for v in store.node_versions()]
+        for kind in ("current", "previous", "upcoming"):
+            parts[f"seed:{kind}"] = store.seed(kind).model_dump(mode="json")
+        for kind, model in _PARAMS.items():
+            parts[f"params:{kind}"] = store.params(kind, model).model_dump(mode="json")
+        parts["upgrade_plan"] = store.upgrade_plan().model_dump(mode="json")
+        if isinstance(store, SealedSecrets):
+            for row in store.security_keys():
+                parts[f"key:{row.node_id}"] = {"key_version": row.key_version}
+        return parts
+
+
+def _decoded(text: Any) -> Any:
+    return None if text is None else json.loads(text)

@@ -15,6 +15,15 @@
 
 from dapi_config.store.backend import AuditEntry, StateBackend
 from dapi_config.store.connection import Database, Durability
+from dapi_config.store.queries import audit_digest
 from dapi_config.store.sqlite import SqliteStore, StateStore
 
-__all__ = ["AuditEntry", "Database", "Durability", "SqliteStore", "StateBackend", "StateStore"]
+__all__ = [
+    "AuditEntry",
+    "Database",
+    "Durability",
+    "SqliteStore",
+    "StateBackend",
+    "StateStore",
+    "audit_digest",
+]

@@ -925,6 +925,24 @@ def _refuse_a_foreign_database(db: PgDatabase) -> None:
         )
 
 
+class _PgStepSql:
+    """A migration step's statements (``?`` placeholders) on a psycopg connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return list(self._conn.execute(_pg(sql), params).fetchall())
+
+    def execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._conn.execute(_pg(sql), params)
+
+
+def _pg(sql: str) -> str:
+    """``sql`` with ``?`` placeholders in psycopg's ``%s`` style."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
 def _apply(conn: Any, step: Migration) -> None:
     with conn.transaction():
         exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
@@ -936,6 +954,8 @@ def _apply(conn: Any, step: Migration) -> None:
                 return  # another replica applied it while we waited for the lock
         log.info("applying state schema step %d (PostgreSQL): %s", step.version, step.name)
         conn.execute(step.postgres_script)
+        if step.backfill is not None:
+            step.backfill(_PgStepSql(conn))
         conn.execute(
             "INSERT INTO schema_migrations(version, name, applied_at) VALUES (%s, %s, %s)",
             (step.version, step.name, time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())),

@@ -57,6 +57,7 @@ from dapi_config.store.backend import (
     SeedKind,
     auth_token_context,
 )
+from dapi_config.store.chain import KeyProvider, chain_rows, link
 
 log = logging.getLogger("dapi_config.state")
 
@@ -97,6 +98,7 @@ STATE_TABLES: tuple[str, ...] = (
     "mlnode_security",
     "secrets",
     "audit_log",
+    "audit_checkpoint",
     "legacy_imports",
     "predecessor_kv",
     "bls_dealer_openings",
@@ -104,11 +106,13 @@ STATE_TABLES: tuple[str, ...] = (
 )
 #: The audit trail: it only grows (a restore keeps it and appends its own entry).
 AUDIT_TABLE = "audit_log"
+#: Where the trail's chain starts when the retention cut its oldest rows.
+CHECKPOINT_TABLE = "audit_checkpoint"
 #: The API tokens: credentials, not configuration. A restore keeps the current ones (it must
 #: not bring back a revoked token, nor take away one created since the backup).
 TOKENS_TABLE = "api_tokens"
 #: Tables a restore keeps as they are.
-KEPT_ON_RESTORE: tuple[str, ...] = (AUDIT_TABLE, TOKENS_TABLE)
+KEPT_ON_RESTORE: tuple[str, ...] = (AUDIT_TABLE, CHECKPOINT_TABLE, TOKENS_TABLE)
 #: The audit action of a restore; its new value names the backup and the revisions undone.
 RESTORE_ACTION = "restore"
 
@@ -259,6 +263,16 @@ def _seed_row(kind: SeedKind, seed: SeedInfo, active: bool) -> tuple[Any, ...]:
     )
 
 
+def audit_digest(value: Any) -> str:
+    """The SHA-256 an audit row records in place of a value too large to keep (see
+    :func:`_audit_value`): what a check compares the current value with."""
+    return hashlib.sha256(_json(value).encode("utf-8")).hexdigest()
+
+
+def _no_chain_key() -> bytes | None:
+    return None
+
+
 def _audit_value(value: Any) -> str:
     """An audit row's old or new value as JSON; one above :data:`AUDIT_VALUE_LIMIT` characters
     is recorded as its digest and size, so a huge write cannot make the trail (or an audit
@@ -266,8 +280,7 @@ def _audit_value(value: Any) -> str:
     text = _json(value)
     if len(text) <= AUDIT_VALUE_LIMIT:
         return text
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return _json({"omitted": True, "size": len(text), "sha256": digest})
+    return _json({"omitted": True, "size": len(text), "sha256": audit_digest(value)})
 
 
 class StateQueries:
@@ -286,6 +299,7 @@ class StateQueries:
         self.default_actor = default_actor
         self.audit_retention = audit_retention or AuditRetention()
         self._sealer = NoMasterKeySealer(self.path)
+        self._chain_key: KeyProvider = _no_chain_key
 
     @property
     def path(self) -> str:
@@ -311,22 +325,30 @@ class StateQueries:
 
     # --- audit -------------------------------------------------------------------------
 
+    def use_chain_key(self, provider: KeyProvider) -> None:
+        """Chain the audit rows this store writes under the key ``provider`` gives (None:
+        plain SHA-256); see :mod:`dapi_config.store.chain`."""
+        self._chain_key = provider
+
     def _audit(self, action: str, target: str, old: Any, new: Any) -> int:
-        """Append an audit row in the caller's transaction; returns its revision."""
+        """Append an audit row, chained to the one before, in the caller's transaction;
+        returns its revision."""
         actor = current_actor.get() or self.default_actor
+        content = (
+            _now(),
+            actor,
+            action,
+            target,
+            None if old is None else _audit_value(old),
+            None if new is None else _audit_value(new),
+        )
         row = self.db.query_one(
             "INSERT INTO audit_log(at, actor, action, target, old_value, new_value) "
             "VALUES (?, ?, ?, ?, ?, ?) RETURNING revision",
-            (
-                _now(),
-                actor,
-                action,
-                target,
-                None if old is None else _audit_value(old),
-                None if new is None else _audit_value(new),
-            ),
+            content,
         )
         revision = int(row[0])
+        self._chain((revision, *content))
         self.db.after_commit(
             lambda: log.info("state change r%s by %s: %s %s", revision, actor, action, target)
         )
@@ -339,6 +361,50 @@ class StateQueries:
                     lambda: log.info("audit retention: pruned %d old audit rows", deleted)
                 )
         return revision
+
+    def _chain(self, row: tuple[Any, ...]) -> None:
+        """Set the chain value of the row just inserted (its revision first in ``row``)."""
+        previous = self.db.query_one(
+            "SELECT chain FROM audit_log WHERE revision < ? ORDER BY revision DESC LIMIT 1",
+            (row[0],),
+        )
+        if previous is None:
+            checkpoint = self.audit_checkpoint()
+            start = "" if checkpoint is None else checkpoint[1]
+        else:
+            start = str(previous[0] or "")
+        self.db.execute(
+            "UPDATE audit_log SET chain = ? WHERE revision = ?",
+            (link(self._chain_key(), start, row), row[0]),
+        )
+
+    def audit_checkpoint(self) -> tuple[int, str] | None:
+        """The revision and chain value of the newest row the retention deleted (None: the
+        trail is whole from its first row)."""
+        row = self.db.query_one("SELECT revision, chain FROM audit_checkpoint WHERE id = 1")
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def audit_chain_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` audit rows after revision ``after`` as stored, for a walk along the
+        chain: the seven chained columns, then ``chain``."""
+        return self.db.query_all(
+            "SELECT revision, at, actor, action, target, old_value, new_value, chain "
+            "FROM audit_log WHERE revision > ? ORDER BY revision LIMIT ?",
+            (after, limit),
+        )
+
+    def rechain_trail(self) -> None:
+        """Chain every audit row again under this store's key, from the checkpoint (in the
+        caller's transaction): a trail copied from another state was chained under its key."""
+        checkpoint = self.audit_checkpoint()
+        previous, after = ("", 0) if checkpoint is None else (checkpoint[1], checkpoint[0])
+        key = self._chain_key()
+        while rows := self.audit_chain_rows(after, 5000):
+            for chain, revision in chain_rows([r[:7] for r in rows], key, previous):
+                self.db.execute(
+                    "UPDATE audit_log SET chain = ? WHERE revision = ?", (chain, revision)
+                )
+                previous, after = chain, revision
 
     def prune_audit(self, batch: int = AUDIT_PRUNE_BATCH) -> int:
         """Delete up to ``batch`` of the oldest audit rows beyond the retention; returns how many.
@@ -373,6 +439,18 @@ class StateQueries:
         cutoff = min(cutoff, lo + batch - 1)
         if cutoff < lo:
             return 0
+        # The cut keeps the chain value of its newest row: the rows kept still check from it.
+        last = self.db.query_one(
+            "SELECT revision, chain FROM audit_log WHERE revision <= ? "
+            "ORDER BY revision DESC LIMIT 1",
+            (cutoff,),
+        )
+        self.db.execute(
+            "INSERT INTO audit_checkpoint(id, revision, chain, at) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET revision = excluded.revision, "
+            "chain = excluded.chain, at = excluded.at",
+            (int(last[0]), str(last[1] or ""), _now()),
+        )
         return int(self.db.execute("DELETE FROM audit_log WHERE revision <= ?", (cutoff,)).rowcount)
 
     def audit_entries(
@@ -435,30 +513,35 @@ class StateQueries:
         had reached ``before``) with one ending at ``copied`` (in the caller's transaction;
         the old trail is in the backup taken before the copy)."""
         actor = current_actor.get() or self.default_actor
+        row = (
+            before + 1,
+            _now(),
+            actor,
+            "state_copy",
+            "state",
+            _audit_value({"revision": before}),
+            _audit_value({"copied_to": where, "copied_revision": copied}),
+        )
         self.db.execute(
             "INSERT INTO audit_log(revision, at, actor, action, target, old_value, new_value) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                before + 1,
-                _now(),
-                actor,
-                "state_copy",
-                "state",
-                _audit_value({"revision": before}),
-                _audit_value({"copied_to": where, "copied_revision": copied}),
-            ),
+            row,
         )
+        self._chain(row)
 
-    def record_restore(self, source: str, backup_revision: int, latest: int) -> int:
+    def record_restore(
+        self, source: str, backup_revision: int, latest: int, backup_chain: str | None = None
+    ) -> int:
         """Append the audit entry of a restore (in the caller's transaction): the backup, its
-        revision and the revisions it undid; returns the entry's revision."""
+        revision, the chain value of its newest audit row (which tells a check whether the
+        backup's history is this state's) and the revisions it undid; returns the entry's
+        revision."""
         undone = {"from": backup_revision + 1, "to": latest} if latest > backup_revision else None
-        return self._audit(
-            RESTORE_ACTION,
-            "state",
-            {"revision": latest},
-            {"backup": source, "backup_revision": backup_revision, "undone": undone},
-        )
+        new: dict[str, Any] = {"backup": source, "backup_revision": backup_revision}
+        if backup_chain:
+            new["backup_chain"] = backup_chain
+        new["undone"] = undone
+        return self._audit(RESTORE_ACTION, "state", {"revision": latest}, new)
 
     def audit_count(self) -> int:
         """How many audit rows are kept."""

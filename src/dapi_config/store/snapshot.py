@@ -48,6 +48,16 @@ class StateSnapshot:
     revision: int
 
     @property
+    def head_chain(self) -> str | None:
+        """The chain value of the newest audit row (None: no rows, or no chain)."""
+        columns, rows = self.tables.get("audit_log", ([], []))
+        if not rows or "chain" not in columns or "revision" not in columns:
+            return None
+        at, chained = columns.index("revision"), columns.index("chain")
+        newest = max(rows, key=lambda row: int(row[at]))
+        return None if newest[chained] is None else str(newest[chained])
+
+    @property
     def counts(self) -> dict[str, int]:
         """Rows per table (with :attr:`revision`, what a written copy is verified by)."""
         return {table: len(rows) for table, (_, rows) in self.tables.items()}
@@ -63,11 +73,16 @@ def read_snapshot(store: StateQueries) -> StateSnapshot:
         return StateSnapshot(tables, store.latest_revision())
 
 
-def write_snapshot(store: StateQueries, snapshot: StateSnapshot, *, where: str) -> None:
+def write_snapshot(
+    store: StateQueries, snapshot: StateSnapshot, *, where: str, rechain: bool = False
+) -> None:
     """Replace everything in ``store`` with ``snapshot`` in one durable transaction, checked
     (rows per table, latest revision) before it commits. When ``store``'s own trail had gone
     further than the snapshot's (a forced copy onto a used state), one more entry marks the
     jump after its old latest revision: the revisions of a state never go back.
+
+    ``rechain``: chain the copied trail under ``store``'s key (a copy to a state with a key of
+    its own; a backup file keeps its rows' chain as it was, to be compared with the trail's).
 
     Raises :class:`StateUnavailableError` (nothing committed) when the check fails."""
     with store.transaction(durable=True):
@@ -83,6 +98,8 @@ def write_snapshot(store: StateQueries, snapshot: StateSnapshot, *, where: str) 
                 f"{where}: the copy does not match its source (rows {got} vs "
                 f"{snapshot.counts}); nothing was written"
             )
+        if rechain:  # the copied trail was chained under its source's key
+            store.rechain_trail()
         if before > snapshot.revision:
             store.record_trail_jump(where, snapshot.revision, before)
             store.finish_load()
@@ -105,7 +122,9 @@ def restore_snapshot(store: StateQueries, snapshot: StateSnapshot, *, source: st
             if index == len(STATE_TABLES) // 2:
                 _failpoints.hit("restore.mid_copy")
         store.finish_load()
-        return store.record_restore(source, snapshot.revision, latest)
+        if adopt_trail:  # the backup's trail, chained under its own state's key
+            store.rechain_trail()
+        return store.record_restore(source, snapshot.revision, latest, snapshot.head_chain)
 
 
 def restore_from_backup(

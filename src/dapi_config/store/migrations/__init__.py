@@ -17,11 +17,37 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from dapi_config.errors import SchemaTooNewError, StateCorruptError, StateUnavailableError
 from dapi_config.store import connection
 from dapi_config.store.connection import APPLICATION_ID, Database
-from dapi_config.store.migrations import m0001_initial, m0002_predecessor_fields, m0003_api_tokens
+from dapi_config.store.migrations import (
+    m0001_initial,
+    m0002_predecessor_fields,
+    m0003_api_tokens,
+    m0004_audit_chain,
+)
+
+
+class StepSql(Protocol):
+    """What a step's Python part works with, in either dialect (``?`` placeholders)."""
+
+    def query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, params: tuple[Any, ...]) -> None: ...
+
+
+class _SqliteStepSql:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._conn.execute(sql, params)
+
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +61,8 @@ class Migration:
     script: str
     #: The same step in PostgreSQL's DDL (see :mod:`dapi_config.store.postgres`).
     postgres_script: str
+    #: What SQL alone cannot do (hashing rows), run after the script in the same transaction.
+    backfill: Callable[[StepSql], None] | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -56,6 +84,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "scoped API tokens (their SHA-256, role and times)",
         m0003_api_tokens.SQL,
         m0003_api_tokens.PG_SQL,
+    ),
+    Migration(
+        4,
+        "the audit trail's hash chain (existing rows chained with SHA-256) and its checkpoint",
+        m0004_audit_chain.SQL,
+        m0004_audit_chain.PG_SQL,
+        m0004_audit_chain.backfill,
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -136,6 +171,8 @@ def migrate(db: Database, before_step: Callable[[int, int], None] | None = None)
             log.info("applying state schema step %d: %s", step.version, step.name)
             for statement in _split(step.script):
                 conn.execute(statement)
+            if step.backfill is not None:
+                step.backfill(_SqliteStepSql(conn))
             conn.execute(
                 "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
                 (step.version, step.name, datetime.now(UTC).isoformat()),
