@@ -129,6 +129,9 @@ NOT_WRITES = {
     "run_imports", "state_value", "set_state_value", "clear_state_value", "patch_state",
     "check_state_patch", "admin_token", "list_tokens", "has_tokens", "find_nodes",
     "preview_restore", "preview_nodes_import",
+    # The past, read; and restores to a revision (several rows, tested in tests/test_history.py).
+    "state_summary_at", "state_value_at", "nodes_at", "revision_at_time",
+    "preview_restore_to_revision", "restore_to_revision",
     # Records when a token was last used: bookkeeping, not a change (no audit row).
     "token_identity",
 }  # fmt: skip

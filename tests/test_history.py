@@ -9,17 +9,19 @@ PostgreSQL), then open a new manager, as an operator's next ``check`` would."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dapi_config import ConfigManager, InferenceNodeConfig, SeedInfo, UpgradePlan
+from dapi_config.errors import HistoryUnavailableError
 from dapi_config.history import Known, TrailRow, differences, newest_values
 from dapi_config.store.chain import KEYED, PLAIN
-from tests.conftest import raw_rows, sqlite_file
+from tests.conftest import TEST_STATE_KEY, raw_rows, sqlite_file
 
 pytestmark = pytest.mark.both_backends
 
@@ -294,3 +296,153 @@ def test_a_restore_of_another_states_backup_starts_the_trail_over() -> None:
     assert "node:a" not in known  # before the foreign restore: not known any more
     assert differences(known, {"node:x": {"id": "x"}}) == []
     assert differences({"node:a": Known({"host": "h"}, 1)}, {"node:a": {"host": "h"}}) == []
+
+
+# --- reading the past and point-in-time recovery ----------------------------------------------
+
+
+def _state_of(cm: ConfigManager, revision: int | None = None) -> dict[str, object]:
+    """Everything a read shows: the state document (but its revision) and the nodes."""
+    summary = cm.state_summary() if revision is None else cm.state_summary_at(revision)
+    nodes = cm.get_nodes() if revision is None else cm.nodes_at(revision)
+    summary.pop("revision")
+    return {"state": summary, "nodes": [n.model_dump(mode="json") for n in nodes]}
+
+
+def _workload(cm: ConfigManager, ops: list[str], states: dict[int, dict[str, object]]) -> None:
+    """Run ``ops`` on ``cm``, recording the whole state after each revision."""
+    backups: list[Path] = []
+    states[cm.latest_revision()] = _state_of(cm)
+    for i, op in enumerate(ops):
+        ids = [n.id for n in cm.get_nodes()]
+        if op == "add" or (not ids and op in ("update", "disable", "remove")):
+            cm.add_node(_node(f"n{i}"))
+        elif op == "update":
+            cm.update_node(_node(ids[0], f"10.1.0.{i}"))
+        elif op == "disable":
+            cm.set_node_enabled(ids[-1], False)
+        elif op == "remove":
+            cm.remove_node(ids[0])
+        elif op == "replace":
+            cm.set_nodes([_node(f"r{i}"), *(cm.get_nodes()[:1])])
+        elif op == "height":
+            cm.set_height(cm.get_height() + 10)
+        elif op == "schedule":
+            cm.add_node_version(cm.get_height() + 5, f"v{i}")
+        elif op == "plan":
+            cm.set_upgrade_plan(UpgradePlan(name=f"p{i}", height=i))
+        elif op == "seed":
+            cm.set_upcoming_seed(SeedInfo(seed=i, epoch_index=i))
+            cm.rotate_seeds()
+        elif op == "params":
+            cm.set_validation_params({"timestamp_expiration": i})  # type: ignore[arg-type]
+        elif op == "backup":
+            backups.append(cm.backup().path)
+        elif op == "restore" and backups:
+            cm.restore_backup(backups[i % len(backups)])
+        elif op == "rewind" and len(states) > 1:
+            cm.restore_to_revision(sorted(states)[i % len(states)])
+        states[cm.latest_revision()] = _state_of(cm)
+
+
+_ALL_OPS = st.lists(
+    st.sampled_from(
+        [
+            *("add", "update", "disable", "remove", "replace", "height", "schedule"),
+            *("plan", "seed", "params", "backup", "restore", "rewind"),
+        ]
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=_ALL_OPS, data=st.data())
+def test_any_revision_reads_and_restores_as_it_was(
+    tmp_path_factory: pytest.TempPathFactory,
+    state_backend: str,
+    request: pytest.FixtureRequest,
+    ops: list[str],
+    data: st.DataObject,
+) -> None:
+    root = tmp_path_factory.mktemp("pitr")
+    config = root / "config.yaml"
+    config.write_text((Path(__file__).parent.parent / "examples" / "config.yaml").read_text())
+    env: dict[str, str] = {}
+    if state_backend == "postgres":
+        server = request.getfixturevalue("pg_server")
+        env = {"API_STATE_URL": server.fresh_database(), "API_STATE_KEY": TEST_STATE_KEY}
+    states: dict[int, dict[str, object]] = {}
+    with ConfigManager.open(config, env=env) as cm:
+        _workload(cm, ops, states)
+        for revision in data.draw(st.lists(st.sampled_from(sorted(states)), max_size=3)):
+            assert _state_of(cm, revision) == states[revision], (ops, revision)
+        target = data.draw(st.sampled_from(sorted(states)))
+        before = cm.latest_revision()
+        restored = cm.restore_to_revision(target)
+        assert restored == before + 1  # revisions keep increasing
+        assert _state_of(cm) == states[target], (ops, target)
+        entry = cm.get_audit(since=before, limit=1)[0]
+        assert (entry.action, entry.new_value["backup"]) == ("restore", f"revision {target}")
+        found = cm.deep_check()
+        assert found.ok, (ops, found.problems)
+
+
+def test_a_cut_trail_rebuilds_from_a_backup_or_says_why_not(
+    config_file: Path, state_env: dict[str, str]
+) -> None:
+    env = {**state_env, "API_AUDIT_KEEP": "5"}
+    with ConfigManager.open(config_file, env=env) as cm:
+        cm.add_node(_node("a"))
+        for height in range(1, 12):
+            cm.set_height(height)
+        early = cm.latest_revision() - 8
+        backup = cm.backup()
+        cm.set_height(50)
+        assert cm.prune_audit() > 0
+        with pytest.raises(HistoryUnavailableError, match="needs a verified backup"):
+            cm.state_summary_at(early)
+        assert cm.state_summary_at(backup.revision)["height"] == 11  # from the backup
+        assert cm.state_summary_at(cm.latest_revision())["height"] == 50
+        with pytest.raises(HistoryUnavailableError):
+            cm.restore_to_revision(early)
+        assert cm.get_height() == 50  # nothing changed
+
+
+@pytest.mark.sqlite_only
+def test_restore_to_a_revision_through_the_command_line(config_file: Path) -> None:
+    from tests.conftest import run_cli
+
+    with ConfigManager.open(config_file) as cm:
+        cm.add_node(_node("a"))
+        cm.set_height(10)
+        then = cm.latest_revision()
+        cm.add_node(_node("b"))
+        cm.set_height(20)
+    base = ("--config", str(config_file))
+    got = run_cli(*base, "state", "get", "height", "--at-revision", str(then), "-o", "json")
+    assert got.returncode == 0 and '"height": 10' in got.stdout
+    listed = run_cli(*base, "nodes", "list", "--at-revision", str(then), "-o", "json")
+    assert [n["id"] for n in json.loads(listed.stdout)] == ["a"]
+    preview = run_cli(*base, "restore", "--to-revision", str(then), "--dry-run")
+    assert preview.returncode == 0 and "node b: removed" in preview.stdout
+    done = run_cli(
+        *base, "restore", "--to-revision", str(then)
+    )  # stdin is no terminal: no question
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"state brought back to revision {then} (as revision ")
+    for bad, says in (
+        (("restore", "--to-revision", "999"), "revision: expected a whole number"),
+        (("restore", "--to-time", "yesterday"), "--to-time: expected an ISO 8601 time"),
+        (("restore", "--to-time", "2026-01-01T00:00:00"), "has no time zone"),
+        (("restore",), "give one of BACKUP, --to-revision R or --to-time"),
+        (("state", "get", "--at-revision", "999"), "revision: expected a whole number"),
+    ):
+        result = run_cli(*base, *bad)
+        assert result.returncode == 1 and says in result.stderr, (bad, result.stderr)
+        assert "Traceback" not in result.stderr

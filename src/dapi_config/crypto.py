@@ -246,14 +246,18 @@ class MasterKeySource:
         with self._lock:
             if self._chain_key is not None:
                 return self._chain_key
-            from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-            from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: PLC0415
-            from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: PLC0415
-
+            # The standard library's scrypt and HMAC: a state without secrets never loads
+            # cryptography (a service's memory, see tests/test_imports.py).
             if self._passphrase is not None:
-                material = Scrypt(
-                    salt=_CHAIN_SALT, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P
-                ).derive(self._passphrase.encode("utf-8"))
+                material = hashlib.scrypt(
+                    self._passphrase.encode("utf-8"),
+                    salt=_CHAIN_SALT,
+                    n=_SCRYPT_N,
+                    r=_SCRYPT_R,
+                    p=_SCRYPT_P,
+                    maxmem=64 * 1024 * 1024,
+                    dklen=32,
+                )
             elif self._shared:
                 return None
             else:
@@ -264,9 +268,9 @@ class MasterKeySource:
                     return None
                 if not material:
                     return None
-            self._chain_key = HKDF(
-                algorithm=hashes.SHA256(), length=32, salt=_CHAIN_SALT, info=_CHAIN_INFO
-            ).derive(material)
+            # HKDF-SHA256 (RFC 5869) for one 32-byte block: extract, then expand.
+            prk = hmac.new(_CHAIN_SALT, material, hashlib.sha256).digest()
+            self._chain_key = hmac.new(prk, _CHAIN_INFO + b"\x01", hashlib.sha256).digest()
             return self._chain_key
 
     def _require_passphrase(self) -> None:

@@ -16,6 +16,7 @@ place each.
     ├── SecurityKeyNotFoundError (KeyError) the node has no security key (create one)
     ├── PreconditionFailedError             optimistic concurrency: stale ETag / revision
     ├── BackupError                         a backup cannot be made, read or restored
+    ├── HistoryUnavailableError             the state at a revision cannot be rebuilt
     ├── ListenError                         the service cannot listen on its address
     └── StateUnavailableError               the state file cannot be used right now
         ├── NotSupportedError               this state backend cannot do that (yaml mode)
@@ -153,6 +154,14 @@ class PreconditionFailedError(DapiConfigError):
     """The caller's view (ETag) is stale: someone else changed the object first."""
 
     code = "precondition_failed"
+
+
+class HistoryUnavailableError(DapiConfigError):
+    """The state as it was at a revision cannot be rebuilt from the trail and the backups
+    (the retention cut the rows it needs, or a value was too large to keep and no backup was
+    taken after it). Nothing was changed; the message says which revision is missing."""
+
+    code = "history_unavailable"
 
 
 class BackupError(DapiConfigError):

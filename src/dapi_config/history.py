@@ -17,9 +17,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
+from dapi_config.errors import HistoryUnavailableError
+from dapi_config.models import (
+    LEGACY,
+    LEGACY_NOTES,
+    BandwidthParamsCache,
+    InferenceNodeConfig,
+    NodeVersion,
+    PoCParamsCache,
+    SeedInfo,
+    UpgradePlan,
+    ValidationParamsCache,
+)
 from dapi_config.store import audit_digest
+from dapi_config.store.backend import SEED_KINDS
+
+if TYPE_CHECKING:
+    from dapi_config.store.backend import StateCore
 
 RESTORE = "restore"
 HEIGHT, NODE_VERSION = "current_height", "current_node_version"
@@ -261,3 +279,150 @@ def _change(key: str, was: Any, now: Any) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- the state at a revision, rebuilt ---------------------------------------------------------
+
+_PARAMS_MODELS: dict[str, Any] = {
+    "validation": ValidationParamsCache,
+    "bandwidth": BandwidthParamsCache,
+    "poc": PoCParamsCache,
+}
+#: Actions whose rows carry a value the rebuilt state needs.
+_REPLAYED = frozenset(
+    {
+        "add_node",
+        "update_node",
+        "remove_node",
+        "enable_node",
+        "disable_node",
+        "add_nodes",
+        "set_nodes",
+        "set_height",
+        "set_chain_state",
+        "set_node_versions",
+        "add_node_version",
+        "rotate_seeds",
+        "set_upgrade_plan",
+    }
+)
+
+
+def timeline(rows: list[TrailRow], revision: int) -> tuple[list[TrailRow], bool]:
+    """The rows that made the state at ``revision`` (see :func:`effective`), and whether they
+    start where the state did."""
+    return effective([r for r in rows if r.revision <= revision])
+
+
+def replayed(row: TrailRow) -> bool:
+    """Whether ``row`` changes a part of the state a rebuild writes."""
+    action = row.action
+    return action in _REPLAYED or (
+        action.startswith("set_") and action.endswith(("_seed", "_params"))
+    )
+
+
+def too_large(row: TrailRow) -> bool:
+    """Whether the trail keeps only the digest of the value ``row`` wrote."""
+    return replayed(row) and _omitted(row.new) is not None
+
+
+class _Rebuild:
+    """Rows written into a private state, as the live store wrote their values. Node auth
+    tokens are never in the trail: a node keeps the sealed token it has in the state being
+    rebuilt, else the one it has now (``tokens``)."""
+
+    def __init__(self, store: StateCore, tokens: Callable[[str], SecretStr | None]) -> None:
+        self.store = store
+        self.tokens = tokens
+
+    def node(self, data: dict[str, Any]) -> InferenceNodeConfig:
+        values = {k: v for k, v in data.items() if k != "auth_token"}
+        node = InferenceNodeConfig.model_validate(values, context={LEGACY: True, LEGACY_NOTES: []})
+        if data.get("auth_token"):
+            try:
+                token = self.store.node(node.id).auth_token
+            except KeyError:
+                token = None
+            node.auth_token = token if token is not None else self.tokens(node.id)
+        return node
+
+    def put_node(self, data: dict[str, Any]) -> None:
+        node = self.node(data)
+        if _has(self.store, node.id):
+            self.store.update_node(node)
+        else:
+            self.store.add_node(node)
+
+    def apply(self, row: TrailRow) -> None:
+        store, action, target, new = self.store, row.action, row.target, row.new
+        if action in ("add_node", "update_node"):
+            self.put_node(new)
+        elif action == "add_nodes":
+            for data in new:
+                self.put_node(data)
+        elif action == "set_nodes":
+            store.replace_nodes([self.node(data) for data in new])
+        elif action == "remove_node":
+            if _has(store, target):
+                store.remove_node(target)
+        elif action in ("enable_node", "disable_node"):
+            if _has(store, target):
+                store.set_node_enabled(target, bool(new))
+        elif action == "set_height":
+            if isinstance(new, dict):
+                store.set_chain_value(HEIGHT, str(new[HEIGHT]))
+                store.set_chain_value(NODE_VERSION, str(new[NODE_VERSION]))
+                popped = {(e["height"], e["version"]) for e in row.old["node_versions"]}
+                store.replace_node_versions(
+                    [v for v in store.node_versions() if (v.height, v.version) not in popped]
+                )
+            else:
+                store.set_chain_value(HEIGHT, str(new))
+        elif action == "set_chain_state":
+            store.set_chain_value(target, str(new))
+        elif action == "set_node_versions":
+            store.replace_node_versions([NodeVersion.model_validate(v) for v in new])
+        elif action == "add_node_version":
+            store.add_node_version(NodeVersion.model_validate(new))
+        elif action == "rotate_seeds":
+            for kind in SEED_KINDS:
+                store.set_seed(kind, SeedInfo.model_validate(new[kind]))
+        elif action.startswith("set_") and action.endswith("_seed"):
+            kind = next(k for k in SEED_KINDS if target == f"{k}_seed")
+            store.set_seed(kind, SeedInfo.model_validate(new))
+        elif action.startswith("set_") and action.endswith("_params"):
+            store.set_params(target, _PARAMS_MODELS[target].model_validate(new))
+        elif action == "set_upgrade_plan":
+            store.set_upgrade_plan(UpgradePlan.model_validate(new))
+
+
+def _has(store: StateCore, node_id: str) -> bool:
+    try:
+        store.node(node_id)
+    except KeyError:  # NodeNotFoundError
+        return False
+    return True
+
+
+def replay(
+    store: StateCore,
+    rows: Iterable[TrailRow],
+    *,
+    tokens: Callable[[str], SecretStr | None],
+) -> None:
+    """Write what ``rows`` changed into ``store`` (a private state being rebuilt), in order,
+    in one transaction. Raises :class:`HistoryUnavailableError` at a value the trail keeps
+    only as a digest."""
+    rebuild = _Rebuild(store, tokens)
+    with store.transaction():
+        for row in rows:
+            if not replayed(row):
+                continue
+            if too_large(row):
+                raise HistoryUnavailableError(
+                    f"r{row.revision} ({row.action} {row.target}): its value was too large for "
+                    "the trail, which keeps only its digest, and no backup was taken between it "
+                    "and the revision asked for"
+                )
+            rebuild.apply(row)

@@ -284,6 +284,10 @@ class Secrets:
 
     # --- per-node security keys ----------------------------------------------------------
 
+    def key_fingerprint(self, row: SecurityKeyRow) -> str:
+        """The fingerprint of the sealed key ``row`` holds (opened, never returned)."""
+        return self._info(row, self.box()).fingerprint
+
     def _info(self, row: SecurityKeyRow, box: SecretBox) -> SecurityKeyInfo:
         key = box.open(row.sealed, security_key_context(row.node_id, row.key_version))
         return SecurityKeyInfo(

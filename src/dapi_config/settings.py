@@ -40,6 +40,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal
@@ -87,6 +88,20 @@ _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 
 # --- the one duration parser and the one count parser ---------------------------------------
+
+
+def parse_time(text: str, source: str) -> datetime:
+    """A point in time from ISO 8601 with its zone (``2026-12-07T13:40:00Z``, ``...+01:00``).
+    Raises :class:`ConfigError` naming ``source``."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{source}: expected an ISO 8601 time such as 2026-12-07T13:40:00Z, got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        raise ConfigError(f"{source}: {text!r} has no time zone; add one (Z for UTC, or +01:00)")
+    return when
 
 
 def parse_duration(text: str, source: str, *, allow_zero: bool = False) -> float:

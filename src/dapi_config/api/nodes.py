@@ -30,7 +30,7 @@ from dapi_config.api.bodies import (
 )
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import error_responses
-from dapi_config.manager import MAX_NODE_PAGE, ConfigManager
+from dapi_config.manager import INT64_MAX, MAX_NODE_PAGE, ConfigManager, page_of
 from dapi_config.models import NODE_ID_PATTERN, InferenceNodeConfig
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -138,7 +138,7 @@ def parse_if_match(value: str | None) -> list[str] | None:
                 }
             }
         },
-        **error_responses(404, 422, 503),
+        **error_responses(404, 409, 422, 503),
     },
     summary="List nodes",
 )
@@ -157,12 +157,24 @@ def list_nodes(
             description="Start after the node with this id (the last id of the previous page).",
         ),
     ] = None,
+    revision: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=INT64_MAX,
+            description="The registry as it was right after this audit revision (409 when "
+            "it cannot be rebuilt).",
+        ),
+    ] = None,
 ) -> Any:
     """Registered nodes in registration order, each as ``{"node", "state"}`` (the
     predecessor's reply). Without ``limit``/``after`` the whole registry, as its clients
     expect; page with ``limit``: while more nodes follow, the reply's ``Link`` header names the
     next page (``rel="next"``, RFC 8288), whose ``after`` is this page's last id (404 when that
-    node no longer exists)."""
+    node no longer exists). ``revision``: as the registry was then (SPEC §10)."""
+    if revision is not None:
+        past = page_of(cm.nodes_at(revision), limit, after)
+        return JSONResponse([_with_state(n) for n in past])
     if limit is None and after is None:
         return JSONResponse([_with_state(n) for n in cm.get_nodes()])
     size = limit or MAX_NODE_PAGE

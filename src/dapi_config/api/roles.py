@@ -49,6 +49,7 @@ ROUTE_ROLES: dict[str, Role] = {
     "read_audit": READ,
     "list_backups": READ,
     "create_backup": ADMIN,
+    "restore_to": ADMIN,
     "whoami": READ,
     "list_tokens": ADMIN,
     "create_token": ADMIN,

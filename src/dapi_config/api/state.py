@@ -13,6 +13,7 @@ from dapi_config.api.deps import Manager, ReadinessDep
 from dapi_config.api.errors import error_responses
 from dapi_config.export import render_legacy_yaml
 from dapi_config.health import Overview, overview
+from dapi_config.manager import INT64_MAX
 from dapi_config.models import (
     BandwidthParamsCache,
     NodeVersion,
@@ -51,12 +52,26 @@ class StateSummary(BaseModel):
 @router.get(
     "/state",
     response_model=StateSummary,
-    responses=error_responses(503),
+    responses=error_responses(409, 422, 503),
     summary="Dynamic state",
 )
-def get_state(cm: Manager) -> Any:
+def get_state(
+    cm: Manager,
+    revision: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=INT64_MAX,
+            description="The state as it was right after this audit revision (no ETag: it "
+            "guards changes of the current state only; 409 when it cannot be rebuilt).",
+        ),
+    ] = None,
+) -> Any:
     """Height, node version, version schedule, seeds, parameter caches, upgrade plan, node count
-    and the latest audit revision; its ``ETag`` (the revision) guards ``PATCH /state``."""
+    and the latest audit revision; its ``ETag`` (the revision) guards ``PATCH /state``.
+    ``revision``: as it was then (SPEC §10)."""
+    if revision is not None:
+        return JSONResponse(cm.state_summary_at(revision))
     summary = cm.state_summary()
     return JSONResponse(summary, headers={"ETag": revision_etag(int(summary["revision"]))})
 

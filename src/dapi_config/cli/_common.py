@@ -266,6 +266,17 @@ JsonOpt = Annotated[
         "--json", callback=_json_if_asked, help="Print JSON for scripts (also: -o json|yaml)."
     ),
 ]
+AtRevisionOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--at-revision",
+        min=0,
+        metavar="R",
+        help="As it was right after audit revision R (see `dapi-config audit`).",
+        show_default=False,
+    ),
+]
+
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
 ]

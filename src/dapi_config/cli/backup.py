@@ -31,7 +31,7 @@ from dapi_config.cli._common import (
 )
 from dapi_config.cli._output import stdout
 from dapi_config.errors import ConfigError, DapiConfigError
-from dapi_config.settings import parse_duration
+from dapi_config.settings import parse_duration, parse_time
 from dapi_config.static import load_static_config
 from dapi_config.store import backup as backups_mod
 from dapi_config.store import recovery
@@ -123,18 +123,71 @@ def backups_list(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def restore(
-    backup_file: Annotated[Path, typer.Argument(metavar="BACKUP", help="The backup to restore.")],
+def restore(  # noqa: PLR0917 - Typer passes each option by position
+    backup_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[BACKUP]",
+            help="The backup to restore (or --to-revision / --to-time).",
+            show_default=False,
+        ),
+    ] = None,
+    to_revision: Annotated[
+        int | None,
+        typer.Option(
+            "--to-revision",
+            min=0,
+            metavar="R",
+            help="Bring the state back to how it was right after audit revision R.",
+            show_default=False,
+        ),
+    ] = None,
+    to_time: Annotated[
+        str | None,
+        typer.Option(
+            "--to-time",
+            metavar="ISO-8601",
+            help="Bring it back to the newest revision at or before this time "
+            "(2026-12-07T13:40:00Z).",
+            show_default=False,
+        ),
+    ] = None,
+    include_keys: Annotated[
+        bool,
+        typer.Option(
+            "--include-keys",
+            help="With --to-revision/--to-time: also bring back the nodes' security keys as "
+            "the newest backup at or before then holds them. Off by default: a key rotated "
+            "since was rotated for a reason (a leak), and the nodes hold the new one.",
+        ),
+    ] = False,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replace the state with BACKUP; the current state is backed up first.
+    """Replace the state with BACKUP, or bring it back to a revision or a time (point-in-time
+    recovery); the current state is backed up first.
 
     A damaged backup is refused and nothing changes. Running services see the restored state
-    at their next read. --dry-run shows what would change; on a terminal it asks first.
-    Example: dapi-config restore backups/state-20261127T120000000000Z-manual.db --dry-run
+    at their next read. --dry-run shows what would change; on a terminal it asks first. A
+    restore to a revision is itself an audit entry naming it; revisions keep increasing.
+    Example: dapi-config restore --to-time 2026-12-07T13:40:00Z --dry-run
     """
+    chosen = sum(x is not None for x in (backup_file, to_revision, to_time))
+    if chosen != 1:
+        raise fail("give one of BACKUP, --to-revision R or --to-time ISO-8601")
+    if include_keys and backup_file is not None:
+        raise fail("--include-keys goes with --to-revision or --to-time (a backup brings its keys)")
+    if backup_file is None:
+        _restore_to(
+            to_revision,
+            to_time,
+            include_keys=include_keys,
+            dry_run=dry_run,
+            yes=yes,
+            as_json=as_json,
+        )
+        return
     if dry_run or (not yes and sys.stdin.isatty()):
         try:
             with open_manager(read_only=True) as cm:
@@ -177,6 +230,38 @@ def restore(
         f"(to undo: dapi-config restore {result.pre_restore.path})"
         if result.pre_restore is not None
         else "next: `dapi-config check`; running services already read the restored state",
+        err=True,
+    )
+
+
+def _restore_to(
+    revision: int | None,
+    when: str | None,
+    *,
+    include_keys: bool,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """``restore --to-revision`` / ``--to-time``: a preview, a question, the restore."""
+    with open_manager() as cm:
+        if revision is None:
+            revision = cm.revision_at_time(parse_time(when or "", "--to-time"))
+        changes = cm.preview_restore_to_revision(revision)
+        if dry_run:
+            _print_changes(changes, as_json, f"restoring r{revision} changes nothing")
+            return
+        _print_changes(changes, False, f"restoring r{revision} changes nothing", err=True)
+        confirm(f"bring the state back to revision {revision}?", yes=yes)
+        with working(f"restoring revision {revision}"):
+            restored = cm.restore_to_revision(revision, include_keys=include_keys)
+    if as_json:
+        print_json({"restored_revision": revision, "revision": restored, "changes": changes})
+        return
+    print(f"state brought back to revision {revision} (as revision {restored})")
+    typer.echo(
+        f"next: `dapi-config check --deep`; to undo: dapi-config restore --to-revision "
+        f"{restored - 1}",
         err=True,
     )
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dapi_config.cli._common import (
+    AtRevisionOpt,
     DryRunOpt,
     JsonOpt,
     YesOpt,
@@ -20,8 +21,8 @@ from dapi_config.cli._common import (
     working,
 )
 from dapi_config.cli._output import stdout
-from dapi_config.errors import DapiConfigError
-from dapi_config.manager import MAX_NODE_PAGE
+from dapi_config.errors import DapiConfigError, NodeNotFoundError
+from dapi_config.manager import MAX_NODE_PAGE, matching, page_of
 from dapi_config.models import InferenceNodeConfig, NodeInput
 from dapi_config.node_import import parse_node_input
 
@@ -42,6 +43,7 @@ def nodes_list(
             "--filter", help="Only nodes whose id, address, models or version contain this."
         ),
     ] = None,
+    at_revision: AtRevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the registered inference nodes, in registration order.
@@ -49,7 +51,10 @@ def nodes_list(
     Example: dapi-config nodes list --filter Qwen --limit 50 --json
     """
     with open_manager(read_only=True) as cm:
-        if match is not None:
+        if at_revision is not None:
+            past = cm.nodes_at(at_revision)
+            nodes = _page(past if match is None else matching(past, match), limit, after)
+        elif match is not None:
             nodes = _page(cm.find_nodes(match), limit, after)
         elif limit is not None or after is not None:
             nodes = cm.get_nodes_page(limit=limit or MAX_NODE_PAGE, after=after)
@@ -79,12 +84,10 @@ def nodes_list(
 def _page(
     nodes: list[InferenceNodeConfig], limit: int | None, after: str | None
 ) -> list[InferenceNodeConfig]:
-    if after is not None:
-        ids = [n.id for n in nodes]
-        if after not in ids:
-            raise fail(f"--after {after!r}: no such node among those listed")
-        nodes = nodes[ids.index(after) + 1 :]
-    return nodes if limit is None else nodes[:limit]
+    try:
+        return page_of(nodes, limit, after)
+    except NodeNotFoundError:
+        raise fail(f"--after {after!r}: no such node among those listed") from None
 
 
 def _address(node: InferenceNodeConfig) -> str:

@@ -13,7 +13,14 @@ import typer
 from dapi_config._goyaml import render_go_yaml
 from dapi_config._yaml import parse_yaml
 from dapi_config.catalogue import BY_NAME, KINDS
-from dapi_config.cli._common import JsonOpt, fail, open_manager, print_json, state_app
+from dapi_config.cli._common import (
+    AtRevisionOpt,
+    JsonOpt,
+    fail,
+    open_manager,
+    print_json,
+    state_app,
+)
 from dapi_config.cli._output import stdout
 from dapi_config.errors import ConfigError
 
@@ -66,17 +73,24 @@ def state_get(
         str | None,
         typer.Argument(metavar="[KIND]", help=f"One of: {KIND_NAMES}. Omitted: the whole state."),
     ] = None,
+    at_revision: AtRevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show the dynamic state, or one kind of it.
+    """Show the dynamic state, or one kind of it (--at-revision: as it was then).
 
     Example: dapi-config state get upgrade-plan --json
     """
     with open_manager(read_only=True) as cm:
         if kind is None:
-            data = cm.state_summary()
+            data = cm.state_summary() if at_revision is None else cm.state_summary_at(at_revision)
         else:
-            data = cm.state_value(_kind(kind).name).model_dump(mode="json")
+            name = _kind(kind).name
+            value = (
+                cm.state_value(name)
+                if at_revision is None
+                else cm.state_value_at(name, at_revision)
+            )
+            data = value.model_dump(mode="json")
     if as_json:
         print_json(data)
     else:

@@ -5,6 +5,7 @@ and the plumbing every part uses (transactions, hooks, the risky-operation backu
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dapi_config import documents, legacy
+from dapi_config import documents, history, legacy
 from dapi_config._files import choose_output
 from dapi_config._validation import ModelT, refuse_unknown_fields, validate
 from dapi_config.crypto import MasterKeySource
@@ -224,7 +225,32 @@ class ManagerBase:
             include_security_keys=include_security_keys,
         )
 
+    def _trail(
+        self,
+    ) -> tuple[list[history.TrailRow], list[tuple[Any, ...]], tuple[int, str] | None]:
+        """The whole audit trail, decoded and as stored, and the retention's checkpoint, from
+        one consistent read. Raises :class:`NotSupportedError` in ``yaml`` mode."""
+        if self._audit is None:
+            raise self._lacking(AuditTrail)
+        trail = self._audit
+        with self._store.snapshot():
+            checkpoint = trail.audit_checkpoint()
+            raw: list[tuple[Any, ...]] = []
+            after = 0 if checkpoint is None else checkpoint[0]
+            while batch := trail.audit_chain_rows(after, 5000):
+                raw.extend(batch)
+                after = int(batch[-1][0])
+        rows = [
+            history.TrailRow(int(r[0]), str(r[3]), str(r[4]), _decoded(r[5]), _decoded(r[6]), r[7])
+            for r in raw
+        ]
+        return rows, raw, checkpoint
+
     def state_summary(self) -> dict[str, Any]:
         """The dynamic state as plain data (for ``status`` and ``GET /admin/v1/state``), from
         one consistent read."""
         return documents.state_summary(self._store)
+
+
+def _decoded(text: Any) -> Any:
+    return None if text is None else json.loads(text)

@@ -30,6 +30,7 @@ from dapi_config.manager.keys import SecretsAndKeys
 from dapi_config.manager.kinds import StateKinds
 from dapi_config.manager.nodes import MAX_NODE_PAGE, NodeRegistry
 from dapi_config.manager.opening import open_state
+from dapi_config.manager.past import PastStates
 from dapi_config.manager.predecessor import PredecessorBridge
 from dapi_config.manager.recovery import BackupsAndChecks
 from dapi_config.models import (
@@ -68,7 +69,13 @@ __all__ = [
 
 
 class ConfigManager(
-    NodeRegistry, StateKinds, BackupsAndChecks, SecretsAndKeys, PredecessorBridge, ApiAccess
+    NodeRegistry,
+    StateKinds,
+    BackupsAndChecks,
+    PastStates,
+    SecretsAndKeys,
+    PredecessorBridge,
+    ApiAccess,
 ):
     """Static configuration plus crash-safe dynamic state.
 

@@ -44,22 +44,7 @@ class NodeRegistry(ManagerBase):
     def find_nodes(self, text: str) -> list[InferenceNodeConfig]:
         """The nodes whose id, address, models or version contain ``text`` (any case), in
         registration order: what ``nodes list --filter`` and the console's filter show."""
-        needle = text.casefold()
-        return [
-            node
-            for node in self._store.nodes()
-            if any(
-                needle in field.casefold()
-                for field in (
-                    node.id,
-                    node.host,
-                    node.base_url,
-                    node.url,
-                    node.version,
-                    *node.models,
-                )
-            )
-        ]
+        return matching(self._store.nodes(), text)
 
     def remove_nodes(self, node_ids: Sequence[str]) -> list[InferenceNodeConfig]:
         """Remove several nodes (and their security keys), all or nothing; returns them.
@@ -266,3 +251,29 @@ class NodeRegistry(ManagerBase):
             replace=replace,
             before_risky_operation=self.before_risky_operation,
         )
+
+
+def matching(nodes: Iterable[InferenceNodeConfig], text: str) -> list[InferenceNodeConfig]:
+    """The ``nodes`` whose id, address, models or version contain ``text`` (any case)."""
+    needle = text.casefold()
+    return [
+        node
+        for node in nodes
+        if any(
+            needle in field.casefold()
+            for field in (node.id, node.host, node.base_url, node.url, node.version, *node.models)
+        )
+    ]
+
+
+def page_of(
+    nodes: list[InferenceNodeConfig], limit: int | None, after: str | None
+) -> list[InferenceNodeConfig]:
+    """At most ``limit`` of ``nodes``, after the node ``after`` (from the start when None).
+    Raises :class:`NodeNotFoundError` when ``after`` is not among them."""
+    if after is not None:
+        ids = [n.id for n in nodes]
+        if after not in ids:
+            raise NodeNotFoundError(after)
+        nodes = nodes[ids.index(after) + 1 :]
+    return nodes if limit is None else nodes[:limit]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from dapi_config import documents, history
 from dapi_config.manager._base import ManagerBase
 from dapi_config.models import BandwidthParamsCache, PoCParamsCache, ValidationParamsCache
-from dapi_config.store.backend import AuditTrail, SealedSecrets
+from dapi_config.store.backend import SealedSecrets
 from dapi_config.store.backup import MANUAL as MANUAL_BACKUP
 from dapi_config.store.backup import BackupInfo, backup_dir_for
 from dapi_config.store.chain import ChainReport, verify
@@ -125,34 +124,17 @@ class BackupsAndChecks(ManagerBase):
         """Walk the audit trail's hash chain (SPEC §10) and compare every current value with
         the newest value the trail holds for it (:mod:`dapi_config.history`). Changes nothing.
         Raises :class:`NotSupportedError` in ``yaml`` mode (no trail)."""
-        if self._audit is None:
-            raise self._lacking(AuditTrail)
-        trail = self._audit
+        rows, raw, checkpoint = self._trail()
         with self._store.snapshot():
-            checkpoint = trail.audit_checkpoint()
-            rows: list[tuple[Any, ...]] = []
-            after = 0 if checkpoint is None else checkpoint[0]
-            while batch := trail.audit_chain_rows(after, 5000):
-                rows.extend(batch)
-                after = int(batch[-1][0])
             current = self._current_parts()
         report = verify(
-            rows,
+            raw,
             self._keys.chain_key(),
             start="" if checkpoint is None else checkpoint[1],
             start_revision=None if checkpoint is None else checkpoint[0],
         )
-        known = history.newest_values(
-            (
-                history.TrailRow(
-                    int(r[0]), str(r[3]), str(r[4]), _decoded(r[5]), _decoded(r[6]), r[7]
-                )
-                for r in rows
-            ),
-            whole=checkpoint is None,
-        )
-        found = history.differences(known, current)
-        return DeepCheck(report, found, len(known))
+        known = history.newest_values(rows, whole=checkpoint is None)
+        return DeepCheck(report, history.differences(known, current), len(known))
 
     def _current_parts(self) -> dict[str, Any]:
         """The state as :mod:`dapi_config.history` names its parts (inside a snapshot)."""
@@ -169,7 +151,3 @@ class BackupsAndChecks(ManagerBase):
             for row in store.security_keys():
                 parts[f"key:{row.node_id}"] = {"key_version": row.key_version}
         return parts
-
-
-def _decoded(text: Any) -> Any:
-    return None if text is None else json.loads(text)

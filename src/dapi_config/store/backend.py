@@ -293,6 +293,10 @@ class AuditTrail(Protocol):
 
     def audit_chain_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]: ...
 
+    def record_restore(
+        self, source: str, backup_revision: int, latest: int, backup_chain: str | None = None
+    ) -> int: ...
+
 
 @runtime_checkable
 class SealedSecrets(Protocol):
@@ -346,6 +350,10 @@ class Backups(Protocol):
         self, backup: str | os.PathLike[str]
     ) -> contextlib.AbstractContextManager[Any]:
         """The state ``backup`` holds, to read (the core's reads), on a private copy."""
+        ...
+
+    def opened_scratch(self) -> contextlib.AbstractContextManager[Any]:
+        """A new, empty private state (a SQLite file beside the backups) to fill and read."""
         ...
 
     def check(self, *, max_backup_age: float | None = None) -> CheckResult: ...

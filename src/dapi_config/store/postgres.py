@@ -70,6 +70,7 @@ from dapi_config.store.recovery import (
 )
 from dapi_config.store.snapshot import (
     opened_backup,
+    opened_scratch,
     read_snapshot,
     restore_from_backup,
     write_snapshot_file,
@@ -839,6 +840,10 @@ class PostgresStore(StateQueries):
     ) -> contextlib.AbstractContextManager[StateQueries]:
         """The state the snapshot file ``backup`` holds, to read (a restore's preview)."""
         return opened_backup(backup, work_dir=self.backup_dir, cipher=None)
+
+    def opened_scratch(self) -> contextlib.AbstractContextManager[StateQueries]:
+        """A new, empty private SQLite state to fill (see :func:`.snapshot.opened_scratch`)."""
+        return opened_scratch(work_dir=self.backup_dir, cipher=None)
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
         """Make the snapshot file ``backup`` (made by :meth:`backup`, or any SQLite state file

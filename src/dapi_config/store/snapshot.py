@@ -180,6 +180,20 @@ def opened_backup(
 
 
 @contextlib.contextmanager
+def opened_scratch(*, work_dir: Path, cipher: StateCipher | None) -> Iterator[StateQueries]:
+    """A new, empty private state file in ``work_dir`` (0600), to fill and read (the state as
+    it was at a revision, rebuilt from the trail); removed on exit."""
+    work = make_durable_dir(work_dir) / f".scratch-{os.getpid()}-{threading.get_ident()}.db"
+    try:
+        remove_with_companions(work)
+        create_private_file(work)
+        with _state_file(work, cipher) as store:
+            yield store
+    finally:
+        remove_with_companions(work)
+
+
+@contextlib.contextmanager
 def _private_copy(
     info: BackupInfo, work_dir: Path, why: str, consequence: str = ""
 ) -> Iterator[Path]:

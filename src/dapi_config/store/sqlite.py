@@ -54,7 +54,7 @@ from dapi_config.store.recovery import (
     restorable_backup,
     staged_path,
 )
-from dapi_config.store.snapshot import opened_backup, restore_from_backup
+from dapi_config.store.snapshot import opened_backup, opened_scratch, restore_from_backup
 from dapi_config.store.sqlcipher import StateCipher
 
 log = logging.getLogger("dapi_config.state")
@@ -440,6 +440,10 @@ class SqliteStore(StateQueries):
     ) -> contextlib.AbstractContextManager[StateQueries]:
         """The state ``backup`` holds, to read (see :func:`.snapshot.opened_backup`)."""
         return opened_backup(backup, work_dir=self.backup_dir, cipher=self.cipher)
+
+    def opened_scratch(self) -> contextlib.AbstractContextManager[StateQueries]:
+        """A new, empty private state to fill (see :func:`.snapshot.opened_scratch`)."""
+        return opened_scratch(work_dir=self.backup_dir, cipher=self.cipher)
 
     def restore_backup(self, backup: str | os.PathLike[str]) -> RestoreResult:
         """Make ``backup`` the state, in one transaction that keeps the audit trail, after a
