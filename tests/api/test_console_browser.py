@@ -341,6 +341,45 @@ def test_a_scoped_token_logs_in_and_sees_only_what_its_role_may_do(
     assert opened.foreign_requests == [] and _page_errors(opened) == []
 
 
+def test_the_changes_panel_shows_a_past_revision_and_restores_to_it(
+    console_server: RunningServer, browser_page: Any
+) -> None:
+    """SPEC §10: pick a revision (typed, or a change's number in the feed), see the state as
+    it was then and what restoring to it would change; "Restore to here" asks once more."""
+    cm = console_server.manager
+    then = cm.latest_revision()  # height 1,234, gpu-a and gpu-b
+    cm.update_node(_node("gpu-a", "10.0.0.99"))
+    cm.set_height(1_300)
+    opened = browser_page(console_server.url)
+    page = opened.page
+    page.goto(console_server.url + "/")
+    _log_in(page, TOKEN)
+    page.wait_for_selector(f"#feed li[data-revision='{then}']")
+    page.click(f"#feed li[data-revision='{then}'] button.rev")
+    page.wait_for_selector("#travel-view:not([hidden])")
+    assert page.inner_text("#travel-title") == f"The state right after revision {then}"
+    shown = page.inner_text("#travel-state")
+    assert '"height": 1234' in shown and "gpu-a 10.0.0.5" in shown
+    changes = page.inner_text("#travel-changes")
+    assert "height: 1300 -> 1234" in changes and "node gpu-a: changed (host)" in changes
+    page.click("#travel-restore")
+    page.wait_for_selector(f"#travel-restore:text('Really restore revision {then}?')")
+    assert cm.get_height() == 1_300  # asked, not done
+    page.click("#travel-restore")
+    page.wait_for_selector("#travel-view", state="hidden")
+    assert cm.get_height() == 1_234 and cm.get_node("gpu-a").host == "10.0.0.5"
+    newest = cm.get_audit(limit=3, newest=True)
+    assert any(
+        e.action == "restore" and e.new_value["backup"] == f"revision {then}" for e in newest
+    )
+    # A revision typed by hand that cannot be shown: one clear line, nothing changed.
+    page.fill("#travel-revision", "99999")
+    page.click("#travel-show")
+    page.wait_for_selector("#action-error:not([hidden])")
+    assert "revision" in page.inner_text("#action-error")
+    assert opened.foreign_requests == [] and _page_errors(opened) == []
+
+
 def test_a_new_state_reads_well_in_utc_and_on_a_narrow_screen(
     running_server: RunningServer, browser_page: Any
 ) -> None:

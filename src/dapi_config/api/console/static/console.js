@@ -533,7 +533,7 @@
     return el(
       "li",
       { "data-revision": entry.revision },
-      el("span", { class: "rev" }, "#" + entry.revision),
+      el("button", { type: "button", class: "rev link", title: "Show the state at this revision", onclick: () => showRevision(entry.revision).catch(showError) }, "#" + entry.revision),
       " ",
       el("time", { dateTime: entry.at }, utc(entry.at)),
       " ",
@@ -543,6 +543,49 @@
       entry.target ? " " + entry.target : "",
       el("div", { class: "change" }, el("code", {}, show(entry.old_value)), " → ", el("code", {}, show(entry.new_value)))
     );
+  }
+
+  // -- the state at a revision, and restoring to it ------------------------------------------
+
+  async function showRevision(revision) {
+    clearError();
+    const at = "?revision=" + encodeURIComponent(revision);
+    const [{ data: past }, { data: nodes }] = await Promise.all([
+      api("GET", "/admin/v1/state" + at),
+      api("GET", "/admin/v1/nodes" + at),
+    ]);
+    $("travel-revision").value = revision;
+    $("travel-title").textContent = "The state right after revision " + revision;
+    const shown = Object.assign({}, past, { nodes: nodes.map((n) => n.node.id + " " + n.node.host) });
+    $("travel-state").textContent = JSON.stringify(shown, null, 2);
+    const button = $("travel-restore");
+    button.dataset.confirm = "";
+    button.textContent = "Restore to here";
+    if (may("admin")) {
+      const { data: preview } = await api("POST", "/admin/v1/restore", { body: { revision, dry_run: true } });
+      const lines = preview.changes.length ? preview.changes : ["nothing: the state is as it was then"];
+      $("travel-changes").replaceChildren(...lines.map((line) => el("li", {}, line)));
+      button.disabled = !preview.changes.length;
+    }
+    state.travel = revision;
+    $("travel-view").hidden = false;
+  }
+
+  async function restoreHere() {
+    clearError();
+    const button = $("travel-restore");
+    if (button.dataset.confirm !== "yes") {
+      button.dataset.confirm = "yes";
+      button.textContent = "Really restore revision " + state.travel + "?";
+      return;
+    }
+    try {
+      await api("POST", "/admin/v1/restore", { body: { revision: state.travel } });
+      $("travel-view").hidden = true;
+      await refreshAll();
+    } catch (error) {
+      showError(error);
+    }
   }
 
   function addToFeed(entries) {
@@ -710,6 +753,14 @@
       if (id) issueKey(id, false);
     });
     $("backup-now").addEventListener("click", backupNow);
+    $("travel").addEventListener("submit", (event) => {
+      event.preventDefault();
+      showRevision(Number($("travel-revision").value)).catch(showError);
+    });
+    $("travel-restore").addEventListener("click", restoreHere);
+    $("travel-close").addEventListener("click", () => {
+      $("travel-view").hidden = true;
+    });
     for (const row of document.querySelectorAll("#kind-table tr[data-path]")) {
       row.querySelector(".kind-edit").addEventListener("click", () => openKindEditor(row).catch(showError));
       const clear = row.querySelector(".kind-clear");
