@@ -225,6 +225,20 @@ def raw_rows(cm: ConfigManager, sql: str) -> list[tuple[object, ...]]:
         return [tuple(r) for r in conn.execute(sql)]
 
 
+def raw_execute(cm: ConfigManager, sql: str) -> None:
+    """Change ``cm``'s state past the library (a tamper test): with the stdlib on a SQLite
+    file, with psycopg on PostgreSQL."""
+    location = cm.state_location
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location) as conn:
+            conn.execute(sql)
+        return
+    with sqlite_file(location) as conn:
+        conn.execute(sql)
+
+
 @contextlib.contextmanager
 def sqlite_file(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
     """A plain stdlib connection to ``path`` that commits on success and is always closed

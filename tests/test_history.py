@@ -21,7 +21,7 @@ from dapi_config import ConfigManager, InferenceNodeConfig, SeedInfo, UpgradePla
 from dapi_config.errors import HistoryUnavailableError
 from dapi_config.history import Known, TrailRow, differences, newest_values
 from dapi_config.store.chain import KEYED, PLAIN
-from tests.conftest import TEST_STATE_KEY, raw_rows, sqlite_file
+from tests.conftest import TEST_STATE_KEY, raw_execute, raw_rows, sqlite_file
 
 pytestmark = pytest.mark.both_backends
 
@@ -55,19 +55,6 @@ def _every_kind_of_write(cm: ConfigManager) -> None:
     cm.create_security_key("b")
     cm.delete_security_key("b")
     cm.remove_node("c")
-
-
-def _execute(cm: ConfigManager, sql: str) -> None:
-    """Change the state past the library."""
-    location = cm.state_location
-    if location.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(location) as conn:
-            conn.execute(sql)
-        return
-    with sqlite_file(location) as conn:
-        conn.execute(sql)
 
 
 @contextlib.contextmanager
@@ -106,7 +93,7 @@ def test_a_host_rewritten_under_the_trail_is_found(
     manager: ConfigManager, config_file: Path, state_env: dict[str, str]
 ) -> None:
     _every_kind_of_write(manager)
-    _execute(manager, "UPDATE inference_nodes SET host = '203.0.113.66' WHERE id = 'b'")
+    raw_execute(manager, "UPDATE inference_nodes SET host = '203.0.113.66' WHERE id = 'b'")
     with _reopened(config_file, state_env) as cm:
         assert cm.get_node("b").host == "203.0.113.66"  # served as it is: only the check knows
         found = cm.deep_check()
@@ -121,9 +108,9 @@ def test_values_changed_or_added_under_the_trail_are_found(
     manager: ConfigManager, config_file: Path, state_env: dict[str, str]
 ) -> None:
     _every_kind_of_write(manager)
-    _execute(manager, "UPDATE chain_state SET value = '9999' WHERE key = 'current_height'")
-    _execute(manager, "DELETE FROM node_versions")
-    _execute(
+    raw_execute(manager, "UPDATE chain_state SET value = '9999' WHERE key = 'current_height'")
+    raw_execute(manager, "DELETE FROM node_versions")
+    raw_execute(
         manager,
         "INSERT INTO inference_nodes(id, host, inference_segment, inference_port, poc_segment, "
         "poc_port, models, max_concurrent, hardware, version, is_enabled, position) "
@@ -140,7 +127,7 @@ def test_an_edited_row_breaks_the_chain_at_that_row(
     manager: ConfigManager, config_file: Path, state_env: dict[str, str]
 ) -> None:
     _every_kind_of_write(manager)
-    _execute(manager, "UPDATE audit_log SET actor = 'someone-else' WHERE revision = 4")
+    raw_execute(manager, "UPDATE audit_log SET actor = 'someone-else' WHERE revision = 4")
     with _reopened(config_file, state_env) as cm:
         found = cm.deep_check()
     assert not found.ok and found.chain.problem_revision == 4
@@ -151,7 +138,7 @@ def test_a_deleted_row_breaks_the_chain_at_the_next(
     manager: ConfigManager, config_file: Path, state_env: dict[str, str]
 ) -> None:
     _every_kind_of_write(manager)
-    _execute(manager, "DELETE FROM audit_log WHERE revision = 6")
+    raw_execute(manager, "DELETE FROM audit_log WHERE revision = 6")
     with _reopened(config_file, state_env) as cm:
         found = cm.deep_check()
     assert found.chain.problem_revision == 7

@@ -104,6 +104,45 @@ class IntegrityChecker(Periodic):
         return result
 
 
+class TrailChecker(Periodic):
+    """The audit trail's chain and the state against it (``check --deep``) every ``interval``
+    seconds, in a thread of its own; the first run waits one interval, so a start stays quick.
+    A break or a difference is one CRITICAL log line naming it, and shows in the overview and
+    on ``/metrics`` (``on_result``); readiness is not failed: a restart cannot mend it, and the
+    operator decides (``restore --to-revision``)."""
+
+    def __init__(
+        self,
+        manager: ConfigManager,
+        *,
+        interval: float,
+        on_result: Callable[[IntegrityResult], None] | None = None,
+    ) -> None:
+        super().__init__(interval, name="dapi-config-trail")
+        self.manager = manager
+        self.on_result = on_result
+        self.last: IntegrityResult | None = None
+
+    def run_once(self) -> IntegrityResult:
+        """Check now; never raises (a state that cannot be read is readiness's to report)."""
+        started = time.monotonic()
+        ok: bool | None
+        try:
+            found = self.manager.deep_check()
+            problems, ok = found.problems, found.ok
+        except DapiConfigError as exc:
+            problems, ok = [str(exc)], None
+        result = IntegrityResult(time.time(), ok, problems, time.monotonic() - started)
+        if ok is False:
+            log.critical("the state does not match its audit trail: %s", "; ".join(problems[:3]))
+        elif ok is None:
+            log.warning("the audit trail could not be checked: %s", problems[0])
+        self.last = result
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+
 class Readiness:
     """Cheap checks that the service's state file can be read and written."""
 
@@ -111,6 +150,8 @@ class Readiness:
         self.manager = manager
         #: The service's periodic integrity check, when one runs (its last outcome is shown).
         self.integrity: IntegrityChecker | None = None
+        #: The service's periodic check of the audit trail, when one runs.
+        self.trail: TrailChecker | None = None
         self._flight_lock = threading.Lock()
         self._flight: Future[ReadinessReport] | None = None
         #: The predecessor marks of the overview, with the revision they were computed at.
@@ -269,6 +310,10 @@ class Overview(BaseModel):
     last_export_at: float | None
     integrity_ok: bool | None = None
     integrity_checked_at: float | None = None
+    #: What the last periodic check of the audit trail found (None: none finished yet).
+    trail_ok: bool | None = None
+    trail_problems: list[str] = []
+    trail_checked_at: float | None = None
     kept_as_the_predecessor_accepted: list[PredecessorMark] = []
 
 
@@ -297,6 +342,7 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
     except OSError:
         last_export = None
     checked = readiness.integrity.last if readiness.integrity is not None else None
+    trail = readiness.trail.last if readiness.trail is not None else None
     return Overview(
         ready=report.ready,
         problems=report.problems,
@@ -312,6 +358,9 @@ def overview(manager: ConfigManager, readiness: Readiness) -> Overview:
         last_export_at=last_export,
         integrity_ok=None if checked is None else checked.ok,
         integrity_checked_at=None if checked is None else checked.checked_at,
+        trail_ok=None if trail is None else trail.ok,
+        trail_problems=[] if trail is None else trail.problems[:5],
+        trail_checked_at=None if trail is None else trail.checked_at,
         kept_as_the_predecessor_accepted=marks,
     )
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from dapi_config.access import no_token_warning
 from dapi_config.errors import ConfigError, ListenError
-from dapi_config.health import IntegrityChecker, Readiness
+from dapi_config.health import IntegrityChecker, Readiness, TrailChecker
 from dapi_config.manager import ConfigManager
 from dapi_config.static import config_file_path
 from dapi_config.store.backend import IntegrityCheckable
@@ -305,6 +305,16 @@ def _start_integrity_checks(cm: ConfigManager, metrics: ServiceMetrics) -> Integ
     return checker
 
 
+def _start_trail_checks(cm: ConfigManager, metrics: ServiceMetrics) -> TrailChecker | None:
+    if cm.settings.deep_check_interval <= 0 or cm.state_mode == "yaml":
+        return None  # off, or no trail to check
+    checker = TrailChecker(
+        cm, interval=cm.settings.deep_check_interval, on_result=metrics.observe_trail
+    )
+    checker.start()
+    return checker
+
+
 def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     """Serve the admin API on ``cm`` until SIGTERM/SIGINT; returns the stopping signal.
 
@@ -330,6 +340,7 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     metrics = ServiceMetrics()
     scheduler: BackupScheduler | None = None
     integrity: IntegrityChecker | None = None
+    trail: TrailChecker | None = None
     stop_signals: list[int] = []
     previous: dict[int, object] = {}
     accept_errors = _AcceptErrorFilter()
@@ -337,6 +348,7 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     try:
         readiness = Readiness(cm)
         readiness.integrity = integrity = _start_integrity_checks(cm, metrics)
+        readiness.trail = trail = _start_trail_checks(cm, metrics)
         application = create_app(
             cm, service_metrics=metrics, readiness=readiness, require_token=require_token
         )
@@ -387,6 +399,8 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
             scheduler.stop()
         if integrity is not None:
             integrity.stop()
+        if trail is not None:
+            trail.stop()
         cm.stop_periodic_export()
         logging.getLogger("asyncio").removeFilter(accept_errors)
         for sig, handler in previous.items():

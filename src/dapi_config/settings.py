@@ -19,6 +19,8 @@ variable, which beats the default.
 - ``API_AUDIT_KEEP``: audit rows ``N``, days ``Nd`` or ``all`` (default 100000 rows);
 - ``API_BACKUP_INTERVAL``: scheduled backups, a duration > 0 (default 1h);
 - ``API_BACKUP_KEEP``: backups kept per kind, 0 keeps all (default 24);
+- ``API_DEEP_CHECK_INTERVAL``: how often ``serve`` checks the audit trail's chain and the state
+  against it, as ``check --deep`` does (default ``6h``; ``0``: never);
 - ``API_INTEGRITY_CHECK_INTERVAL``: how often ``serve`` runs SQLite's ``quick_check`` on the
   state file, ``0`` disables (default 10m);
 - ``CONFIG_EXPORT_INTERVAL``: the periodic full export, ``0`` disables (default 10m);
@@ -62,6 +64,8 @@ EXPORT_KEEP_ENV: Final = "CONFIG_EXPORT_KEEP"
 EXPORT_SECRETS_ENV: Final = "CONFIG_EXPORT_SECRETS"
 INTEGRITY_INTERVAL_ENV: Final = "API_INTEGRITY_CHECK_INTERVAL"
 DEFAULT_INTEGRITY_INTERVAL_S: Final = 600.0
+DEEP_CHECK_INTERVAL_ENV: Final = "API_DEEP_CHECK_INTERVAL"
+DEFAULT_DEEP_CHECK_INTERVAL_S: Final = 6 * 3600.0
 PG_TIMEOUT_ENV: Final = "API_STATE_PG_TIMEOUT"
 DEFAULT_PG_TIMEOUT_S: Final = 10.0
 FAILPOINT_ENV: Final = "DAPI_CONFIG_FAILPOINT"
@@ -263,6 +267,9 @@ class Settings:
     backup_keep: int = DEFAULT_BACKUP_KEEP
     #: ``API_INTEGRITY_CHECK_INTERVAL``: seconds between the service's integrity checks (0: off).
     integrity_interval: float = DEFAULT_INTEGRITY_INTERVAL_S
+    #: ``API_DEEP_CHECK_INTERVAL``: seconds between the service's checks of the audit trail's
+    #: chain and of the state against it (0: off).
+    deep_check_interval: float = DEFAULT_DEEP_CHECK_INTERVAL_S
     export_interval: float = DEFAULT_EXPORT_INTERVAL_S
     export_keep: int = 0
     export_secrets: bool = False
@@ -320,6 +327,9 @@ class Settings:
             backup_keep=count(BACKUP_KEEP_ENV, DEFAULT_BACKUP_KEEP),
             integrity_interval=duration(
                 INTEGRITY_INTERVAL_ENV, DEFAULT_INTEGRITY_INTERVAL_S, allow_zero=True
+            ),
+            deep_check_interval=duration(
+                DEEP_CHECK_INTERVAL_ENV, DEFAULT_DEEP_CHECK_INTERVAL_S, allow_zero=True
             ),
             export_interval=duration(
                 EXPORT_INTERVAL_ENV, DEFAULT_EXPORT_INTERVAL_S, allow_zero=True

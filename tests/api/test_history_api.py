@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from dapi_config import InferenceNodeConfig
-from tests.api.conftest import RunningServer
+from dapi_config import ConfigManager, InferenceNodeConfig
+from dapi_config.api import ServiceMetrics
+from dapi_config.health import Readiness, TrailChecker
+from tests.api.conftest import RunningServer, StartServer
+from tests.conftest import raw_execute
 
 pytestmark = pytest.mark.both_backends
 
@@ -49,3 +52,28 @@ def test_reading_the_past_over_http(running_server: RunningServer) -> None:
     early = client.post(f"{ADMIN}/restore", json={"time": "2000-01-01T00:00:00Z"})
     assert early.status_code == 200 and early.json()["restored_revision"] == 0
     assert cm.get_nodes() == [] and cm.get_height() == 0
+
+
+def test_the_periodic_trail_check_reports_a_value_changed_under_the_trail(
+    manager: ConfigManager, start_server: StartServer
+) -> None:
+    """``serve`` checks the trail every API_DEEP_CHECK_INTERVAL: a difference shows in the
+    overview and on /metrics (an alert rule ships for it); readiness is not failed."""
+    manager.add_node(_node("a"))
+    metrics = ServiceMetrics()
+    readiness = Readiness(manager)
+    checker = TrailChecker(manager, interval=3600, on_result=metrics.observe_trail)
+    readiness.trail = checker
+    server = start_server(manager, readiness=readiness, service_metrics=metrics)
+    assert checker.run_once().ok is True
+    view = server.client.get(f"{ADMIN}/overview").json()
+    assert view["trail_ok"] is True and view["trail_problems"] == []
+    assert "dapi_config_trail_check_ok 1.0" in server.client.get("/metrics").text
+
+    raw_execute(manager, "UPDATE inference_nodes SET host = '203.0.113.9'")
+    found = checker.run_once()
+    assert found.ok is False
+    view = server.client.get(f"{ADMIN}/overview").json()
+    assert view["trail_ok"] is False and "node:a" in view["trail_problems"][0]
+    assert "dapi_config_trail_check_ok 0.0" in server.client.get("/metrics").text
+    assert server.client.get("/readyz").status_code == 200

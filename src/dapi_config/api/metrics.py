@@ -118,6 +118,24 @@ class ServiceMetrics:
             "Unix time of the last periodic integrity check that finished (0 = none yet).",
             registry=r,
         )
+        self.trail_ok = Gauge(
+            "dapi_config_trail_check_ok",
+            "1 when the last periodic check found the audit trail's chain whole and the state "
+            "as the trail says, 0 when it found a break or a difference (absent until a check "
+            "finished; API_DEEP_CHECK_INTERVAL).",
+            registry=r,
+        )
+        self.trail_timestamp = Gauge(
+            "dapi_config_trail_check_timestamp_seconds",
+            "Unix time of the last periodic check of the audit trail that finished (0 = none).",
+            registry=r,
+        )
+
+    def observe_trail(self, result: IntegrityResult) -> None:
+        """Record a periodic check of the audit trail (an inconclusive one changes nothing)."""
+        if result.ok is not None:
+            self.trail_ok.set(1 if result.ok else 0)
+            self.trail_timestamp.set(result.checked_at)
 
     def watch_state(self, manager: ConfigManager, readiness: Readiness) -> None:
         """Export the domain gauges of :class:`StateGauges` for ``manager`` (once per app)."""
