@@ -1,8 +1,8 @@
 """The state as it was at any revision, and point-in-time recovery (SPEC §10).
 
 The state right after revision R is rebuilt in a private state file beside the backups: from
-an empty state and the whole trail when the trail is whole, else from the newest verified
-backup of R's history at or before R, plus the trail's rows after it (:func:`history.replay`).
+the empty state when the trail is whole, else from the newest sound backup of R's history at
+or before R, plus the trail's rows after it (:func:`history.replay`).
 The same shapes as today's reads come out of it. A restore to R writes, in one transaction
 after a backup of the current state, an entry naming R (the revisions after it marked undone,
 as a backup's restore does), then each part that differs from R's value: revisions keep
@@ -24,7 +24,12 @@ from pydantic import BaseModel, SecretStr
 from dapi_config import documents, history
 from dapi_config._validation import check_int
 from dapi_config.catalogue import BY_NAME, KINDS
-from dapi_config.errors import HistoryUnavailableError, NodeNotFoundError, ValidationError
+from dapi_config.errors import (
+    BackupError,
+    HistoryUnavailableError,
+    NodeNotFoundError,
+    ValidationError,
+)
 from dapi_config.manager._base import ManagerBase
 from dapi_config.models import InferenceNodeConfig
 from dapi_config.store.backend import AuditTrail, SealedSecrets, StateCore
@@ -119,9 +124,9 @@ class PastStates(ManagerBase):
             if history.too_large(row):
                 floor = max(floor, row.revision)
         chain = next((r.chain for r in reversed(rows) if r.revision == revision), None)
-        base: BackupInfo | None = None
-        if floor > 0 or keys:
-            base = self._base_backup(kept, floor, revision)
+        # A backup of this history when the trail alone cannot give the state (checking every
+        # backup costs more than replaying a trail the retention keeps bounded).
+        base = self._base_backup(kept, floor, revision) if floor > 0 or keys else None
         tokens = self._token_now
         opened = backups.opened_scratch() if base is None else backups.opened_backup(base.path)
         with opened as store:
@@ -130,16 +135,18 @@ class PastStates(ManagerBase):
             yield _Past(store, revision, chain, base, kept)
 
     def _base_backup(self, kept: list[history.TrailRow], floor: int, revision: int) -> BackupInfo:
-        """The newest verified backup of ``kept``'s history between ``floor`` and
-        ``revision``."""
+        """The newest sound backup of ``kept``'s history between ``floor`` and ``revision``
+        (its newest audit row is this trail's row of that revision)."""
         ours = {r.revision: r.chain for r in kept}
-        for info in self._need_backups().list_backups(verify=True):
-            if not info.ok or not floor <= info.revision <= revision:
-                continue
-            if info.revision not in ours:
-                continue  # a backup of changes a restore undid, or of another state
-            with self._need_backups().opened_backup(info.path) as store:
-                head = store.audit_chain_rows(info.revision - 1, 1)
+        backups = self._need_backups()
+        for info in backups.list_backups(verify=True):  # newest first
+            if not info.ok or not floor <= info.revision <= revision or info.revision not in ours:
+                continue  # out of range, or a backup of changes a restore undid
+            try:
+                with backups.opened_backup(info.path) as store:
+                    head = store.audit_chain_rows(info.revision - 1, 1)
+            except BackupError:
+                continue  # damaged: the next one
             if head and head[0][7] == ours[info.revision]:
                 return info
         raise HistoryUnavailableError(
