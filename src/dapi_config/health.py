@@ -63,39 +63,41 @@ class IntegrityResult:
     seconds: float
 
 
-class IntegrityChecker(Periodic):
-    """The state file's ``quick_check`` at start and every ``interval`` seconds, in a thread
-    of its own: off the write path (a WAL reader never blocks a writer), bounded in time
-    (etcd's periodic corruption check is the model). Damage it finds makes readiness fail and
-    refuses writes until a restart recovers the file; the outcome and its time show on
-    ``/readyz``, the overview and ``/metrics`` (``on_result``)."""
+class _Checker(Periodic):
+    """A check run every ``interval`` seconds in a thread of its own; each outcome is kept
+    (:attr:`last`), logged when it finds a problem, and passed to ``on_result``."""
+
+    #: What a problem found is about, for the CRITICAL log line.
+    failed_message = ""
 
     def __init__(
         self,
-        backend: IntegrityCheckable,
-        *,
         interval: float,
-        on_result: Callable[[IntegrityResult], None] | None = None,
+        *,
+        name: str,
+        run_first: bool,
+        on_result: Callable[[IntegrityResult], None] | None,
     ) -> None:
-        super().__init__(interval, name="dapi-config-integrity", run_first=True)
-        self.backend = backend
+        super().__init__(interval, name=name, run_first=run_first)
         self.on_result = on_result
         self.last: IntegrityResult | None = None
 
+    def check(self) -> list[str]:
+        """The problems found now; raises :class:`DapiConfigError` when inconclusive."""
+        raise NotImplementedError
+
     def run_once(self) -> IntegrityResult:
-        """Check now; never raises (an unreadable state is reported by readiness)."""
+        """Check now; never raises (a state that cannot be read is readiness's to report)."""
         started = time.monotonic()
         ok: bool | None
         try:
-            problems = self.backend.quick_check(time_limit=INTEGRITY_CHECK_LIMIT_S)
+            problems = self.check()
             ok = not problems
         except DapiConfigError as exc:
-            # Not finished in time, or the state could not be read at all (readiness says
-            # why): inconclusive. Damage is what the check itself reports.
             problems, ok = [str(exc)], None
         result = IntegrityResult(time.time(), ok, problems, time.monotonic() - started)
         if ok is False:
-            log.critical("integrity check of the state failed: %s", "; ".join(problems[:3]))
+            log.critical("%s: %s", self.failed_message, "; ".join(problems[:3]))
         elif ok is None:
             log.warning("%s", problems[0])
         self.last = result
@@ -104,12 +106,41 @@ class IntegrityChecker(Periodic):
         return result
 
 
-class TrailChecker(Periodic):
+class IntegrityChecker(_Checker):
+    """The state file's ``quick_check`` at start and every ``interval`` seconds, in a thread
+    of its own: off the write path (a WAL reader never blocks a writer), bounded in time
+    (etcd's periodic corruption check is the model). Damage it finds makes readiness fail and
+    refuses writes until a restart recovers the file; the outcome and its time show on
+    ``/readyz``, the overview and ``/metrics`` (``on_result``)."""
+
+    failed_message = "integrity check of the state failed"
+
+    def __init__(
+        self,
+        backend: IntegrityCheckable,
+        *,
+        interval: float,
+        on_result: Callable[[IntegrityResult], None] | None = None,
+    ) -> None:
+        super().__init__(
+            interval, name="dapi-config-integrity", run_first=True, on_result=on_result
+        )
+        self.backend = backend
+
+    def check(self) -> list[str]:
+        # Not finished in time, or the state could not be read at all (readiness says
+        # why): inconclusive. Damage is what the check itself reports.
+        return self.backend.quick_check(time_limit=INTEGRITY_CHECK_LIMIT_S)
+
+
+class TrailChecker(_Checker):
     """The audit trail's chain and the state against it (``check --deep``) every ``interval``
-    seconds, in a thread of its own; the first run waits one interval, so a start stays quick.
-    A break or a difference is one CRITICAL log line naming it, and shows in the overview and
-    on ``/metrics`` (``on_result``); readiness is not failed: a restart cannot mend it, and the
-    operator decides (``restore --to-revision``)."""
+    seconds; the first run waits one interval, so a start stays quick. A break or a difference
+    is one CRITICAL log line naming it, and shows in the overview and on ``/metrics``
+    (``on_result``); readiness is not failed: a restart cannot mend it, and the operator
+    decides (``restore --to-revision``)."""
+
+    failed_message = "the state does not match its audit trail"
 
     def __init__(
         self,
@@ -118,29 +149,11 @@ class TrailChecker(Periodic):
         interval: float,
         on_result: Callable[[IntegrityResult], None] | None = None,
     ) -> None:
-        super().__init__(interval, name="dapi-config-trail")
+        super().__init__(interval, name="dapi-config-trail", run_first=False, on_result=on_result)
         self.manager = manager
-        self.on_result = on_result
-        self.last: IntegrityResult | None = None
 
-    def run_once(self) -> IntegrityResult:
-        """Check now; never raises (a state that cannot be read is readiness's to report)."""
-        started = time.monotonic()
-        ok: bool | None
-        try:
-            found = self.manager.deep_check()
-            problems, ok = found.problems, found.ok
-        except DapiConfigError as exc:
-            problems, ok = [str(exc)], None
-        result = IntegrityResult(time.time(), ok, problems, time.monotonic() - started)
-        if ok is False:
-            log.critical("the state does not match its audit trail: %s", "; ".join(problems[:3]))
-        elif ok is None:
-            log.warning("the audit trail could not be checked: %s", problems[0])
-        self.last = result
-        if self.on_result is not None:
-            self.on_result(result)
-        return result
+    def check(self) -> list[str]:
+        return self.manager.deep_check().problems
 
 
 class Readiness:

@@ -35,12 +35,12 @@ from dapi_config.models import (
 )
 from dapi_config.store import audit_digest
 from dapi_config.store.backend import SEED_KINDS
+from dapi_config.store.queries import HEIGHT, NODE_VERSION, RESTORE_ACTION
 
 if TYPE_CHECKING:
     from dapi_config.store.backend import StateCore
 
-RESTORE = "restore"
-HEIGHT, NODE_VERSION = "current_height", "current_node_version"
+RESTORE = RESTORE_ACTION
 
 
 @dataclass(frozen=True)

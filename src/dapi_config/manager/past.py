@@ -34,6 +34,7 @@ from dapi_config.manager._base import ManagerBase
 from dapi_config.models import InferenceNodeConfig
 from dapi_config.store.backend import AuditTrail, SealedSecrets, StateCore
 from dapi_config.store.backup import BackupInfo
+from dapi_config.store.queries import HEIGHT
 
 
 class PastStates(ManagerBase):
@@ -239,7 +240,7 @@ def _bring_back(live: StateCore, past: StateCore) -> None:
     then, now = past.chain_state(), live.chain_state()
     for key in sorted(set(then) | set(now)):
         if then.get(key, "") != now.get(key, ""):
-            live.set_chain_value(key, then.get(key, "0" if key == history.HEIGHT else ""))
+            live.set_chain_value(key, then.get(key, "0" if key == HEIGHT else ""))
     if past.node_versions() != live.node_versions():
         live.replace_node_versions(past.node_versions())
 
