@@ -287,3 +287,19 @@ def test_list_pages_and_filters(config_file: Path) -> None:
     assert listed("--filter", "nothing-like-this") == []
     bad = run_cli("--config", str(config_file), "nodes", "list", "--after", "ghost")
     assert bad.returncode == 1 and "ghost" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_long_registry_is_listed_as_plain_columns(config_file: Path) -> None:
+    """Seen on main: 20,000 nodes took 29 s as a table (rich measures and wraps every cell).
+    Past a screenful the table is plain columns: every node, nothing cut."""
+    with ConfigManager.open(config_file) as cm:
+        cm.add_nodes(
+            [dict(NODE, id=f"n{i:04d}", host=f"10.0.{i // 250}.{i % 250}") for i in range(600)]  # type: ignore[misc]
+        )
+    listed = run_cli("--config", str(config_file), "nodes", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0] == "600 inference node(s)"
+    assert lines[1].split() == ["id", "address", "models", "max", "version", "enabled"]
+    assert [line.split()[0] for line in lines[2:]] == [f"n{i:04d}" for i in range(600)]
+    assert "10.0.2.99:5000" in listed.stdout and "…" not in listed.stdout

@@ -20,7 +20,7 @@ from dapi_config.cli._common import (
     print_json,
     working,
 )
-from dapi_config.cli._output import stdout
+from dapi_config.cli._output import print_table, stdout
 from dapi_config.errors import DapiConfigError, NodeNotFoundError
 from dapi_config.manager import MAX_NODE_PAGE, matching, page_of
 from dapi_config.models import InferenceNodeConfig, NodeInput
@@ -63,22 +63,21 @@ def nodes_list(
     if as_json:
         print_json([n.model_dump(mode="json") for n in nodes])
         return
-    from rich.table import Table  # noqa: PLC0415 - rich on first use
-
-    table = Table(title=f"{len(nodes)} inference node(s)")
-    for column in ("id", "address", "models", "max", "version", "enabled"):
-        # fold, never "…": a table must not hide what an operator needs to copy
-        table.add_column(column, overflow="fold")
-    for n in nodes:
-        table.add_row(
-            n.id,
-            _address(n),
-            ", ".join(n.models) or "-",
-            str(n.max_concurrent),
-            n.version or "-",
-            "yes" if n.is_enabled else "no",
-        )
-    stdout.print(table)
+    print_table(
+        f"{len(nodes)} inference node(s)",
+        ("id", "address", "models", "max", "version", "enabled"),
+        [
+            (
+                n.id,
+                _address(n),
+                ", ".join(n.models) or "-",
+                str(n.max_concurrent),
+                n.version or "-",
+                "yes" if n.is_enabled else "no",
+            )
+            for n in nodes
+        ],
+    )
 
 
 def _page(
