@@ -378,11 +378,11 @@ def test_restore_to_a_revision_through_the_command_line(config_file: Path) -> No
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"state brought back to revision {then} (as revision ")
     for bad, says in (
-        (("restore", "--to-revision", "999"), "revision: expected a whole number"),
+        (("restore", "--to-revision", "999"), "revision 999 does not exist yet"),
         (("restore", "--to-time", "yesterday"), "--to-time: expected an ISO 8601 time"),
         (("restore", "--to-time", "2026-01-01T00:00:00"), "has no time zone"),
         (("restore",), "give one of BACKUP, --to-revision R or --to-time"),
-        (("state", "get", "--at-revision", "999"), "revision: expected a whole number"),
+        (("state", "get", "--at-revision", "999"), "revision 999 does not exist yet"),
     ):
         result = run_cli(*base, *bad)
         assert result.returncode == 1 and says in result.stderr, (bad, result.stderr)

@@ -17,6 +17,7 @@ place each.
     ├── PreconditionFailedError             optimistic concurrency: stale ETag / revision
     ├── BackupError                         a backup cannot be made, read or restored
     ├── HistoryUnavailableError             the state at a revision cannot be rebuilt
+    ├── RevisionNotFoundError (KeyError)    no such audit revision (yet)
     ├── ListenError                         the service cannot listen on its address
     └── StateUnavailableError               the state file cannot be used right now
         ├── NotSupportedError               this state backend cannot do that (yaml mode)
@@ -162,6 +163,15 @@ class HistoryUnavailableError(DapiConfigError):
     taken after it). Nothing was changed; the message says which revision is missing."""
 
     code = "history_unavailable"
+
+
+class RevisionNotFoundError(DapiConfigError, KeyError):
+    """An audit revision that does not exist yet (after the latest one)."""
+
+    code = "revision_not_found"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
 
 
 class BackupError(DapiConfigError):

@@ -34,7 +34,8 @@ def test_reading_the_past_over_http(running_server: RunningServer) -> None:
     nodes = client.get(f"{ADMIN}/nodes", params={"revision": then}).json()
     assert [(n["node"]["id"], n["node"]["host"]) for n in nodes] == [("a", "10.0.0.5")]
     # Bad revisions: one clear answer, nothing changed.
-    assert client.get(f"{ADMIN}/state", params={"revision": 999}).status_code == 422
+    missing = client.get(f"{ADMIN}/state", params={"revision": 999})
+    assert missing.status_code == 404 and missing.json()["code"] == "revision_not_found"
     assert client.get(f"{ADMIN}/nodes", params={"revision": -1}).status_code == 422
     # Point-in-time recovery: a dry run says what, the restore does it.
     dry = client.post(f"{ADMIN}/restore", json={"revision": then, "dry_run": True})

@@ -6,14 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
+from dapi_config.api.bodies import decode_json, refuse
 from dapi_config.api.deps import Manager, Metrics
 from dapi_config.api.errors import error_responses
+from dapi_config.api.kinds import body_doc
 from dapi_config.errors import ValidationError
-from dapi_config.manager import INT64_MAX
+from dapi_config.manager import INT64_MAX, ConfigManager
+from dapi_config.models import VALIDATION_ERRORS, error_items
 
 router = APIRouter(tags=["backups"])
 
@@ -64,10 +68,24 @@ class RestoreRequest(BaseModel):
     """Where to bring the state back to: a revision, or the newest revision at or before a
     time; ``dry_run`` only says what would change."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # Exactly one of the two, given (not null).
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["revision"], "properties": {"revision": {"type": "integer"}}},
+                {"required": ["time"], "properties": {"time": {"type": "string"}}},
+            ]
+        },
+    )
 
     revision: int | None = Field(default=None, ge=0, le=INT64_MAX)
-    time: AwareDatetime | None = None
+    time: str | None = Field(
+        default=None,
+        max_length=64,
+        description="ISO 8601 with its zone (2026-12-07T13:40:00Z)",
+        json_schema_extra={"format": "date-time"},
+    )
     include_keys: bool = False
     dry_run: bool = False
 
@@ -84,20 +102,31 @@ class RestoreReply(BaseModel):
 @router.post(
     "/restore",
     response_model=RestoreReply,
-    responses=error_responses(401, 409, 422, 501, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 501, 503),
     summary="Bring the state back to a revision or a time (point-in-time recovery)",
+    openapi_extra=body_doc(RestoreRequest),
 )
-def restore_to(cm: Manager, body: RestoreRequest) -> Any:
+async def restore_to(request: Request, cm: Manager) -> Any:
     """Give ``revision`` or ``time`` (ISO 8601 with its zone). The current state is backed up
     first; the restore is one transaction and an audit entry naming the revision (revisions
     keep increasing). ``include_keys`` also brings back the nodes' security keys as the newest
     backup at or before then holds them (off: a key rotated since was rotated for a reason).
-    409 when the state then cannot be rebuilt (the retention cut the trail it needs and no
-    backup covers it); nothing changed."""
+    404 for a revision not reached yet; 409 when the state then cannot be rebuilt (the
+    retention cut the trail it needs and no backup covers it); nothing changed."""
+    raw = await request.body()
+    return await run_in_threadpool(_restore_to, cm, raw, request.headers.get("content-type"))
+
+
+def _restore_to(cm: ConfigManager, raw: bytes, content_type: str | None) -> RestoreReply:
+    data = decode_json(raw, content_type, what="the revision or time")
+    try:
+        body = RestoreRequest.model_validate(data, strict=True)
+    except VALIDATION_ERRORS as exc:
+        raise refuse(error_items(exc)) from None
     if body.revision is not None and body.time is None:
         revision = body.revision
     elif body.time is not None and body.revision is None:
-        revision = cm.revision_at_time(body.time)
+        revision = cm.revision_at_time(_aware(body.time))
     else:
         raise ValidationError(
             "give revision or time",
@@ -108,3 +137,16 @@ def restore_to(cm: Manager, body: RestoreRequest) -> Any:
         None if body.dry_run else cm.restore_to_revision(revision, include_keys=body.include_keys)
     )
     return RestoreReply(restored_revision=revision, revision=restored, changes=changes)
+
+
+def _aware(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValidationError(
+            f"time: expected ISO 8601 with its zone, such as 2026-12-07T13:40:00Z (got {text!r})",
+            [{"field": "time", "message": "expected ISO 8601 with its zone", "input": text}],
+        )
+    return when

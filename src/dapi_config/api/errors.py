@@ -30,6 +30,7 @@ from dapi_config.errors import (
     NodeNotFoundError,
     NotSupportedError,
     PreconditionFailedError,
+    RevisionNotFoundError,
     SecurityKeyExistsError,
     SecurityKeyNotFoundError,
     StateUnavailableError,
@@ -49,6 +50,7 @@ ERROR_STATUS: dict[type[DapiConfigError], int] = {
     DuplicateNodeError: 409,
     PreconditionFailedError: 412,
     HistoryUnavailableError: 409,
+    RevisionNotFoundError: 404,
     SecurityKeyNotFoundError: 404,
     SecurityKeyExistsError: 409,
     TokenNotFoundError: 404,
@@ -286,8 +288,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing, wrong or revoked token",
         403: "The token's role may not call this route, or a browser sent this state-changing "
         "request from another origin (refused: CSRF)",
-        404: "No such node (or, for key routes, the node has no security key)",
-        409: "Duplicate node id, or the node already has a security key",
+        404: "No such node (or, for key routes, the node has no security key), or no such "
+        "revision yet",
+        409: "Duplicate node id, the node already has a security key, or the state at that "
+        "revision cannot be rebuilt",
         415: "The body is not sent as JSON",
         412: "Stale If-Match: the node changed since it was read",
         413: "Request body too large",

@@ -162,8 +162,8 @@ def list_nodes(
         Query(
             ge=0,
             le=INT64_MAX,
-            description="The registry as it was right after this audit revision (409 when "
-            "it cannot be rebuilt).",
+            description="The registry as it was right after this audit revision (404 when "
+            "there is no such revision yet, 409 when it cannot be rebuilt).",
         ),
     ] = None,
 ) -> Any:

@@ -52,7 +52,7 @@ class StateSummary(BaseModel):
 @router.get(
     "/state",
     response_model=StateSummary,
-    responses=error_responses(409, 422, 503),
+    responses=error_responses(404, 409, 422, 503),
     summary="Dynamic state",
 )
 def get_state(
@@ -63,7 +63,8 @@ def get_state(
             ge=0,
             le=INT64_MAX,
             description="The state as it was right after this audit revision (no ETag: it "
-            "guards changes of the current state only; 409 when it cannot be rebuilt).",
+            "guards changes of the current state only; 404 when there is no such revision "
+            "yet, 409 when it cannot be rebuilt).",
         ),
     ] = None,
 ) -> Any:

@@ -22,12 +22,13 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from dapi_config import documents, history
-from dapi_config._validation import check_int
+from dapi_config._validation import INT64_MAX, check_int
 from dapi_config.catalogue import BY_NAME, KINDS
 from dapi_config.errors import (
     BackupError,
     HistoryUnavailableError,
     NodeNotFoundError,
+    RevisionNotFoundError,
     ValidationError,
 )
 from dapi_config.manager._base import ManagerBase
@@ -62,7 +63,8 @@ class PastStates(ManagerBase):
 
     def revision_at_time(self, when: datetime) -> int:
         """The newest revision committed at or before ``when`` (timezone-aware). Raises
-        :class:`ValidationError` when ``when`` is before every kept revision."""
+        :class:`ValidationError` for a time without a zone, :class:`HistoryUnavailableError`
+        when ``when`` is before every revision the retention kept."""
         if when.tzinfo is None:
             raise ValidationError("the time needs a zone (2026-12-07T13:40:00Z)")
         _, raw, checkpoint = self._trail()
@@ -72,7 +74,7 @@ class PastStates(ManagerBase):
         if checkpoint is None:
             return 0  # before the first change: the new, empty state
         oldest = f"r{raw[0][0]}, {raw[0][1]}" if raw else "none"
-        raise ValidationError(
+        raise HistoryUnavailableError(
             f"no kept revision at or before {when.isoformat()} (the oldest kept: {oldest})"
         )
 
@@ -114,7 +116,11 @@ class PastStates(ManagerBase):
         backups = self._need_backups()
         rows, _, checkpoint = self._trail()
         latest = rows[-1].revision if rows else (checkpoint[0] if checkpoint else 0)
-        revision = check_int(revision, "revision", 0, latest)
+        revision = check_int(revision, "revision", 0, INT64_MAX)
+        if revision > latest:
+            raise RevisionNotFoundError(
+                f"revision {revision} does not exist yet (the latest is r{latest})"
+            )
         kept, from_start = history.timeline(rows, revision)
         # The base must hold everything the trail cannot give: the rows the retention cut,
         # the history before a restore of another state's backup, a value kept as a digest.
