@@ -123,6 +123,24 @@ def test_values_changed_or_added_under_the_trail_are_found(
     assert "150 in the trail, '9999' now" in parts["chain:current_height"]
 
 
+def test_a_key_swapped_under_the_trail_is_found(
+    manager: ConfigManager, config_file: Path, state_env: dict[str, str]
+) -> None:
+    _every_kind_of_write(manager)
+    manager.create_security_key("b")
+    # Node b's sealed key replaced by a's (a valid ciphertext, for another node): the version
+    # matches the trail, the key does not.
+    raw_execute(
+        manager,
+        "UPDATE mlnode_security SET security_key = (SELECT security_key FROM mlnode_security "
+        "WHERE node_id = 'a') WHERE node_id = 'b'",
+    )
+    with _reopened(config_file, state_env) as cm:
+        found = cm.deep_check()
+    assert [d.part for d in found.differences] == ["key:b"]
+    assert "cannot be opened under the master key" in found.problems[0]
+
+
 def test_an_edited_row_breaks_the_chain_at_that_row(
     manager: ConfigManager, config_file: Path, state_env: dict[str, str]
 ) -> None:

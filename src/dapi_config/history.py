@@ -10,7 +10,8 @@ by its digest (a value too large to keep: the digest is compared instead).
 
 The parts: ``node:<id>`` (the node as the audit shows it), ``chain:<key>`` (height, node
 version, legacy chain keys), ``schedule``, ``seed:<kind>``, ``params:<kind>``,
-``upgrade_plan``, ``key:<node id>`` (key versions; never a key).
+``upgrade_plan``, ``key:<node id>`` (a key's version and fingerprint; never a key; without the
+master key, the version only).
 """
 
 from __future__ import annotations
@@ -194,7 +195,9 @@ class _Replay:
         elif action == "set_upgrade_plan":
             self.put("upgrade_plan", new, revision)
         elif action in ("create_security_key", "rotate_security_key"):
-            self.known[f"key:{target}"] = Known({"key_version": new["key_version"]}, revision)
+            self.known[f"key:{target}"] = Known(
+                {"key_version": new["key_version"], "key": new.get("key")}, revision, partial=True
+            )
         elif action == "delete_security_key":
             self.known[f"key:{target}"] = Known(None, revision)
 
@@ -256,7 +259,9 @@ def differences(known: Mapping[str, Known], current: Mapping[str, Any]) -> list[
             found.append(Difference(part, entry.revision, "is missing, but the trail has it"))
             continue
         if entry.partial:
-            changed = sorted(k for k, v in entry.value.items() if now.get(k) != v)
+            # What the current value could not say (a key's fingerprint without the master
+            # key) is not compared.
+            changed = sorted(k for k, v in entry.value.items() if k in now and now[k] != v)
         elif isinstance(entry.value, dict) and isinstance(now, dict):
             changed = sorted(
                 k for k in set(entry.value) | set(now) if entry.value.get(k) != now.get(k)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dapi_config import documents, history
+from dapi_config.errors import MasterKeyError
 from dapi_config.manager._base import ManagerBase
 from dapi_config.models import BandwidthParamsCache, PoCParamsCache, ValidationParamsCache
 from dapi_config.store.backend import SealedSecrets
@@ -148,6 +149,13 @@ class BackupsAndChecks(ManagerBase):
             parts[f"params:{kind}"] = store.params(kind, model).model_dump(mode="json")
         parts["upgrade_plan"] = store.upgrade_plan().model_dump(mode="json")
         if isinstance(store, SealedSecrets):
+            usable = self._secrets.key_problem() is None
             for row in store.security_keys():
-                parts[f"key:{row.node_id}"] = {"key_version": row.key_version}
+                part: dict[str, Any] = {"key_version": row.key_version}
+                if usable:
+                    try:
+                        part["key"] = self._secrets.key_fingerprint(row)
+                    except MasterKeyError:  # the master key opens the others: this one changed
+                        part["key"] = "<cannot be opened under the master key>"
+                parts[f"key:{row.node_id}"] = part
         return parts
