@@ -92,8 +92,9 @@ class PastStates(ManagerBase):
     def restore_to_revision(self, revision: int, *, include_keys: bool = False) -> int:
         """Bring the state back to how it was right after ``revision`` (see the module doc);
         returns the restore's own revision. ``include_keys``: also the per-node security keys
-        of the backup the rebuild started from. Raises :class:`ValidationError` (no such
-        revision), :class:`HistoryUnavailableError` (nothing changed)."""
+        of the backup the rebuild started from. Raises :class:`RevisionNotFoundError` (not
+        reached yet) or :class:`HistoryUnavailableError` (cannot be rebuilt); nothing changed
+        then."""
         with self._state_at(revision, keys=include_keys) as past:
             self.before_risky_operation("restore")
             store, trail = self._store, self._audit
