@@ -341,21 +341,24 @@ class _Rebuild:
         self.store = store
         self.tokens = tokens
 
-    def node(self, data: dict[str, Any]) -> InferenceNodeConfig:
+    def node(
+        self, data: dict[str, Any], rebuilt: InferenceNodeConfig | None = None
+    ) -> InferenceNodeConfig:
+        """The node ``data`` (a row's value) with its sealed token: the one the node has in
+        the state being rebuilt (``rebuilt``, else read), else the one it has now."""
         values = {k: v for k, v in data.items() if k != "auth_token"}
         node = InferenceNodeConfig.model_validate(values, context={LEGACY: True, LEGACY_NOTES: []})
         if data.get("auth_token"):
-            try:
-                token = self.store.node(node.id).auth_token
-            except KeyError:
-                token = None
+            rebuilt = rebuilt or _find(self.store, node.id)
+            token = None if rebuilt is None else rebuilt.auth_token
             node.auth_token = token if token is not None else self.tokens(node.id)
         return node
 
     def put_node(self, data: dict[str, Any]) -> None:
-        node = self.node(data)
-        if _has(self.store, node.id):
-            self.store.update_node(node)
+        rebuilt = _find(self.store, str(data["id"]))
+        node = self.node(data, rebuilt)
+        if rebuilt is not None:
+            self.store.update_node(node, old=rebuilt)
         else:
             self.store.add_node(node)
 
@@ -369,10 +372,10 @@ class _Rebuild:
         elif action == "set_nodes":
             store.replace_nodes([self.node(data) for data in new])
         elif action == "remove_node":
-            if _has(store, target):
+            if _find(store, target) is not None:
                 store.remove_node(target)
         elif action in ("enable_node", "disable_node"):
-            if _has(store, target):
+            if _find(store, target) is not None:
                 store.set_node_enabled(target, bool(new))
         elif action == "set_height":
             if isinstance(new, dict):
@@ -402,12 +405,11 @@ class _Rebuild:
             store.set_upgrade_plan(UpgradePlan.model_validate(new))
 
 
-def _has(store: StateCore, node_id: str) -> bool:
+def _find(store: StateCore, node_id: str) -> InferenceNodeConfig | None:
     try:
-        store.node(node_id)
+        return store.node(node_id)
     except KeyError:  # NodeNotFoundError
-        return False
-    return True
+        return None
 
 
 def replay(

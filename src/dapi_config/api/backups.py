@@ -15,9 +15,10 @@ from dapi_config.api.bodies import decode_json, refuse
 from dapi_config.api.deps import Manager, Metrics
 from dapi_config.api.errors import error_responses
 from dapi_config.api.kinds import body_doc
-from dapi_config.errors import ValidationError
+from dapi_config.errors import ConfigError, ValidationError
 from dapi_config.manager import INT64_MAX, ConfigManager
 from dapi_config.models import VALIDATION_ERRORS, error_items
+from dapi_config.settings import parse_time
 
 router = APIRouter(tags=["backups"])
 
@@ -141,12 +142,8 @@ def _restore_to(cm: ConfigManager, raw: bytes, content_type: str | None) -> Rest
 
 def _aware(text: str) -> datetime:
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
+        return parse_time(text, "time")
+    except ConfigError as exc:  # a body's field: 422, as every other bad field
         raise ValidationError(
-            f"time: expected ISO 8601 with its zone, such as 2026-12-07T13:40:00Z (got {text!r})",
-            [{"field": "time", "message": "expected ISO 8601 with its zone", "input": text}],
-        )
-    return when
+            str(exc), [{"field": "time", "message": "expected ISO 8601 with its zone"}]
+        ) from None

@@ -225,11 +225,10 @@ class ManagerBase:
             include_security_keys=include_security_keys,
         )
 
-    def _trail(
-        self,
-    ) -> tuple[list[history.TrailRow], list[tuple[Any, ...]], tuple[int, str] | None]:
-        """The whole audit trail, decoded and as stored, and the retention's checkpoint, from
-        one consistent read. Raises :class:`NotSupportedError` in ``yaml`` mode."""
+    def _raw_trail(self) -> tuple[list[tuple[Any, ...]], tuple[int, str] | None]:
+        """The whole audit trail as stored (see :meth:`AuditTrail.audit_chain_rows`) and the
+        retention's checkpoint, from one consistent read (the caller's, when inside one).
+        Raises :class:`NotSupportedError` in ``yaml`` mode."""
         if self._audit is None:
             raise self._lacking(AuditTrail)
         trail = self._audit
@@ -240,6 +239,13 @@ class ManagerBase:
             while batch := trail.audit_chain_rows(after, 5000):
                 raw.extend(batch)
                 after = int(batch[-1][0])
+        return raw, checkpoint
+
+    def _trail(
+        self,
+    ) -> tuple[list[history.TrailRow], list[tuple[Any, ...]], tuple[int, str] | None]:
+        """:meth:`_raw_trail`, and its rows decoded."""
+        raw, checkpoint = self._raw_trail()
         rows = [
             history.TrailRow(int(r[0]), str(r[3]), str(r[4]), _decoded(r[5]), _decoded(r[6]), r[7])
             for r in raw

@@ -67,7 +67,7 @@ class PastStates(ManagerBase):
         when ``when`` is before every revision the retention kept."""
         if when.tzinfo is None:
             raise ValidationError("the time needs a zone (2026-12-07T13:40:00Z)")
-        _, raw, checkpoint = self._trail()
+        raw, checkpoint = self._raw_trail()
         found = [int(r[0]) for r in raw if datetime.fromisoformat(str(r[1])) <= when]
         if found:
             return found[-1]

@@ -125,8 +125,9 @@ class BackupsAndChecks(ManagerBase):
         """Walk the audit trail's hash chain (SPEC §10) and compare every current value with
         the newest value the trail holds for it (:mod:`dapi_config.history`). Changes nothing.
         Raises :class:`NotSupportedError` in ``yaml`` mode (no trail)."""
-        rows, raw, checkpoint = self._trail()
+        # The trail and the values in one read: a write between them is no difference.
         with self._store.snapshot():
+            rows, raw, checkpoint = self._trail()
             current = self._current_parts()
         report = verify(
             raw,
