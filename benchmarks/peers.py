@@ -124,6 +124,7 @@ def tree_cpu_seconds(pid: int) -> float:
 
 @dataclass
 class Server:
+    key: str
     name: str
     start: Callable[[Path], contextlib.AbstractContextManager[tuple[int, int]]]
     path: str
@@ -249,17 +250,23 @@ def _has_server_extras(*modules: str) -> str | None:
 def servers(pg_url: str | None, pg_missing: str | None) -> list[Server]:
     documents = node_bodies()
     found = [
-        Server("floor: raw ASGI + SQLite group commit", floor, "/", lambda: documents),
+        Server("floor", "floor: raw ASGI + SQLite group commit", floor, "/", lambda: documents),
         Server(
-            "dapi-config serve (SQLite, 1 worker)", serve(1), "/admin/v1/nodes", lambda: documents
+            "serve",
+            "dapi-config serve (SQLite, 1 worker)",
+            serve(1),
+            "/admin/v1/nodes",
+            lambda: documents,
         ),
         Server(
+            "serve-2",
             "dapi-config serve (SQLite, 2 workers)",
             serve(2),
             "/admin/v1/nodes",
             lambda: documents,
         ),
         Server(
+            "serve-pg",
             "dapi-config serve (PostgreSQL, 1 worker)",
             serve(1, pg_url),
             "/admin/v1/nodes",
@@ -267,6 +274,7 @@ def servers(pg_url: str | None, pg_missing: str | None) -> list[Server]:
             missing=pg_missing,
         ),
         Server(
+            "etcd",
             "etcd 3.4 (JSON gateway)",
             etcd,
             "/v3/kv/put",
@@ -321,12 +329,15 @@ def drive(
     }
 
 
-def run(rounds: int, seconds: float) -> dict[str, Any]:
+def run(rounds: int, seconds: float, only: set[str] | None = None) -> dict[str, Any]:
+    """``rounds`` of every server (or of those whose key is in ``only``)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt wrk): the peers benchmark needs it")
     with contextlib.ExitStack() as stack:
-        pg_url, pg_missing = _postgres(stack)
-        table = servers(pg_url, pg_missing)
+        pg_url, pg_missing = (
+            _postgres(stack) if only is None or "serve-pg" in only else (None, "not asked for")
+        )
+        table = [s for s in servers(pg_url, pg_missing) if only is None or s.key in only]
         samples: dict[str, dict[int, list[dict[str, Any]]]] = {s.name: {} for s in table}
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dapi-peers-")))
         rng = random.Random(34)
@@ -407,13 +418,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s loads")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--servers", help="only these, comma-separated: floor, serve, serve-2, serve-pg, etcd"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
     args = parser.parse_args(argv)
     rounds, seconds = (1, 3.0) if args.quick else (args.rounds, args.seconds)
-    result = run(rounds, seconds)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
+    only = set(args.servers.split(",")) if args.servers else None
+    result = run(rounds, seconds, only)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
-    (RESULTS / "peers.md").write_text(table)
+    (args.out / "peers.md").write_text(table)
     print(table)
     return 0
 

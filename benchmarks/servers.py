@@ -7,9 +7,9 @@ keep-alive clients then run, for a fixed time each:
 - ``GET /livez``: the cost of the server, the framework and the middleware, with no work;
 - ``POST /admin/v1/nodes``: a durable node write, the route the performance issue measures.
 
-Variants: uvicorn with its h11 parser (what ``serve`` runs), uvicorn with httptools, uvicorn
-with httptools on uvloop, and granian (its Rust HTTP stack, one worker); and, as the floor of
-each uvicorn stack, a bare ASGI app that answers ``200 ok`` to everything. A variant whose
+Variants: uvicorn with its h11 parser (what ``serve`` ran before), uvicorn with httptools,
+uvicorn with httptools on uvloop (what ``serve`` runs), and granian (its Rust HTTP stack, one
+worker); and, as the floor of each uvicorn stack, a bare ASGI app that answers ``200 ok`` to everything. A variant whose
 package is missing is reported "not measured". Every variant of one workload and client count
 runs in the same round, in a shuffled order; rounds repeat; the table gives medians. CPU is the
 server's process tree (user + system), per request.
@@ -43,9 +43,9 @@ RESULTS = Path(__file__).parent / "results"
 
 #: name -> (server, parser, event loop, app, the packages it needs)
 VARIANTS: dict[str, tuple[str, str, str, str, tuple[str, ...]]] = {
-    "uvicorn + h11 (serve today)": ("uvicorn", "h11", "asyncio", "app", ()),
+    "uvicorn + h11 (serve before)": ("uvicorn", "h11", "asyncio", "app", ()),
     "uvicorn + httptools": ("uvicorn", "httptools", "asyncio", "app", ("httptools",)),
-    "uvicorn + httptools + uvloop": (
+    "uvicorn + httptools + uvloop (serve)": (
         "uvicorn",
         "httptools",
         "uvloop",

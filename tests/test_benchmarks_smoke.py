@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,16 +165,47 @@ def test_servers_benchmark_runs_every_server(tmp_path: Path) -> None:
     from benchmarks.servers import VARIANTS, WORKLOADS
 
     assert set(result["table"]) | set(result["not_measured"]) == set(VARIANTS)
-    assert "uvicorn + h11 (serve today)" in result["table"]
+    assert "uvicorn + httptools + uvloop (serve)" in result["table"]
     for name, per in result["table"].items():
         for workload in WORKLOADS:
             row = per[f"{workload}|2"]
             assert row["errors"] == 0, (name, workload)
             assert row["per_s"]["median"] > 0, (name, workload)
     assert (
-        "| POST /admin/v1/nodes | 2 | uvicorn + h11 (serve today) |"
+        "| POST /admin/v1/nodes | 2 | uvicorn + httptools + uvloop (serve) |"
         in (tmp_path / "servers.md").read_text()
     )
+
+
+def test_peers_benchmark_runs_the_floor_and_serve_under_wrk(tmp_path: Path) -> None:
+    """The side-by-side benchmark's pipeline: wrk drives the floor and serve with the same
+    node documents, every write is answered, and the table has both (numbers never
+    asserted). etcd and PostgreSQL have their turn in the full run."""
+    if shutil.which("wrk") is None:
+        if os.environ.get("DAPI_CONFIG_REQUIRE_WRK"):
+            pytest.fail("wrk is required here (DAPI_CONFIG_REQUIRE_WRK) and not installed")
+        pytest.skip("wrk is not installed (apt wrk)")
+    proc = _run_module(
+        "benchmarks.peers",
+        "--rounds",
+        "1",
+        "--seconds",
+        "1",
+        "--servers",
+        "floor,serve",
+        "--out",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "peers.json").read_text())
+    assert len(result["servers"]) == 2
+    for server in result["servers"]:
+        assert server["missing"] is None, server
+        for clients in ("1", "16"):
+            row = server["by_clients"][clients]
+            assert row["errors"] == 0 and row["writes_per_s"]["median"] > 0, server
+    table = (tmp_path / "peers.md").read_text()
+    assert "| dapi-config serve (SQLite, 1 worker) | 16 |" in table
 
 
 def test_memory_benchmark_runs(tmp_path: Path) -> None:

@@ -260,6 +260,10 @@ class MasterKeySource:
                 )
             elif self._shared:
                 return None
+            elif not os.path.lexists(self.key_file):
+                # Until a secret is sealed there is none: one stat per write, not an open that
+                # fails (a key file created later, by any process, is taken from then on).
+                return None
             else:
                 try:
                     material = self._read_key_file(must_exist=False)

@@ -9,6 +9,7 @@ manager, the ``dual`` mirror), and a graceful stop on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ipaddress
 import logging
 import resource
@@ -85,20 +86,28 @@ class _AcceptErrorFilter(logging.Filter):
 
 
 def _bounded_protocol(cap: int) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol with two bounds uvicorn lacks: at most ``cap`` connections
-    (one beyond is closed as soon as it is accepted, so connections never use up the
-    open-file limit, where accepting fails and the service stops answering), and
+    """uvicorn's httptools protocol with the bounds uvicorn lacks: at most ``cap``
+    connections (one beyond is closed as soon as it is accepted, so connections never use up
+    the open-file limit, where accepting fails and the service stops answering),
     :data:`HEADER_TIMEOUT_S` to send a request's headers (a client trickling one byte at a
-    time would otherwise hold its connection for ever)."""
-    import h11  # noqa: PLC0415 - only the service needs the server
-    from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: PLC0415
+    time would otherwise hold its connection for ever) and :data:`MAX_HEADER_BYTES` of them
+    (llhttp takes headers of any size)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
 
-    from dapi_config.api.limits import HEADER_TIMEOUT_S  # noqa: PLC0415
+    from dapi_config.api.limits import HEADER_TIMEOUT_S, MAX_HEADER_BYTES  # noqa: PLC0415
 
     refused = _Throttle(ACCEPT_ERROR_LOG_INTERVAL_S)
+    too_large = (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: 93\r\n\r\n"
+        + b'{"error": "request line and headers larger than %d bytes", "code": "headers_too_large"}'
+        % MAX_HEADER_BYTES
+    )
 
-    class BoundedH11(H11Protocol):
+    class BoundedHttpTools(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
+        #: Bytes of the current request's line and headers so far; None between requests.
+        _header_bytes: int | None = 0
 
         def connection_made(self, transport: Any) -> None:
             if len(self.connections) >= cap:
@@ -117,13 +126,34 @@ def _bounded_protocol(cap: int) -> type[asyncio.Protocol]:
             self._arm()
 
         def data_received(self, data: bytes) -> None:
-            if self.transport is None:
-                return  # refused at the cap
-            if self._header_timer is None and self.conn.their_state is h11.IDLE:
-                self._arm()  # the next request on a kept-alive connection has begun
+            if self.transport is None or self.transport.is_closing():
+                return  # refused at the cap, or closed for its headers
+            if self._header_bytes is not None:
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES and not self._headers_in(data):
+                    self.transport.write(too_large)
+                    self.transport.close()
+                    return
             super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:
-                self._disarm()  # its headers are in
+
+        def _headers_in(self, data: bytes) -> bool:
+            # The bytes over the bound may be a body sent with the headers' last packet.
+            return b"\r\n\r\n" in data and (
+                self._header_bytes is not None
+                and self._header_bytes - len(data) + data.index(b"\r\n\r\n") <= MAX_HEADER_BYTES
+            )
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            # Counted from the next packet: at most one read's worth goes uncounted.
+            self._header_bytes = 0
+            if self._header_timer is None:
+                self._arm()  # the next request on a kept-alive connection has begun
+
+        def on_headers_complete(self) -> None:
+            self._disarm()  # its headers are in
+            self._header_bytes = None
+            super().on_headers_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self.transport is None:
@@ -142,10 +172,10 @@ def _bounded_protocol(cap: int) -> type[asyncio.Protocol]:
 
         def _too_slow(self) -> None:
             self._header_timer = None
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            if not self.transport.is_closing() and self._header_bytes is not None:
                 self.transport.close()
 
-    return BoundedH11
+    return BoundedHttpTools
 
 
 class _Throttle:
@@ -367,9 +397,9 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
                 lifespan="on",
                 timeout_graceful_shutdown=30,
                 http=_bounded_protocol(connection_cap(open_files)),
-                # Never uvloop, even where it is installed (the bench extra): the bounds above
-                # and the accept-error throttle are built on, and tested with, asyncio's loop.
-                loop="asyncio",
+                # Chosen by measurement (benchmarks/servers.py, benchmarks/peers.py): llhttp
+                # and libuv cost a fraction of h11 and asyncio's loop per request.
+                loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
                 timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
             )
         )

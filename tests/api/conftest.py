@@ -70,7 +70,7 @@ def serve_app(app: FastAPI, manager: ConfigManager) -> RunningServer:
     port = sock.getsockname()[1]
     # The parser and loop serve runs (uvicorn would pick httptools and uvloop where installed).
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", http="h11", loop="asyncio"
+        app, log_config=None, access_log=False, lifespan="on", http="httptools", loop="uvloop"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

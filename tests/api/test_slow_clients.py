@@ -6,6 +6,7 @@ froze /livez and wrote 99,454 tracebacks in 20 s."""
 from __future__ import annotations
 
 import resource
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from dapi_config import ConfigManager
-from dapi_config.api.limits import HEADER_TIMEOUT_S
+from dapi_config.api.limits import HEADER_TIMEOUT_S, MAX_HEADER_BYTES
 from dapi_config.service import (
     _AcceptErrorFilter,
     connection_cap,
@@ -138,3 +139,39 @@ def test_a_trickled_body_gets_408_within_the_body_timeout(
     assert reply.startswith(b"HTTP/1.1 408 ")
     assert b'"code":"body_timeout"' in reply
     assert manager.get_nodes() == []
+
+
+def test_headers_beyond_the_bound_get_431_and_the_connection_closes(
+    config_file: Path, serve_process: Callable[..., ServeProcess]
+) -> None:
+    """httptools' parser takes headers of any size: serve bounds them (h11 did, at 16 KiB)."""
+    server = serve_process(config_file)
+    port = int(server.url.rsplit(":", 1)[1])
+
+    def send_headers(size: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            padding = b"X-Pad: " + b"a" * size + b"\r\n"
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n" + padding + b"\r\n")
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+                if b"\r\n\r\n" in received and b"431" not in received[:20]:
+                    break  # a normal answer: the connection stays open for the next request
+            return received
+
+    assert send_headers(MAX_HEADER_BYTES - 200).startswith(b"HTTP/1.1 200")
+    refused = send_headers(MAX_HEADER_BYTES + 1)
+    assert refused.startswith(b"HTTP/1.1 431"), refused[:200]
+    assert b'"headers_too_large"' in refused
+    # A trickle of header bytes past the bound is refused too, not only one large packet.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        for _ in range(MAX_HEADER_BYTES // 1000 + 2):
+            sock.sendall(b"X-Pad: " + b"a" * 1000 + b"\r\n")
+            if select.select([sock], [], [], 0.2)[0]:  # the server answered: stop sending
+                answer = sock.recv(65536)
+                break
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert httpx.get(f"{server.url}/livez", timeout=10).status_code == 200
+    assert server.terminate() == 0

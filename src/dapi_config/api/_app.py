@@ -25,12 +25,14 @@ from dapi_config.api.auth import (
     AdminAccess,
     Credentials,
     FailureThrottle,
+    Gate,
     authorize,
     without_security,
 )
 from dapi_config.api.bodies import add_body_schemas
 from dapi_config.api.docs import DOC_PATHS, add_offline_docs
 from dapi_config.api.errors import error_responses, install_error_handlers
+from dapi_config.api.hot import HotWrites
 from dapi_config.api.limits import BODY_TIMEOUT_S, MAX_BODY_BYTES, describe_limits
 from dapi_config.api.metrics import ServiceMetrics
 from dapi_config.api.middleware import CrossOriginGuard, RequestMiddleware
@@ -140,16 +142,21 @@ def create_app(
         ]
         return [*documented, *DOC_PATHS, *console.CONSOLE_PATHS, "/openapi.json"]
 
-    app.add_middleware(CrossOriginGuard, prefix=ADMIN_PREFIX)
-    # Inside RequestMiddleware (added last = outermost), so 401s are counted and logged too.
-    app.add_middleware(
-        AdminAccess,
-        prefix=ADMIN_PREFIX,
+    gate = Gate(
         credentials=credentials,
         acting_as=manager.acting_as,
         metrics=service_metrics,
         throttle=FailureThrottle() if failure_throttle is None else failure_throttle,
     )
+    app.add_middleware(CrossOriginGuard, prefix=ADMIN_PREFIX)
+    # Inside RequestMiddleware (added last = outermost), so 401s are counted and logged too.
+    app.add_middleware(AdminAccess, prefix=ADMIN_PREFIX, gate=gate)
+    # The node writes, before the token middleware and FastAPI: the same checks, one trip to
+    # the thread pool (.hot). Extra admin dependencies are FastAPI's: then FastAPI serves all.
+    if not admin_dependencies:
+        app.add_middleware(
+            HotWrites, nodes_path=f"{ADMIN_PREFIX}/nodes", manager=manager, gate=gate
+        )
     app.add_middleware(
         RequestMiddleware,
         metrics=service_metrics,

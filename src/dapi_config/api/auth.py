@@ -182,53 +182,41 @@ class FailureThrottle:
         self._bursts.pop(client, None)
 
 
-class AdminAccess:
-    """Identify every request under ``prefix``, check its role for the route, and make it
-    the audit actor of what it writes (see the module doc)."""
+class Gate:
+    """Who may pass: identifies callers, slows down and counts the ones that keep failing, and
+    makes a caller the audit actor. Shared by :class:`AdminAccess` and the hot write routes
+    (:mod:`.hot`), which identify their caller in the same trip to the thread pool as their
+    write."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
-        prefix: str,
         credentials: Credentials,
         acting_as: Callable[[str], Any],
         metrics: ServiceMetrics,
         throttle: FailureThrottle,
     ) -> None:
-        self.app = app
-        self.prefix = prefix
         self.credentials = credentials
         self.acting_as = acting_as
         self.metrics = metrics
         self.throttle = throttle
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._guarded(scope["path"]):
-            with self.acting_as("api"):
-                await self.app(scope, receive, send)
-            return
-        presented = bearer_credentials(dict(scope.get("headers") or []).get(b"authorization"))
+    def known_without_state(self, presented: bytes | None) -> Identity | None:
+        """The caller when the state need not be read (``api.admin_token``), else None."""
         if presented is not None and self.credentials.matches_admin_token(presented):
-            identity: Identity | str = Identity(None, Role.ADMIN)  # no need to read the state
-        else:
-            try:
-                identity = await anyio.to_thread.run_sync(self.credentials.identify, presented)
-            except DapiConfigError as exc:
-                # The state cannot say which tokens exist (unavailable): no guess either way.
-                await product_error_response(exc)(scope, receive, send)
-                return
-        client = (scope.get("client") or ("unknown", 0))[0]
-        if isinstance(identity, str):
-            refusal = await self._refusal(identity, client, presented is not None)
-            await refusal(scope, receive, send)
-            return
-        self.throttle.succeeded(client)
-        scope.setdefault("state", {})["identity"] = identity
-        with self.acting_as(identity.actor):
-            await self.app(scope, receive, send)
+            return Identity(None, Role.ADMIN)
+        return None
 
-    async def _refusal(self, message: str, client: str, presented: bool) -> JSONResponse:
+    def identify(self, presented: bytes | None) -> Identity | str:
+        """The caller, or the 401 message. May read the state (run it off the event loop)."""
+        return self.known_without_state(presented) or self.credentials.identify(presented)
+
+    def passed(self, client: str) -> None:
+        """A caller of ``client`` was identified (on the event loop: the throttle is not
+        thread-safe)."""
+        self.throttle.succeeded(client)
+
+    async def refusal(self, message: str, client: str, presented: bool) -> JSONResponse:
         """The 401, once the client's wait (if it keeps failing) is over."""
         self.metrics.auth_failures.labels("wrong" if presented else "missing").inc()
         delay = self.throttle.failed(client)
@@ -236,6 +224,50 @@ class AdminAccess:
             self.metrics.auth_slowed.inc()
             await asyncio.sleep(delay)
         return error_response(401, message, "unauthorized", headers=dict(_CHALLENGE))
+
+
+def client_host(scope: Scope) -> str:
+    """The client's address, as the failure throttle counts it."""
+    return str((scope.get("client") or ("unknown", 0))[0])
+
+
+class AdminAccess:
+    """Identify every request under ``prefix``, check its role for the route, and make it
+    the audit actor of what it writes (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, *, prefix: str, gate: Gate) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._guarded(scope["path"]):
+            with self.gate.acting_as("api"):
+                await self.app(scope, receive, send)
+            return
+        presented = bearer_credentials(dict(scope.get("headers") or []).get(b"authorization"))
+        identity = self.gate.known_without_state(presented)
+        if identity is None:
+            try:
+                identity_or_refusal = await anyio.to_thread.run_sync(
+                    self.gate.credentials.identify, presented
+                )
+            except DapiConfigError as exc:
+                # The state cannot say which tokens exist (unavailable): no guess either way.
+                await product_error_response(exc)(scope, receive, send)
+                return
+            client = client_host(scope)
+            if isinstance(identity_or_refusal, str):
+                refusal = await self.gate.refusal(
+                    identity_or_refusal, client, presented is not None
+                )
+                await refusal(scope, receive, send)
+                return
+            identity = identity_or_refusal
+        self.gate.passed(client_host(scope))
+        scope.setdefault("state", {})["identity"] = identity
+        with self.gate.acting_as(identity.actor):
+            await self.app(scope, receive, send)
 
     def _guarded(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
@@ -252,15 +284,24 @@ async def authorize(
     identity = getattr(request.state, "identity", None)
     if not isinstance(identity, Identity):
         raise HTTPException(401, _MISSING, headers=_CHALLENGE)
-    needed = role_for(getattr(request.scope.get("route"), "name", ""))
-    if identity.role < needed:
-        who = "this API" if identity.name is None else f"the token {identity.name!r}"
-        raise ApiError(
-            403,
-            f"{who} has the role {identity.role.label}; this route needs {needed.label}",
-            "forbidden",
-        )
+    refused = role_refusal(identity, getattr(request.scope.get("route"), "name", ""))
+    if refused is not None:
+        raise refused
     return identity
+
+
+def role_refusal(identity: Identity, route_name: str) -> ApiError | None:
+    """The 403 for ``identity`` calling ``route_name`` (:data:`.roles.ROUTE_ROLES`), or None
+    when its role may."""
+    needed = role_for(route_name)
+    if identity.role >= needed:
+        return None
+    who = "this API" if identity.name is None else f"the token {identity.name!r}"
+    return ApiError(
+        403,
+        f"{who} has the role {identity.role.label}; this route needs {needed.label}",
+        "forbidden",
+    )
 
 
 def without_security(document: dict[str, Any]) -> dict[str, Any]:

@@ -165,6 +165,11 @@ def product_error_response(exc: DapiConfigError) -> JSONResponse:
     return error_response(status, exc.message, exc.code, headers=headers, **extra)
 
 
+def api_error_response(exc: ApiError) -> JSONResponse:
+    """The response for an :class:`ApiError`."""
+    return error_response(exc.status, exc.message, exc.code, **exc.extra)
+
+
 def _plain_item(item: dict[str, Any]) -> dict[str, Any]:
     out = {"field": str(item.get("field", "")), "message": str(item.get("message", ""))}
     if "input" in item:
@@ -216,7 +221,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.code, **exc.extra)
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -253,9 +258,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug, never bad input: log the trace, tell the client nothing internal.
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal error; see the service log", "internal_error")
+        return unexpected_error_response(request.method, request.url.path, exc)
+
+
+def unexpected_error_response(method: str, path: str, exc: BaseException) -> JSONResponse:
+    """A bug, never bad input: the trace in the log, nothing internal for the client."""
+    log.error("unexpected error on %s %s", method, path, exc_info=exc)
+    return error_response(500, "internal error; see the service log", "internal_error")
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -22,6 +22,9 @@ MAX_ERRORS = 20
 #: Seconds a client has to send a request's headers once it connected (or, on a kept-alive
 #: connection, once it started the next request); then the connection is closed.
 HEADER_TIMEOUT_S = 10.0
+#: Most bytes of a request line and headers (431 and the connection closed beyond): the
+#: bound h11 kept before, which httptools' parser does not keep by itself.
+MAX_HEADER_BYTES = 16 * 1024
 #: Seconds a client has to send a request's whole body once its headers are in (408 and the
 #: connection closed beyond): a body trickled a byte at a time cannot hold a connection.
 BODY_TIMEOUT_S = 30.0
@@ -47,6 +50,7 @@ def describe_limits() -> str:
             "an IP address; other text, as the predecessor's API took it, is stored and "
             "logged);",
             "- types are strict: no string-to-number or bool-to-number coercion;",
+            f"- request line and headers: {MAX_HEADER_BYTES // 1024} KiB (431 beyond);",
             f"- request headers must arrive within {HEADER_TIMEOUT_S:.0f} s and the body within "
             f"{BODY_TIMEOUT_S:.0f} s after them (408 `body_timeout`); an idle "
             f"kept-alive connection is closed after {KEEP_ALIVE_TIMEOUT_S} s;",

@@ -205,7 +205,7 @@ class CrossOriginGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in _UNSAFE and self._guarded(scope):
-            problem = _cross_origin(scope)
+            problem = cross_origin_problem(scope)
             if problem is not None:
                 response = error_response(403, problem, "cross_origin")
                 await response(scope, receive, send)
@@ -217,7 +217,8 @@ class CrossOriginGuard:
         return path == self.prefix or path.startswith(self.prefix + "/")
 
 
-def _cross_origin(scope: Scope) -> str | None:
+def cross_origin_problem(scope: Scope) -> str | None:
+    """Why a request a browser sent from another origin is refused (None: it is not)."""
     headers = {k.lower(): v for k, v in scope.get("headers") or []}
     site = headers.get(b"sec-fetch-site", b"").decode("latin-1").strip().lower()
     if site:

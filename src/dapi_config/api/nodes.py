@@ -94,14 +94,15 @@ def _node_response(node: InferenceNodeConfig, status: int = 200) -> JSONResponse
     return JSONResponse(dumped, status_code=status, headers={"ETag": etag_of_dump(dumped)})
 
 
-def _put_node(
+def put_node_response(
     cm: ConfigManager,
     raw: bytes,
     content_type: str | None,
     path_id: str | None = None,
     if_match: str = "",
 ) -> JSONResponse:
-    """Parse, store and answer one node: the whole write in one trip to the thread pool."""
+    """Parse, store and answer one node (the whole write, for one trip to the thread pool):
+    ``POST /nodes`` (``path_id`` None) and ``PUT /nodes/{id}``."""
     node = parse_node(raw, content_type, path_id)
     stored, created = cm.put_node(node, if_match=parse_if_match(if_match))
     # POST answers 200 either way (the predecessor's reply); PUT says 201 when it created.
@@ -197,7 +198,7 @@ async def create_node(request: Request, cm: Manager) -> Any:
     """Register one node, or replace the node with its id (as the predecessor did when a
     node was posted again); 200 with the stored node."""
     raw = await request.body()
-    return await run_in_threadpool(_put_node, cm, raw, request.headers.get("content-type"))
+    return await run_in_threadpool(put_node_response, cm, raw, request.headers.get("content-type"))
 
 
 @router.post(
@@ -264,7 +265,7 @@ async def replace_node(
     read (or does not exist) gives 412 and nothing is written."""
     raw = await request.body()
     content_type = request.headers.get("content-type")
-    return await run_in_threadpool(_put_node, cm, raw, content_type, node_id, if_match)
+    return await run_in_threadpool(put_node_response, cm, raw, content_type, node_id, if_match)
 
 
 @router.delete(

@@ -1,0 +1,147 @@
+"""The hot write routes, served without the framework's per-request work.
+
+A node write (``POST /admin/v1/nodes``, ``PUT /admin/v1/nodes/{id}``: what the broker and the
+operators' scripts send most) is answered here, in front of the token middleware and FastAPI:
+the same checks in the same order (cross-origin guard, token, role from :mod:`.roles`), the
+same parsing and write (:func:`.nodes.put_node_response`), the same error mapping
+(:mod:`.errors`), but in **one** trip to the thread pool (the caller is identified beside the
+write) and without FastAPI's routing, dependency solving and request objects, which cost more
+CPU than the write itself. The routes stay declared in FastAPI: the OpenAPI document describes
+them (a test compares the two), and anything this module does not take as it is (a path id
+the pattern refuses) goes to FastAPI, which answers it as before.
+
+It sits inside :class:`.middleware.RequestMiddleware`: bodies are bounded, requests counted
+and logged as every other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import anyio.to_thread
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dapi_config.api.auth import Gate, bearer_credentials, client_host, role_refusal
+from dapi_config.api.errors import (
+    ApiError,
+    api_error_response,
+    error_response,
+    product_error_response,
+    unexpected_error_response,
+)
+from dapi_config.api.middleware import cross_origin_problem
+from dapi_config.api.nodes import put_node_response
+from dapi_config.errors import DapiConfigError
+from dapi_config.manager import ConfigManager
+from dapi_config.models import NODE_ID_PATTERN
+
+_NODE_ID = re.compile(NODE_ID_PATTERN)
+_MAX_NODE_ID = 128
+
+
+@dataclass(frozen=True)
+class HotRoute:
+    """One request this module answers: the route's name (its role, its operationId) and
+    the node id of the path, if any."""
+
+    name: str
+    node_id: str | None = None
+
+
+def hot_route(method: str, path: str, nodes_path: str) -> HotRoute | None:
+    """The hot route of ``method path``, or None (FastAPI's)."""
+    if method == "POST" and path == nodes_path:
+        return HotRoute("create_node")
+    if method == "PUT" and path.startswith(nodes_path + "/"):
+        node_id = path[len(nodes_path) + 1 :]
+        if len(node_id) <= _MAX_NODE_ID and _NODE_ID.fullmatch(node_id):
+            return HotRoute("replace_node", node_id)
+    return None
+
+
+#: (method, path template) of every route :func:`hot_route` takes, for the test that holds
+#: them to the OpenAPI document.
+HOT_ROUTES = {("POST", "/nodes"): "create_node", ("PUT", "/nodes/{node_id}"): "replace_node"}
+
+
+class HotWrites:
+    """ASGI: answers the hot routes under ``nodes_path``; passes every other request on."""
+
+    def __init__(self, app: ASGIApp, *, nodes_path: str, manager: ConfigManager, gate: Gate):
+        self.app = app
+        self.nodes_path = nodes_path
+        self.manager = manager
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = None
+        if scope["type"] == "http":
+            route = hot_route(scope["method"], scope["path"], self.nodes_path)
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        response = await self._answer(route, scope, receive)
+        await response(scope, receive, send)
+
+    async def _answer(self, route: HotRoute, scope: Scope, receive: Receive) -> Response:
+        problem = cross_origin_problem(scope)
+        if problem is not None:
+            return error_response(403, problem, "cross_origin")
+        headers = dict(scope["headers"])
+        presented = bearer_credentials(headers.get(b"authorization"))
+        body = await _body(receive)
+        content_type = headers.get(b"content-type")
+        if_match = headers.get(b"if-match", b"")
+        outcome = await anyio.to_thread.run_sync(
+            self._write,
+            route,
+            presented,
+            body,
+            None if content_type is None else content_type.decode("latin-1"),
+            if_match.decode("latin-1"),
+        )
+        client = client_host(scope)
+        if isinstance(outcome, str):
+            return await self.gate.refusal(outcome, client, presented is not None)
+        self.gate.passed(client)
+        return outcome
+
+    def _write(
+        self,
+        route: HotRoute,
+        presented: bytes | None,
+        body: bytes,
+        content_type: str | None,
+        if_match: str,
+    ) -> Response | str:
+        """Identify the caller, check its role, parse and write: the 401 message, or the
+        reply."""
+        try:
+            identity = self.gate.identify(presented)
+            if isinstance(identity, str):
+                return identity
+            refused = role_refusal(identity, route.name)
+            if refused is not None:
+                raise refused
+            with self.gate.acting_as(identity.actor):
+                return put_node_response(self.manager, body, content_type, route.node_id, if_match)
+        except ApiError as exc:
+            return api_error_response(exc)
+        except DapiConfigError as exc:
+            return product_error_response(exc)
+        except Exception as exc:
+            return unexpected_error_response(
+                "POST" if route.node_id is None else "PUT", route.name, exc
+            )
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
