@@ -9,10 +9,10 @@ keep-alive clients then run, for a fixed time each:
 
 Variants: uvicorn with its h11 parser (what ``serve`` ran before), uvicorn with httptools,
 uvicorn with httptools on uvloop (what ``serve`` runs), and granian (its Rust HTTP stack, one
-worker); and, as the floor of each uvicorn stack, a bare ASGI app that answers ``200 ok`` to everything. A variant whose
-package is missing is reported "not measured". Every variant of one workload and client count
-runs in the same round, in a shuffled order; rounds repeat; the table gives medians. CPU is the
-server's process tree (user + system), per request.
+worker); and, as the floor of each uvicorn stack, a bare ASGI app that answers ``200 ok`` to
+everything. A variant whose package is missing is reported "not measured". Every variant of one
+workload and client count runs in the same round, in a shuffled order; rounds repeat; the table
+gives medians. CPU is the server's process tree (user + system), per request.
 
 ``python -m benchmarks.servers [--quick]``; writes ``benchmarks/results/servers.{json,md}``.
 """
