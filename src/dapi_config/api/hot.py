@@ -4,11 +4,12 @@ A node write (``POST /admin/v1/nodes``, ``PUT /admin/v1/nodes/{id}``: what the b
 operators' scripts send most) is answered here, in front of the token middleware and FastAPI:
 the same checks in the same order (cross-origin guard, token, role from :mod:`.roles`), the
 same parsing and write (:func:`.nodes.put_node_response`), the same error mapping
-(:mod:`.errors`), but in **one** trip to the thread pool (the caller is identified beside the
-write) and without FastAPI's routing, dependency solving and request objects, which cost more
-CPU than the write itself. The routes stay declared in FastAPI: the OpenAPI document describes
-them (a test compares the two), and anything this module does not take as it is (a path id
-the pattern refuses) goes to FastAPI, which answers it as before.
+(:mod:`.errors`), but as **one** job of the writer thread (:mod:`.write_queue`: the caller
+is identified beside the write, and concurrent writes share a commit), without FastAPI's
+routing, dependency solving and request objects, which cost more CPU than the write itself.
+The routes stay declared in FastAPI: the OpenAPI document describes them (a test compares the
+two), and anything this module does not take as it is (a path id the pattern refuses) goes to
+FastAPI, which answers it as before.
 
 It sits inside :class:`.middleware.RequestMiddleware`: bodies are bounded, requests counted
 and logged as every other.
@@ -16,10 +17,10 @@ and logged as every other.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-import anyio.to_thread
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,6 +34,7 @@ from dapi_config.api.errors import (
 )
 from dapi_config.api.middleware import cross_origin_problem
 from dapi_config.api.nodes import put_node_response
+from dapi_config.api.write_queue import WriteQueue
 from dapi_config.errors import DapiConfigError
 from dapi_config.manager import ConfigManager
 from dapi_config.models import NODE_ID_PATTERN
@@ -74,6 +76,7 @@ class HotWrites:
         self.nodes_path = nodes_path
         self.manager = manager
         self.gate = gate
+        self.writes = WriteQueue(manager)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = None
@@ -94,7 +97,7 @@ class HotWrites:
         body = await _body(receive)
         content_type = headers.get(b"content-type")
         if_match = headers.get(b"if-match", b"")
-        outcome = await anyio.to_thread.run_sync(
+        job = functools.partial(
             self._write,
             route,
             presented,
@@ -102,6 +105,10 @@ class HotWrites:
             None if content_type is None else content_type.decode("latin-1"),
             if_match.decode("latin-1"),
         )
+        try:
+            outcome = await self.writes.run(job)
+        except DapiConfigError as exc:  # the shared commit failed: nothing was written
+            return product_error_response(exc)
         client = client_host(scope)
         if isinstance(outcome, str):
             return await self.gate.refusal(outcome, client, presented is not None)

@@ -1,0 +1,104 @@
+"""One writer thread for the hot write routes: concurrent requests share a transaction.
+
+Sixteen clients writing nodes at once used to be sixteen pool threads, each opening its own
+write call and queuing on the store's writer lock, handing the GIL and the lock around at every
+step. Here every hot write is a job on one queue; one thread takes all the jobs waiting, runs
+them in one :meth:`ConfigManager.transaction` (each job's own write a savepoint in it: a job
+that fails is undone alone and gets its own error), commits once (one fsync, or one PostgreSQL
+commit, for the lot) and only then answers every request of the batch. A lone request commits
+at once; nobody hears "stored" before the commit that stored it returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from dapi_config.manager import ConfigManager
+
+log = logging.getLogger("dapi_config.api")
+
+T = TypeVar("T")
+
+#: Most jobs committed together (the store's own group commit has the same bound).
+MAX_BATCH = 64
+#: Seconds the thread waits for work before it ends (the next job starts it again): an app
+#: nobody writes to holds no thread.
+IDLE_S = 30.0
+
+_Job = tuple[Callable[[], Any], asyncio.Future[Any]]
+
+
+class WriteQueue:
+    """Runs write jobs for ``manager`` on one thread, committing the jobs that wait together."""
+
+    def __init__(self, manager: ConfigManager) -> None:
+        self.manager = manager
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    async def run(self, job: Callable[[], T]) -> T:
+        """``job()`` on the writer thread, in a transaction it may share; its result once
+        that transaction committed. Its exception, or the commit's, is raised here."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((job, future))
+        self._ensure_thread()
+        return await future
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="dapi-config-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                first = self._jobs.get(timeout=IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._thread = None
+                        return
+                continue
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.manager.transaction():
+                for job, _ in batch:
+                    try:
+                        outcomes.append((True, job()))
+                    except Exception as exc:  # this job's own error, undone alone
+                        outcomes.append((False, exc))
+        except Exception as exc:  # the commit failed: nothing of the batch was written
+            outcomes = [(False, exc)] * len(batch)
+        for (ok, value), (_, future) in zip(outcomes, batch, strict=True):
+            loop = future.get_loop()
+            try:
+                loop.call_soon_threadsafe(_settle, future, ok, value)
+            except RuntimeError:  # the loop is closed: the server stopped meanwhile
+                log.debug("write answered after the server stopped")
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
