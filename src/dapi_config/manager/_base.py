@@ -26,6 +26,7 @@ from dapi_config.settings import Settings, StateMode
 from dapi_config.static import LoadedConfig
 from dapi_config.store.backend import (
     CAPABILITIES,
+    ApiTokens,
     AuditTrail,
     Backups,
     SealedSecrets,
@@ -65,6 +66,7 @@ class ManagerBase:
         self._backups = store if isinstance(store, Backups) else None
         self._tables = store if isinstance(store, Tables) else None
         self._database = store if isinstance(store, StateBackend) else None
+        self._tokens = store if isinstance(store, ApiTokens) else None
         self._exporter: PeriodicExporter | None = None
         self._exporter_lock = threading.Lock()
         #: When this process last wrote each API token's "last used" time (monotonic).

@@ -31,10 +31,9 @@ class ApiAccess(ManagerBase):
     scoped tokens kept in the state, shared by every replica."""
 
     def _need_tokens(self) -> ApiTokens:
-        tokens = self._store if isinstance(self._store, ApiTokens) else None
-        if tokens is None:
+        if self._tokens is None:
             raise self._lacking(ApiTokens)
-        return tokens
+        return self._tokens
 
     def admin_token(self) -> str | None:
         """The unnamed admin token of the config (``api.admin_token``, or the file
@@ -56,9 +55,7 @@ class ApiAccess(ManagerBase):
 
     def list_tokens(self) -> list[TokenInfo]:
         """Every scoped token (names, roles, created, last used), by name."""
-        if not isinstance(self._store, ApiTokens):
-            return []
-        return self._store.api_tokens()
+        return [] if self._tokens is None else self._tokens.api_tokens()
 
     def revoke_token(self, name: str) -> TokenInfo:
         """Delete the token ``name``: every replica refuses it from its next request. Raises
@@ -69,16 +66,18 @@ class ApiAccess(ManagerBase):
 
     def has_tokens(self) -> bool:
         """True once any scoped token exists (then every admin route needs a token)."""
-        return isinstance(self._store, ApiTokens) and self._store.has_api_tokens()
+        # Asked on every API request: the capability was looked up once, at open (an
+        # isinstance against a Protocol costs more than the query).
+        return self._tokens is not None and self._tokens.has_api_tokens()
 
     def token_identity(self, token: str) -> TokenInfo | None:
         """The scoped token ``token`` is (None: no such token, or revoked), its "last used"
         time brought up to date now and then."""
-        if not isinstance(self._store, ApiTokens):
+        if self._tokens is None:
             return None
-        info = self._store.api_token_by_digest(token_digest(token))
+        info = self._tokens.api_token_by_digest(token_digest(token))
         if info is not None:
-            self._note_use(self._store, info.name)
+            self._note_use(self._tokens, info.name)
         return info
 
     def _note_use(self, tokens: ApiTokens, name: str) -> None:
