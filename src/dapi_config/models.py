@@ -177,7 +177,12 @@ def _ours(exc: PydanticValidationError, what: str) -> ValidationError:
 class _Model(BaseModel):
     """The product's models raise :class:`dapi_config.ValidationError` (friendly text, the
     problems in ``errors``), built, validated or assigned to, as the manager's writes do:
-    one error type for a library user, whatever the path."""
+    one error type for a library user, whatever the path.
+
+    Each model's validator is built on its first use, not when the module is imported: a
+    command that validates nothing (``status``, ``--help``) does not pay for building them."""
+
+    model_config = ConfigDict(defer_build=True)
 
     def __init__(self, /, **data: Any) -> None:
         try:
