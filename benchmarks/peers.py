@@ -14,6 +14,8 @@ gives medians.
   it), ``POST /admin/v1/nodes``;
 - **serve on PostgreSQL**: the same over a throwaway cluster (skipped without the server
   binaries or the ``postgres`` extra);
+- **serve at REV** (``--baseline REV``): an earlier commit's ``serve`` from a git worktree,
+  beside today's in the same rounds;
 - **etcd**: etcd 3.4's JSON gateway, ``POST /v3/kv/put`` of the same document (apt
   ``etcd-server``; skipped with the reason when absent). etcd fsyncs every commit as well.
 
@@ -170,7 +172,12 @@ def _serve_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def serve(workers: int, state_url: str | None = None) -> Callable[[Path], Any]:
+def serve(
+    workers: int, state_url: str | None = None, source: Path | None = None
+) -> Callable[[Path], Any]:
+    """``dapi-config serve``; ``source``: the ``src`` folder of another checkout to run
+    instead of the installed package (the baseline of an A/B in the same run)."""
+
     @contextlib.contextmanager
     def start(root: Path) -> Iterator[tuple[int, int]]:
         config = root / "config.yaml"
@@ -178,6 +185,8 @@ def serve(workers: int, state_url: str | None = None) -> Callable[[Path], Any]:
         config.chmod(0o600)
         port = _free_port()
         extra = {"API_STATE_URL": state_url} if state_url else {}
+        if source is not None:
+            extra["PYTHONPATH"] = str(source)
         argv = [sys.executable, "-m", "dapi_config", "--config", str(config)]
         if state_url is None:
             argv += ["--state", str(root / "state.db")]
@@ -247,7 +256,27 @@ def _has_server_extras(*modules: str) -> str | None:
     return f"not installed: {', '.join(absent)}" if absent else None
 
 
-def servers(pg_url: str | None, pg_missing: str | None) -> list[Server]:
+def _baseline(stack: contextlib.ExitStack, revision: str) -> Path:
+    """A checkout of ``revision`` of this repository (a temporary git worktree); its ``src``."""
+    repo = Path(__file__).resolve().parent.parent
+    tree = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dapi-baseline-")))
+    subprocess.run(
+        ["git", "-C", str(repo), "worktree", "add", "--detach", str(tree / "wt"), revision],
+        check=True,
+        capture_output=True,
+    )
+    stack.callback(
+        subprocess.run,
+        ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree / "wt")],
+        check=False,
+        capture_output=True,
+    )
+    return tree / "wt" / "src"
+
+
+def servers(
+    pg_url: str | None, pg_missing: str | None, baseline: tuple[str, Path] | None = None
+) -> list[Server]:
     documents = node_bodies()
     found = [
         Server("floor", "floor: raw ASGI + SQLite group commit", floor, "/", lambda: documents),
@@ -283,6 +312,17 @@ def servers(pg_url: str | None, pg_missing: str | None) -> list[Server]:
         ),
     ]
     found[0].missing = _has_server_extras("uvloop", "httptools")
+    if baseline is not None:
+        revision, source = baseline
+        found.append(
+            Server(
+                "baseline",
+                f"dapi-config serve at {revision} (SQLite, 1 worker)",
+                serve(1, source=source),
+                "/admin/v1/nodes",
+                lambda: documents,
+            )
+        )
     return found
 
 
@@ -329,15 +369,23 @@ def drive(
     }
 
 
-def run(rounds: int, seconds: float, only: set[str] | None = None) -> dict[str, Any]:
-    """``rounds`` of every server (or of those whose key is in ``only``)."""
+def run(
+    rounds: int, seconds: float, only: set[str] | None = None, baseline: str | None = None
+) -> dict[str, Any]:
+    """``rounds`` of every server (or of those whose key is in ``only``); ``baseline``: a git
+    revision whose ``serve`` runs beside (key ``baseline``)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt wrk): the peers benchmark needs it")
     with contextlib.ExitStack() as stack:
         pg_url, pg_missing = (
             _postgres(stack) if only is None or "serve-pg" in only else (None, "not asked for")
         )
-        table = [s for s in servers(pg_url, pg_missing) if only is None or s.key in only]
+        checkout = None if baseline is None else (baseline, _baseline(stack, baseline))
+        table = [
+            s
+            for s in servers(pg_url, pg_missing, checkout)
+            if only is None or s.key in only or s.key == "baseline"
+        ]
         samples: dict[str, dict[int, list[dict[str, Any]]]] = {s.name: {} for s in table}
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dapi-peers-")))
         rng = random.Random(34)
@@ -422,10 +470,13 @@ def main(argv: list[str] | None = None) -> int:
         "--servers", help="only these, comma-separated: floor, serve, serve-2, serve-pg, etcd"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also serve this git revision (an A/B in one run)"
+    )
     args = parser.parse_args(argv)
     rounds, seconds = (1, 3.0) if args.quick else (args.rounds, args.seconds)
     only = set(args.servers.split(",")) if args.servers else None
-    result = run(rounds, seconds, only)
+    result = run(rounds, seconds, only, args.baseline)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
