@@ -153,6 +153,16 @@ def test_importing_the_package_imports_none_of_its_parts() -> None:
     assert not {"dapi_config.manager", "dapi_config.store.postgres", "fastapi"} & used
 
 
+def test_the_manager_loads_the_predecessors_readers_only_to_use_them() -> None:
+    """Opening a state only asks whether the config file holds the predecessor's keys: the
+    ``gonka.db`` reader, the migration and the text surgery are loaded when one is used."""
+    loaded = _modules_after("import dapi_config.manager")
+    heavy = {"dapi_config.legacy.gonka_db", "dapi_config.legacy.migrate", "dapi_config.legacy.text"}
+    assert not heavy & loaded
+    used = _modules_after("from dapi_config import legacy\nlegacy.import_gonka_db")
+    assert "dapi_config.legacy.gonka_db" in used
+
+
 def test_the_cli_loads_the_api_only_to_serve() -> None:
     """``dapi-config status`` and ``--help`` never load FastAPI or the API modules."""
     loaded = _modules_after(

@@ -27,52 +27,136 @@ surgery that drops them and keeps the comments), :mod:`.migrate` (the three step
 
 from __future__ import annotations
 
-from dapi_config.legacy.gonka_db import (
-    GONKA_DB_KIND,
-    GonkaDbReport,
-    GonkaDbRollback,
-    check_gonka_db_for_rollback,
-    gonka_db_to_import,
-    import_gonka_db,
-    read_gonka_db,
-    roll_back_gonka_db,
-)
-from dapi_config.legacy.layout import (
-    MIRROR_SUFFIX,
-    ExportSource,
-    RollbackReport,
-    attach_mirror,
-    mirror_path_for,
-    render_legacy_yaml,
-    rollback_document,
-    write_rollback,
-)
-from dapi_config.legacy.migrate import (
-    BACKUP_INFIX,
-    LegacyFile,
-    MigrationReport,
-    SealReport,
-    apply_legacy_state,
-    current_state,
-    import_state,
-    legacy_file,
-    migrate_legacy_file,
-    plan_migration,
-    rewrite_static,
-    seal_file_secrets,
-    write_backup,
-)
-from dapi_config.legacy.parse import (
-    LEGACY_KIND,
-    MIGRATION_ACTOR,
-    NODE_CONFIG_KIND,
-    LegacyState,
-    checksum_of,
-    describe_state,
-    dynamic_keys_in,
-    parse_legacy_state,
-)
-from dapi_config.legacy.text import static_text, strip_keys_text
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Where each public name lives: imported when first asked for, so opening a state (which
+#: only asks whether the config file still holds the predecessor's keys) does not load the
+#: ``gonka.db`` reader, the migration and the rollback writer.
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "GONKA_DB_KIND",
+            "GonkaDbReport",
+            "GonkaDbRollback",
+            "check_gonka_db_for_rollback",
+            "gonka_db_to_import",
+            "import_gonka_db",
+            "read_gonka_db",
+            "roll_back_gonka_db",
+        ),
+        "dapi_config.legacy.gonka_db",
+    ),
+    **dict.fromkeys(
+        (
+            "MIRROR_SUFFIX",
+            "ExportSource",
+            "RollbackReport",
+            "attach_mirror",
+            "mirror_path_for",
+            "render_legacy_yaml",
+            "rollback_document",
+            "write_rollback",
+        ),
+        "dapi_config.legacy.layout",
+    ),
+    **dict.fromkeys(
+        (
+            "BACKUP_INFIX",
+            "LegacyFile",
+            "MigrationReport",
+            "SealReport",
+            "apply_legacy_state",
+            "current_state",
+            "import_state",
+            "legacy_file",
+            "migrate_legacy_file",
+            "plan_migration",
+            "rewrite_static",
+            "seal_file_secrets",
+            "write_backup",
+        ),
+        "dapi_config.legacy.migrate",
+    ),
+    **dict.fromkeys(
+        (
+            "LEGACY_KIND",
+            "MIGRATION_ACTOR",
+            "NODE_CONFIG_KIND",
+            "LegacyState",
+            "checksum_of",
+            "describe_state",
+            "dynamic_keys_in",
+            "parse_legacy_state",
+        ),
+        "dapi_config.legacy.parse",
+    ),
+    **dict.fromkeys(
+        (
+            "static_text",
+            "strip_keys_text",
+        ),
+        "dapi_config.legacy.text",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from dapi_config.legacy.gonka_db import (
+        GONKA_DB_KIND,
+        GonkaDbReport,
+        GonkaDbRollback,
+        check_gonka_db_for_rollback,
+        gonka_db_to_import,
+        import_gonka_db,
+        read_gonka_db,
+        roll_back_gonka_db,
+    )
+    from dapi_config.legacy.layout import (
+        MIRROR_SUFFIX,
+        ExportSource,
+        RollbackReport,
+        attach_mirror,
+        mirror_path_for,
+        render_legacy_yaml,
+        rollback_document,
+        write_rollback,
+    )
+    from dapi_config.legacy.migrate import (
+        BACKUP_INFIX,
+        LegacyFile,
+        MigrationReport,
+        SealReport,
+        apply_legacy_state,
+        current_state,
+        import_state,
+        legacy_file,
+        migrate_legacy_file,
+        plan_migration,
+        rewrite_static,
+        seal_file_secrets,
+        write_backup,
+    )
+    from dapi_config.legacy.parse import (
+        LEGACY_KIND,
+        MIGRATION_ACTOR,
+        NODE_CONFIG_KIND,
+        LegacyState,
+        checksum_of,
+        describe_state,
+        dynamic_keys_in,
+        parse_legacy_state,
+    )
+    from dapi_config.legacy.text import static_text, strip_keys_text
 
 __all__ = [
     "BACKUP_INFIX",

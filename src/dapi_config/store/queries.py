@@ -342,13 +342,17 @@ class StateQueries:
             None if old is None else _audit_value(old),
             None if new is None else _audit_value(new),
         )
+        # The previous row's chain value comes back with the new revision: one statement (one
+        # round trip to PostgreSQL) instead of two. NULL: there is no previous row.
         row = self.db.query_one(
             "INSERT INTO audit_log(at, actor, action, target, old_value, new_value) "
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING revision",
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING revision, "
+            "(SELECT COALESCE(p.chain, '') FROM audit_log AS p "
+            "WHERE p.revision < audit_log.revision ORDER BY p.revision DESC LIMIT 1)",
             content,
         )
         revision = int(row[0])
-        self._chain((revision, *content))
+        self._chain((revision, *content), None if row[1] is None else str(row[1]))
         self.db.after_commit(
             lambda: log.info("state change r%s by %s: %s %s", revision, actor, action, target)
         )
@@ -362,17 +366,23 @@ class StateQueries:
                 )
         return revision
 
-    def _chain(self, row: tuple[Any, ...]) -> None:
-        """Set the chain value of the row just inserted (its revision first in ``row``)."""
-        previous = self.db.query_one(
-            "SELECT chain FROM audit_log WHERE revision < ? ORDER BY revision DESC LIMIT 1",
-            (row[0],),
+    def _previous_chain(self, revision: int) -> str | None:
+        """The chain value of the newest row before ``revision`` (None: no such row kept)."""
+        row = self.db.query_one(
+            "SELECT COALESCE(chain, '') FROM audit_log WHERE revision < ? "
+            "ORDER BY revision DESC LIMIT 1",
+            (revision,),
         )
+        return None if row is None else str(row[0])
+
+    def _chain(self, row: tuple[Any, ...], previous: str | None) -> None:
+        """Set the chain value of the row just inserted (its revision first in ``row``), after
+        the row whose chain value is ``previous`` (None: no row before it is kept)."""
         if previous is None:
             checkpoint = self.audit_checkpoint()
             start = "" if checkpoint is None else checkpoint[1]
         else:
-            start = str(previous[0] or "")
+            start = previous
         self.db.execute(
             "UPDATE audit_log SET chain = ? WHERE revision = ?",
             (link(self._chain_key(), start, row), row[0]),
@@ -527,7 +537,7 @@ class StateQueries:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             row,
         )
-        self._chain(row)
+        self._chain(row, self._previous_chain(row[0]))
 
     def record_restore(
         self, source: str, backup_revision: int, latest: int, backup_chain: str | None = None
@@ -585,12 +595,22 @@ class StateQueries:
         ``{"current_height", "current_node_version", "node_versions"}`` (the popped entries).
         Returns (previous height, new current version or None when the schedule did not fire).
         """
-        old_raw = self._chain_value(HEIGHT)
+        # The old height and whether any version is due, in one statement: a height comes
+        # every block and the schedule is usually empty or far ahead.
+        old_raw, any_due = self.db.query_one(
+            "SELECT (SELECT value FROM chain_state WHERE key = ?), "
+            "EXISTS (SELECT 1 FROM node_versions WHERE height <= ?)",
+            (HEIGHT, height),
+        )
         old = int(old_raw) if old_raw is not None else 0
         self._put_chain_value(HEIGHT, str(height))
-        due = self.db.query_all(
-            "SELECT height, version FROM node_versions WHERE height <= ? ORDER BY height, id",
-            (height,),
+        due = (
+            self.db.query_all(
+                "SELECT height, version FROM node_versions WHERE height <= ? ORDER BY height, id",
+                (height,),
+            )
+            if any_due
+            else []
         )
         new_version: str | None = None
         if due:
