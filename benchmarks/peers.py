@@ -34,7 +34,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._harness import summary
-from benchmarks.http_load import _free_port, wait_until_ready
+from benchmarks.http_load import _free_port, stop, wait_until_ready
 from benchmarks.suites import STATIC_CONFIG, make_node
 
 RESULTS = Path(__file__).parent / "results"
@@ -134,16 +133,6 @@ class Server:
     missing: str | None = None
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
 @contextlib.contextmanager
 def _process(
     argv: list[str], root: Path, port: int, probe: str, env: dict[str, str] | None = None
@@ -162,7 +151,7 @@ def _process(
         wait_until_ready(proc, port, probe, log, argv[0])
         yield proc.pid, port
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _serve_env(extra: dict[str, str] | None = None) -> dict[str, str]:
