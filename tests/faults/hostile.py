@@ -6,7 +6,7 @@ Attacks per round (each repeated a few times, in parallel with the honest writer
 
 - a batch of 100,000 integers, with and without the token; JSON nested 50,000 deep; a node
   with a 1 MB version; a 17 MB body;
-- invented HTTP methods; paths with NULs, percent-escapes and 4 KB segments;
+- invented HTTP methods and WebDAV's; paths with NULs, percent-escapes and 4 KB segments;
 - wrong, empty and oversized bearer tokens;
 - 100 connections that send half a request line and stay silent (under a lowered open-file
   limit, so the connection cap is reached);
@@ -92,7 +92,10 @@ class _Attacker:
         auth = {"Authorization": f"Bearer {TOKEN}"}  # the worse case: an attacker with the token
         with httpx.Client(base_url=self.url, timeout=30, headers=auth) as client:
             for i in range(40):
+                # Invented methods end at the HTTP parser (400); WebDAV's, which it knows,
+                # reach the app, which serves none of them (405).
                 self._send(client, f"M{self.rng.randrange(10**6)}", "/admin/v1/nodes")
+                self._send(client, "PROPFIND", "/admin/v1/nodes")
                 self._send(client, "GET", f"/admin/v1/nodes/%00{i}")
                 self._send(client, "GET", "/admin/v1/nodes/" + "a" * 4096)
                 self._send(client, "GET", f"/%2e%2e/%2e%2e/etc/passwd{i}")
