@@ -14,11 +14,12 @@ from fastapi import Depends
 
 from dapi_config import ConfigManager
 from dapi_config.access import Role
-from dapi_config.api.hot import HOT_ROUTES, HotRoute, HotWrites, hot_route
+from dapi_config.api.hot import HotRoute, HotTable, HotWrites
 from tests.api.conftest import RunningServer, StartServer
 
 ADMIN = "/admin/v1"
 NODES = f"{ADMIN}/nodes"
+HEIGHT = f"{ADMIN}/state/height"
 
 
 async def _nothing() -> None:
@@ -135,6 +136,20 @@ def test_the_hot_path_answers_as_the_framework_does(
             "headers": {"Origin": "http://evil.example"},
         },
         {"method": "PUT", "path": f"{NODES}/-bad", "body": _node("-bad")},  # FastAPI's 422 in both
+        {"method": "POST", "path": f"{NODES}/batch", "body": [_node("h"), _node("i")]},
+        {"method": "POST", "path": f"{NODES}/batch", "body": [_node("j"), _node("h")]},  # 409
+        {"method": "POST", "path": f"{NODES}/batch", "body": [_node(f"k{i}") for i in range(1001)]},
+        {"method": "POST", "path": f"{NODES}/batch", "body": {"not": "a list"}},
+        {"method": "PUT", "path": HEIGHT, "body": {"height": 120}},
+        {"method": "PUT", "path": HEIGHT, "body": {"height": "121"}},
+        {"method": "PUT", "path": HEIGHT, "body": {"height": 122, "extra": 1}},
+        {"method": "PUT", "path": HEIGHT, "body": {"height": 123}, "headers": {"If-Match": '"x"'}},
+        {"method": "PUT", "path": HEIGHT, "body": {"height": 124}, "token": "reader"},
+        {
+            "method": "PUT",
+            "path": f"{ADMIN}/state/upgrade-plan",
+            "body": {"name": "v2", "height": 500},
+        },
     ]
     for request in requests:
         answers = [
@@ -146,6 +161,8 @@ def test_the_hot_path_answers_as_the_framework_does(
     # Every request but the refused ones (cross-origin, a path id FastAPI refuses) and only
     # those to the hot server took the hot path.
     assert len(taken) == len(requests) - 3
+    assert {"create_node", "replace_node", "create_nodes", "set_height"} <= set(taken)
+    assert hot.manager.get_height() == framework.manager.get_height() == 120
     assert hot.manager.get_nodes() == framework.manager.get_nodes()
     # The audit names the same actors in the same order.
     assert [(e.actor, e.action, e.target) for e in hot.manager.get_audit()] == [
@@ -157,19 +174,25 @@ def test_the_hot_routes_are_the_documented_ones(
     manager: ConfigManager, start_server: StartServer
 ) -> None:
     document = start_server(manager).client.get("/openapi.json").json()
-    for (method, template), operation_id in HOT_ROUTES.items():
-        assert document["paths"][ADMIN + template][method.lower()]["operationId"] == operation_id
-    assert hot_route("POST", NODES, NODES).name == "create_node"
-    assert hot_route("PUT", f"{NODES}/n-1", NODES) == hot_route("PUT", f"{NODES}/n-1", NODES)
-    assert hot_route("PUT", f"{NODES}/n-1", NODES).node_id == "n-1"
+    table = HotTable(ADMIN)
+    assert ("PUT", "/state/height") in table.templates  # the catalogue's kinds are in it
+    for (method, template), route in table.templates.items():
+        operation = document["paths"][ADMIN + template][method.lower()]
+        assert operation["operationId"] == route.name, (method, template)
+    create = table.route("POST", NODES)
+    assert create is not None and create.name == "create_node"
+    replace = table.route("PUT", f"{NODES}/n-1")
+    assert replace is not None and (replace.name, replace.node_id) == ("replace_node", "n-1")
     for method, path in [
         ("GET", NODES),
-        ("POST", f"{NODES}/batch"),
         ("PUT", NODES),
         ("PUT", f"{NODES}/-bad"),
         ("PUT", f"{NODES}/" + "a" * 129),
         ("PUT", f"{NODES}/a/enable"),
         ("POST", f"{NODES}/a/enable"),
         ("DELETE", f"{NODES}/a"),
+        ("GET", f"{ADMIN}/state/height"),
+        ("DELETE", f"{ADMIN}/state/upgrade-plan"),
+        ("POST", f"{ADMIN}/state/node-versions"),
     ]:
-        assert hot_route(method, path, NODES) is None, (method, path)
+        assert table.route(method, path) is None, (method, path)

@@ -32,7 +32,7 @@ from dapi_config.api.auth import (
 from dapi_config.api.bodies import add_body_schemas
 from dapi_config.api.docs import DOC_PATHS, add_offline_docs
 from dapi_config.api.errors import error_responses, install_error_handlers
-from dapi_config.api.hot import HotWrites
+from dapi_config.api.hot import HotTable, HotWrites
 from dapi_config.api.limits import BODY_TIMEOUT_S, MAX_BODY_BYTES, describe_limits
 from dapi_config.api.metrics import ServiceMetrics
 from dapi_config.api.middleware import CrossOriginGuard, RequestMiddleware
@@ -151,12 +151,10 @@ def create_app(
     app.add_middleware(CrossOriginGuard, prefix=ADMIN_PREFIX)
     # Inside RequestMiddleware (added last = outermost), so 401s are counted and logged too.
     app.add_middleware(AdminAccess, prefix=ADMIN_PREFIX, gate=gate)
-    # The node writes, before the token middleware and FastAPI: the same checks, one trip to
+    # The frequent writes, before the token middleware and FastAPI: the same checks, one trip to
     # the thread pool (.hot). Extra admin dependencies are FastAPI's: then FastAPI serves all.
     if not admin_dependencies:
-        app.add_middleware(
-            HotWrites, nodes_path=f"{ADMIN_PREFIX}/nodes", manager=manager, gate=gate
-        )
+        app.add_middleware(HotWrites, table=HotTable(ADMIN_PREFIX), manager=manager, gate=gate)
     app.add_middleware(
         RequestMiddleware,
         metrics=service_metrics,

@@ -1,9 +1,10 @@
 """The hot write routes, served without the framework's per-request work.
 
-A node write (``POST /admin/v1/nodes``, ``PUT /admin/v1/nodes/{id}``: what the broker and the
-operators' scripts send most) is answered here, in front of the token middleware and FastAPI:
+The writes clients send most (a node: ``POST /admin/v1/nodes``, ``PUT /admin/v1/nodes/{id}``,
+``POST /admin/v1/nodes/batch``; a value of the state: ``PUT /admin/v1/state/...``, the height
+every block) are answered here, in front of the token middleware and FastAPI:
 the same checks in the same order (cross-origin guard, token, role from :mod:`.roles`), the
-same parsing and write (:func:`.nodes.put_node_response`), the same error mapping
+same parsing and write (:mod:`.nodes`, :mod:`.kinds`), the same error mapping
 (:mod:`.errors`), but as **one** job of the writer thread (:mod:`.write_queue`: the caller
 is identified beside the write, and concurrent writes share a commit), without FastAPI's
 routing, dependency solving and request objects, which cost more CPU than the write itself.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.responses import Response
@@ -32,8 +34,9 @@ from dapi_config.api.errors import (
     product_error_response,
     unexpected_error_response,
 )
+from dapi_config.api.kinds import state_writes
 from dapi_config.api.middleware import cross_origin_problem
-from dapi_config.api.nodes import put_node_response
+from dapi_config.api.nodes import add_nodes_response, put_node_response
 from dapi_config.api.write_queue import WriteQueue
 from dapi_config.errors import DapiConfigError
 from dapi_config.manager import ConfigManager
@@ -42,38 +45,76 @@ from dapi_config.models import NODE_ID_PATTERN
 _NODE_ID = re.compile(NODE_ID_PATTERN)
 _MAX_NODE_ID = 128
 
+#: ``write(cm, body, content_type, path_id, if_match)`` -> the reply, on the writer thread.
+Write = Callable[[ConfigManager, bytes, str | None, str | None, str], Response]
+
 
 @dataclass(frozen=True)
 class HotRoute:
-    """One request this module answers: the route's name (its role, its operationId) and
-    the node id of the path, if any."""
+    """One request this module answers: the route's name (its role, its operationId), its
+    write, and the node id of the path, if any."""
 
     name: str
+    write: Write
     node_id: str | None = None
 
 
-def hot_route(method: str, path: str, nodes_path: str) -> HotRoute | None:
-    """The hot route of ``method path``, or None (FastAPI's)."""
-    if method == "POST" and path == nodes_path:
-        return HotRoute("create_node")
-    if method == "PUT" and path.startswith(nodes_path + "/"):
-        node_id = path[len(nodes_path) + 1 :]
+def _node(cm: ConfigManager, body: bytes, ctype: str | None, nid: str | None, im: str) -> Response:
+    return put_node_response(cm, body, ctype, nid, im)
+
+
+def _batch(cm: ConfigManager, body: bytes, ctype: str | None, _: str | None, __: str) -> Response:
+    return add_nodes_response(cm, body, ctype)
+
+
+def _state(write: Callable[..., Response]) -> Write:
+    def run(cm: ConfigManager, body: bytes, ctype: str | None, _: str | None, im: str) -> Response:
+        return write(cm, body, ctype, im)
+
+    return run
+
+
+class HotTable:
+    """Which requests are hot, under the admin ``prefix``: node writes (one, a batch) and
+    each writable kind of state of the catalogue (``PUT /state/...``; the height comes every
+    block). ``PUT /nodes`` (the whole registry, after a backup) and the rest stay FastAPI's."""
+
+    def __init__(self, prefix: str) -> None:
+        #: (method, path template under the prefix) -> the route: what the OpenAPI document
+        #: must describe (a test holds it to it).
+        self.templates: dict[tuple[str, str], HotRoute] = {
+            ("POST", "/nodes"): HotRoute("create_node", _node),
+            ("POST", "/nodes/batch"): HotRoute("create_nodes", _batch),
+            ("PUT", "/nodes/{node_id}"): HotRoute("replace_node", _node),
+            **{
+                ("PUT", f"/state{path}"): HotRoute(name, _state(write))
+                for path, (name, write) in state_writes().items()
+            },
+        }
+        self.fixed = {
+            (method, prefix + template): route
+            for (method, template), route in self.templates.items()
+            if "{" not in template
+        }
+        self.nodes = f"{prefix}/nodes"
+
+    def route(self, method: str, path: str) -> HotRoute | None:
+        """The hot route of ``method path``, or None (FastAPI's)."""
+        found = self.fixed.get((method, path))
+        if found is not None or method != "PUT" or not path.startswith(self.nodes + "/"):
+            return found
+        node_id = path[len(self.nodes) + 1 :]
         if len(node_id) <= _MAX_NODE_ID and _NODE_ID.fullmatch(node_id):
-            return HotRoute("replace_node", node_id)
-    return None
-
-
-#: (method, path template) of every route :func:`hot_route` takes, for the test that holds
-#: them to the OpenAPI document.
-HOT_ROUTES = {("POST", "/nodes"): "create_node", ("PUT", "/nodes/{node_id}"): "replace_node"}
+            return HotRoute("replace_node", _node, node_id)
+        return None
 
 
 class HotWrites:
-    """ASGI: answers the hot routes under ``nodes_path``; passes every other request on."""
+    """ASGI: answers the requests of ``table``; passes every other request on."""
 
-    def __init__(self, app: ASGIApp, *, nodes_path: str, manager: ConfigManager, gate: Gate):
+    def __init__(self, app: ASGIApp, *, table: HotTable, manager: ConfigManager, gate: Gate):
         self.app = app
-        self.nodes_path = nodes_path
+        self.table = table
         self.manager = manager
         self.gate = gate
         self.writes = WriteQueue(manager)
@@ -81,7 +122,7 @@ class HotWrites:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = None
         if scope["type"] == "http":
-            route = hot_route(scope["method"], scope["path"], self.nodes_path)
+            route = self.table.route(scope["method"], scope["path"])
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -133,15 +174,13 @@ class HotWrites:
             if refused is not None:
                 raise refused
             with self.gate.acting_as(identity.actor):
-                return put_node_response(self.manager, body, content_type, route.node_id, if_match)
+                return route.write(self.manager, body, content_type, route.node_id, if_match)
         except ApiError as exc:
             return api_error_response(exc)
         except DapiConfigError as exc:
             return product_error_response(exc)
         except Exception as exc:
-            return unexpected_error_response(
-                "POST" if route.node_id is None else "PUT", route.name, exc
-            )
+            return unexpected_error_response("hot route", route.name, exc)
 
 
 async def _body(receive: Receive) -> bytes:

@@ -10,6 +10,8 @@ catalogue is served here without a line of its own. Every read carries an ``ETag
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any, Optional
 
@@ -74,10 +76,20 @@ def _value_response(value: BaseModel, status: int = 200) -> JSONResponse:
 
 
 def _put(
-    cm: ConfigManager, kind: StateKind, raw: bytes, content_type: str | None, if_match: str
+    cm: ConfigManager, raw: bytes, content_type: str | None, if_match: str, *, kind: StateKind
 ) -> JSONResponse:
     value = parse_value(kind.input_model, raw, content_type)
     return _value_response(cm.set_state_value(kind.name, value, if_match=parse_if_match(if_match)))
+
+
+def state_writes() -> dict[str, tuple[str, Callable[..., JSONResponse]]]:
+    """The ``PUT`` of every writable kind, for the hot path (:mod:`.hot`): its path under
+    ``/state`` -> (route name, ``write(cm, body, content_type, if_match)``)."""
+    return {
+        f"/{kind.path}": (f"set_{kind.operation}", functools.partial(_put, kind=kind))
+        for kind in KINDS
+        if kind.write is not None and not kind.collection
+    }
 
 
 def _add_routes(kind: StateKind) -> None:
@@ -100,7 +112,7 @@ def _add_routes(kind: StateKind) -> None:
         async def replace(request: Request, cm: Manager, if_match: IfMatch = "") -> Any:
             raw = await request.body()
             content_type = request.headers.get("content-type")
-            return await run_in_threadpool(_put, cm, kind, raw, content_type, if_match)
+            return await run_in_threadpool(_put, cm, raw, content_type, if_match, kind=kind)
 
         replace.__doc__ = (
             f"Replace {kind.name} ({kind.summary.lower()}); 200 with the value stored and its "

@@ -109,7 +109,8 @@ def put_node_response(
     return _node_response(stored, 201 if created and path_id is not None else 200)
 
 
-def _add_nodes(cm: ConfigManager, raw: bytes, content_type: str | None) -> JSONResponse:
+def add_nodes_response(cm: ConfigManager, raw: bytes, content_type: str | None) -> JSONResponse:
+    """Parse, store and answer a batch of nodes (``POST /nodes/batch``), all or nothing."""
     stored = cm.add_nodes(parse_nodes(raw, content_type))
     return JSONResponse([n.model_dump(mode="json") for n in stored], status_code=201)
 
@@ -212,7 +213,7 @@ async def create_node(request: Request, cm: Manager) -> Any:
 async def create_nodes(request: Request, cm: Manager) -> Any:
     """Register up to 1,000 nodes in one transaction: all are stored or none (201)."""
     raw = await request.body()
-    return await run_in_threadpool(_add_nodes, cm, raw, request.headers.get("content-type"))
+    return await run_in_threadpool(add_nodes_response, cm, raw, request.headers.get("content-type"))
 
 
 def _replace_all(cm: ConfigManager, raw: bytes, content_type: str | None) -> JSONResponse:
