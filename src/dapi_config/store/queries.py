@@ -819,8 +819,12 @@ class StateQueries:
             return token.sealed  # unchanged: no need to open it
         return self._sealer.seal(token.get_secret_value(), context)
 
-    def _node_params(self, node: InferenceNodeConfig) -> tuple[Any, ...]:
-        data = node.model_dump(mode="json", exclude={"auth_token"})
+    def _node_params(
+        self, node: InferenceNodeConfig, data: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
+        """The row of ``node``; ``data``: its JSON dump, when the caller has it already."""
+        if data is None:
+            data = node.model_dump(mode="json", exclude={"auth_token"})
         return (
             node.id,
             node.host,
@@ -882,26 +886,26 @@ class StateQueries:
             raise NodeNotFoundError(node_id)
         return self._node_from_row(row)
 
-    def _insert_node(self, node: InferenceNodeConfig) -> None:
+    def _insert_node(self, node: InferenceNodeConfig) -> dict[str, Any]:
+        """Insert ``node``; returns its dump (for the audit row: a node is dumped once)."""
+        data = node.model_dump(mode="json")
         try:
             self.db.execute(
                 f"INSERT INTO inference_nodes({_NODE_COLUMNS}, position) VALUES "
                 f"({_NODE_VALUES}, (SELECT COALESCE(MAX(position), 0) + 1 FROM inference_nodes))",
-                self._node_params(node),
+                self._node_params(node, data),
             )
         except self.db.integrity_errors:
             raise DuplicateNodeError(node.id) from None
+        return data
 
     def add_node(self, node: InferenceNodeConfig) -> None:
         """Register ``node``; raises :class:`DuplicateNodeError`."""
-        self._insert_node(node)
-        self._audit("add_node", node.id, None, _dump(node))
+        self._audit("add_node", node.id, None, self._insert_node(node))
 
     def add_nodes(self, nodes: Sequence[InferenceNodeConfig]) -> None:
         """Register several nodes (one audit row); raises :class:`DuplicateNodeError`."""
-        for node in nodes:
-            self._insert_node(node)
-        self._audit("add_nodes", "nodes", None, [_dump(n) for n in nodes])
+        self._audit("add_nodes", "nodes", None, [self._insert_node(n) for n in nodes])
 
     def update_node(
         self, node: InferenceNodeConfig, *, old: InferenceNodeConfig | None = None
@@ -909,7 +913,8 @@ class StateQueries:
         """Replace the node with ``node.id``; returns the old value (``old``: the caller read
         it in this transaction already). Raises NodeNotFoundError."""
         old = old if old is not None else self.node(node.id)
-        params = self._node_params(node)
+        new = node.model_dump(mode="json")
+        params = self._node_params(node, new)
         self.db.execute(
             "UPDATE inference_nodes SET host = ?, inference_segment = ?, inference_port = ?, "
             "poc_segment = ?, poc_port = ?, models = ?, max_concurrent = ?, hardware = ?, "
@@ -917,7 +922,7 @@ class StateQueries:
             "updated_at = CURRENT_TIMESTAMP WHERE id = ?",
             (*params[1:], node.id),
         )
-        self._audit("update_node", node.id, _dump(old), _dump(node))
+        self._audit("update_node", node.id, _dump(old), new)
         return old
 
     def remove_node(self, node_id: str) -> InferenceNodeConfig:
