@@ -345,3 +345,21 @@ def test_sixteen_threads_share_commits_through_the_manager(manager: ConfigManage
     # numbers themselves are the benchmarks' business.
     assert commits.count < threads_n * per_thread
     assert manager.backend.quick_check() == []
+
+
+def test_writes_after_sqlite_rolled_the_transaction_back_never_run_on_their_own(
+    db: Database,
+) -> None:
+    """Some I/O and disk-full errors make SQLite roll the whole transaction back. Writes that
+    share it (the API's writer thread runs several in one) must then fail, not run each in a
+    transaction of their own (a SAVEPOINT outside a transaction opens one, its RELEASE
+    commits it): acknowledged as failed, yet stored, was the hazard."""
+    with pytest.raises(StateUnavailableError, match="roll"), db.transaction():
+        db.execute("INSERT INTO kv(k, v) VALUES ('first', '1')")
+        db.connection().execute("ROLLBACK")  # as SQLite does after such an error
+        # A later write of the batch: its savepoint, then a statement of its own.
+        with pytest.raises(StateUnavailableError, match="roll it back"), db.transaction():
+            db.execute("INSERT INTO kv(k, v) VALUES ('second', '2')")
+        with pytest.raises(StateUnavailableError, match="roll it back"):
+            db.execute("INSERT INTO kv(k, v) VALUES ('third', '3')")
+    assert db.query_all("SELECT k FROM kv") == []

@@ -414,6 +414,15 @@ class Database:
             self._all.append((os.getpid(), conn))
         return conn
 
+    def _rolled_back(self) -> StateUnavailableError:
+        """The error of a statement in a write call whose transaction SQLite has rolled back
+        (some I/O and disk-full errors end the whole transaction): the statement must not
+        run on its own, outside it."""
+        return StateUnavailableError(
+            f"{self.path}: an earlier error in this write's transaction made SQLite roll it "
+            "back; nothing of it was written"
+        )
+
     def check_same_file(self) -> None:
         """Raise if the path no longer names the file this Database first opened.
 
@@ -521,6 +530,8 @@ class Database:
         instead of old data on threads that happen to hold a connection."""
         state = self._thread_state()
         if state.writing is not None:
+            if not state.writing.in_transaction:
+                raise self._rolled_back()
             return state.writing
         if not state.conn.in_transaction:
             self.check_same_file()
@@ -844,6 +855,10 @@ class Database:
         name = f"sp{state.depth}"
         conn = state.writing
         assert conn is not None  # nested in a write call
+        if not conn.in_transaction:
+            # A SAVEPOINT outside a transaction would open one of its own, which its RELEASE
+            # would commit: never, once the shared transaction is gone.
+            raise self._rolled_back()
         conn.execute(f"SAVEPOINT {name}")
         mark = len(state.on_commit)
         state.depth += 1
