@@ -97,11 +97,13 @@ def _bounded_protocol(cap: int) -> type[asyncio.Protocol]:
     from dapi_config.api.limits import HEADER_TIMEOUT_S, MAX_HEADER_BYTES  # noqa: PLC0415
 
     refused = _Throttle(ACCEPT_ERROR_LOG_INTERVAL_S)
+    body = (
+        b'{"error": "request line and headers larger than %d bytes", "code": "headers_too_large"}'
+        % MAX_HEADER_BYTES
+    )
     too_large = (
         b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-        b"connection: close\r\ncontent-length: 93\r\n\r\n"
-        + b'{"error": "request line and headers larger than %d bytes", "code": "headers_too_large"}'
-        % MAX_HEADER_BYTES
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
     )
 
     class BoundedHttpTools(HttpToolsProtocol):
