@@ -5,13 +5,15 @@ write call and queuing on the store's writer lock, handing the GIL and the lock 
 step. Here every hot write is a job on one queue; one thread takes all the jobs waiting, runs
 them in one :meth:`ConfigManager.transaction` (each job's own write a savepoint in it: a job
 that fails is undone alone and gets its own error), commits once (one fsync, or one PostgreSQL
-commit, for the lot) and only then answers every request of the batch. A lone request commits
-at once; nobody hears "stored" before the commit that stored it returned.
+commit, for the lot) and only then answers every request of the batch. A lone request is its
+own transaction and commits at once; nobody hears "stored" before the commit that stored it
+returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -79,7 +81,9 @@ class WriteQueue:
     def _commit(self, batch: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            with self.manager.transaction():
+            # A lone job is its own transaction, exactly as outside the queue (a write that
+            # fails is then a rolled-back transaction, not an empty committed one).
+            with self.manager.transaction() if len(batch) > 1 else contextlib.nullcontext():
                 for job, _ in batch:
                     try:
                         outcomes.append((True, job()))
