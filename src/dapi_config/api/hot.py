@@ -59,10 +59,6 @@ class HotRoute:
     node_id: str | None = None
 
 
-def _node(cm: ConfigManager, body: bytes, ctype: str | None, nid: str | None, im: str) -> Response:
-    return put_node_response(cm, body, ctype, nid, im)
-
-
 def _batch(cm: ConfigManager, body: bytes, ctype: str | None, _: str | None, __: str) -> Response:
     return add_nodes_response(cm, body, ctype)
 
@@ -83,9 +79,9 @@ class HotTable:
         #: (method, path template under the prefix) -> the route: what the OpenAPI document
         #: must describe (a test holds it to it).
         self.templates: dict[tuple[str, str], HotRoute] = {
-            ("POST", "/nodes"): HotRoute("create_node", _node),
+            ("POST", "/nodes"): HotRoute("create_node", put_node_response),
             ("POST", "/nodes/batch"): HotRoute("create_nodes", _batch),
-            ("PUT", "/nodes/{node_id}"): HotRoute("replace_node", _node),
+            ("PUT", "/nodes/{node_id}"): HotRoute("replace_node", put_node_response),
             **{
                 ("PUT", f"/state{path}"): HotRoute(name, _state(write))
                 for path, (name, write) in state_writes().items()
@@ -105,7 +101,7 @@ class HotTable:
             return found
         node_id = path[len(self.nodes) + 1 :]
         if len(node_id) <= _MAX_NODE_ID and _NODE_ID.fullmatch(node_id):
-            return HotRoute("replace_node", _node, node_id)
+            return HotRoute("replace_node", put_node_response, node_id)
         return None
 
 

@@ -210,7 +210,6 @@ class _Process:
         cls.pid = os.getpid()
 
 
-_process = _Process
 os.register_at_fork(after_in_child=_Process.forked)
 
 
@@ -508,7 +507,7 @@ class Database:
         if self._closed:
             raise StateUnavailableError(f"{self.path}: the state store is closed")
         state: _ThreadState | None = getattr(self._local, "state", None)
-        pid = _process.pid
+        pid = _Process.pid
         if state is not None and state.pid != pid:
             if state.depth:
                 raise StateUnavailableError(
@@ -546,7 +545,7 @@ class Database:
     def in_transaction(self) -> bool:
         """True when the calling thread is inside :meth:`transaction`."""
         state: _ThreadState | None = getattr(self._local, "state", None)
-        return bool(state and state.depth and state.pid == _process.pid)
+        return bool(state and state.depth and state.pid == _Process.pid)
 
     # --- statements ----------------------------------------------------------------------
 
