@@ -347,29 +347,81 @@ def _start_trail_checks(cm: ConfigManager, metrics: ServiceMetrics) -> TrailChec
     return checker
 
 
-def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
-    """Serve the admin API on ``cm`` until SIGTERM/SIGINT; returns the stopping signal.
+@dataclass(frozen=True)
+class Prepared:
+    """What start-up decided and bound, before any worker serves: the listening socket (a
+    busy port is one clear error, before anything runs), TLS, whether the API must refuse
+    every request while no token exists, and the connection cap."""
 
-    In-flight requests finish before it returns; the caller then closes the manager.
-    Raises :class:`MasterKeyError` (wrong master key, checked before serving),
-    :class:`ListenError` (the port cannot be bound or the server cannot start).
+    options: ServiceOptions
+    port: int
+    listener: socket.socket
+    transport: Transport
+    require_token: bool
+    connection_cap: int
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """One worker of ``serve --workers N``: ``primary`` runs the service's scheduled work
+    (backups, the periodic export) for all; ``metrics_dir`` is the directory whose files the
+    workers count their metrics in."""
+
+    index: int
+    primary: bool
+    metrics_dir: Path
+
+
+def prepare_service(cm: ConfigManager, options: ServiceOptions) -> Prepared:
+    """Check what must hold before serving and bind the port.
+
+    Raises :class:`MasterKeyError` (wrong master key: at start-up, not at the first key
+    rotation), :class:`ConfigError` (TLS files, serving beyond loopback unauthenticated),
+    :class:`ListenError` (the port cannot be bound).
     """
-    import uvicorn  # noqa: PLC0415 - only the service needs the server
-
-    from dapi_config.api import ServiceMetrics, create_app  # noqa: PLC0415
-    from dapi_config.api.limits import KEEP_ALIVE_TIMEOUT_S  # noqa: PLC0415
-
-    # Fail at start-up, not at the first key rotation, when the master key is wrong.
     log.info("secrets at rest: master key from %s", cm.check_master_key())
-    api = cm.get_api_config()
-    port = options.port or api.admin_server_port
+    port = options.port or cm.get_api_config().admin_server_port
     served = transport(cm, options)
     require_token = check_exposure(
         cm, options.host, served, allow_unauthenticated=options.allow_unauthenticated
     )
-    open_files = raise_open_file_limit()
-    listener = listen(options.host, port)
-    metrics = ServiceMetrics()
+    cap = connection_cap(raise_open_file_limit())
+    return Prepared(options, port, listen(options.host, port), served, require_token, cap)
+
+
+def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
+    """Serve the admin API on ``cm`` in this process until SIGTERM/SIGINT; returns the
+    stopping signal (see :func:`prepare_service` for what it raises before serving)."""
+    prepared = prepare_service(cm, options)
+    try:
+        return serve_prepared(cm, prepared)
+    finally:
+        prepared.listener.close()
+
+
+def serve_prepared(
+    cm: ConfigManager, prepared: Prepared, role: WorkerRole | None = None
+) -> int | None:
+    """Serve the admin API on ``cm`` and ``prepared.listener`` until SIGTERM/SIGINT; returns
+    the stopping signal. ``role``: as one worker of several (None: the only process).
+
+    In-flight requests finish before it returns; the caller then closes the manager and the
+    listener. Raises :class:`ListenError` when the server cannot start.
+    """
+    import uvicorn  # noqa: PLC0415 - only the service needs the server
+
+    from dapi_config.api import (  # noqa: PLC0415
+        ServiceMetrics,
+        count_in_shared_files,
+        create_app,
+    )
+    from dapi_config.api.limits import KEEP_ALIVE_TIMEOUT_S  # noqa: PLC0415
+
+    options, port, served = prepared.options, prepared.port, prepared.transport
+    if role is not None:
+        count_in_shared_files(role.metrics_dir)
+    metrics = ServiceMetrics(shared_dir=None if role is None else role.metrics_dir)
+    primary = role is None or role.primary
     scheduler: BackupScheduler | None = None
     integrity: IntegrityChecker | None = None
     trail: TrailChecker | None = None
@@ -379,16 +431,19 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     logging.getLogger("asyncio").addFilter(accept_errors)
     try:
         readiness = Readiness(cm)
+        # Every worker checks: its own readiness and its refusal of writes into a damaged
+        # file rest on it (the checks only read).
         readiness.integrity = integrity = _start_integrity_checks(cm, metrics)
         readiness.trail = trail = _start_trail_checks(cm, metrics)
         application = create_app(
-            cm, service_metrics=metrics, readiness=readiness, require_token=require_token
+            cm, service_metrics=metrics, readiness=readiness, require_token=prepared.require_token
         )
-        scheduler = _start_backups(
-            cm, lambda info: metrics.last_backup_timestamp.set(info.created_at.timestamp())
-        )
-        if cm.settings.export_interval > 0:
-            cm.start_periodic_export(on_export=metrics.last_export_timestamp.set)
+        if primary:
+            scheduler = _start_backups(
+                cm, lambda info: metrics.last_backup_timestamp.set(info.created_at.timestamp())
+            )
+            if cm.settings.export_interval > 0:
+                cm.start_periodic_export(on_export=metrics.last_export_timestamp.set)
         server = uvicorn.Server(
             uvicorn.Config(
                 application,
@@ -398,7 +453,7 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=30,
-                http=_bounded_protocol(connection_cap(open_files)),
+                http=_bounded_protocol(prepared.connection_cap),
                 # Chosen by measurement (benchmarks/servers.py, benchmarks/peers.py): llhttp
                 # and libuv cost a fraction of h11 and asyncio's loop per request.
                 loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -407,14 +462,15 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
         )
         server.config.load()
         server.config.ssl = served.tls  # ours (TLS 1.2+, client certificates): see .tls
-        log.info(
-            "serving the admin API on %s://%s:%d%s (state %s)",
-            served.scheme,
-            options.host,
-            port,
-            " (client certificates required)" if served.client_certificates else "",
-            cm.state_location,
-        )
+        if role is None or role.primary:
+            log.info(
+                "serving the admin API on %s://%s:%d%s (state %s)",
+                served.scheme,
+                options.host,
+                port,
+                " (client certificates required)" if served.client_certificates else "",
+                cm.state_location,
+            )
         previous = {
             sig: signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
             for sig in (signal.SIGTERM, signal.SIGINT)
@@ -422,11 +478,10 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
         # uvicorn handles SIGTERM/SIGINT: stop accepting, finish in-flight requests, return.
         # It then re-raises the signal to the handlers it found, which are ours above: so the
         # state file is closed properly and a requested stop exits 0.
-        server.run(sockets=[listener])
+        server.run(sockets=[prepared.listener])
     except SystemExit as exc:  # uvicorn exits on start-up failures (logged above)
         raise ListenError(f"the admin API could not start on {options.host}:{port}") from exc
     finally:
-        listener.close()
         if scheduler is not None:
             scheduler.stop()
         if integrity is not None:
@@ -438,5 +493,6 @@ def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
     stopped_by = stop_signals[0] if stop_signals else None
-    log.info("stopped%s", f" by signal {stopped_by}" if stopped_by else "")
+    if role is None:
+        log.info("stopped%s", f" by signal {stopped_by}" if stopped_by else "")
     return stopped_by

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dapi_config import ConfigManager
 from dapi_config.api.limits import HEADER_TIMEOUT_S, MAX_HEADER_BYTES
@@ -24,14 +25,17 @@ from dapi_config.service import (
 )
 from tests.api.conftest import ServeProcess, StartServer
 
+#: Each bound holds in every process of ``serve --workers N`` too.
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
 OPEN_FILES = 256
 SLOW_CLIENTS = 300  # more than the server can hold open
 
 
+@WORKERS
 def test_silent_connections_are_dropped_and_livez_comes_back(
-    config_file: Path, serve_process: Callable[..., ServeProcess]
+    config_file: Path, serve_process: Callable[..., ServeProcess], workers: str
 ) -> None:
-    server = serve_process(config_file, open_files=OPEN_FILES)
+    server = serve_process(config_file, "--workers", workers, open_files=OPEN_FILES)
     port = int(server.url.rsplit(":", 1)[1])
     sockets: list[socket.socket] = []
     try:
@@ -94,12 +98,13 @@ def test_the_open_file_limit_is_raised_and_caps_connections() -> None:
 GIVING_UP = 60  # clients that start a body and leave
 
 
+@WORKERS
 def test_clients_that_leave_mid_body_are_not_server_errors(
-    config_file: Path, serve_process: Callable[..., ServeProcess]
+    config_file: Path, serve_process: Callable[..., ServeProcess], workers: str
 ) -> None:
     """Reproduction: 300 slow-body clients that disconnected gave 300 x "500" in the access
     log, two tracebacks each (ClientDisconnect) and 300 5xx in the metrics."""
-    server = serve_process(config_file)
+    server = serve_process(config_file, "--workers", workers)
     port = int(server.url.rsplit(":", 1)[1])
     for _ in range(GIVING_UP):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -142,11 +147,12 @@ def test_a_trickled_body_gets_408_within_the_body_timeout(
     assert manager.get_nodes() == []
 
 
+@WORKERS
 def test_headers_beyond_the_bound_get_431_and_the_connection_closes(
-    config_file: Path, serve_process: Callable[..., ServeProcess]
+    config_file: Path, serve_process: Callable[..., ServeProcess], workers: str
 ) -> None:
     """httptools' parser takes headers of any size: serve bounds them (h11 did, at 16 KiB)."""
-    server = serve_process(config_file)
+    server = serve_process(config_file, "--workers", workers)
     port = int(server.url.rsplit(":", 1)[1])
 
     def send_headers(size: int) -> bytes:

@@ -92,6 +92,7 @@ _OPENERS = {
     "_held_files.py": "the one descriptor per live state file",
     "_wal_index.py": "maps -shm by the same rule (closed only once unlinked)",
     "recovery.py": "directories only (flock claims), never a state file",
+    "_writer_lock.py": "its own lock file beside the state, never the state file",
 }
 
 

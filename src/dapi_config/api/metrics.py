@@ -2,12 +2,18 @@
 
 Each app has its own :class:`ServiceMetrics` (own registry), so several apps in one process
 (tests) never share counters. ``GET /metrics`` is a plain route (no redirect).
+
+Under ``serve --workers N`` each worker counts in files of a directory the workers share
+(prometheus-client's multiprocess mode), and a scrape of any worker reports the whole service:
+counters and histograms summed over the workers, each gauge as its ``multiprocess_mode`` says.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -19,6 +25,8 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
+    values,
 )
 from prometheus_client import (
     GCCollector as _GCCollector,
@@ -49,12 +57,20 @@ class ServiceMetrics:
     :attr:`last_export_timestamp`, the backup scheduler :attr:`last_backup_timestamp`.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, shared_dir: Path | None = None
+    ) -> None:
+        """``shared_dir``: count in the files of this directory, shared by the service's
+        workers (see :func:`count_in_shared_files`); a scrape then reports every worker."""
         self.registry = registry or CollectorRegistry()
+        self.shared_dir = shared_dir
+        self._state_gauges: StateGauges | None = None
         r = self.registry
-        _ProcessCollector(registry=r)
-        _PlatformCollector(registry=r)
-        _GCCollector(registry=r)
+        if shared_dir is None:
+            # A process's own figures: under workers they would describe one worker only.
+            _ProcessCollector(registry=r)
+            _PlatformCollector(registry=r)
+            _GCCollector(registry=r)
         self.requests = Counter(
             "dapi_config_http_requests",
             "HTTP requests by method, route template and status.",
@@ -89,11 +105,13 @@ class ServiceMetrics:
         self.last_export_timestamp = Gauge(
             "dapi_config_last_export_timestamp_seconds",
             "Unix time of the last successful full-config export (0 = none yet).",
+            multiprocess_mode="max",
             registry=r,
         )
         self.last_backup_timestamp = Gauge(
             "dapi_config_last_backup_timestamp_seconds",
             "Unix time of the last successful backup (0 = none yet).",
+            multiprocess_mode="max",
             registry=r,
         )
         self.auth_failures = Counter(
@@ -111,11 +129,13 @@ class ServiceMetrics:
             "dapi_config_integrity_check_ok",
             "1 when the last periodic integrity check found the state sound, 0 when it found "
             "damage (absent until a check finished).",
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.integrity_timestamp = Gauge(
             "dapi_config_integrity_check_timestamp_seconds",
             "Unix time of the last periodic integrity check that finished (0 = none yet).",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.trail_ok = Gauge(
@@ -123,11 +143,13 @@ class ServiceMetrics:
             "1 when the last periodic check found the audit trail's chain whole and the state "
             "as the trail says, 0 when it found a break or a difference (absent until a check "
             "finished; API_DEEP_CHECK_INTERVAL).",
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.trail_timestamp = Gauge(
             "dapi_config_trail_check_timestamp_seconds",
             "Unix time of the last periodic check of the audit trail that finished (0 = none).",
+            multiprocess_mode="livemax",
             registry=r,
         )
 
@@ -139,7 +161,8 @@ class ServiceMetrics:
 
     def watch_state(self, manager: ConfigManager, readiness: Readiness) -> None:
         """Export the domain gauges of :class:`StateGauges` for ``manager`` (once per app)."""
-        self.registry.register(StateGauges(manager, readiness))
+        self._state_gauges = StateGauges(manager, readiness)
+        self.registry.register(self._state_gauges)
 
     def observe_integrity(self, result: IntegrityResult) -> None:
         """Record a periodic integrity check (an inconclusive one changes nothing)."""
@@ -153,8 +176,29 @@ class ServiceMetrics:
         self.state_write_seconds.observe(seconds)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return bytes(generate_latest(self.registry))
+        """The Prometheus text exposition of every metric (of every worker)."""
+        if self.shared_dir is None:
+            return bytes(generate_latest(self.registry))
+        scrape = CollectorRegistry()
+        multiprocess.MultiProcessCollector(scrape, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
+        if self._state_gauges is not None:
+            # Read from the shared state: the same in every worker.
+            scrape.register(self._state_gauges)
+        return bytes(generate_latest(scrape))
+
+
+def count_in_shared_files(directory: Path) -> None:
+    """Make this process's metrics count in ``directory`` (prometheus-client's multiprocess
+    mode), for a worker of ``serve --workers N``: call it in the worker before any metric is
+    made. The client picks its value class when first imported, from
+    ``PROMETHEUS_MULTIPROC_DIR``; a forked worker has imported it already, so it is set here."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def forget_worker(directory: Path, pid: int) -> None:
+    """Drop the live gauges of a worker that ended (its counters stay in the sums)."""
+    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
 
 
 class StateGauges:

@@ -58,6 +58,15 @@ def serve(  # noqa: PLR0917 - Typer passes each option by position
             "reaches the port can change the node registry, keys and backups.",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes serving the port, sharing the state (at most 64). Raise it when "
+            "one process's CPU is the limit (see the README, Workers).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the admin HTTP API (docs at /docs) until SIGTERM or SIGINT.
 
@@ -74,15 +83,20 @@ def serve(  # noqa: PLR0917 - Typer passes each option by position
     root = logging.getLogger()
     if root.level > logging.INFO or root.level == logging.NOTSET:
         setup_logging(logging.INFO)  # a service logs its requests and state changes
-    with open_manager(actor="api") as cm:
-        from dapi_config.service import ServiceOptions, run_service  # noqa: PLC0415 - FastAPI
+    from dapi_config.service import ServiceOptions, run_service  # noqa: PLC0415 - FastAPI
 
-        options = ServiceOptions(
-            host=host,
-            port=port,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            tls_client_ca=tls_client_ca,
-            allow_unauthenticated=allow_unauthenticated,
-        )
-        run_service(cm, options)
+    options = ServiceOptions(
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        allow_unauthenticated=allow_unauthenticated,
+    )
+    if workers == 1:
+        with open_manager(actor="api") as cm:
+            run_service(cm, options)
+        return
+    from dapi_config.supervisor import run_workers  # noqa: PLC0415
+
+    run_workers(lambda: open_manager(actor="api"), options, workers)

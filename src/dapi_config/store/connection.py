@@ -46,6 +46,7 @@ from dapi_config import _failpoints
 from dapi_config._files import make_durable_dir
 from dapi_config.errors import DapiConfigError, StateUnavailableError
 from dapi_config.store import _held_files
+from dapi_config.store._writer_lock import WriterTurn
 from dapi_config.store.sqlcipher import StateCipher, unreadable_message, when_driver_loaded
 
 log = logging.getLogger(__name__)
@@ -263,9 +264,12 @@ class Database:
         connect: Callable[..., sqlite3.Connection] | None = None,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
         cipher: StateCipher | None = None,
+        queue_writers: bool = False,
     ) -> None:
         """``cipher``: the key of an encrypted file (None: plain; default: from
         ``API_STATE_ENCRYPTION``/``API_STATE_KEY``). A custom ``connect`` replaces it.
+        ``queue_writers``: writers of several processes wait for their turn in the kernel
+        (:mod:`._writer_lock`; for the live state file, not for a backup or a copy).
 
         Raises :class:`ConfigError` when the environment asks for encryption it cannot provide.
         """
@@ -298,6 +302,8 @@ class Database:
         self._writer_conn: sqlite3.Connection | None = None
         self._batch: _Batch | None = None
         self._queued: collections.deque[None] = collections.deque()
+        #: The turn among processes, held from BEGIN to the end of each shared transaction.
+        self._turn = WriterTurn(self.path, enabled=queue_writers)
         self._retired: list[sqlite3.Connection] = []
         self._identity: tuple[int, int] | None = None
         #: This process's descriptor of the file, held from first use to close (see
@@ -357,6 +363,7 @@ class Database:
             _INHERITED.append(self._writer_conn)
         self._writer_conn = None
         self._batch = None
+        self._turn.forget_inherited()
         self._held_for_fork = False
         self._fork_poisoned = self._forked_mid_write
         for hook in self._fork_hooks:
@@ -688,6 +695,7 @@ class Database:
                 try:
                     self._begin(conn)
                 except StateUnavailableError as exc:
+                    self._turn.release()
                     if READ_ONLY_MESSAGE in exc.message:
                         self._retire_writer_connection()
                     raise
@@ -765,6 +773,7 @@ class Database:
         if first:
             self._batch = None
             self._rollback(conn)
+            self._turn.release()
         else:
             undone = False
             with contextlib.suppress(*SQLITE_ERRORS):
@@ -781,6 +790,7 @@ class Database:
     def _abort_batch(self, conn: sqlite3.Connection, why: str) -> None:
         batch, self._batch = self._batch, None
         self._rollback(conn)
+        self._turn.release()
         if batch is not None:
             batch.error = f"{self.path}: {why}; nothing was written"
             batch.finish()
@@ -801,6 +811,8 @@ class Database:
                 if READ_ONLY_MESSAGE in batch.error:
                     self._retire_writer_connection()
                 return
+            finally:
+                self._turn.release()  # the next process may write while we answer
             _failpoints.hit("commit.before_ack")
             for work in [*batch.on_commit, *self._commit_hooks]:
                 try:
@@ -874,8 +886,11 @@ class Database:
         conn.execute(f"RELEASE {name}")
 
     def _begin(self, conn: sqlite3.Connection) -> None:
-        # busy_timeout covers BEGIN IMMEDIATE; the loop is a backstop for the rare SQLITE_BUSY
-        # that SQLite returns without waiting (e.g. while another process recovers the WAL).
+        # Our turn among processes first (woken by the kernel when it comes), then SQLite's
+        # lock: busy_timeout covers BEGIN IMMEDIATE against writers that take no turn; the
+        # loop is a backstop for the rare SQLITE_BUSY that SQLite returns without waiting
+        # (e.g. while another process recovers the WAL).
+        self._turn.acquire()
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
@@ -919,6 +934,7 @@ class Database:
                 self._write_lock.release()
         self._closed = True
         self._writer_conn = None
+        self._turn.close()
         pid = os.getpid()
         with self._all_lock:
             conns, self._all = self._all, []

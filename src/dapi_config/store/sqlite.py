@@ -194,7 +194,9 @@ class SqliteStore(StateQueries):
             def before_schema_change(current: int, target: int) -> None:
                 create_backup(path, backup_dir=backups, reason=f"pre-schema-v{target}", cipher=key)
 
-        db = Database(path, durability=durability, on_connect=on_connect, cipher=key)
+        db = Database(
+            path, durability=durability, on_connect=on_connect, cipher=key, queue_writers=True
+        )
         migrations.preflight(db)
         try:
             db.prepare_files()
