@@ -80,13 +80,13 @@ def test_the_hot_path_answers_as_the_framework_does(
     config_file: Path, tmp_path: Path, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken: list[str] = []
-    write = HotWrites._write
+    stage = HotWrites._stage
 
     def counted(self: HotWrites, route: HotRoute, *args: Any) -> Any:
         taken.append(route.name)
-        return write(self, route, *args)
+        return stage(self, route, *args)
 
-    monkeypatch.setattr(HotWrites, "_write", counted)
+    monkeypatch.setattr(HotWrites, "_stage", counted)
     (hot, hot_reader), (framework, framework_reader) = _pair(config_file, tmp_path, start_server)
     requests: list[dict[str, Any]] = [
         {"method": "POST", "path": NODES, "body": _node("a")},

@@ -36,8 +36,8 @@ from dapi_config.api.errors import (
 )
 from dapi_config.api.kinds import state_writes
 from dapi_config.api.middleware import cross_origin_problem
-from dapi_config.api.nodes import add_nodes_response, put_node_response
-from dapi_config.api.write_queue import WriteQueue
+from dapi_config.api.nodes import stage_add_nodes, stage_put_node
+from dapi_config.api.write_queue import Staged, WriteQueue
 from dapi_config.errors import DapiConfigError
 from dapi_config.manager import ConfigManager
 from dapi_config.models import NODE_ID_PATTERN
@@ -45,27 +45,28 @@ from dapi_config.models import NODE_ID_PATTERN
 _NODE_ID = re.compile(NODE_ID_PATTERN)
 _MAX_NODE_ID = 128
 
-#: ``write(cm, body, content_type, path_id, if_match)`` -> the reply, on the writer thread.
-Write = Callable[[ConfigManager, bytes, str | None, str | None, str], Response]
+#: ``stage(body, content_type, path_id, if_match)`` -> the write parsed and checked, on the
+#: writer thread before the transaction.
+Stage = Callable[[bytes, str | None, str | None, str], Staged]
 
 
 @dataclass(frozen=True)
 class HotRoute:
     """One request this module answers: the route's name (its role, its operationId), its
-    write, and the node id of the path, if any."""
+    stage, and the node id of the path, if any."""
 
     name: str
-    write: Write
+    stage: Stage
     node_id: str | None = None
 
 
-def _batch(cm: ConfigManager, body: bytes, ctype: str | None, _: str | None, __: str) -> Response:
-    return add_nodes_response(cm, body, ctype)
+def _batch(body: bytes, ctype: str | None, _: str | None, __: str) -> Staged:
+    return stage_add_nodes(body, ctype)
 
 
-def _state(write: Callable[..., Response]) -> Write:
-    def run(cm: ConfigManager, body: bytes, ctype: str | None, _: str | None, im: str) -> Response:
-        return write(cm, body, ctype, im)
+def _state(stage: Callable[..., Staged]) -> Stage:
+    def run(body: bytes, ctype: str | None, _: str | None, if_match: str) -> Staged:
+        return stage(body, ctype, if_match)
 
     return run
 
@@ -79,12 +80,12 @@ class HotTable:
         #: (method, path template under the prefix) -> the route: what the OpenAPI document
         #: must describe (a test holds it to it).
         self.templates: dict[tuple[str, str], HotRoute] = {
-            ("POST", "/nodes"): HotRoute("create_node", put_node_response),
+            ("POST", "/nodes"): HotRoute("create_node", stage_put_node),
             ("POST", "/nodes/batch"): HotRoute("create_nodes", _batch),
-            ("PUT", "/nodes/{node_id}"): HotRoute("replace_node", put_node_response),
+            ("PUT", "/nodes/{node_id}"): HotRoute("replace_node", stage_put_node),
             **{
-                ("PUT", f"/state{path}"): HotRoute(name, _state(write))
-                for path, (name, write) in state_writes().items()
+                ("PUT", f"/state{path}"): HotRoute(name, _state(stage))
+                for path, (name, stage) in state_writes().items()
             },
         }
         self.fixed = {
@@ -101,7 +102,7 @@ class HotTable:
             return found
         node_id = path[len(self.nodes) + 1 :]
         if len(node_id) <= _MAX_NODE_ID and _NODE_ID.fullmatch(node_id):
-            return HotRoute("replace_node", put_node_response, node_id)
+            return HotRoute("replace_node", stage_put_node, node_id)
         return None
 
 
@@ -135,7 +136,7 @@ class HotWrites:
         content_type = headers.get(b"content-type")
         if_match = headers.get(b"if-match", b"")
         job = functools.partial(
-            self._write,
+            self._stage,
             route,
             presented,
             body,
@@ -150,18 +151,19 @@ class HotWrites:
         if isinstance(outcome, str):
             return await self.gate.refusal(outcome, client, presented is not None)
         self.gate.passed(client)
+        assert isinstance(outcome, Response)  # _stage's and Staged's replies
         return outcome
 
-    def _write(
+    def _stage(
         self,
         route: HotRoute,
         presented: bytes | None,
         body: bytes,
         content_type: str | None,
         if_match: str,
-    ) -> Response | str:
-        """Identify the caller, check its role, parse and write: the 401 message, or the
-        reply."""
+    ) -> Staged | Response | str:
+        """Identify the caller, check its role and parse (before the transaction): the 401
+        message, an error reply, or the write to run."""
         try:
             identity = self.gate.identify(presented)
             if isinstance(identity, str):
@@ -169,14 +171,24 @@ class HotWrites:
             refused = role_refusal(identity, route.name)
             if refused is not None:
                 raise refused
-            with self.gate.acting_as(identity.actor):
-                return route.write(self.manager, body, content_type, route.node_id, if_match)
-        except ApiError as exc:
-            return api_error_response(exc)
-        except DapiConfigError as exc:
-            return product_error_response(exc)
+            staged = route.stage(body, content_type, route.node_id, if_match)
         except Exception as exc:
-            return unexpected_error_response("hot route", route.name, exc)
+            return _error_reply(route, exc)
+
+        def write(cm: ConfigManager) -> object:
+            with self.gate.acting_as(identity.actor):
+                return staged.write(cm)
+
+        return Staged(write, staged.answer, functools.partial(_error_reply, route))
+
+
+def _error_reply(route: HotRoute, exc: Exception) -> Response:
+    """The reply to ``exc`` of a hot route, as the framework's handlers map it."""
+    if isinstance(exc, ApiError):
+        return api_error_response(exc)
+    if isinstance(exc, DapiConfigError):
+        return product_error_response(exc)
+    return unexpected_error_response("hot route", route.name, exc)
 
 
 async def _body(receive: Receive) -> bytes:

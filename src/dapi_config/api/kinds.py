@@ -26,6 +26,7 @@ from dapi_config.api.deps import Manager
 from dapi_config.api.errors import ApiError, error_responses
 from dapi_config.api.nodes import IfMatch, parse_if_match
 from dapi_config.api.state import Seeds, revision_etag
+from dapi_config.api.write_queue import Staged
 from dapi_config.catalogue import KINDS, StateKind, as_is, document_value
 from dapi_config.manager import ConfigManager
 from dapi_config.manager.kinds import value_etag
@@ -75,18 +76,18 @@ def _value_response(value: BaseModel, status: int = 200) -> JSONResponse:
     return JSONResponse(dumped, status_code=status, headers={"ETag": value_etag(value)})
 
 
-def _put(
-    cm: ConfigManager, raw: bytes, content_type: str | None, if_match: str, *, kind: StateKind
-) -> JSONResponse:
+def stage_put(raw: bytes, content_type: str | None, if_match: str, *, kind: StateKind) -> Staged:
+    """A new value of ``kind`` parsed and checked: its write and its reply."""
     value = parse_value(kind.input_model, raw, content_type)
-    return _value_response(cm.set_state_value(kind.name, value, if_match=parse_if_match(if_match)))
+    tags = parse_if_match(if_match)
+    return Staged(lambda cm: cm.set_state_value(kind.name, value, if_match=tags), _value_response)
 
 
-def state_writes() -> dict[str, tuple[str, Callable[..., JSONResponse]]]:
+def state_writes() -> dict[str, tuple[str, Callable[..., Staged]]]:
     """The ``PUT`` of every writable kind, for the hot path (:mod:`.hot`): its path under
-    ``/state`` -> (route name, ``write(cm, body, content_type, if_match)``)."""
+    ``/state`` -> (route name, ``stage(body, content_type, if_match)``)."""
     return {
-        f"/{kind.path}": (f"set_{kind.operation}", functools.partial(_put, kind=kind))
+        f"/{kind.path}": (f"set_{kind.operation}", functools.partial(stage_put, kind=kind))
         for kind in KINDS
         if kind.write is not None and not kind.collection
     }
@@ -112,7 +113,9 @@ def _add_routes(kind: StateKind) -> None:
         async def replace(request: Request, cm: Manager, if_match: IfMatch = "") -> Any:
             raw = await request.body()
             content_type = request.headers.get("content-type")
-            return await run_in_threadpool(_put, cm, raw, content_type, if_match, kind=kind)
+            return await run_in_threadpool(
+                lambda: stage_put(raw, content_type, if_match, kind=kind).run(cm)
+            )
 
         replace.__doc__ = (
             f"Replace {kind.name} ({kind.summary.lower()}); 200 with the value stored and its "

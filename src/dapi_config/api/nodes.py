@@ -30,6 +30,7 @@ from dapi_config.api.bodies import (
 )
 from dapi_config.api.deps import Manager
 from dapi_config.api.errors import error_responses
+from dapi_config.api.write_queue import Staged
 from dapi_config.manager import INT64_MAX, MAX_NODE_PAGE, ConfigManager, page_of
 from dapi_config.models import NODE_ID_PATTERN, InferenceNodeConfig
 
@@ -94,25 +95,30 @@ def _node_response(node: InferenceNodeConfig, status: int = 200) -> JSONResponse
     return JSONResponse(dumped, status_code=status, headers={"ETag": etag_of_dump(dumped)})
 
 
-def put_node_response(
-    cm: ConfigManager,
-    raw: bytes,
-    content_type: str | None,
-    path_id: str | None = None,
-    if_match: str = "",
-) -> JSONResponse:
-    """Parse, store and answer one node (the whole write, for one trip to the thread pool):
-    ``POST /nodes`` (``path_id`` None) and ``PUT /nodes/{id}``."""
+def stage_put_node(
+    raw: bytes, content_type: str | None, path_id: str | None = None, if_match: str = ""
+) -> Staged:
+    """One node parsed and checked for ``POST /nodes`` (``path_id`` None) and
+    ``PUT /nodes/{id}``: its write and its reply."""
     node = parse_node(raw, content_type, path_id)
-    stored, created = cm.put_node(node, if_match=parse_if_match(if_match))
-    # POST answers 200 either way (the predecessor's reply); PUT says 201 when it created.
-    return _node_response(stored, 201 if created and path_id is not None else 200)
+    tags = parse_if_match(if_match)
+
+    def answer(result: tuple[InferenceNodeConfig, bool]) -> JSONResponse:
+        stored, created = result
+        # POST answers 200 either way (the predecessor's reply); PUT says 201 when it created.
+        return _node_response(stored, 201 if created and path_id is not None else 200)
+
+    return Staged(lambda cm: cm.put_node(node, if_match=tags), answer)
 
 
-def add_nodes_response(cm: ConfigManager, raw: bytes, content_type: str | None) -> JSONResponse:
-    """Parse, store and answer a batch of nodes (``POST /nodes/batch``), all or nothing."""
-    stored = cm.add_nodes(parse_nodes(raw, content_type))
-    return JSONResponse([n.model_dump(mode="json") for n in stored], status_code=201)
+def stage_add_nodes(raw: bytes, content_type: str | None) -> Staged:
+    """A batch of nodes parsed for ``POST /nodes/batch`` (all or nothing): its write and
+    its reply."""
+    nodes = parse_nodes(raw, content_type)
+    return Staged(
+        lambda cm: cm.add_nodes(nodes),
+        lambda stored: JSONResponse([n.model_dump(mode="json") for n in stored], status_code=201),
+    )
 
 
 def parse_if_match(value: str | None) -> list[str] | None:
@@ -199,7 +205,8 @@ async def create_node(request: Request, cm: Manager) -> Any:
     """Register one node, or replace the node with its id (as the predecessor did when a
     node was posted again); 200 with the stored node."""
     raw = await request.body()
-    return await run_in_threadpool(put_node_response, cm, raw, request.headers.get("content-type"))
+    content_type = request.headers.get("content-type")
+    return await run_in_threadpool(lambda: stage_put_node(raw, content_type).run(cm))
 
 
 @router.post(
@@ -213,7 +220,8 @@ async def create_node(request: Request, cm: Manager) -> Any:
 async def create_nodes(request: Request, cm: Manager) -> Any:
     """Register up to 1,000 nodes in one transaction: all are stored or none (201)."""
     raw = await request.body()
-    return await run_in_threadpool(add_nodes_response, cm, raw, request.headers.get("content-type"))
+    content_type = request.headers.get("content-type")
+    return await run_in_threadpool(lambda: stage_add_nodes(raw, content_type).run(cm))
 
 
 def _replace_all(cm: ConfigManager, raw: bytes, content_type: str | None) -> JSONResponse:
@@ -266,7 +274,9 @@ async def replace_node(
     read (or does not exist) gives 412 and nothing is written."""
     raw = await request.body()
     content_type = request.headers.get("content-type")
-    return await run_in_threadpool(put_node_response, cm, raw, content_type, node_id, if_match)
+    return await run_in_threadpool(
+        lambda: stage_put_node(raw, content_type, node_id, if_match).run(cm)
+    )
 
 
 @router.delete(
