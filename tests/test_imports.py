@@ -185,3 +185,21 @@ def test_version_answers_without_the_commands() -> None:
     assert result.stdout.strip() == __version__
     assert "dapi_config.cli.status" not in result.stderr  # importtime names every import
     assert "typer" not in result.stderr
+
+
+def test_the_catalogue_loads_the_store_contract_not_the_store() -> None:
+    """The catalogue (the CLI's commands and the API's routes are made from it) needs the
+    backend contract only: not the SQLite store, its statements, backups and recovery."""
+    loaded = _modules_after("import dapi_config.catalogue")
+    assert "dapi_config.store.backend" in loaded
+    heavy = {
+        "dapi_config.store.sqlite",
+        "dapi_config.store.connection",
+        "dapi_config.store.queries",
+        "dapi_config.store.backup",
+        "dapi_config.store.recovery",
+        "dapi_config.store.postgres",
+    }
+    assert not heavy & loaded
+    store = _modules_after("from dapi_config.store import SqliteStore")
+    assert "dapi_config.store.sqlite" in store

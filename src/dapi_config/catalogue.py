@@ -30,6 +30,8 @@ HEIGHT_MAX = 2**63 - 1
 class Height(BaseModel):
     """The chain height and the node version current at it."""
 
+    model_config = ConfigDict(defer_build=True)  # built on first use, as the models are
+
     height: int
     current_node_version: str
 
@@ -37,13 +39,15 @@ class Height(BaseModel):
 class HeightInput(BaseModel):
     """A new chain height (the schedule is applied with it, as ``set_height`` does)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     height: int = Field(ge=0, le=HEIGHT_MAX)
 
 
 class Schedule(RootModel[list[NodeVersion]]):
     """The node-version schedule, by height."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 def as_is(value: Any) -> Any:

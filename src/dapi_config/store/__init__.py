@@ -13,10 +13,37 @@
 - :mod:`.gonka_db` the later predecessor's own SQLite file, read and written back.
 """
 
-from dapi_config.store.backend import AuditEntry, StateBackend
-from dapi_config.store.connection import Database, Durability
-from dapi_config.store.queries import audit_digest
-from dapi_config.store.sqlite import SqliteStore, StateStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Where each public name lives: imported when first asked for, so a module that needs only
+#: the contract (:mod:`.backend`: the catalogue, the CLI's commands) does not load the SQLite
+#: store, its statements, backups and recovery.
+_EXPORTS = {
+    "AuditEntry": "dapi_config.store.backend",
+    "StateBackend": "dapi_config.store.backend",
+    "Database": "dapi_config.store.connection",
+    "Durability": "dapi_config.store.connection",
+    "audit_digest": "dapi_config.store.queries",
+    "SqliteStore": "dapi_config.store.sqlite",
+    "StateStore": "dapi_config.store.sqlite",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from dapi_config.store.backend import AuditEntry, StateBackend
+    from dapi_config.store.connection import Database, Durability
+    from dapi_config.store.queries import audit_digest
+    from dapi_config.store.sqlite import SqliteStore, StateStore
 
 __all__ = [
     "AuditEntry",
