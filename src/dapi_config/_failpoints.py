@@ -13,6 +13,8 @@ Named points (grep for ``hit("`` to find the call sites):
 - ``restore.mid_copy``: a restore has copied part of the backup into the live file;
 - ``recover.mid_quarantine``: some of a damaged file's companions are moved aside, not all;
 - ``recover.before_swap``: the damaged file is aside, the restored copy not yet renamed in;
+- ``serve.worker_start``: a worker of ``serve --workers N`` has just been forked (every start
+  of every worker dies: the supervisor's guard against a restart loop);
 - ``legacy.mid_migration``: for the legacy importer (:mod:`dapi_config.legacy`) to call between
   its steps.
 """

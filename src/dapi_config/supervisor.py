@@ -31,6 +31,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dapi_config import _failpoints
 from dapi_config.errors import ConfigError, DapiConfigError
 from dapi_config.manager import ConfigManager
 from dapi_config.service import (
@@ -178,6 +179,7 @@ class _Supervisor:
         """The body of a forked worker; its exit code."""
         code = 1
         try:
+            _failpoints.hit("serve.worker_start")
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)  # the supervisor's are not the worker's
             for handler in logging.getLogger().handlers:

@@ -40,8 +40,9 @@ def _refused(url: str, **options: Any) -> None:
         httpx.get(url, timeout=10, **options)
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])  # each connection below: either worker
 def test_https_only_with_client_certificates(
-    config_file: Path, pki: dict[str, Any], serve_process: Any
+    config_file: Path, pki: dict[str, Any], serve_process: Any, workers: str
 ) -> None:
     ca: Authority = pki["ca"]
     server: Issued = pki["server"]
@@ -55,6 +56,8 @@ def test_https_only_with_client_certificates(
         str(server.key),
         "--tls-client-ca",
         str(ca.pem),
+        "--workers",
+        workers,
         scheme="https",
         probe={"verify": trusted},
     )

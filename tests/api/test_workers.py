@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests._postgres import PgServer
-from tests.api.conftest import ServeProcess
+from tests.api.conftest import ServeProcess, free_port
 from tests.conftest import TEST_STATE_KEY, run_cli
 
 FRESH_CONNECTIONS = 24  # each a new connection: with 2 workers both answer some of them
@@ -230,3 +230,26 @@ def test_workers_on_a_postgresql_state(
     scrape = httpx.get(f"{server.url}/metrics").text
     assert _metric(scrape, "dapi_config_nodes") == 6
     assert server.terminate() == 0
+
+
+def test_a_worker_that_dies_at_every_start_stops_the_service(config_file: Path) -> None:
+    """No restart loop: a worker that keeps dying within seconds of its start (here a fail
+    point kills it each time) stops the service with an error naming it."""
+    res = run_cli(
+        "--config",
+        str(config_file),
+        "serve",
+        "--workers",
+        "2",
+        "--port",
+        str(free_port()),
+        env={"DAPI_CONFIG_FAILPOINT": "serve.worker_start"},
+        timeout=60,
+    )
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert re.search(
+        r"error: worker [01] was killed by SIGKILL 3 times within 5 s of its start: stopping "
+        "the service",
+        res.stderr,
+    ), res.stderr[-2000:]
+    assert "starting it again" in res.stderr  # it was restarted before it gave up
