@@ -208,6 +208,15 @@ def test_peers_benchmark_runs_the_floor_and_serve_under_wrk(tmp_path: Path) -> N
     assert "| dapi-config serve (SQLite, 1 worker) | 16 |" in table
 
 
+def test_cli_start_benchmark_times_each_command(tmp_path: Path) -> None:
+    proc = _run_module("benchmarks.cli_start", "--runs", "1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "cli_start.json").read_text())
+    assert set(result["now"]) == {"--version", "--help", "status"}
+    assert all(ms > 0 for ms in result["now"].values())
+    assert "| `dapi-config status` |" in (tmp_path / "cli_start.md").read_text()
+
+
 def test_memory_benchmark_runs(tmp_path: Path) -> None:
     proc = _run_module("benchmarks.memory", "--writes", "300", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
