@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any
 
-from dapi_config._validation import json_integers, node_inputs
+from dapi_config._validation import json_number, node_inputs
 from dapi_config.api.errors import ApiError
 from dapi_config.api.limits import MAX_BATCH, MAX_ERRORS
 from dapi_config.errors import ValidationError
@@ -43,7 +43,7 @@ def decode_json(raw: bytes, content_type: str | None, *, what: str = "the node")
             [{"field": "body", "message": "required"}],
         )
     try:
-        return json_integers(json.loads(raw, parse_constant=_no_constant))
+        return json.loads(raw, parse_float=json_number, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not valid JSON (not UTF-8)", "invalid_json") from None
     except json.JSONDecodeError as exc:
