@@ -89,6 +89,10 @@ WRITE_LOCK = 0x6461_7069_0001
 MIGRATION_LOCK = 0x6461_7069_0002
 #: ``NOTIFY`` channel of committed changes.
 CHANGES_CHANNEL = "dapi_config_changes"
+#: What opens and closes a write transaction (constants: no parameters, so each is one simple
+#: query, one round trip). If the transaction failed, the notice fails and COMMIT never runs.
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+_NOTIFY_AND_COMMIT = f"SELECT pg_notify('{CHANGES_CHANNEL}', ''); COMMIT"
 #: Seconds a read or write waits for a pooled connection before opening one of its own.
 POOL_WAIT_S = 2.0
 #: Seconds the watchdog leaves the server's own timeouts to end a statement cleanly first.
@@ -275,7 +279,9 @@ class PgDatabase:
 
         pool = ConnectionPool(
             self.url,
-            kwargs=self._connect_kwargs,
+            # Autocommit: a lone read is one round trip (no BEGIN/COMMIT around it), and a write
+            # transaction sends its own BEGIN with its first statement (see transaction()).
+            kwargs={**self._connect_kwargs, "autocommit": True},
             min_size=1,
             max_size=self._max_connections,
             configure=self._configure,
@@ -348,7 +354,7 @@ class PgDatabase:
             # The pool is busy, or the server was unreachable (the pool then retries with
             # growing delays): one direct connection says at once whether it is there.
             try:
-                direct = _psycopg().connect(self.url, **self._connect_kwargs)
+                direct = _psycopg().connect(self.url, autocommit=True, **self._connect_kwargs)
                 self._configure(direct)
             except Exception as exc:
                 self._down = True
@@ -416,16 +422,20 @@ class PgDatabase:
             with self._connection() as conn:
                 state.conn, state.depth, state.writing = conn, 1, True
                 try:
-                    with (
-                        self._commit_outcome(conn, lambda: committing),
-                        self._mapped(),
-                        conn.transaction(),
-                    ):
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                        yield
-                        conn.execute("SELECT pg_notify(%s, '')", (CHANGES_CHANNEL,))
-                        self._watchdog.watch(conn)  # the commit gets the whole bound
-                        committing = True
+                    with self._commit_outcome(conn, lambda: committing), self._mapped():
+                        # One round trip each: BEGIN with the writers' lock, the change notice
+                        # with COMMIT (no parameters: sent as one simple query each).
+                        conn.execute(_BEGIN_WRITE)
+                        try:
+                            yield
+                            self._watchdog.watch(conn)  # the commit gets the whole bound
+                            committing = True
+                            conn.execute(_NOTIFY_AND_COMMIT)
+                        except BaseException:
+                            if not conn.broken and not conn.closed:
+                                with contextlib.suppress(Exception):
+                                    conn.execute("ROLLBACK")
+                            raise
                     committed = True
                 finally:
                     callbacks = state.callbacks
@@ -527,8 +537,8 @@ class PgDatabase:
         state = self._state()
         if state.depth:
             return self._run(state.conn, sql, params)
-        with self._connection() as conn, self._mapped(), conn.transaction():
-            return self._run(conn, sql, params)
+        with self._connection() as conn, self._mapped():
+            return self._run(conn, sql, params)  # autocommit: one statement, one round trip
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each of ``rows`` (a bulk insert; psycopg pipelines it)."""
@@ -903,20 +913,16 @@ def _migrate(db: PgDatabase, *, read_only: bool) -> None:
             f"{db.path}: its schema (version {current}) is older than this dapi-config's "
             f"({latest}); the service or a command that writes upgrades it. It was not changed"
         )
-    with db._connection() as conn, db._mapped():
-        conn.autocommit = True
+    with db._connection() as conn, db._mapped():  # autocommit: the session lock holds
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
-            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-            try:
-                # Under the lock: a replica that started at the same moment may have created
-                # the schema since the version was read above; its tables are not foreign.
-                _refuse_a_foreign_database(db)
-                for step in MIGRATIONS:
-                    _apply(conn, step)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            # Under the lock: a replica that started at the same moment may have created
+            # the schema since the version was read above; its tables are not foreign.
+            _refuse_a_foreign_database(db)
+            for step in MIGRATIONS:
+                _apply(conn, step)
         finally:
-            conn.autocommit = False
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
 
 def _refuse_a_foreign_database(db: PgDatabase) -> None:
