@@ -82,6 +82,34 @@ def test_lost_listener_reads_through_and_comes_back(pg_server: PgServer, config_
         eventually(lambda: b.get_height() == 8, HOT_READ_BOUND_S)
 
 
+def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(
+    pg_server: PgServer, config_file: Path
+) -> None:
+    """A connection that answered a moment ago is handed out without the pool's check (a
+    round trip per write); when the server dropped it since (a restart, an admin's
+    ``pg_terminate_backend``), the write, the read and the snapshot take another connection
+    before anything ran, instead of failing."""
+    url = pg_server.fresh_database()
+    with replica(config_file, url) as cm:
+        cm.set_height(1)
+
+        def drop_our_connections() -> None:
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "application_name = 'dapi-config' AND datname = current_database()"
+                )
+
+        drop_our_connections()
+        cm.set_height(2)  # a write transaction
+        drop_our_connections()
+        assert [n.id for n in cm.get_nodes()] == []  # a lone read
+        drop_our_connections()
+        assert cm.state_summary()["height"] == 2  # a snapshot
+        cm.add_node(node("n1"))
+        assert [e.action for e in cm.get_audit(limit=10)][-2:] == ["set_height", "add_node"]
+
+
 def test_audit_revisions_follow_commit_order(pg_server: PgServer, config_file: Path) -> None:
     """A poller following since=REV sees every change once, in order, while two replicas
     write concurrently (identity values handed out before commit would let it skip one)."""

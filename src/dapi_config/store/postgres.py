@@ -42,6 +42,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,11 +93,16 @@ CHANGES_CHANNEL = "dapi_config_changes"
 #: What opens and closes a write transaction (constants: no parameters, so each is one simple
 #: query, one round trip). If the transaction failed, the notice fails and COMMIT never runs.
 _BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+_BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _NOTIFY_AND_COMMIT = f"SELECT pg_notify('{CHANGES_CHANNEL}', ''); COMMIT"
 #: Seconds a read or write waits for a pooled connection before opening one of its own.
 POOL_WAIT_S = 2.0
 #: Seconds the watchdog leaves the server's own timeouts to end a statement cleanly first.
 WATCHDOG_GRACE_S = 2.0
+#: A pooled connection that answered everything it was asked this recently is handed out
+#: without the pool's check (a round trip); if it is dead all the same (the server restarted
+#: within that time), the unit of work takes another before anything ran on it.
+FRESH_CONNECTION_S = 1.0
 #: TCP keepalives: first probe after this many idle seconds, then every ``interval``, and
 #: ``count`` unanswered probes close the connection (a peer gone without a word).
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 10, 5, 3
@@ -220,6 +226,21 @@ def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, timeout) or "timeout expired" in str(exc)
 
 
+def _dead(conn: Any) -> bool:
+    return bool(conn.broken or conn.closed)
+
+
+def _is_read(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() == "SELECT"
+
+
+def _roll_back(conn: Any) -> None:
+    """End ``conn``'s transaction without keeping anything (nothing when it is gone)."""
+    if not _dead(conn):
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+
+
 def _cut(conn: Any) -> None:
     """Shut the connection's socket down under whoever waits on it (they get an error)."""
     with contextlib.suppress(Exception):
@@ -257,6 +278,8 @@ class PgDatabase:
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
         self._local = threading.local()
         self._sql: dict[str, str] = {}
+        #: When each pooled connection last answered all it was asked (see :meth:`_check`).
+        self._answered: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._commit_hooks: list[Callable[[], None]] = []
         self._observers: list[Callable[[float, bool], None]] = []
         try:
@@ -321,9 +344,14 @@ class PgDatabase:
             self._watchdog.release(conn)
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """The pool's check of a connection it hands out (an empty query), bounded."""
+        """The pool's check of a connection it hands out (an empty query), bounded; skipped
+        for one that answered everything it was asked within :data:`FRESH_CONNECTION_S`
+        (under load it was one round trip in eight of a ``set_height``). One that turns out
+        dead all the same is replaced before anything ran on it (:meth:`_opened`)."""
         from psycopg_pool import ConnectionPool  # noqa: PLC0415 - after _psycopg's check
 
+        if time.monotonic() - self._answered.pop(conn, -math.inf) < FRESH_CONNECTION_S:
+            return
         self._watchdog.watch(conn)
         try:
             ConnectionPool.check_connection(conn)
@@ -374,8 +402,24 @@ class PgDatabase:
         try:
             with self._watched(conn):
                 yield conn
+            if not _dead(conn):
+                self._answered[conn] = time.monotonic()
         finally:
             pool.putconn(conn)
+
+    def _opened(self, conn: Any, sql: str, *, retry: bool) -> bool:
+        """Run ``sql``, the statement (no parameters) that opens a unit of work on ``conn``.
+        False when ``retry`` and the connection turned out dead before anything ran on it (a
+        pooled one handed out unchecked, the server restarted since): take another. Any other
+        failure raises, for the caller's :meth:`_mapped`."""
+        try:
+            conn.execute(sql)
+        except _psycopg().OperationalError:
+            if not retry or not _dead(conn):
+                raise
+            self._answered.clear()  # the other idle ones may be dead too: check them
+            return False
+        return True
 
     @contextlib.contextmanager
     def _watched(self, conn: Any) -> Iterator[None]:
@@ -418,30 +462,35 @@ class PgDatabase:
             return
         start = time.perf_counter()
         committed = committing = False
+        callbacks: list[Callable[[], None]] = []
         try:
-            with self._connection() as conn:
-                state.conn, state.depth, state.writing = conn, 1, True
-                try:
-                    with self._commit_outcome(conn, lambda: committing), self._mapped():
-                        # One round trip each: BEGIN with the writers' lock, the change notice
-                        # with COMMIT (no parameters: sent as one simple query each).
-                        conn.execute(_BEGIN_WRITE)
-                        try:
-                            yield
-                            self._watchdog.watch(conn)  # the commit gets the whole bound
-                            committing = True
-                            conn.execute(_NOTIFY_AND_COMMIT)
-                        except BaseException:
-                            if not conn.broken and not conn.closed:
-                                with contextlib.suppress(Exception):
-                                    conn.execute("ROLLBACK")
-                            raise
-                    committed = True
-                finally:
-                    callbacks = state.callbacks
-                    state.conn, state.depth, state.writing, state.callbacks = None, 0, False, []
-                    if conn.broken:
-                        log.warning("%s: connection lost during a write", self.path)
+            for attempt in (1, 2):
+                with self._connection() as conn:
+                    # One round trip each: BEGIN with the writers' lock, the change notice with
+                    # COMMIT (no parameters: sent as one simple query each).
+                    with self._mapped():
+                        if not self._opened(conn, _BEGIN_WRITE, retry=attempt == 1):
+                            continue
+                    state.conn, state.depth, state.writing = conn, 1, True
+                    try:
+                        outcome = self._commit_outcome(conn, lambda: committing)  # noqa: B023
+                        with outcome, self._mapped():
+                            try:
+                                yield
+                                self._watchdog.watch(conn)  # the commit gets the whole bound
+                                committing = True
+                                conn.execute(_NOTIFY_AND_COMMIT)
+                            except BaseException:
+                                _roll_back(conn)
+                                raise
+                        committed = True
+                    finally:
+                        callbacks = state.callbacks
+                        state.conn, state.depth, state.writing = None, 0, False
+                        state.callbacks = []
+                        if conn.broken:
+                            log.warning("%s: connection lost during a write", self.path)
+                break
         finally:
             seconds = time.perf_counter() - start
             for observer in list(self._observers):
@@ -482,14 +531,19 @@ class PgDatabase:
             finally:
                 state.depth -= 1
             return
-        with self._connection() as conn:
-            state.conn, state.depth, state.writing = conn, 1, False
-            try:
-                with self._mapped(), conn.transaction():
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    yield
-            finally:
-                state.conn, state.depth, state.writing = None, 0, False
+        for attempt in (1, 2):
+            with self._connection() as conn:
+                with self._mapped():
+                    if not self._opened(conn, _BEGIN_SNAPSHOT, retry=attempt == 1):
+                        continue
+                state.conn, state.depth, state.writing = conn, 1, False
+                try:
+                    with self._mapped():
+                        yield
+                finally:
+                    state.conn, state.depth, state.writing = None, 0, False
+                    _roll_back(conn)  # it only read: nothing to commit
+            return
 
     @contextlib.contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -537,8 +591,17 @@ class PgDatabase:
         state = self._state()
         if state.depth:
             return self._run(state.conn, sql, params)
-        with self._connection() as conn, self._mapped():
-            return self._run(conn, sql, params)  # autocommit: one statement, one round trip
+        for attempt in (1, 2):
+            # Autocommit: one statement, one round trip. A read on a connection that turned
+            # out dead (handed out unchecked) is asked again on another.
+            with self._connection() as conn, self._mapped():
+                try:
+                    return self._run_unmapped(conn, sql, params)
+                except _psycopg().OperationalError:
+                    if attempt == 2 or not _dead(conn) or not _is_read(sql):
+                        raise
+                    self._answered.clear()  # the other idle ones may be dead too: check them
+        raise AssertionError("unreachable")
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each of ``rows`` (a bulk insert; psycopg pipelines it)."""
@@ -552,12 +615,15 @@ class PgDatabase:
             cur.executemany(self._translate(sql), [tuple(r) for r in rows])
 
     def _run(self, conn: Any, sql: str, params: Sequence[Any]) -> _Result:
-        self._watchdog.watch(conn)  # each statement gets the whole bound
         with self._mapped():
-            cur = conn.execute(self._translate(sql), tuple(params))
-            rows = cur.fetchall() if cur.description is not None else []
-            description = None if cur.description is None else [(c.name,) for c in cur.description]
-            return _Result(cur.rowcount, description, rows)
+            return self._run_unmapped(conn, sql, params)
+
+    def _run_unmapped(self, conn: Any, sql: str, params: Sequence[Any]) -> _Result:
+        self._watchdog.watch(conn)  # each statement gets the whole bound
+        cur = conn.execute(self._translate(sql), tuple(params))
+        rows = cur.fetchall() if cur.description is not None else []
+        description = None if cur.description is None else [(c.name,) for c in cur.description]
+        return _Result(cur.rowcount, description, rows)
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.execute(sql, params).fetchone()
