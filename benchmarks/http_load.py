@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +91,8 @@ class Service:
 
 
 @contextlib.contextmanager
-def service(root: Path) -> Iterator[Service]:
-    """``dapi-config serve`` on a free loopback port over a fresh state file."""
+def service(root: Path, args: Sequence[str] = ()) -> Iterator[Service]:
+    """``dapi-config serve ARGS`` on a free loopback port over a fresh state file."""
     root.mkdir(parents=True, exist_ok=True)
     config = root / "config.yaml"
     config.write_text(STATIC_CONFIG)
@@ -114,6 +114,7 @@ def service(root: Path) -> Iterator[Service]:
                 "serve",
                 "--port",
                 str(port),
+                *args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log_file,

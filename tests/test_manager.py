@@ -292,6 +292,18 @@ def test_transaction_batches_and_rolls_back(manager: ConfigManager) -> None:
 
 
 @pytest.mark.local_only
+def test_a_snapshot_reads_one_committed_state_while_others_write(
+    manager: ConfigManager, config_file: Path, state_env: dict[str, str]
+) -> None:
+    manager.add_node(node("a"))
+    with ConfigManager.open(config_file, env=state_env) as other, manager.snapshot():
+        assert [n.id for n in manager.get_nodes()] == ["a"]
+        other.add_node(node("b"))  # another connection commits meanwhile: not blocked
+        assert [n.id for n in manager.get_nodes()] == ["a"]  # the same state inside
+    assert [n.id for n in manager.get_nodes()] == ["a", "b"]
+
+
+@pytest.mark.local_only
 def test_nested_transaction_inner_failure_keeps_outer(manager: ConfigManager) -> None:
     with manager.transaction():
         manager.set_height(1)

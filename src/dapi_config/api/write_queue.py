@@ -102,7 +102,9 @@ class WriteQueue:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
-        prepared = [_outcome(job) for job, _ in batch]
+        # The checks of a batch (who is calling: a read each) share one read transaction.
+        with self.manager.snapshot() if len(batch) > 1 else contextlib.nullcontext():
+            prepared = [_outcome(job) for job, _ in batch]
         staged = [i for i, (ok, value) in enumerate(prepared) if ok and isinstance(value, Staged)]
         written: dict[int, tuple[bool, Any]] = {}
         try:

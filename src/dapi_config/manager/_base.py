@@ -172,6 +172,11 @@ class ManagerBase:
         """
         return self._store.transaction()
 
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """Make the reads inside the block see one committed state, without blocking writers
+        (several reads then cost one read transaction, not one each)."""
+        return self._store.snapshot()
+
     def acting_as(self, actor: str) -> contextlib.AbstractContextManager[None]:
         """Record ``actor`` (``api``, ``cli``, ``library``, ``migration``) for writes inside."""
         return self._store.acting_as(actor)
