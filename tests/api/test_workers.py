@@ -38,6 +38,13 @@ def _workers_of(server: ServeProcess) -> set[int]:
     return {int(pid) for pid in children.split()}
 
 
+def _seen_by_every_worker(server: ServeProcess, node_id: str) -> None:
+    """``node_id`` is in the registry as read on three fresh connections (either worker)."""
+    for _ in range(3):
+        ids = {n["node"]["id"] for n in httpx.get(f"{server.url}/admin/v1/nodes").json()}
+        assert node_id in ids
+
+
 def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -63,9 +70,7 @@ def test_two_workers_share_the_state_the_metrics_and_the_port(
         assert (
             httpx.post(f"{server.url}/admin/v1/nodes", json=_node(f"n{index}")).status_code == 200
         )
-        for _ in range(3):
-            ids = {n["node"]["id"] for n in httpx.get(f"{server.url}/admin/v1/nodes").json()}
-            assert f"n{index}" in ids
+        _seen_by_every_worker(server, f"n{index}")
         height = httpx.put(f"{server.url}/admin/v1/state/height", json={"height": 100 + index})
         assert height.status_code == 200
         for _ in range(3):
@@ -224,9 +229,7 @@ def test_workers_on_a_postgresql_state(
         assert (
             httpx.post(f"{server.url}/admin/v1/nodes", json=_node(f"p{index}")).status_code == 200
         )
-        for _ in range(3):
-            ids = {n["node"]["id"] for n in httpx.get(f"{server.url}/admin/v1/nodes").json()}
-            assert f"p{index}" in ids
+        _seen_by_every_worker(server, f"p{index}")
     scrape = httpx.get(f"{server.url}/metrics").text
     assert _metric(scrape, "dapi_config_nodes") == 6
     assert server.terminate() == 0

@@ -27,8 +27,9 @@ surgery that drops them and keeps the comments), :mod:`.migrate` (the three step
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dapi_config._lazy import lazy_exports
 
 #: Where each public name lives: imported when first asked for, so opening a state (which
 #: only asks whether the config file still holds the predecessor's keys) does not load the
@@ -101,13 +102,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:

@@ -13,8 +13,9 @@
 - :mod:`.gonka_db` the later predecessor's own SQLite file, read and written back.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dapi_config._lazy import lazy_exports
 
 #: Where each public name lives: imported when first asked for, so a module that needs only
 #: the contract (:mod:`.backend`: the catalogue, the CLI's commands) does not load the SQLite
@@ -30,13 +31,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
