@@ -114,8 +114,8 @@ WRITES: dict[str, tuple[Callable[[ConfigManager], Any], str, str]] = {
 #: Public ConfigManager members that are not single-row state writes: reads, plumbing, files,
 #: services, and the bulk import (tested on its own below).
 NOT_WRITES = {
-    "open", "close", "transaction", "acting_as", "config_path", "state_path", "settings",
-    "on_commit", "observe_writes",
+    "open", "close", "transaction", "snapshot", "acting_as", "config_path", "state_path",
+    "settings", "on_commit", "observe_writes",
     "static_config", "state_summary", "export_full_config", "start_periodic_export",
     "stop_periodic_export", "check_master_key", "verify_security_key", "get_audit",
     "latest_revision", "prune_audit", "backup", "backup_before", "list_backups", "check",

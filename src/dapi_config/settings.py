@@ -374,6 +374,16 @@ class Settings:
         return self.state_path or config_file.parent / "state.db"
 
 
+#: Where prometheus-client's multiprocess mode keeps its files (the library reads it itself).
+PROMETHEUS_MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def point_metrics_at(directory: Path) -> None:
+    """Tell prometheus-client, which reads its own variable, to count in ``directory``: for a
+    worker of ``serve --workers N``. The one write to this process's environment."""
+    os.environ[PROMETHEUS_MULTIPROC_ENV] = str(directory)
+
+
 def failpoints_from_process_env() -> frozenset[str]:
     """The test-only fail points armed in this process (``DAPI_CONFIG_FAILPOINT=a,b``)."""
     raw = os.environ.get(FAILPOINT_ENV, "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ def test_staged_writes_share_a_transaction_that_holds_only_the_writes(
         return await asyncio.gather(*jobs, queue.run(failing))
 
     try:
-        results = asyncio.run(main())
+        # Its own thread: a test before may leave an event loop running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            results = pool.submit(asyncio.run, main()).result(timeout=60)
         assert results[:JOBS] == [(i, True) for i in range(JOBS)]
         assert results[JOBS] == "refused: ValidationError"
         assert seen["stage"] == [0] * JOBS and seen["answer"] == [0] * JOBS

@@ -10,7 +10,6 @@ counters and histograms summed over the workers, each gauge as its ``multiproces
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from dapi_config.errors import DapiConfigError
 from dapi_config.health import IntegrityResult, Readiness
 from dapi_config.manager import ConfigManager
+from dapi_config.settings import point_metrics_at
 
 # Every counter and histogram would also export a ``*_created`` series (its creation time):
 # noise on every dashboard and scrape. The switch is process-wide; only the service imports it.
@@ -190,9 +190,10 @@ class ServiceMetrics:
 def count_in_shared_files(directory: Path) -> None:
     """Make this process's metrics count in ``directory`` (prometheus-client's multiprocess
     mode), for a worker of ``serve --workers N``: call it in the worker before any metric is
-    made. The client picks its value class when first imported, from
-    ``PROMETHEUS_MULTIPROC_DIR``; a forked worker has imported it already, so it is set here."""
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    made. The client picks its value class when first imported, from its variable
+    ``PROMETHEUS_MULTIPROC_DIR``; a forked worker has imported it already, so both are set
+    here."""
+    point_metrics_at(directory)
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
