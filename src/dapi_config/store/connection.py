@@ -695,7 +695,6 @@ class Database:
                 try:
                     self._begin(conn)
                 except StateUnavailableError as exc:
-                    self._turn.release()
                     if READ_ONLY_MESSAGE in exc.message:
                         self._retire_writer_connection()
                     raise
@@ -892,18 +891,22 @@ class Database:
         # (e.g. while another process recovers the WAL).
         self._turn.acquire()
         deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except OPERATIONAL_ERRORS as exc:
-                busy = "locked" in str(exc) or "busy" in str(exc)
-                if busy and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                    continue
-                raise StateUnavailableError(
-                    f"{self.path}: cannot start a write: {self._noted(exc)}"
-                ) from None
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except OPERATIONAL_ERRORS as exc:
+                    busy = "locked" in str(exc) or "busy" in str(exc)
+                    if busy and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                        continue
+                    raise StateUnavailableError(
+                        f"{self.path}: cannot start a write: {self._noted(exc)}"
+                    ) from None
+        except BaseException:
+            self._turn.release()  # no transaction began: the next process's turn
+            raise
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
