@@ -5,8 +5,9 @@ The writes clients send most (a node: ``POST /admin/v1/nodes``, ``PUT /admin/v1/
 every block) are answered here, in front of the token middleware and FastAPI:
 the same checks in the same order (cross-origin guard, token, role from :mod:`.roles`), the
 same parsing and write (:mod:`.nodes`, :mod:`.kinds`), the same error mapping
-(:mod:`.errors`), but as **one** job of the writer thread (:mod:`.write_queue`: the caller
-is identified beside the write, and concurrent writes share a commit), without FastAPI's
+(:mod:`.errors`), but as **one** staged job of the writer thread (:mod:`.write_queue`: the
+caller identified and the body parsed before the transaction, the write in it, shared with
+the concurrent writes, the reply built after the commit), without FastAPI's
 routing, dependency solving and request objects, which cost more CPU than the write itself.
 The routes stay declared in FastAPI: the OpenAPI document describes them (a test compares the
 two), and anything this module does not take as it is (a path id the pattern refuses) goes to
