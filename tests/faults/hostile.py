@@ -151,13 +151,16 @@ def _livez_seconds(url: str, within: float) -> float | None:
     return None
 
 
-def hostile_campaign(directory: Path, rounds: int, *, seed: int = 7) -> HostileResult:
-    """Run ``rounds`` rounds of attacks against a fresh ``serve`` in ``directory``."""
+def hostile_campaign(
+    directory: Path, rounds: int, *, seed: int = 7, workers: int = 1
+) -> HostileResult:
+    """Run ``rounds`` rounds of attacks against a fresh ``serve --workers WORKERS`` in
+    ``directory``."""
     rng = random.Random(seed)
     config = directory / "config.yaml"
     config.write_text(f"api:\n  port: 8080\n  admin_token: {TOKEN}\n")
     config.chmod(0o600)
-    server = start_serve_process(config, open_files=OPEN_FILES)
+    server = start_serve_process(config, "--workers", str(workers), open_files=OPEN_FILES)
     port = int(server.url.rsplit(":", 1)[1])
     result = HostileResult()
     acknowledged: list[str] = []

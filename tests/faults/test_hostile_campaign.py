@@ -16,8 +16,9 @@ CI_ROUNDS = 2
 FULL_ROUNDS = 30
 
 
-def test_hostile_campaign_short(tmp_path: Path) -> None:
-    result = hostile_campaign(tmp_path, CI_ROUNDS)
+@pytest.mark.parametrize("workers", [1, 2])  # every bound holds in each worker of serve
+def test_hostile_campaign_short(tmp_path: Path, workers: int) -> None:
+    result = hostile_campaign(tmp_path, CI_ROUNDS, workers=workers)
     assert result.failures == [], result
     assert result.rounds == CI_ROUNDS
     assert result.acknowledged > 0  # the honest client was served meanwhile

@@ -88,9 +88,13 @@ def _watcher(url: str, stop: threading.Event, log: Log) -> None:
             since = page["next_since"]
 
 
-@pytest.fixture
-def serve(config_file: Path, state_env: dict[str, str]) -> Iterator[ServeProcess]:
-    process = start_serve_process(config_file, env=state_env)
+@pytest.fixture(params=["1", "2"], ids=["1-worker", "2-workers"])
+def serve(
+    config_file: Path, state_env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[ServeProcess]:
+    """``serve`` with one worker, and with two (writes, probes and the watcher then reach
+    either; the CLI writes and restores beside both)."""
+    process = start_serve_process(config_file, "--workers", request.param, env=state_env)
     try:
         yield process
     finally:
