@@ -164,9 +164,42 @@ def start_serve_process(
     ``pass_port=False`` leaves ``--port`` out (the config's ``api.admin_server_port``, which
     the caller sets to ``port``). ``open_files``: the process's open-file limit, soft and hard
     (so that it cannot raise it). ``scheme`` ``https`` with ``probe`` (httpx options: the CA to
-    verify, a client certificate) for a service that serves TLS.
+    verify, a client certificate) for a service that serves TLS. A port picked here that
+    another test's process took meanwhile is picked again.
     """
+    for attempt in range(3):
+        try:
+            return _start_serve_process(
+                config,
+                args,
+                env=env,
+                port=port,
+                pass_port=pass_port,
+                open_files=open_files,
+                scheme=scheme,
+                probe=probe,
+            )
+        except _PortTaken:
+            if port is not None or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
+
+class _PortTaken(RuntimeError):
+    """serve could not bind its port: something else listens there."""
+
+
+def _start_serve_process(
+    config: Path,
+    args: tuple[str, ...],
+    *,
+    env: dict[str, str] | None,
+    port: int | None,
+    pass_port: bool,
+    open_files: int | None,
+    scheme: str,
+    probe: dict[str, Any] | None,
+) -> ServeProcess:
     def limit_files() -> None:
         if open_files is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
@@ -200,19 +233,25 @@ def start_serve_process(
         )
     url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/livez", timeout=1, **(probe or {})).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"serve did not start:\n{log_path.read_text()}")
-        time.sleep(0.05)
-    return ServeProcess(proc, url, log_path)
+    started = ServeProcess(proc, url, log_path)
+    try:
+        while True:
+            if proc.poll() is not None:
+                log = log_path.read_text()
+                if "Address already in use" in log:
+                    raise _PortTaken(f"port {port} was taken:\n{log}")
+                raise RuntimeError(f"serve exited with {proc.returncode}:\n{log}")
+            try:
+                if httpx.get(f"{url}/livez", timeout=1, **(probe or {})).status_code == 200:
+                    return started
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+    except BaseException:
+        started.stop()  # killed if still up, its pipe closed
+        raise
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from tests._postgres import PgServer
+from tests.api import conftest
 from tests.api.conftest import ServeProcess, free_port
 from tests.conftest import TEST_STATE_KEY, run_cli
 
@@ -256,3 +258,22 @@ def test_a_worker_that_dies_at_every_start_stops_the_service(config_file: Path) 
         res.stderr,
     ), res.stderr[-2000:]
     assert "starting it again" in res.stderr  # it was restarted before it gave up
+
+
+def test_the_fixture_picks_another_port_when_its_first_was_taken(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests start many ``serve`` processes at once: a free port can be taken before one
+    binds it (seen in CI). The fixture then tries another, and leaks no pipe."""
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        ports = iter([taken.getsockname()[1], free_port()])
+        monkeypatch.setattr(conftest, "free_port", lambda: next(ports))
+        server = conftest.start_serve_process(config_file)
+        try:
+            assert httpx.get(f"{server.url}/livez").status_code == 200
+            assert not server.url.endswith(f":{taken.getsockname()[1]}")
+        finally:
+            server.stop()
