@@ -389,6 +389,20 @@ def prepare_service(cm: ConfigManager, options: ServiceOptions) -> Prepared:
     return Prepared(options, port, listen(options.host, port), served, require_token, cap)
 
 
+def log_serving(prepared: Prepared, state_location: object, workers: int = 1) -> None:
+    """The one line that says where the admin API listens."""
+    served = prepared.transport
+    log.info(
+        "serving the admin API on %s://%s:%d%s (state %s)%s",
+        served.scheme,
+        prepared.options.host,
+        prepared.port,
+        " (client certificates required)" if served.client_certificates else "",
+        state_location,
+        f" with {workers} workers" if workers > 1 else "",
+    )
+
+
 def run_service(cm: ConfigManager, options: ServiceOptions) -> int | None:
     """Serve the admin API on ``cm`` in this process until SIGTERM/SIGINT; returns the
     stopping signal (see :func:`prepare_service` for what it raises before serving)."""
@@ -462,15 +476,8 @@ def serve_prepared(
         )
         server.config.load()
         server.config.ssl = served.tls  # ours (TLS 1.2+, client certificates): see .tls
-        if role is None or role.primary:
-            log.info(
-                "serving the admin API on %s://%s:%d%s (state %s)",
-                served.scheme,
-                options.host,
-                port,
-                " (client certificates required)" if served.client_certificates else "",
-                cm.state_location,
-            )
+        if role is None:  # workers: their supervisor said it once, before any answered
+            log_serving(prepared, cm.state_location)
         previous = {
             sig: signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
             for sig in (signal.SIGTERM, signal.SIGINT)

@@ -38,6 +38,7 @@ from dapi_config.service import (
     Prepared,
     ServiceOptions,
     WorkerRole,
+    log_serving,
     prepare_service,
     serve_prepared,
 )
@@ -85,6 +86,7 @@ def run_workers(open_manager: OpenManager, options: ServiceOptions, workers: int
     with open_manager() as cm:
         check_workers(cm, workers)
         prepared = prepare_service(cm, options)
+        log_serving(prepared, cm.state_location, workers)  # before any worker answers
     metrics_dir = Path(tempfile.mkdtemp(prefix="dapi-config-metrics-"))
     try:
         return _Supervisor(open_manager, prepared, workers, metrics_dir).run()
